@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): event intake, jobs, decisions and approvals, audit."""

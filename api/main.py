@@ -1,0 +1,47 @@
+"""FastAPI application factory; the container is built in the lifespan, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import audit, decisions, events, jobs, system
+from runtime.bootstrap import Container, bootstrap
+from runtime.settings import Settings
+
+
+def create_app(container: Container | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the API; pass a container to share one (tests, the scenario runner)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        app.state.container = container or bootstrap(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.container.close()
+
+    app = FastAPI(
+        title="Crossdock",
+        version="0.1.0",
+        summary="Agents propose, engines decide, policy gates, connectors execute.",
+        lifespan=lifespan,
+    )
+    if container is not None:
+        app.state.container = container
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    for module in (events, jobs, decisions, audit, system):
+        app.include_router(module.router)
+    return app

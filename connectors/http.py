@@ -1,0 +1,179 @@
+"""HTTP adapters for the WMS, ERP, OMS and notify ports, against the twin's REST API.
+
+Any system exposing the same API (a gateway in front of a real WMS, say) works too. Errors
+are translated, never retried here: the queue owns retries, so every attempt is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply
+from domain.decisions import Action
+from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
+from domain.models import Customer
+
+DEFAULT_TIMEOUT = httpx.Timeout(5.0)
+
+# action name -> (path template, payload fields that go into the path). The whole payload is
+# also sent as the body; the server takes path parameters from the path.
+ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "wms.create_wave": ("/wms/api/v1/waves", ()),
+    "wms.create_task": ("/wms/api/v1/tasks", ()),
+    "wms.create_transfer": ("/wms/api/v1/transfers", ()),
+    "erp.create_backorder": ("/erp/api/v1/backorders", ()),
+    "erp.post_adjustment": ("/erp/api/v1/adjustments", ()),
+    "erp.close_po_line": ("/erp/api/v1/purchase-orders/{po_id}/lines/{line}/close", ("po_id", "line")),
+    "erp.expedite_po": ("/erp/api/v1/purchase-orders/{po_id}/lines/{line}/expedite", ("po_id", "line")),
+    "erp.update_safety_stock": ("/erp/api/v1/safety-stock", ()),
+    "oms.allocate": ("/oms/api/v1/orders/{order_id}/allocations", ("order_id",)),
+    "oms.update_order_status": ("/oms/api/v1/orders/{order_id}/status", ("order_id",)),
+    "oms.hold_order": ("/oms/api/v1/orders/{order_id}/hold", ("order_id",)),
+    "oms.split_line": ("/oms/api/v1/orders/{order_id}/lines/{line}/split", ("order_id", "line")),
+    "oms.substitute_line": ("/oms/api/v1/orders/{order_id}/lines/{line}/substitute", ("order_id", "line")),
+    "oms.update_promise_date": ("/oms/api/v1/orders/{order_id}/promise-date", ("order_id",)),
+    "notify.ticket": ("/notify/api/v1/tickets", ()),
+}
+
+
+class _HttpSystem:
+    """Shared request handling: one client, error translation, action routing."""
+
+    system = ""
+
+    def __init__(self, base_url: str, client: httpx.Client) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = client
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        try:
+            response = self.client.request(
+                method, url, params=params, json=json, headers=headers, timeout=DEFAULT_TIMEOUT
+            )
+        except httpx.HTTPError as exc:
+            raise ConnectorError(
+                f"{self.system.upper()} at {self.base_url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code >= 500:
+            raise ConnectorError(
+                f"{self.system.upper()} {method} {path} failed with "
+                f"{response.status_code}: {_detail(response)}"
+            )
+        return response
+
+    def _ok(self, response: httpx.Response, method: str, path: str) -> Any:
+        if response.status_code >= 400:
+            raise PermanentConnectorError(
+                f"{self.system.upper()} {method} {path} rejected with "
+                f"{response.status_code}: {_detail(response)}"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ConnectorError(f"{self.system.upper()} {method} {path} answered with invalid JSON") from exc
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        return self._ok(self._request("GET", path, params=params), "GET", path)
+
+    def apply(self, action: Action) -> dict[str, Any]:
+        """Send one action to its route with the idempotency key; returns the system's answer."""
+        if action.system != self.system:
+            raise PermanentConnectorError(f"the {self.system} adapter cannot apply {action.name}")
+        route = ROUTES.get(action.name)
+        if route is None:
+            raise PermanentConnectorError(f"unknown action type {action.name!r}")
+        if not action.idempotency_key:
+            raise PermanentConnectorError(f"{action.name} has no idempotency key; refusing to write")
+        template, fields = route
+        missing = [f for f in fields if action.payload.get(f) is None]
+        if missing:
+            raise PermanentConnectorError(f"{action.name} payload is missing {', '.join(missing)}")
+        path = template.format(**{f: quote(str(action.payload[f]), safe="") for f in fields})
+        response = self._request(
+            "POST", path, json=action.payload, headers={"Idempotency-Key": action.idempotency_key}
+        )
+        result = self._ok(response, "POST", path)
+        return result if isinstance(result, dict) else {"result": result}
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:300]
+
+
+class HttpWms(_HttpSystem):
+    system = "wms"
+
+    def stock(self, sku: str) -> list[NodeStock]:
+        return [NodeStock.model_validate(s) for s in self._get("/wms/api/v1/inventory", {"sku": sku})]
+
+
+class HttpErp(_HttpSystem):
+    system = "erp"
+
+    def sku(self, sku: str) -> SkuInfo:
+        path = f"/erp/api/v1/materials/{quote(sku, safe='')}"
+        response = self._request("GET", path)
+        if response.status_code == 404:
+            raise UnknownSku(sku)
+        return SkuInfo.model_validate(self._ok(response, "GET", path))
+
+    def book_stock(self, sku: str) -> list[BookPosition]:
+        return [BookPosition.model_validate(b) for b in self._get("/erp/api/v1/stock", {"sku": sku})]
+
+    def planned_supply(self, sku: str) -> list[Supply]:
+        return [Supply.model_validate(s) for s in self._get("/erp/api/v1/supply", {"sku": sku})]
+
+    def credit_hold(self, customer: str) -> bool:
+        body = self._get(f"/erp/api/v1/customers/{quote(customer, safe='')}/credit")
+        return bool(body["credit_hold"])
+
+
+class HttpOms(_HttpSystem):
+    system = "oms"
+
+    def order(self, order_id: str) -> OrderView:
+        path = f"/oms/api/v1/orders/{quote(order_id, safe='')}"
+        response = self._request("GET", path)
+        if response.status_code == 404:
+            raise UnknownOrder(order_id)
+        return OrderView.model_validate(self._ok(response, "GET", path))
+
+    def customer(self, customer_id: str) -> Customer:
+        return Customer.model_validate(self._get(f"/oms/api/v1/customers/{quote(customer_id, safe='')}"))
+
+    def network(self) -> Network:
+        return Network.model_validate(self._get("/oms/api/v1/network"))
+
+
+class HttpNotify(_HttpSystem):
+    system = "notify"
+
+
+def http_connectors(
+    wms_url: str, erp_url: str, oms_url: str, notify_url: str, client: httpx.Client
+) -> tuple[HttpWms, HttpErp, HttpOms, HttpNotify]:
+    """The four adapters sharing one client (one connection pool)."""
+    return (
+        HttpWms(wms_url, client),
+        HttpErp(erp_url, client),
+        HttpOms(oms_url, client),
+        HttpNotify(notify_url, client),
+    )

@@ -1,0 +1,64 @@
+"""Ports: the only way Crossdock reads from or writes to a WMS, ERP or OMS.
+
+Adapters (the HTTP adapter for the twin and REST systems, Tryton later) implement these
+Protocols; ``runtime.bootstrap`` is the one place that picks which. Every write goes
+through ``apply`` with the action's idempotency key, so a replayed action is a no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply
+from domain.decisions import Action
+from domain.models import Customer
+
+
+@runtime_checkable
+class WmsPort(Protocol):
+    def stock(self, sku: str) -> list[NodeStock]:
+        """Location-level stock of ``sku`` at every node, with pickable per node."""
+        ...
+
+    def apply(self, action: Action) -> dict[str, Any]:
+        """Execute a ``wms.*`` action; idempotent on ``action.idempotency_key``."""
+        ...
+
+
+@runtime_checkable
+class ErpPort(Protocol):
+    def sku(self, sku: str) -> SkuInfo:
+        """Material master record; raises ``UnknownSku`` if the ERP does not know it."""
+        ...
+
+    def book_stock(self, sku: str) -> list[BookPosition]: ...
+
+    def planned_supply(self, sku: str) -> list[Supply]:
+        """Open PO lines and in-transit transfers bringing ``sku`` to a node."""
+        ...
+
+    def credit_hold(self, customer: str) -> bool: ...
+
+    def apply(self, action: Action) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class OmsPort(Protocol):
+    def order(self, order_id: str) -> OrderView:
+        """The order with its status and reservations; raises ``UnknownOrder``."""
+        ...
+
+    def customer(self, customer_id: str) -> Customer: ...
+
+    def network(self) -> Network:
+        """Nodes, lanes and carriers the OMS sources from."""
+        ...
+
+    def apply(self, action: Action) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class NotifyPort(Protocol):
+    def apply(self, action: Action) -> dict[str, Any]:
+        """Deliver a ``notify.ticket`` to a team's queue."""
+        ...

@@ -1,0 +1,1 @@
+"""Crews: the supervisor that routes events and the specialist workflows."""

@@ -1,0 +1,93 @@
+"""Allocation/release specialist for ``oms.order.created``: gather context, let the engine decide.
+
+Data errors (an unknown SKU, a zero-quantity line) are not retried: they become a held
+order with the error as the reason, so the planner sees it instead of a dead letter.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from domain.decisions import Action, Proposal
+from domain.engines.baseline import decide_baseline_release
+from domain.engines.release import decide_release
+from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
+from domain.events import CloudEvent
+from tools.context import Systems, release_context
+
+
+class OrderReleaseSpecialist:
+    """Release, split or hold one new order (the crossdock policy)."""
+
+    workflow = "order_release"
+    verify_stock = True
+
+    def lock_keys(self, event: CloudEvent) -> list[str]:
+        # One lock per SKU covers every node: read-decide-allocate is atomic per SKU.
+        return sorted({f"sku:{line.get('sku')}" for line in event.data.get("lines", []) if isinstance(line, dict)})
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
+        order_id = str(event.data.get("id"))
+        try:
+            return decide_release(release_context(systems, order_id, event_now(event)))
+        except (UnknownSku, InvalidOrder) as exc:
+            return [hold_for_review(order_id, str(exc), self.workflow)]
+        except UnknownOrder as exc:
+            return [escalate_unknown(order_id, str(exc), self.workflow)]
+
+
+class BaselineReleaseSpecialist(OrderReleaseSpecialist):
+    """The naive yardstick: book stock, nearest node, no locks."""
+
+    verify_stock = False
+
+    def lock_keys(self, event: CloudEvent) -> list[str]:
+        return []
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
+        order_id = str(event.data.get("id"))
+        try:
+            return [decide_baseline_release(release_context(systems, order_id, event_now(event)))]
+        except (UnknownSku, InvalidOrder) as exc:
+            return [hold_for_review(order_id, str(exc), self.workflow)]
+        except UnknownOrder as exc:
+            return [escalate_unknown(order_id, str(exc), self.workflow)]
+
+
+def event_now(event: CloudEvent) -> datetime:
+    """The simulated clock: the event's own time (a replay runs in scenario time)."""
+    return event.time or datetime.now(UTC)
+
+
+def hold_for_review(order_id: str, error: str, workflow: str) -> Proposal:
+    return Proposal(
+        workflow=workflow,  # type: ignore[arg-type]
+        subject=order_id,
+        outcome="held",
+        confidence=1.0,
+        cost_impact=0.0,
+        rationale=f"Held for review: {error}.",
+        evidence={"error": error},
+        actions=[
+            Action(system="oms", type="hold_order", payload={"order_id": order_id, "reason": "review", "detail": error}),
+            Action(system="oms", type="update_order_status", payload={"order_id": order_id, "status": "held"}),
+            Action(system="notify", type="ticket", payload={
+                "team": "planning", "subject": f"{order_id} held: data error", "summary": error,
+                "priority": "normal", "refs": [order_id]}),
+        ],
+    )
+
+
+def escalate_unknown(order_id: str, error: str, workflow: str) -> Proposal:
+    return Proposal(
+        workflow=workflow,  # type: ignore[arg-type]
+        subject=order_id,
+        outcome="escalated",
+        confidence=1.0,
+        cost_impact=0.0,
+        rationale=f"Escalated: {error}; nothing can be held or released.",
+        evidence={"error": error},
+        actions=[Action(system="notify", type="ticket", payload={
+            "team": "customer_service", "subject": f"{order_id} unknown to the OMS", "summary": error,
+            "priority": "normal", "refs": [order_id]})],
+    )

@@ -1,0 +1,83 @@
+"""Supervisor: route each event type to its specialist (or record that none exists yet).
+
+Routing is code, not a prompt: the event's type picks the specialist, so nothing inside
+an event's text can send it somewhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
+from domain.decisions import Proposal, Workflow
+from domain.engines.baseline import escalate
+from domain.events import CloudEvent
+from tools.context import Systems
+
+WORKFLOW_BY_TYPE: dict[str, Workflow] = {
+    "oms.order.created": "order_release",
+    "oms.order.cancelled": "order_release",
+    "oms.payment.failed": "exception_triage",
+    "erp.inventory.posted": "discrepancy",
+    "erp.po.created": "backorder_prevention",
+    "wms.asn.received": "reconciliation",
+    "wms.receipt.posted": "reconciliation",
+    "wms.task.exception": "exception_triage",
+    "wms.inventory.adjusted": "discrepancy",
+    "wms.capacity.changed": "order_release",
+    "crossdock.tick": "order_release",
+}
+
+
+class Specialist(Protocol):
+    workflow: str
+    verify_stock: bool
+
+    def lock_keys(self, event: CloudEvent) -> list[str]: ...
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]: ...
+
+
+class NoSpecialist:
+    """Accept and record an event whose workflow has no specialist yet: visible, never dropped."""
+
+    verify_stock = False
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def lock_keys(self, event: CloudEvent) -> list[str]:
+        return []
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
+        return [
+            Proposal(
+                workflow=self.workflow,
+                subject=event.subject or event.id,
+                outcome="no_action",
+                confidence=1.0,
+                rationale=f"No {self.workflow} specialist handles {event.type} yet; the event is recorded for audit.",
+                evidence={"event_type": event.type, "reason": "no_specialist"},
+            )
+        ]
+
+
+class BaselineEscalation(NoSpecialist):
+    """The baseline sends everything it cannot place to a human."""
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
+        if event.type == "crossdock.tick":
+            return super().propose(event, systems)
+        return [escalate(event.subject or event.id, f"{event.type} needs a human under the baseline policy",
+                         self.workflow)]
+
+
+def route(event_type: str, policy: str = "crossdock") -> Specialist:
+    workflow = WORKFLOW_BY_TYPE[event_type]
+    if policy == "baseline":
+        if event_type == "oms.order.created":
+            return BaselineReleaseSpecialist()
+        return BaselineEscalation(workflow)
+    if event_type == "oms.order.created":
+        return OrderReleaseSpecialist()
+    return NoSpecialist(workflow)

@@ -1,0 +1,278 @@
+"""``crossdock`` command line: demo, serve, worker, scenario generate/run, bench, twin."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import structlog
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Crossdock: orchestration between WMS, ERP and OMS. Agents propose, engines decide, policy gates, "
+    "connectors execute.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+scenario_app = typer.Typer(help="Generate scenario files and replay them through the whole pipeline.",
+                           no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: measured numbers, each beside a baseline measured in the same run.",
+                        no_args_is_help=True)
+twin_app = typer.Typer(help="The digital twin: a simulated WMS, ERP and OMS over HTTP.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(bench_app, name="bench")
+app.add_typer(twin_app, name="twin")
+console = Console(stderr=True)
+out = Console()
+
+Size = Literal["small", "medium", "large"]
+Policy = Literal["crossdock", "baseline"]
+
+
+def configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level),
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every event, job and decision.")] = False
+          ) -> None:
+    configure_logging(verbose)
+
+
+# --- scenario --------------------------------------------------------------------------
+
+
+@scenario_app.command("generate")
+def scenario_generate(
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 7,
+    size: Annotated[Size, typer.Option(help="small ≈ 30 orders, medium ≈ 300, large ≈ 3000.")] = "small",
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write a realistic scenario: Pareto SKU demand, several nodes, planted discrepancies and exceptions."""
+    from twin.generator import generate
+
+    data = generate(seed, size)
+    text = json.dumps(data, indent=1)
+    if out_file is None:
+        out.print(text, highlight=False, soft_wrap=True)
+    else:
+        out_file.write_text(text)
+        console.print(f"wrote {out_file} ({len(data.get('events', []))} events)")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Annotated[Path, typer.Argument(help="Scenario JSON (see shared/contracts/scenario.md).")],
+    policy: Annotated[Policy, typer.Option(help="crossdock, or the naive baseline as a yardstick.")] = "crossdock",
+    report: Annotated[Path | None, typer.Option(help="Write the report JSON here.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Worker threads consuming the queue.")] = 1,
+) -> None:
+    """Replay FILE through HTTP intake → Redis → worker → twin and write the report."""
+    report_data = _run(file, policy, workers)
+    if report is not None:
+        report.write_text(json.dumps(report_data, indent=1, default=str))
+        console.print(f"wrote {report}")
+    _kpi_table({policy: report_data["kpis"]})
+
+
+def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str, Any]:
+    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario
+
+    try:
+        _, events = load_scenario(file)
+    except ScenarioError as exc:
+        fail(str(exc))
+    with _progress() as progress:
+        task = progress.add_task(f"{policy}: replaying events", total=len(events))
+        options = RunOptions(policy=policy, workers=workers,
+                             redis_url=os.environ.get("REDIS_URL") or None,
+                             database_url=os.environ.get("DATABASE_URL") or None,
+                             progress=lambda done, total: progress.update(task, completed=done))
+        try:
+            return run_scenario(file, options)
+        except ScenarioError as exc:
+            fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _kpi_table(columns: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="Scenario KPIs")
+    table.add_column("KPI")
+    for name in columns:
+        table.add_column(name, justify="right")
+    first = next(iter(columns.values()))
+    for key in first:
+        cells = []
+        for kpis in columns.values():
+            value = kpis[key]
+            if isinstance(value, dict):
+                value = " / ".join(f"{k} {v:g}" for k, v in value.items())
+            elif isinstance(value, float):
+                value = f"{value:.4g}"
+            cells.append(str(value))
+        table.add_row(key, *cells)
+    out.print(table)
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
+    size: Annotated[Size, typer.Option(help="Scenario size.")] = "small",
+    report_dir: Annotated[Path, typer.Option(help="Where the scenario and both reports are written.")] = Path("out"),
+) -> None:
+    """Generate a network, replay a day of events under both policies, print the KPIs side by side."""
+    from twin.generator import generate
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    scenario_file = report_dir / f"scenario-{size}-{seed}.json"
+    scenario_file.write_text(json.dumps(generate(seed, size), indent=1))
+    console.print(f"scenario: {scenario_file}")
+    results = {}
+    for policy in ("baseline", "crossdock"):
+        results[policy] = _run(scenario_file, policy)
+        path = report_dir / f"report-{policy}.json"
+        path.write_text(json.dumps(results[policy], indent=1, default=str))
+        console.print(f"report: {path}")
+    _kpi_table({p: r["kpis"] for p, r in results.items()})
+
+
+# --- serve / worker --------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default CROSSDOCK_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CROSSDOCK_PORT or 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker threads in this process (default CROSSDOCK_WORKERS).")]
+    = None,
+) -> None:
+    """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
+    import uvicorn
+
+    from api.main import create_app
+    from runtime.bootstrap import bootstrap
+    from runtime.worker import Worker
+
+    settings = _settings()
+    if not settings.key_hashes:
+        fail("no API keys: set CROSSDOCK_API_KEYS='key:role,...' (roles: gateway, planner, cs_rep, admin)")
+    container = bootstrap(settings)
+    stop = threading.Event()
+    for n in range(workers if workers is not None else settings.workers):
+        worker = Worker(container.queue, container.pipeline.handle, settings)
+        worker.name = f"{worker.name}-{n}"
+        threading.Thread(target=worker.run, args=(stop,), daemon=True).start()
+    try:
+        uvicorn.run(create_app(container), host=host or settings.host, port=port or settings.port, log_level="info")
+    finally:
+        stop.set()
+        container.close()
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Drain the queue, then exit (deterministic runs and tests).")] = False,
+    name: Annotated[str | None, typer.Option(help="Consumer name in the group (default host-pid).")] = None,
+) -> None:
+    """Worker only: consume the queue (scale out by running more of these)."""
+    from runtime.bootstrap import bootstrap
+    from runtime.worker import Worker
+
+    container = bootstrap(_settings())
+    try:
+        processed = Worker(container.queue, container.pipeline.handle, container.settings, name=name).run(burst=burst)
+        console.print(f"processed {processed} job(s)")
+    finally:
+        container.close()
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from runtime.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        fail(f"bad settings: {exc.errors()[0]['msg']}")
+
+
+# --- twin ------------------------------------------------------------------------------
+
+
+@twin_app.command("serve")
+def twin_serve(
+    file: Annotated[Path, typer.Argument(help="Scenario whose network the twin loads.")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8100,
+) -> None:
+    """Serve the simulated WMS, ERP and OMS of a scenario (for `crossdock serve` to talk to)."""
+    import uvicorn
+
+    from runtime.replay import ScenarioError, load_scenario
+    from twin.server import create_twin_app
+    from twin.state import TwinState
+
+    try:
+        scenario, _ = load_scenario(file)
+    except ScenarioError as exc:
+        fail(str(exc))
+    uvicorn.run(create_twin_app(TwinState(scenario)), host=host, port=port, log_level="info")
+
+
+# --- bench -----------------------------------------------------------------------------
+
+
+@bench_app.command("intake")
+def bench_intake(
+    events: Annotated[int, typer.Option(min=100, help="Events to post.")] = 5000,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Events per request (1 = one event per request).")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Concurrent client connections.")] = 16,
+    latency_orders: Annotated[int, typer.Option(min=10, help="Orders replayed for the end-to-end latency.")] = 200,
+) -> None:
+    """Events/s accepted by POST /v1/events (one API process) and event→decision latency p50/p99."""
+    from runtime.bench import run_intake_bench
+
+    with _progress() as progress:
+        task = progress.add_task("bench intake", total=None)
+        result = run_intake_bench(events, batch, concurrency, latency_orders,
+                                  lambda msg: progress.update(task, description=msg))
+    table = Table(title="Intake benchmark (measured in this run)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Crossdock domain: pure models and engines; imports nothing else of the project."""

@@ -1,0 +1,112 @@
+"""Context read from the three systems: the typed views engines decide on."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from domain.models import Customer, Lane, Model, Node, Order, TransferLane
+
+
+class LocationStock(Model):
+    zone: str
+    location: str
+    lot: str | None = None
+    on_hand: float
+    locked: float
+
+
+class NodeStock(Model):
+    """The WMS view of one SKU at one node.
+
+    ``pickable`` = Σ(on_hand − locked) over locations − ``allocated`` (reservations held
+    there and not yet shipped), never below zero.
+    """
+
+    node: str
+    sku: str
+    on_hand: float
+    locked: float
+    allocated: float
+    pickable: float
+    locations: list[LocationStock] = []
+
+
+class BookPosition(Model):
+    """The ERP view of one SKU at one node."""
+
+    node: str
+    sku: str
+    qty: float
+    blocked: float
+
+    @property
+    def available(self) -> float:
+        return self.qty - self.blocked
+
+
+class Supply(Model):
+    """Planned supply the ERP knows about: an open PO line or a transfer in transit."""
+
+    kind: Literal["purchase_order", "transfer"]
+    id: str
+    node: str
+    sku: str
+    qty: float
+    date: date | None
+
+
+class LineAllocation(Model):
+    node: str
+    qty: float
+
+
+class OrderLineView(Model):
+    line: int
+    sku: str
+    qty: float
+    allocations: list[LineAllocation] = []
+    backordered: float = 0
+    promise_date: date | None = None
+    substituted_by: str | None = None
+
+
+class OrderView(Model):
+    """An order as the OMS holds it now: the order itself, its status and reservations."""
+
+    order: Order
+    status: str = "open"
+    hold_reason: str | None = None
+    lines: list[OrderLineView] = []
+
+
+class Network(Model):
+    """Sourcing configuration: nodes, customer lanes and transfer lanes."""
+
+    nodes: list[Node] = []
+    lanes: list[Lane] = []
+    transfer_lanes: list[TransferLane] = []
+
+
+class SkuInfo(Model):
+    id: str
+    description: str = ""
+    unit_cost: float = 0.0
+    substitutes: list[str] = []
+    safety_stock: dict[str, float] = Field(default_factory=dict)
+
+
+__all__ = [
+    "BookPosition",
+    "Customer",
+    "LineAllocation",
+    "LocationStock",
+    "Network",
+    "NodeStock",
+    "OrderLineView",
+    "OrderView",
+    "SkuInfo",
+    "Supply",
+]

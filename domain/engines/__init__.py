@@ -1,0 +1,1 @@
+"""Pure decision engines: deterministic, no I/O, no LLM."""

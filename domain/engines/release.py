@@ -1,0 +1,442 @@
+"""Order release engine: allocate, split with a backorder, or hold — pure and deterministic.
+
+Input is the context gathered from the three systems (WMS pickable stock, ERP blocks,
+credit holds and planned supply, OMS order and network); output is one or two
+proposals. No I/O happens here, so every branch is unit-testable.
+
+Sourcing is deliberately simple (cheapest lane that can fill): the batch optimiser
+replaces node choice later without changing this interface.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from domain.context import BookPosition, Network, NodeStock, SkuInfo, Supply
+from domain.decisions import Action, Proposal
+from domain.errors import InvalidOrder, UnknownSku
+from domain.models import Customer, Lane, Node, Order
+
+ENGINE_VERSION = "release/1.0.0"
+WORKFLOW = "order_release"
+
+
+@dataclass(frozen=True)
+class ReleaseContext:
+    """Everything the release decision reads, already fetched from the systems."""
+
+    order: Order
+    customer: Customer
+    credit_hold: bool
+    skus: dict[str, SkuInfo]
+    stock: dict[str, list[NodeStock]]
+    book: dict[str, list[BookPosition]]
+    supply: dict[str, list[Supply]]
+    network: Network
+    now: datetime
+
+
+@dataclass
+class _NodeView:
+    node: str
+    sku: str
+    pickable: float
+    erp_book: float
+    erp_blocked: float
+    locked: float
+    safety: float
+    usable: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_order(order: Order, skus: dict[str, SkuInfo]) -> None:
+    """Raise a clear error for lines no engine can decide on."""
+    for ln in order.lines:
+        if ln.qty <= 0:
+            raise InvalidOrder(f"{order.id} line {ln.line} has quantity {ln.qty:g}; quantities must be positive")
+        if ln.sku not in skus:
+            raise UnknownSku(ln.sku)
+
+
+def may_use_safety_stock(order: Order, customer: Customer) -> bool:
+    """Safety stock is for express orders and gold customers only."""
+    return order.priority == "express" or customer.tier == "gold"
+
+
+def decide_release(ctx: ReleaseContext) -> list[Proposal]:
+    """Decide release / split / hold for one order. Returns 1 or 2 proposals."""
+    order = ctx.order
+    validate_order(order, ctx.skus)
+    if ctx.credit_hold:
+        return [_hold(ctx, "credit_hold", f"Customer {order.customer} is on credit hold in the ERP.", 0.99)]
+
+    lanes = {ln.from_node: ln for ln in ctx.network.lanes if ln.to_region == order.region}
+    if not lanes:
+        return [_hold(ctx, "review", f"No lane serves region {order.region!r}; the order cannot be sourced.", 0.9)]
+
+    safety_ok = may_use_safety_stock(order, ctx.customer)
+    views = _node_views(ctx, lanes, safety_ok)
+    ranked = sorted(lanes.values(), key=lambda ln: (ln.cost_per_unit, ln.transit_days, ln.from_node))
+
+    plan = _single_node_plan(order, ranked, views)
+    if plan is None and order.allow_split:
+        plan = _split_plan(order, ranked, views)
+    if plan is None or not any(plan.values()):
+        return [_no_stock(ctx, views, lanes)]
+
+    short = {ln.line: ln.qty - sum(plan[ln.line].values()) for ln in order.lines}
+    short = {k: v for k, v in short.items() if v > 1e-9}
+    release = _release_proposal(ctx, plan, short, views, lanes, safety_ok)
+    if not short:
+        return [release]
+    return [release, _backorder_proposal(ctx, short, lanes)]
+
+
+# --- context shaping -----------------------------------------------------------------
+
+
+def _node_views(ctx: ReleaseContext, lanes: dict[str, Lane], safety_ok: bool) -> dict[tuple[str, str], _NodeView]:
+    views: dict[tuple[str, str], _NodeView] = {}
+    for sku in {ln.sku for ln in ctx.order.lines}:
+        book = {b.node: b for b in ctx.book.get(sku, [])}
+        for ns in ctx.stock.get(sku, []):
+            if ns.node not in lanes:
+                continue
+            b = book.get(ns.node)
+            blocked = b.blocked if b else 0.0
+            # An ERP quality block not mirrored by a WMS lock still makes units unusable.
+            unmirrored_block = max(0.0, blocked - ns.locked)
+            usable = max(0.0, ns.pickable - unmirrored_block)
+            safety = ctx.skus[sku].safety_stock.get(ns.node, 0.0)
+            if not safety_ok:
+                usable = max(0.0, usable - safety)
+            views[(sku, ns.node)] = _NodeView(
+                node=ns.node,
+                sku=sku,
+                pickable=ns.pickable,
+                erp_book=b.qty if b else 0.0,
+                erp_blocked=blocked,
+                locked=ns.locked,
+                safety=safety,
+                usable=usable,
+                evidence={
+                    "on_hand": ns.on_hand,
+                    "locked": ns.locked,
+                    "allocated": ns.allocated,
+                    "pickable": ns.pickable,
+                    "erp_book": b.qty if b else 0.0,
+                    "erp_blocked": blocked,
+                    "safety_stock": safety,
+                    "usable": usable,
+                },
+            )
+    return views
+
+
+Plan = dict[int, dict[str, float]]  # line -> node -> qty
+
+
+def _single_node_plan(order: Order, ranked: list[Lane], views: dict[tuple[str, str], _NodeView]) -> Plan | None:
+    for lane in ranked:
+        need: dict[str, float] = defaultdict(float)
+        for ln in order.lines:
+            need[ln.sku] += ln.qty
+        if all(views.get((sku, lane.from_node)) and views[(sku, lane.from_node)].usable >= q for sku, q in need.items()):
+            return {ln.line: {lane.from_node: ln.qty} for ln in order.lines}
+    return None
+
+
+def _split_plan(order: Order, ranked: list[Lane], views: dict[tuple[str, str], _NodeView]) -> Plan:
+    left = {key: v.usable for key, v in views.items()}
+    plan: Plan = {}
+    for ln in order.lines:
+        plan[ln.line] = {}
+        whole = next((lane.from_node for lane in ranked if left.get((ln.sku, lane.from_node), 0) >= ln.qty), None)
+        if whole is not None:
+            plan[ln.line][whole] = ln.qty
+            left[(ln.sku, whole)] -= ln.qty
+            continue
+        need = ln.qty
+        for lane in ranked:
+            have = left.get((ln.sku, lane.from_node), 0.0)
+            take = min(have, need)
+            if take > 0:
+                plan[ln.line][lane.from_node] = take
+                left[(ln.sku, lane.from_node)] -= take
+                need -= take
+            if need <= 1e-9:
+                break
+    return plan
+
+
+# --- proposals -----------------------------------------------------------------------
+
+
+def _release_proposal(
+    ctx: ReleaseContext,
+    plan: Plan,
+    short: dict[int, float],
+    views: dict[tuple[str, str], _NodeView],
+    lanes: dict[str, Lane],
+    safety_ok: bool,
+) -> Proposal:
+    order = ctx.order
+    lines = {ln.line: ln for ln in order.lines}
+    actions: list[Action] = []
+    cost = 0.0
+    used_safety: list[str] = []
+    disagree: list[str] = []
+    per_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line_no, by_node in plan.items():
+        ln = lines[line_no]
+        for node, qty in by_node.items():
+            actions.append(_act("oms", "allocate", order_id=order.id, line=line_no, sku=ln.sku, node=node, qty=qty))
+            per_node[node].append({"line": line_no, "sku": ln.sku, "qty": qty})
+            cost += lanes[node].cost_per_unit * qty
+            v = views[(ln.sku, node)]
+            if safety_ok and v.safety and qty > v.pickable - v.safety:
+                used_safety.append(f"{ln.sku}@{node}")
+            if v.erp_book - v.erp_blocked < qty:
+                disagree.append(f"{ln.sku}@{node}")
+    for line_no, qty in short.items():
+        fulfil = lines[line_no].qty - qty
+        actions.append(_act("oms", "split_line", order_id=order.id, line=line_no, fulfil_qty=fulfil, backorder_qty=qty))
+    nodes = _nodes_by_id(ctx.network)
+    for node, node_lines in sorted(per_node.items()):
+        actions.append(_wave_action(ctx, nodes.get(node) or Node(id=node, region=""), node_lines))
+    status = "partially_released" if short else "released"
+    actions.append(_act("oms", "update_order_status", order_id=order.id, status=status))
+
+    confidence = 0.95 - 0.05 * bool(used_safety) - 0.15 * bool(disagree) - 0.05 * bool(short)
+    sources = ", ".join(f"{n} ({lanes[n].cost_per_unit:g}/unit)" for n in sorted(per_node))
+    if short:
+        rationale = (
+            f"Released what is pickable from {sources}; "
+            f"{sum(short.values()):g} units on line(s) {', '.join(map(str, sorted(short)))} are short everywhere "
+            "and go to a backorder."
+        )
+    else:
+        split = " as a split shipment" if len(per_node) > 1 else ""
+        rationale = f"All lines are pickable; released from {sources}{split}, the cheapest lane(s) that can fill."
+    if used_safety:
+        rationale += f" Used safety stock at {', '.join(used_safety)} ({order.priority}/{ctx.customer.tier} order)."
+    if disagree:
+        rationale += f" ERP book stock is below the allocation at {', '.join(disagree)}: books lag the warehouse."
+    return Proposal(
+        workflow=WORKFLOW,
+        subject=order.id,
+        outcome=status,
+        confidence=round(max(0.0, confidence), 4),
+        cost_impact=round(cost, 2),
+        rationale=rationale,
+        evidence=_evidence(ctx, views, plan=plan, short=short, safety_ok=safety_ok, disagree=disagree),
+        actions=actions,
+    )
+
+
+def _backorder_proposal(ctx: ReleaseContext, short: dict[int, float], lanes: dict[str, Lane]) -> Proposal:
+    order = ctx.order
+    lines = {ln.line: ln for ln in order.lines}
+    actions: list[Action] = []
+    promises: dict[int, str | None] = {}
+    value = 0.0
+    for line_no, qty in sorted(short.items()):
+        ln = lines[line_no]
+        promise, source = promise_date(ctx.supply.get(ln.sku, []), lanes, ctx.now.date())
+        promises[line_no] = promise.isoformat() if promise else None
+        value += ctx.skus[ln.sku].unit_cost * qty
+        actions.append(
+            _act(
+                "erp",
+                "create_backorder",
+                order_id=order.id,
+                line=line_no,
+                sku=ln.sku,
+                qty=qty,
+                promise_date=promises[line_no],
+                supply=source,
+            )
+        )
+        if promise:
+            actions.append(
+                _act("oms", "update_promise_date", order_id=order.id, line=line_no, promise_date=promise.isoformat())
+            )
+    missing = [n for n, p in promises.items() if p is None]
+    if missing:
+        actions.append(
+            _act(
+                "notify",
+                "ticket",
+                team="planning",
+                subject=f"No planned supply for {order.id}",
+                summary=f"Line(s) {', '.join(map(str, missing))} of {order.id} are short with no open PO or transfer.",
+                priority="high" if order.priority == "express" else "normal",
+                refs=[order.id],
+            )
+        )
+    dated = {n: p for n, p in promises.items() if p}
+    rationale = "Backorder the short quantity; "
+    rationale += (
+        "promise date(s) " + ", ".join(f"line {n}: {p}" for n, p in sorted(dated.items())) + " from the earliest planned supply."
+        if dated
+        else "no planned supply exists, so planning must source it."
+    )
+    return Proposal(
+        workflow=WORKFLOW,
+        subject=order.id,
+        outcome="backordered",
+        confidence=0.75 if not missing else 0.5,
+        cost_impact=round(value, 2),
+        rationale=rationale,
+        evidence={"short": {str(k): v for k, v in short.items()}, "promise_dates": {str(k): v for k, v in promises.items()},
+                  "supply": {sku: [s.model_dump(mode="json") for s in sup] for sku, sup in ctx.supply.items()}},
+        actions=actions,
+        review_required=True,
+        review_reason="a backorder and its promise date go to planner review",
+    )
+
+
+def promise_date(supply: list[Supply], lanes: dict[str, Lane], today: date) -> tuple[date | None, str | None]:
+    """Earliest date planned supply can reach the customer: supply date + lane transit."""
+    best: tuple[date, str] | None = None
+    for s in supply:
+        lane = lanes.get(s.node)
+        if lane is None or s.qty <= 0:
+            continue
+        arrival = max(s.date or today, today) + timedelta(days=lane.transit_days)
+        if best is None or arrival < best[0]:
+            best = (arrival, f"{s.kind} {s.id} at {s.node}")
+    return (best[0], best[1]) if best else (None, None)
+
+
+def _no_stock(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], lanes: dict[str, Lane]) -> Proposal:
+    order = ctx.order
+    parts = []
+    for ln in order.lines:
+        best = max((v.usable for (sku, _), v in views.items() if sku == ln.sku), default=0.0)
+        if best < ln.qty:
+            parts.append(f"{ln.sku} needs {ln.qty:g}, best node has {best:g} usable")
+    why = "; ".join(parts) or "no single node can fill every line"
+    if not order.allow_split:
+        why += " and the order does not allow splitting"
+    proposal = _hold(ctx, "no_stock", f"Not enough pickable stock: {why}.", 0.9)
+    proposal.evidence.update(_evidence(ctx, views, plan={}, short={}, safety_ok=may_use_safety_stock(order, ctx.customer)))
+    return proposal
+
+
+def _hold(ctx: ReleaseContext, reason: str, detail: str, confidence: float) -> Proposal:
+    order = ctx.order
+    team = "finance" if reason == "credit_hold" else "planning"
+    value = sum(ctx.skus[ln.sku].unit_cost * ln.qty for ln in order.lines if ln.sku in ctx.skus)
+    actions = [
+        _act("oms", "hold_order", order_id=order.id, reason=reason, detail=detail),
+        _act("oms", "update_order_status", order_id=order.id, status="held"),
+        _act(
+            "notify",
+            "ticket",
+            team=team,
+            subject=f"{order.id} held: {reason}",
+            summary=detail,
+            priority="high" if order.priority == "express" else "normal",
+            refs=[order.id, order.customer],
+        ),
+    ]
+    return Proposal(
+        workflow=WORKFLOW,
+        subject=order.id,
+        outcome="held",
+        confidence=confidence,
+        cost_impact=round(value, 2),
+        rationale=f"Held ({reason}). {detail}",
+        evidence={"hold_reason": reason, "customer": ctx.customer.model_dump(), "credit_hold": ctx.credit_hold},
+        actions=actions,
+    )
+
+
+def _evidence(
+    ctx: ReleaseContext,
+    views: dict[tuple[str, str], _NodeView],
+    *,
+    plan: Plan,
+    short: dict[int, float],
+    safety_ok: bool,
+    disagree: list[str] | None = None,
+) -> dict[str, Any]:
+    lines = []
+    for ln in ctx.order.lines:
+        lines.append(
+            {
+                "line": ln.line,
+                "sku": ln.sku,
+                "qty": ln.qty,
+                "nodes": {n: v.evidence for (sku, n), v in sorted(views.items()) if sku == ln.sku},
+                "allocated": plan.get(ln.line, {}),
+                "short": short.get(ln.line, 0.0),
+            }
+        )
+    return {
+        "engine": ENGINE_VERSION,
+        "now": ctx.now.isoformat(),
+        "customer": {"id": ctx.customer.id, "tier": ctx.customer.tier, "credit_hold": ctx.credit_hold},
+        "priority": ctx.order.priority,
+        "allow_split": ctx.order.allow_split,
+        "safety_stock_allowed": safety_ok,
+        "books_disagree": disagree or [],
+        "lines": lines,
+    }
+
+
+def _wave_action(ctx: ReleaseContext, node: Node, node_lines: list[dict[str, Any]]) -> Action:
+    order = ctx.order
+    carrier = next((c for c in node.carriers if c.code == order.carrier), node.carriers[0] if node.carriers else None)
+    zone = _busiest_zone(ctx, node.id, {x["sku"] for x in node_lines})
+    return _act(
+        "wms",
+        "create_wave",
+        waveId=f"WV-{order.id}-{node.id}",
+        node=node.id,
+        orders=[{"orderId": order.id, "priorityScore": priority_score(ctx), "lines": node_lines}],
+        parameters={
+            "workZone": zone,
+            "carrierCode": carrier.code if carrier else None,
+            "cutoffTime": next_cutoff(ctx.now, carrier.cutoff).isoformat().replace("+00:00", "Z") if carrier else None,
+        },
+    )
+
+
+def _busiest_zone(ctx: ReleaseContext, node: str, skus: set[str]) -> str | None:
+    by_zone: dict[str, float] = defaultdict(float)
+    for sku in skus:
+        for ns in ctx.stock.get(sku, []):
+            if ns.node == node:
+                for loc in ns.locations:
+                    by_zone[loc.zone] += loc.on_hand - loc.locked
+    return max(sorted(by_zone), key=lambda z: by_zone[z]) if by_zone else None
+
+
+def priority_score(ctx: ReleaseContext) -> float:
+    """0–100: express, gold and a near ship-by date raise it."""
+    score = 40.0 + 25.0 * (ctx.order.priority == "express") + 15.0 * (ctx.customer.tier == "gold")
+    if ctx.order.ship_by is not None:
+        hours = (ctx.order.ship_by - ctx.now).total_seconds() / 3600
+        score += max(0.0, min(20.0, 20.0 - hours / 2))
+    return round(min(100.0, score), 1)
+
+
+def next_cutoff(now: datetime, cutoff: str) -> datetime:
+    """The first carrier cutoff (HH:MM, UTC) at or after ``now``."""
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    hh, mm = (int(x) for x in cutoff.split(":"))
+    at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return at if at >= now else at + timedelta(days=1)
+
+
+def _nodes_by_id(network: Network) -> dict[str, Node]:
+    return {n.id: n for n in network.nodes}
+
+
+def _act(system: str, type_: str, **payload: Any) -> Action:
+    return Action(system=system, type=type_, payload=payload)  # type: ignore[arg-type]

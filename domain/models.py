@@ -1,0 +1,234 @@
+"""Domain models: the fulfilment network as the scenario contract describes it.
+
+Shapes follow ``shared/contracts/scenario.md``. Unknown keys are ignored so that a
+customer's scenario file with extra fields still loads; required fields are enforced
+so that bad input fails at the boundary with the field named.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Model(BaseModel):
+    """Base for contract shapes: extra keys ignored, aliases accepted."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Zone(Model):
+    id: str
+    pick_capacity_per_hour: float = Field(ge=0)
+
+
+class Carrier(Model):
+    code: str
+    cutoff: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Node(Model):
+    id: str
+    type: Literal["warehouse", "store"] = "warehouse"
+    region: str
+    zones: list[Zone] = []
+    carriers: list[Carrier] = []
+
+
+class Lane(Model):
+    from_node: str = Field(alias="from")
+    to_region: str
+    cost_per_unit: float = Field(ge=0)
+    transit_days: int = Field(ge=0)
+
+
+class TransferLane(Model):
+    from_node: str = Field(alias="from")
+    to_node: str = Field(alias="to")
+    cost_per_unit: float = Field(ge=0)
+    transit_days: int = Field(ge=0)
+
+
+class Sku(Model):
+    id: str
+    description: str = ""
+    unit_cost: float = Field(default=0.0, ge=0)
+    substitutes: list[str] = []
+    safety_stock: dict[str, float] = {}
+
+
+class StockRecord(Model):
+    """One WMS location's content: what is physically there."""
+
+    node: str
+    zone: str
+    location: str
+    sku: str
+    lot: str | None = None
+    on_hand: float = Field(ge=0)
+    locked: float = Field(default=0, ge=0)
+
+
+class BookStock(Model):
+    node: str
+    sku: str
+    qty: float
+    blocked: float = 0
+
+
+class InTransit(Model):
+    id: str
+    sku: str
+    from_node: str = Field(alias="from")
+    to_node: str = Field(alias="to")
+    qty: float = Field(gt=0)
+    eta: date
+
+
+class PoLine(Model):
+    line: int
+    sku: str
+    qty: float = Field(gt=0)
+    unit_price: float = Field(default=0.0, ge=0)
+    lot: str | None = None
+
+
+class PurchaseOrder(Model):
+    id: str
+    supplier: str
+    node: str
+    expected: date | None = None
+    lines: list[PoLine] = Field(min_length=1)
+
+
+class DemandPoint(Model):
+    node: str
+    sku: str
+    date: date
+    qty: float = Field(ge=0)
+
+
+class Customer(Model):
+    id: str
+    name: str = ""
+    tier: Literal["standard", "gold"] = "standard"
+
+
+class OrderLine(Model):
+    line: int
+    sku: str = Field(min_length=1)
+    qty: float = Field(gt=0)
+
+
+class Order(Model):
+    id: str = Field(min_length=1)
+    customer: str = Field(min_length=1)
+    region: str = ""
+    priority: Literal["standard", "express"] = "standard"
+    created: datetime | None = None
+    ship_by: datetime | None = None
+    carrier: str | None = None
+    allow_split: bool = True
+    allow_substitution: bool = False
+    note: str | None = None
+    lines: list[OrderLine] = Field(min_length=1)
+
+    @field_validator("lines")
+    @classmethod
+    def _unique_line_numbers(cls, lines: list[OrderLine]) -> list[OrderLine]:
+        seen: set[int] = set()
+        for ln in lines:
+            if ln.line in seen:
+                raise ValueError(f"line number {ln.line} appears twice")
+            seen.add(ln.line)
+        return lines
+
+
+class Allocation(Model):
+    order: str
+    line: int
+    node: str
+    qty: float = Field(gt=0)
+
+
+class AsnLine(Model):
+    po_line: int
+    sku: str
+    qty: float = Field(ge=0)
+    lot: str | None = None
+
+
+class Asn(Model):
+    id: str
+    po_id: str
+    supplier: str = ""
+    expected: date | None = None
+    lines: list[AsnLine] = Field(min_length=1)
+
+
+class ReceiptLine(Model):
+    po_line: int
+    sku: str
+    qty: float = Field(ge=0)
+    lot: str | None = None
+    damaged: float = Field(default=0, ge=0)
+
+
+class Receipt(Model):
+    id: str
+    po_id: str
+    asn_id: str | None = None
+    node: str
+    received_at: datetime | None = None
+    lines: list[ReceiptLine] = Field(min_length=1)
+
+
+class Settings(Model):
+    """Business rules from a scenario (or from the operator): governance thresholds."""
+
+    receipt_tolerance_pct: float = 2.0
+    review_cost_above: float = 1000.0
+    review_confidence_below: float = 0.7
+    modes: dict[str, Literal["observe", "propose", "autonomous"]] = {}
+    # Extension: which decision policy runs ("baseline" is the naive yardstick).
+    policy: Literal["crossdock", "baseline"] = "crossdock"
+
+
+class WmsSnapshot(Model):
+    stock: list[StockRecord] = []
+
+
+class ErpSnapshot(Model):
+    book_stock: list[BookStock] = []
+    in_transit: list[InTransit] = []
+    purchase_orders: list[PurchaseOrder] = []
+    credit_holds: list[str] = []
+    demand_history: list[DemandPoint] = []
+
+
+class OmsSnapshot(Model):
+    customers: list[Customer] = []
+    orders: list[Order] = []
+    allocations: list[Allocation] = []
+
+
+class Scenario(Model):
+    """A fulfilment network snapshot plus the timeline of events to replay."""
+
+    scenario: str = "unnamed"
+    start: datetime
+    settings: Settings = Settings()
+    nodes: list[Node] = []
+    lanes: list[Lane] = []
+    transfer_lanes: list[TransferLane] = []
+    skus: list[Sku] = []
+    wms: WmsSnapshot = WmsSnapshot()
+    erp: ErpSnapshot = ErpSnapshot()
+    oms: OmsSnapshot = OmsSnapshot()
+    asns: list[Asn] = []
+    receipts: list[Receipt] = []
+    # Raw envelopes: validated one by one by domain.events when replayed, so one bad
+    # event is reported with its index rather than failing the whole file opaquely.
+    events: list[dict[str, object]] = []

@@ -1,0 +1,1 @@
+"""Runtime: settings, bootstrap, queue and worker, store, governance."""

@@ -1,0 +1,134 @@
+"""The job handler: event → supervisor → specialist → governance gate → store → executor.
+
+Order of effects, chosen so that a crash anywhere is recoverable by redelivery:
+1. decide under the SKU locks and save every decision (insert-once, ids derived from
+   the event), then mark the job ``decided``;
+2. execute the decisions the gate let through; each action is idempotent.
+A redelivered job that was already decided resumes execution instead of deciding again,
+so a half-executed decision is finished, never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from crews.supervisor import Specialist, route
+from domain.decisions import Decision, decision_id, with_idempotency_keys
+from domain.events import CloudEvent
+from domain.governance import gate
+from domain.models import Settings as Policy
+from runtime.executor import Executor
+from runtime.locks import StockLocks
+from runtime.metrics import DECISION_LATENCY, DECISIONS
+from runtime.queue import JobQueue
+from runtime.store import Store
+from tools.context import Systems
+
+log = structlog.get_logger("crossdock.pipeline")
+ACTOR = "crossdock-engine"
+
+
+class Pipeline:
+    def __init__(self, store: Store, queue: JobQueue, systems: Systems, executor: Executor, locks: StockLocks) -> None:
+        self.store = store
+        self.queue = queue
+        self.systems = systems
+        self.executor = executor
+        self.locks = locks
+
+    def handle(self, job_id: str, job: dict[str, str]) -> list[str]:
+        event = CloudEvent.model_validate_json(job["event"])
+        accepted_at = float(job.get("accepted_at") or time.time())
+        self.store.append_audit(
+            "event.accepted",
+            event.subject or event.id,
+            f"source:{event.source}",
+            {"event_id": event.id, "source": event.source, "type": event.type, "job_id": job_id},
+            dedup_key=f"event:{event.key}",
+        )
+        policy = self.store.get_policy()
+        specialist = route(event.type, policy.policy)
+        with self.locks.hold(specialist.lock_keys(event)):
+            decisions = self._decide(job_id, job, event, specialist, policy, accepted_at)
+            for decision in decisions:
+                if decision.status == "executing":
+                    self.executor.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
+        return [d.id for d in decisions]
+
+    def _decide(
+        self, job_id: str, job: dict[str, str], event: CloudEvent, specialist: Specialist, policy: Policy,
+        accepted_at: float,
+    ) -> list[Decision]:
+        if job.get("decided"):
+            stored = [self.store.get_decision(i) for i in json.loads(job["decided"])]
+            return [d for d in stored if d is not None]
+        proposals = specialist.propose(event, self.systems)
+        decisions = []
+        for i, proposal in enumerate(proposals):
+            verdict = gate(proposal, policy)
+            did = decision_id(event.key, proposal.workflow, i)
+            now = datetime.now(UTC)
+            decision = Decision(
+                id=did,
+                event_id=event.id,
+                job_id=job_id,
+                workflow=proposal.workflow,
+                subject=proposal.subject,
+                outcome=proposal.outcome,
+                confidence=proposal.confidence,
+                cost_impact=proposal.cost_impact,
+                human_review_required=verdict.human_review_required,
+                status="executing" if verdict.status == "executed" else verdict.status,
+                rationale=proposal.rationale,
+                evidence={**proposal.evidence, "governance": verdict.reason},
+                actions=with_idempotency_keys(did, proposal.actions),
+                engine_version=str(proposal.evidence.get("engine", specialist.workflow)),
+                actor=ACTOR,
+                created_at=now,
+                decided_at=now,
+                accepted_at=datetime.fromtimestamp(accepted_at, UTC),
+            )
+            if self.store.save_decision(decision):
+                DECISIONS.labels(workflow=decision.workflow, outcome=decision.outcome, status=decision.status).inc()
+                DECISION_LATENCY.observe(max(0.0, now.timestamp() - accepted_at))
+                self.store.append_audit(
+                    "decision.recorded",
+                    decision.subject,
+                    ACTOR,
+                    {"decision": did, "outcome": decision.outcome, "status": decision.status,
+                     "confidence": decision.confidence, "gate": verdict.reason},
+                    dedup_key=f"decision:{did}",
+                )
+                log.info("decision.recorded", decision_id=did, event_id=event.id, job_id=job_id,
+                         outcome=decision.outcome, status=decision.status)
+            else:
+                decision = self.store.get_decision(did) or decision
+            decisions.append(decision)
+        self.queue.set_fields(job_id, decided=[d.id for d in decisions])
+        return decisions
+
+    def approve(self, decision_id_: str, actor: str) -> Decision | None:
+        """Execute a pending decision once: the first approval wins, later ones get None."""
+        decision = self.store.get_decision(decision_id_)
+        if decision is None:
+            return None
+        policy = self.store.get_policy()
+        keys = sorted({f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"})
+        with self.locks.hold(keys):
+            claimed = self.store.transition(decision_id_, to="executing", from_={"pending_review"}, actor=actor)
+            if claimed is None:
+                return None
+            self.store.append_audit("decision.approved", decision.subject, actor, {"decision": decision_id_})
+            return self.executor.execute(claimed, actor, verify_stock=policy.policy != "baseline")
+
+    def reject(self, decision_id_: str, actor: str, reason: str | None) -> Decision | None:
+        rejected = self.store.transition(decision_id_, to="rejected", from_={"pending_review"}, actor=actor,
+                                         error=reason)
+        if rejected is not None:
+            self.store.append_audit("decision.rejected", rejected.subject, actor,
+                                    {"decision": decision_id_, "reason": reason})
+        return rejected

@@ -1,0 +1,213 @@
+"""Redis Streams job queue: atomic intake with dedup, consumer-group delivery, retries, dead letters.
+
+Keys (``P`` = stream prefix):
+
+- ``P:events``      the stream; one entry per accepted job, consumer group ``workers``
+- ``P:job:<id>``    a hash per job: status, event JSON, accepted_at, attempts, error, decisions
+- ``P:retry``       a sorted set of job ids due for another attempt (score = due time)
+- ``P:dead``        the dead-letter stream: job id, error and attempts after the last failure
+
+A job's id is derived from the event's (source, id), so the existence of its hash *is*
+the dedup record; intake checks and queues in one Lua script, so an accepted event is
+always on the stream and a duplicate never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+GROUP = "workers"
+
+_INTAKE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'status') or ''}
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'event', ARGV[2], 'accepted_at', ARGV[3],
+           'attempts', 0, 'event_key', ARGV[4], 'type', ARGV[5])
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+return {1, 'queued'}
+"""
+
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('XADD', KEYS[2], '*', 'job', job)
+end
+return #due
+"""
+
+
+def job_id_for(event_key: str) -> str:
+    """Job ids derive from the business key: the same event always maps to the same job."""
+    return "job-" + hashlib.sha256(event_key.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job_id: str
+    duplicate: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message_id: str
+    job_id: str
+    times_delivered: int
+
+
+class JobQueue:
+    """The queue as seen by the API (enqueue, read jobs) and the workers (consume, settle)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "crossdock") -> None:
+        self.r = client
+        self.prefix = prefix
+        self.stream = f"{prefix}:events"
+        self.dead = f"{prefix}:dead"
+        self.retry = f"{prefix}:retry"
+        self._intake = client.register_script(_INTAKE)
+        self._promote = client.register_script(_PROMOTE)
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def ensure_group(self) -> None:
+        try:
+            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # --- intake ------------------------------------------------------------------------
+
+    def enqueue_many(self, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
+        """Queue (event_key, type, event_json, accepted_at) tuples in one round trip."""
+        items = list(events)
+        pipe = self.r.pipeline(transaction=False)
+        ids = []
+        for event_key, type_, event_json, accepted_at in items:
+            job_id = job_id_for(event_key)
+            ids.append(job_id)
+            self._intake(keys=[self.job_key(job_id), self.stream],
+                         args=[job_id, event_json, accepted_at, event_key, type_], client=pipe)
+        out = []
+        for job_id, (created, status) in zip(ids, pipe.execute(), strict=True):
+            status = status.decode() if isinstance(status, bytes) else status
+            out.append(Enqueued(job_id=job_id, duplicate=not created, status=status))
+        return out
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(self.job_key(job_id))
+        if not raw:
+            return None
+        job = {k.decode(): v.decode() for k, v in raw.items()}
+        job["id"] = job_id
+        job["attempts"] = int(job.get("attempts", 0))
+        job["decisions"] = json.loads(job["decisions"]) if job.get("decisions") else []
+        return job
+
+    def set_fields(self, job_id: str, **fields: Any) -> None:
+        self.r.hset(self.job_key(job_id), mapping={k: _enc(v) for k, v in fields.items()})
+
+    # --- consuming ---------------------------------------------------------------------
+
+    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        resp = self.r.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None)
+        out = []
+        for _stream, messages in resp or []:
+            for msg_id, fields in messages:
+                out.append(Delivery(_s(msg_id), _s(fields[b"job"]), 1))
+        return out
+
+    def claim_stale(self, consumer: str, min_idle_ms: int, count: int = 20) -> list[Delivery]:
+        """Take over entries whose worker has been silent for ``min_idle_ms`` (it died)."""
+        pending = self.r.xpending_range(self.stream, GROUP, min="-", max="+", count=count, idle=min_idle_ms)
+        if not pending:
+            return []
+        times = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        claimed = self.r.xclaim(self.stream, GROUP, consumer, min_idle_ms, list(times))
+        out = []
+        for msg_id, fields in claimed:
+            if fields is None:  # entry was deleted from the stream
+                continue
+            mid = _s(msg_id)
+            out.append(Delivery(mid, _s(fields[b"job"]), times.get(mid, 1) + 1))
+        return out
+
+    def promote_due(self, now: float | None = None) -> int:
+        return int(self._promote(keys=[self.retry, self.stream], args=[now if now is not None else time.time()]))
+
+    def ack_done(self, delivery: Delivery, **fields: Any) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.job_key(delivery.job_id), mapping={k: _enc(v) for k, v in fields.items()})
+        pipe.xack(self.stream, GROUP, delivery.message_id)
+        pipe.xdel(self.stream, delivery.message_id)
+        pipe.execute()
+
+    def fail(self, delivery: Delivery, error: str, max_attempts: int, base_s: float, max_s: float) -> str:
+        """Record a failed attempt: schedule a retry with backoff, or dead-letter it."""
+        attempts = int(self.r.hincrby(self.job_key(delivery.job_id), "attempts", 1))
+        pipe = self.r.pipeline(transaction=True)
+        if attempts >= max_attempts:
+            pipe.hset(self.job_key(delivery.job_id), mapping={"status": "dead", "error": error})
+            pipe.xadd(self.dead, {"job": delivery.job_id, "error": error[:4000], "attempts": attempts})
+            status = "dead"
+        else:
+            delay = min(max_s, base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+            pipe.hset(self.job_key(delivery.job_id), mapping={"status": "retrying", "error": error})
+            pipe.zadd(self.retry, {delivery.job_id: time.time() + delay})
+            status = "retrying"
+        pipe.xack(self.stream, GROUP, delivery.message_id)
+        pipe.xdel(self.stream, delivery.message_id)
+        pipe.execute()
+        return status
+
+    def dead_letter(self, delivery: Delivery, error: str) -> None:
+        self.fail(delivery, error, max_attempts=0, base_s=0, max_s=0)
+
+    # --- observability -----------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Nothing queued, in flight or waiting for a retry (burst workers stop here).
+
+        Settled entries are deleted from the stream, so its length is the backlog plus
+        what is in flight.
+        """
+        return int(self.r.xlen(self.stream)) == 0 and int(self.r.zcard(self.retry)) == 0
+
+    def stats(self) -> dict[str, int]:
+        try:
+            length = int(self.r.xlen(self.stream))
+        except redis.ResponseError:
+            length = 0
+        return {
+            "stream_length": length,
+            "retry_scheduled": int(self.r.zcard(self.retry)),
+            "dead_letters": int(self.r.xlen(self.dead)) if self.r.exists(self.dead) else 0,
+        }
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        if not self.r.exists(self.dead):
+            return []
+        return [{k.decode(): v.decode() for k, v in f.items()} for _, f in self.r.xrange(self.dead, count=count)]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _enc(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,182 @@
+"""The HTTP adapters against the twin served for real over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.http import HttpErp, HttpNotify, HttpOms, HttpWms, http_connectors
+from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
+from domain.decisions import Action
+from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
+from domain.models import Scenario
+from runtime.servers import free_port, serve_in_thread
+from twin.server import create_twin_app
+from twin.state import TwinState
+
+Adapters = tuple[HttpWms, HttpErp, HttpOms, HttpNotify]
+Twin = tuple[TwinState, str]
+EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared/contracts/example-scenario.json"
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[tuple[TwinState, str]]:
+    raw = json.loads(EXAMPLE.read_text())
+    state = TwinState(Scenario.model_validate(raw))
+    server = serve_in_thread(create_twin_app(state))
+    try:
+        with httpx.Client() as client:
+            for event in raw["events"][:4]:
+                assert client.post(f"{server.url}/twin/events", json=event).status_code == 200
+        yield state, server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def adapters(twin: tuple[TwinState, str]) -> Iterator[tuple[HttpWms, HttpErp, HttpOms, HttpNotify]]:
+    url = twin[1]
+    with httpx.Client() as client:
+        yield http_connectors(url, url, url, url, client)
+
+
+def test_adapters_implement_the_ports(adapters: Adapters) -> None:
+    wms, erp, oms, notify = adapters
+    assert isinstance(wms, WmsPort) and isinstance(erp, ErpPort)
+    assert isinstance(oms, OmsPort) and isinstance(notify, NotifyPort)
+
+
+def test_reads_come_back_as_domain_types(adapters: Adapters) -> None:
+    wms, erp, oms, _ = adapters
+    east = next(s for s in wms.stock("SKU-100") if s.node == "DC-EAST")
+    assert (east.on_hand, east.locked, east.pickable) == (35, 10, 25)
+    assert erp.sku("SKU-300").substitutes == ["SKU-301"]
+    assert {b.node: b.available for b in erp.book_stock("SKU-300")} == {"DC-WEST": 8}
+    assert {(s.kind, s.id) for s in erp.planned_supply("SKU-300")} == {("transfer", "TO-300")}
+    assert erp.credit_hold("CUST-9") is True and erp.credit_hold("CUST-1") is False
+    assert oms.order("SO-1001").order.customer == "CUST-1"
+    assert oms.customer("CUST-1").tier == "gold"
+    network = oms.network()
+    assert {n.id for n in network.nodes} == {"DC-EAST", "DC-WEST", "STORE-12"}
+    assert network.transfer_lanes[0].from_node == "DC-WEST"
+
+
+def test_a_write_replayed_twice_is_applied_once(adapters: Adapters, twin: Twin) -> None:
+    state, url = twin
+    _, _, oms, _ = adapters
+    action = Action(
+        system="oms",
+        type="allocate",
+        idempotency_key="it-alloc-1",
+        payload={"order_id": "SO-1002", "line": 1, "sku": "SKU-100", "node": "DC-WEST", "qty": 5},
+    )
+    first = oms.apply(action)
+    second = oms.apply(action)
+    third = oms.apply(action)
+    assert first == second == third
+    assert state.application_count("it-alloc-1") == 1
+    assert [a.qty for a in oms.order("SO-1002").lines[0].allocations] == [5]
+    replay = httpx.post(
+        f"{url}/oms/api/v1/orders/SO-1002/allocations",
+        json=action.payload,
+        headers={"Idempotency-Key": "it-alloc-1"},
+    )
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    counts = {a["idempotency_key"]: a["count"] for a in httpx.get(f"{url}/twin/actions").json()}
+    assert counts["it-alloc-1"] == 1
+
+
+def test_writes_reach_each_system(adapters: Adapters, twin: Twin) -> None:
+    state, _ = twin
+    wms, erp, oms, notify = adapters
+    wms.apply(
+        Action(
+            system="wms",
+            type="create_wave",
+            idempotency_key="it-wave",
+            payload={
+                "waveId": "W-1",
+                "node": "DC-EAST",
+                "orders": [
+                    {
+                        "orderId": "SO-1001",
+                        "priorityScore": 0.9,
+                        "lines": [{"line": 1, "sku": "SKU-100", "qty": 4}],
+                    }
+                ],
+                "parameters": {
+                    "workZone": "PICK-ZONE-A",
+                    "carrierCode": "FEDX_GROUND",
+                    "cutoffTime": "14:00",
+                },
+            },
+        )
+    )
+    erp.apply(
+        Action(
+            system="erp",
+            type="expedite_po",
+            idempotency_key="it-exp",
+            payload={"po_id": "PO-9001", "line": 20, "new_date": "2026-03-22"},
+        )
+    )
+    oms.apply(
+        Action(
+            system="oms",
+            type="hold_order",
+            idempotency_key="it-hold",
+            payload={"order_id": "SO-1003", "reason": "credit_hold", "detail": "CUST-9"},
+        )
+    )
+    notify.apply(
+        Action(
+            system="notify",
+            type="ticket",
+            idempotency_key="it-tkt",
+            payload={
+                "team": "finance",
+                "subject": "credit",
+                "summary": "s",
+                "priority": "high",
+                "refs": ["SO-1003"],
+            },
+        )
+    )
+    exported = state.export_state()
+    assert exported["wms"]["waves"][0]["waveId"] == "W-1"
+    assert oms.order("SO-1003").hold_reason == "credit_hold"
+    assert [s.date.isoformat() for s in erp.planned_supply("SKU-200")] == ["2026-03-22"]
+    assert exported["tickets"][0]["team"] == "finance"
+
+
+def test_unknown_sku_and_order_raise_domain_errors(adapters: Adapters) -> None:
+    _, erp, oms, _ = adapters
+    with pytest.raises(UnknownSku, match="SKU-404"):
+        erp.sku("SKU-404")
+    with pytest.raises(UnknownOrder, match="SO-404"):
+        oms.order("SO-404")
+
+
+def test_a_rejected_action_is_a_permanent_error_naming_the_reason(adapters: Adapters) -> None:
+    _, _, oms, _ = adapters
+    action = Action(
+        system="oms",
+        type="update_order_status",
+        idempotency_key="it-bad",
+        payload={"order_id": "SO-1001", "status": "teleported"},
+    )
+    with pytest.raises(PermanentConnectorError, match="unknown order status"):
+        oms.apply(action)
+
+
+def test_an_unreachable_system_is_a_retryable_connector_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with httpx.Client() as client:
+        wms = HttpWms(url, client)
+        with pytest.raises(ConnectorError) as info:
+            wms.stock("SKU-100")
+    assert not isinstance(info.value, PermanentConnectorError)

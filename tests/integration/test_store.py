@@ -1,0 +1,326 @@
+"""The persistent store, on SQLite and on PostgreSQL (the ``postgres`` marker).
+
+The PostgreSQL tests need the server on 127.0.0.1:5432 and fail (not skip) without it. Each
+test module gets a fresh database, and each test a fresh schema inside it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from domain.decisions import Action, Decision
+from domain.models import Settings
+from runtime.store import GENESIS_HASH, Store, normalise_url
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped at the end."""
+    name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty store: a SQLite file, or a fresh schema in the module's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    database_url: str = request.getfixturevalue("pg_database")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    s.create_schema()
+    yield s
+    s.close()
+
+
+def make_decision(id: str, **overrides: object) -> Decision:
+    fields: dict[str, object] = {
+        "id": id,
+        "event_id": "evt-1",
+        "job_id": "job-1",
+        "workflow": "order_release",
+        "subject": "SO-1",
+        "outcome": "released",
+        "confidence": 0.92,
+        "cost_impact": 120.5,
+        "human_review_required": True,
+        "status": "pending_review",
+        "rationale": "Credit cleared and stock is pickable.",
+        "evidence": {"pickable": 12, "rules": ["credit_ok"]},
+        "actions": [
+            Action(system="oms", type="update_order_status", payload={"status": "released"},
+                   idempotency_key=f"{id}-0-abc")
+        ],
+        "engine_version": "release-1.0",
+    }
+    fields.update(overrides)
+    return Decision.model_validate(fields)
+
+
+def drop_update_trigger(store: Store) -> None:
+    sql = (
+        "DROP TRIGGER audit_log_no_update ON audit_log"
+        if store.dialect == "postgresql"
+        else "DROP TRIGGER audit_log_no_update"
+    )
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+
+
+def _append_from_process(url: str, tag: str, count: int) -> None:
+    """Runs in a child process: open the store on its own and append ``count`` entries."""
+    s = Store(url)
+    s.create_schema()
+    for i in range(count):
+        s.append_audit("test.append", f"{tag}-{i}", tag, {"i": i})
+    s.close()
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db"])
+def test_postgres_urls_are_rewritten_to_the_psycopg_driver(url: str) -> None:
+    assert normalise_url(url) == "postgresql+psycopg://u@h/db"
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_the_schema_can_be_created_again_and_the_store_answers_pings(store: Store) -> None:
+    store.create_schema()
+    assert store.ping() is True
+
+
+def test_saving_a_decision_inserts_it_once_and_never_overwrites(store: Store) -> None:
+    first = make_decision("dec-1")
+    assert store.save_decision(first) is True
+    assert store.save_decision(first.model_copy(update={"outcome": "held", "status": "executed"})) is False
+
+    got = store.get_decision("dec-1")
+    assert got is not None
+    assert got.outcome == "released" and got.status == "pending_review"
+    assert got.actions == first.actions and got.evidence == first.evidence
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert store.get_decision("dec-missing") is None
+
+
+def test_listing_decisions_filters_by_each_field_in_creation_then_insertion_order(store: Store) -> None:
+    t0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    store.save_decision(make_decision("dec-c", created_at=t0 + timedelta(minutes=5)))
+    store.save_decision(make_decision("dec-b", created_at=t0, status="executed", subject="SO-2"))
+    store.save_decision(make_decision("dec-a", created_at=t0, job_id="job-2", event_id="evt-2"))
+    store.save_decision(make_decision("dec-d", created_at=t0 + timedelta(minutes=1), workflow="allocation"))
+
+    def ids(**filters: object) -> list[str]:
+        return [d.id for d in store.list_decisions(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == ["dec-b", "dec-a", "dec-d", "dec-c"]
+    assert ids(status="executed") == ["dec-b"]
+    assert ids(status="pending_review") == ["dec-a", "dec-d", "dec-c"]
+    assert ids(job_id="job-2") == ["dec-a"]
+    assert ids(event_id="evt-1") == ["dec-b", "dec-d", "dec-c"]
+    assert ids(workflow="allocation") == ["dec-d"]
+    assert ids(subject="SO-2") == ["dec-b"]
+    assert ids(status="pending_review", workflow="order_release") == ["dec-a", "dec-c"]
+    assert ids(limit=2, offset=1) == ["dec-a", "dec-d"]
+    assert ids(subject="nobody") == []
+
+
+def test_a_transition_happens_only_from_an_allowed_status_and_keeps_the_json_in_sync(store: Store) -> None:
+    store.save_decision(make_decision("dec-1"))
+
+    assert store.transition("dec-1", to="executed", from_={"observed"}, actor="planner:ann") is None
+    moved = store.transition("dec-1", to="failed", from_={"pending_review"}, actor="planner:ann",
+                             error="wms timeout")
+    assert moved is not None
+    assert (moved.status, moved.actor, moved.error) == ("failed", "planner:ann", "wms timeout")
+
+    stored = store.get_decision("dec-1")
+    assert stored == moved
+    assert store.list_decisions(status="failed")[0].id == "dec-1"
+    assert store.list_decisions(status="pending_review") == []
+    assert store.transition("dec-1", to="executed", from_={"pending_review"}, actor="planner:bob") is None
+    assert store.transition("dec-missing", to="executed", from_={"pending_review"}, actor="x") is None
+
+
+def test_two_threads_racing_to_approve_the_same_decision_produce_exactly_one_winner(store: Store) -> None:
+    def approve(id: str, actor: str, barrier: threading.Barrier, results: dict[str, Decision | None]) -> None:
+        barrier.wait()
+        results[actor] = store.transition(id, to="executed", from_={"pending_review"}, actor=actor)
+
+    for round_ in range(5):
+        store.save_decision(make_decision(f"dec-{round_}"))
+        barrier = threading.Barrier(2)
+        results: dict[str, Decision | None] = {}
+        threads = [
+            threading.Thread(target=approve, args=(f"dec-{round_}", actor, barrier, results))
+            for actor in ("ann", "bob")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+        winners = [actor for actor, d in results.items() if d is not None]
+        assert len(results) == 2 and len(winners) == 1
+        stored = store.get_decision(f"dec-{round_}")
+        assert stored is not None and stored.status == "executed" and stored.actor == winners[0]
+
+
+# ---------------------------------------------------------------------------- action log, policy
+
+
+def test_an_action_is_recorded_once_per_idempotency_key(store: Store) -> None:
+    assert store.action_done("key-1") is False
+    assert store.record_action("key-1", "dec-1", "oms.allocate", {"ok": True, "qty": 3}) is True
+    assert store.record_action("key-1", "dec-1", "oms.allocate", {"ok": False}) is False
+    assert store.action_done("key-1") is True
+    assert store.action_done("key-2") is False
+
+
+def test_the_policy_defaults_when_unset_and_round_trips(store: Store) -> None:
+    assert store.get_policy() == Settings()
+    policy = Settings(review_cost_above=250.0, review_confidence_below=0.8,
+                      modes={"order_release": "autonomous", "allocation": "observe"})
+    store.set_policy(policy)
+    assert store.get_policy() == policy
+    changed = policy.model_copy(update={"receipt_tolerance_pct": 5.0})
+    store.set_policy(changed)
+    assert store.get_policy() == changed
+
+
+# ---------------------------------------------------------------------------- audit log
+
+
+def test_the_audit_chain_links_entries_and_verifies(store: Store) -> None:
+    assert store.verify_audit().ok is True
+    entries = [
+        store.append_audit("decision.recorded", f"SO-{i % 3}", "engine", {"i": i, "note": "é", "x": [1.5]})
+        for i in range(7)
+    ]
+    assert [e.seq for e in entries] == list(range(1, 8))
+    assert entries[0].prev_hash == GENESIS_HASH
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(e.at.utcoffset() == timedelta(0) for e in entries)
+
+    assert store.audit() == entries
+    assert [e.seq for e in store.audit(subject="SO-1")] == [2, 5]
+    assert [e.seq for e in store.audit(after_seq=5)] == [6, 7]
+    assert [e.seq for e in store.audit(limit=2)] == [1, 2]
+    assert store.audit(kind="other") == []
+    assert store.verify_audit().model_dump() == {"ok": True, "entries": 7, "first_bad_seq": None,
+                                                 "reason": None}
+
+
+def test_an_audit_entry_with_a_dedup_key_is_appended_once(store: Store) -> None:
+    first = store.append_audit("decision.approved", "dec-1", "ann", {"n": 1}, dedup_key="approve:dec-1")
+    again = store.append_audit("decision.approved", "dec-1", "bob", {"n": 2}, dedup_key="approve:dec-1")
+    other = store.append_audit("decision.approved", "dec-2", "ann", {"n": 3}, dedup_key="approve:dec-2")
+    assert again == first
+    assert other.seq == 2
+    assert len(store.audit()) == 2 and store.verify_audit().ok
+
+
+def test_the_database_rejects_updates_and_deletes_on_the_audit_log(store: Store) -> None:
+    store.append_audit("k", "s", "a", {"v": 1})
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_log SET payload = :p WHERE seq = 1"), {"p": '{"v":2}'})
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_log"))
+    assert store.audit()[0].payload == {"v": 1}
+    assert store.verify_audit().ok
+
+
+def test_tampering_after_dropping_the_trigger_is_detected_at_the_first_bad_seq(store: Store) -> None:
+    for i in range(5):
+        store.append_audit("k", "s", "a", {"v": i})
+    drop_update_trigger(store)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_log SET payload = :p WHERE seq = 3"), {"p": '{"v":99}'})
+
+    result = store.verify_audit()
+    assert result.ok is False
+    assert result.first_bad_seq == 3
+    assert result.entries == 2
+    assert result.reason
+
+
+def test_appends_from_four_threads_form_a_gapless_chain_that_verifies(store: Store) -> None:
+    per_thread = 25
+    errors: list[BaseException] = []
+
+    def append(tag: str) -> None:
+        try:
+            for i in range(per_thread):
+                store.append_audit("test.append", f"{tag}-{i}", tag, {"i": i})
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(f"t{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert errors == []
+    assert [e.seq for e in store.audit(limit=1000)] == list(range(1, 4 * per_thread + 1))
+    assert store.verify_audit().model_dump() == {"ok": True, "entries": 4 * per_thread,
+                                                 "first_bad_seq": None, "reason": None}
+
+
+def test_appends_from_two_processes_form_a_gapless_chain_that_verifies(store_url: str) -> None:
+    per_process = 40
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_append_from_process, args=(store_url, f"p{n}", per_process)) for n in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+    s = Store(store_url)
+    try:
+        entries = s.audit(limit=1000)
+        assert [e.seq for e in entries] == list(range(1, 2 * per_process + 1))
+        assert {e.actor for e in entries} == {"p0", "p1"}
+        assert s.verify_audit().ok is True
+    finally:
+        s.close()

@@ -1,0 +1,198 @@
+"""The twin's state: stock arithmetic, idempotent actions, oversell detection, events, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domain.decisions import Action
+from domain.errors import UnknownOrder, UnknownSku
+from domain.models import Scenario
+from twin.state import TwinRejected, TwinState
+
+EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared/contracts/example-scenario.json"
+
+
+@pytest.fixture
+def raw() -> dict:
+    return json.loads(EXAMPLE.read_text())
+
+
+@pytest.fixture
+def state(raw: dict) -> TwinState:
+    twin = TwinState(Scenario.model_validate(raw))
+    for event in raw["events"]:
+        if event["type"] == "oms.order.created":
+            twin.apply_event(event)
+    return twin
+
+
+def allocate(order: str, line: int, sku: str, node: str, qty: float, key: str) -> Action:
+    payload = {"order_id": order, "line": line, "sku": sku, "node": node, "qty": qty}
+    return Action(system="oms", type="allocate", payload=payload, idempotency_key=key)
+
+
+def at(state: TwinState, sku: str, node: str):
+    return next(s for s in state.stock(sku) if s.node == node)
+
+
+def test_pickable_subtracts_locked_stock(state: TwinState) -> None:
+    east = at(state, "SKU-100", "DC-EAST")
+    assert (east.on_hand, east.locked, east.allocated, east.pickable) == (35, 10, 0, 25)
+    assert len(east.locations) == 2
+
+
+def test_pickable_subtracts_allocations_of_open_orders_only(state: TwinState) -> None:
+    state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 4, "k-1"))
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 6, "k-2"))
+    assert at(state, "SKU-100", "DC-EAST").pickable == 15
+    state.apply(
+        Action(
+            system="oms",
+            type="update_order_status",
+            payload={"order_id": "SO-1002", "status": "cancelled"},
+            idempotency_key="k-3",
+        )
+    )
+    east = at(state, "SKU-100", "DC-EAST")
+    assert (east.allocated, east.pickable) == (4, 21)
+
+
+def test_initial_oms_allocations_are_loaded_as_line_allocations(raw: dict) -> None:
+    raw["oms"]["orders"] = [raw["events"][0]["data"]]
+    raw["oms"]["allocations"] = [{"order": "SO-1001", "line": 1, "node": "DC-WEST", "qty": 3}]
+    twin = TwinState(Scenario.model_validate(raw))
+    assert twin.order("SO-1001").lines[0].allocations[0].qty == 3
+    assert at(twin, "SKU-100", "DC-WEST").pickable == 57
+
+
+def test_the_same_idempotency_key_applies_once_and_returns_the_first_result(state: TwinState) -> None:
+    first = state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 4, "same-key"))
+    second = state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 4, "same-key"))
+    assert second == first
+    assert state.order("SO-1001").lines[0].allocations[0].qty == 4
+    assert state.application_count("same-key") == 1
+    assert [a["idempotency_key"] for a in state.applied_actions()] == ["same-key"]
+
+
+def test_allocations_at_the_same_node_merge(state: TwinState) -> None:
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 10, "a"))
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 5, "b"))
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-WEST", 15, "c"))
+    allocations = [(a.node, a.qty) for a in state.order("SO-1002").lines[0].allocations]
+    assert allocations == [("DC-EAST", 15), ("DC-WEST", 15)]
+
+
+def test_allocating_beyond_physical_stock_counts_an_oversell(state: TwinState) -> None:
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 25, "fits"))
+    assert state.export_state()["oversells"]["count"] == 0
+    state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 1, "too-many"))
+    oversells = state.export_state()["oversells"]
+    assert oversells["count"] == 1
+    assert oversells["events"][0] == {
+        "node": "DC-EAST",
+        "sku": "SKU-100",
+        "allocated": 26,
+        "physical": 25,
+        "idempotency_key": "too-many",
+    }
+
+
+def test_unknown_action_types_and_unknown_orders_are_rejected(state: TwinState) -> None:
+    with pytest.raises(TwinRejected, match="unknown action type"):
+        state.apply(Action(system="wms", type="teleport", payload={}, idempotency_key="x"))
+    with pytest.raises(TwinRejected, match="SO-404"):
+        state.apply(allocate("SO-404", 1, "SKU-100", "DC-EAST", 1, "y"))
+    with pytest.raises(TwinRejected, match="no line 9"):
+        state.apply(allocate("SO-1001", 9, "SKU-100", "DC-EAST", 1, "z"))
+    assert state.applied_actions() == []
+
+
+def test_order_created_event_creates_an_open_order_once(raw: dict) -> None:
+    twin = TwinState(Scenario.model_validate(raw))
+    with pytest.raises(UnknownOrder):
+        twin.order("SO-1001")
+    twin.apply_event(raw["events"][0])
+    twin.apply_event(raw["events"][0])
+    view = twin.order("SO-1001")
+    assert view.status == "open"
+    assert [ln.sku for ln in view.lines] == ["SKU-100", "SKU-200"]
+    assert twin.order_ids() == ["SO-1001"]
+
+
+def test_receipt_and_adjustment_events_change_physical_stock(state: TwinState, raw: dict) -> None:
+    receipt = next(e for e in raw["events"] if e["type"] == "wms.receipt.posted")
+    state.apply_event(receipt)
+    assert at(state, "SKU-100", "DC-EAST").on_hand == 35 + 99
+    state.apply_event(
+        {
+            "type": "wms.inventory.adjusted",
+            "id": "e",
+            "data": {"node": "DC-EAST", "sku": "SKU-100", "qty_delta": -2, "location": "A-01-01"},
+        }
+    )
+    assert at(state, "SKU-100", "DC-EAST").on_hand == 35 + 99 - 2
+    supply = state.planned_supply("SKU-200")
+    assert [(s.kind, s.qty) for s in supply] == [("purchase_order", 10)]
+
+
+def test_reads_raise_specific_errors_for_unknown_ids(state: TwinState) -> None:
+    with pytest.raises(UnknownSku):
+        state.sku("SKU-999")
+    assert state.sku("SKU-300").substitutes == ["SKU-301"]
+    assert state.credit_hold("CUST-9") and not state.credit_hold("CUST-1")
+
+
+def test_export_state_has_the_report_final_state_shape(state: TwinState) -> None:
+    state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 4, "k1"))
+    state.apply(
+        Action(
+            system="oms",
+            type="split_line",
+            idempotency_key="k2",
+            payload={"order_id": "SO-1002", "line": 1, "fulfil_qty": 20, "backorder_qty": 10},
+        )
+    )
+    state.apply(
+        Action(
+            system="oms",
+            type="update_promise_date",
+            idempotency_key="k3",
+            payload={"order_id": "SO-1002", "line": None, "promise_date": "2026-03-25"},
+        )
+    )
+    state.apply(
+        Action(
+            system="erp", type="close_po_line", idempotency_key="k4", payload={"po_id": "PO-9001", "line": 10}
+        )
+    )
+    state.apply(
+        Action(
+            system="notify",
+            type="ticket",
+            idempotency_key="k5",
+            payload={"team": "planning", "subject": "s", "summary": "x", "priority": "low", "refs": []},
+        )
+    )
+    out = json.loads(json.dumps(state.export_state()))
+    assert set(out) >= {"oms", "wms", "erp", "tickets", "oversells"}
+    assert set(out["wms"]) >= {"waves", "transfers", "tasks", "stock"}
+    assert set(out["erp"]) >= {"book_stock", "backorders", "adjustments", "purchase_orders"}
+    so2 = next(o for o in out["oms"]["orders"] if o["id"] == "SO-1002")
+    assert so2["lines"][0]["backordered"] == 10 and so2["lines"][0]["promise_date"] == "2026-03-25"
+    so1 = next(o for o in out["oms"]["orders"] if o["id"] == "SO-1001")
+    assert set(so1["lines"][0]) == {
+        "line",
+        "sku",
+        "qty",
+        "allocations",
+        "backordered",
+        "promise_date",
+        "substituted_by",
+    }
+    assert so1["lines"][0]["allocations"] == [{"node": "DC-EAST", "qty": 4}]
+    po = out["erp"]["purchase_orders"][0]
+    assert po["status"] == "open" and po["lines"][0]["status"] == "closed"
+    assert out["tickets"][0]["team"] == "planning"

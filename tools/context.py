@@ -1,0 +1,78 @@
+"""Context tools: typed reads across WMS, ERP and OMS that specialists decide on.
+
+Each tool declares the scope it needs; an agent is only ever handed tools whose scope
+its role allows (enforced where agents are built), so text in an event cannot widen it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
+from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply
+from domain.engines.release import ReleaseContext
+from domain.errors import PermanentConnectorError
+from domain.models import Customer
+
+
+@dataclass(frozen=True)
+class Systems:
+    """The connector ports a specialist may use, injected (never global)."""
+
+    wms: WmsPort
+    erp: ErpPort
+    oms: OmsPort
+    notify: NotifyPort
+
+
+SCOPES = {
+    "read_order": "oms:read",
+    "read_stock": "wms:read",
+    "read_books": "erp:read",
+    "release_context": "oms:read wms:read erp:read",
+}
+
+
+def read_order(systems: Systems, order_id: str) -> OrderView:
+    """The order as the OMS holds it (raises ``UnknownOrder``)."""
+    return systems.oms.order(order_id)
+
+
+def read_stock(systems: Systems, sku: str) -> list[NodeStock]:
+    """Location-level pickable stock per node, from the WMS (never ERP book stock)."""
+    return systems.wms.stock(sku)
+
+
+def read_books(systems: Systems, sku: str) -> tuple[SkuInfo, list[BookPosition], list[Supply]]:
+    """Material master, book stock with blocks, and planned supply from the ERP."""
+    return systems.erp.sku(sku), systems.erp.book_stock(sku), systems.erp.planned_supply(sku)
+
+
+def release_context(systems: Systems, order_id: str, now: datetime) -> ReleaseContext:
+    """Everything the release engine needs for one order, read fresh from the three systems."""
+    view = read_order(systems, order_id)
+    order = view.order
+    try:
+        customer = systems.oms.customer(order.customer)
+    except (LookupError, PermanentConnectorError):
+        # An OMS without the customer record: decide as a standard-tier customer.
+        customer = Customer(id=order.customer)
+    skus: dict[str, SkuInfo] = {}
+    stock: dict[str, list[NodeStock]] = {}
+    book: dict[str, list[BookPosition]] = {}
+    supply: dict[str, list[Supply]] = {}
+    for sku in sorted({ln.sku for ln in order.lines}):
+        skus[sku], book[sku], supply[sku] = read_books(systems, sku)
+        stock[sku] = read_stock(systems, sku)
+    return ReleaseContext(
+        order=order,
+        customer=customer,
+        credit_hold=systems.erp.credit_hold(order.customer),
+        skus=skus,
+        stock=stock,
+        book=book,
+        supply=supply,
+        network=systems.oms.network(),
+        now=now,
+    )

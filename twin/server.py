@@ -1,0 +1,230 @@
+"""The twin over HTTP: WMS, ERP, OMS and notify APIs in the style of real systems, plus twin control.
+
+Every write route turns its path and body into a contract ``Action`` and applies it through
+``TwinState.apply``, so the idempotency of the HTTP API is the idempotency of the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from domain.decisions import Action, System
+from domain.errors import UnknownOrder, UnknownSku
+from twin.state import TwinNotFound, TwinRejected, TwinState
+
+Act = Callable[[System, str, str | None, dict[str, Any]], JSONResponse]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+JsonBody = Annotated[dict[str, Any] | None, Body()]
+
+
+def create_twin_app(state: TwinState) -> FastAPI:
+    """A FastAPI app serving ``state``; one app per twin, no globals."""
+    app = FastAPI(title="Crossdock twin", description="Simulated WMS, ERP and OMS")
+
+    @app.exception_handler(TwinRejected)
+    def _rejected(request: Request, exc: TwinRejected) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(TwinNotFound)
+    @app.exception_handler(UnknownSku)
+    @app.exception_handler(UnknownOrder)
+    def _not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    def act(system: System, type_: str, key: str | None, payload: dict[str, Any]) -> JSONResponse:
+        if not key:
+            raise HTTPException(status_code=400, detail="the Idempotency-Key header is required")
+        result, replayed = state.execute(
+            Action(system=system, type=type_, payload=payload, idempotency_key=key)
+        )
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return JSONResponse(status_code=200, content=result, headers=headers)
+
+    app.include_router(_wms_routes(state, act), prefix="/wms/api/v1")
+    app.include_router(_erp_routes(state, act), prefix="/erp/api/v1")
+    app.include_router(_oms_routes(state, act), prefix="/oms/api/v1")
+    app.include_router(_notify_routes(act), prefix="/notify/api/v1")
+    app.include_router(_twin_routes(state))
+    return app
+
+
+def _wms_routes(state: TwinState, act: Act) -> APIRouter:
+    r = APIRouter(tags=["wms"])
+
+    @r.get("/inventory")
+    def inventory(sku: str) -> list[dict[str, Any]]:
+        """Location-level stock of a sku at every node, with pickable per node."""
+        return [s.model_dump(mode="json") for s in state.stock(sku)]
+
+    @r.get("/waves")
+    def waves() -> list[dict[str, Any]]:
+        """Released waves."""
+        return list(state.export_state()["wms"]["waves"])
+
+    @r.post("/waves")
+    def create_wave(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Release a wave."""
+        return act("wms", "create_wave", key, dict(body or {}))
+
+    @r.post("/tasks")
+    def create_task(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Create a warehouse task."""
+        return act("wms", "create_task", key, dict(body or {}))
+
+    @r.post("/transfers")
+    def create_transfer(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Create a stock transfer between nodes."""
+        return act("wms", "create_transfer", key, dict(body or {}))
+
+    return r
+
+
+def _erp_routes(state: TwinState, act: Act) -> APIRouter:
+    r = APIRouter(tags=["erp"])
+
+    @r.get("/materials/{sku}")
+    def material(sku: str) -> dict[str, Any]:
+        """Material master record."""
+        return state.sku(sku).model_dump(mode="json")
+
+    @r.get("/stock")
+    def stock(sku: str) -> list[dict[str, Any]]:
+        """Book stock per node."""
+        return [b.model_dump(mode="json") for b in state.book_stock(sku)]
+
+    @r.get("/supply")
+    def supply(sku: str) -> list[dict[str, Any]]:
+        """Open PO lines and transfers in transit."""
+        return [s.model_dump(mode="json") for s in state.planned_supply(sku)]
+
+    @r.get("/customers/{customer}/credit")
+    def credit(customer: str) -> dict[str, Any]:
+        """Credit status of a customer."""
+        return {"customer": customer, "credit_hold": state.credit_hold(customer)}
+
+    @r.post("/backorders")
+    def backorder(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Create a backorder."""
+        return act("erp", "create_backorder", key, dict(body or {}))
+
+    @r.post("/adjustments")
+    def adjustment(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Post a book stock adjustment."""
+        return act("erp", "post_adjustment", key, dict(body or {}))
+
+    @r.post("/purchase-orders/{po}/lines/{line}/close")
+    def close_line(po: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Close a PO line."""
+        return act("erp", "close_po_line", key, {**(body or {}), "po_id": po, "line": line})
+
+    @r.post("/purchase-orders/{po}/lines/{line}/expedite")
+    def expedite(po: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Ask the supplier to bring a PO line forward."""
+        return act("erp", "expedite_po", key, {**(body or {}), "po_id": po, "line": line})
+
+    @r.post("/safety-stock")
+    def safety_stock(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Set safety stock for a sku at a node."""
+        return act("erp", "update_safety_stock", key, dict(body or {}))
+
+    return r
+
+
+def _oms_routes(state: TwinState, act: Act) -> APIRouter:
+    r = APIRouter(tags=["oms"])
+
+    @r.get("/orders/{order_id}")
+    def order(order_id: str) -> dict[str, Any]:
+        """An order with its status and reservations."""
+        return state.order(order_id).model_dump(mode="json")
+
+    @r.get("/customers/{customer_id}")
+    def customer(customer_id: str) -> dict[str, Any]:
+        """A customer record."""
+        return state.customer(customer_id).model_dump(mode="json")
+
+    @r.get("/network")
+    def network() -> dict[str, Any]:
+        """Nodes, lanes and transfer lanes."""
+        return state.network().model_dump(mode="json", by_alias=True)
+
+    def order_action(
+        type_: str, order_id: str, key: str | None, body: dict[str, Any] | None, **path: Any
+    ) -> JSONResponse:
+        return act("oms", type_, key, {**(body or {}), "order_id": order_id, **path})
+
+    @r.post("/orders/{order_id}/allocations")
+    def allocate(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Reserve stock for a line at a node."""
+        return order_action("allocate", order_id, key, body)
+
+    @r.post("/orders/{order_id}/status")
+    def status(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Change an order's status."""
+        return order_action("update_order_status", order_id, key, body)
+
+    @r.post("/orders/{order_id}/hold")
+    def hold(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Put an order on hold."""
+        return order_action("hold_order", order_id, key, body)
+
+    @r.post("/orders/{order_id}/lines/{line}/split")
+    def split(order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Split a line into a part fulfilled now and a backordered part."""
+        return order_action("split_line", order_id, key, body, line=line)
+
+    @r.post("/orders/{order_id}/lines/{line}/substitute")
+    def substitute(
+        order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None
+    ) -> JSONResponse:
+        """Replace a line's sku by a substitute."""
+        return order_action("substitute_line", order_id, key, body, line=line)
+
+    @r.post("/orders/{order_id}/promise-date")
+    def promise_date(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Set a new promise date for a line or the whole order."""
+        return order_action("update_promise_date", order_id, key, body)
+
+    return r
+
+
+def _notify_routes(act: Act) -> APIRouter:
+    r = APIRouter(tags=["notify"])
+
+    @r.post("/tickets")
+    def ticket(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Open a ticket in a team's queue."""
+        return act("notify", "ticket", key, dict(body or {}))
+
+    return r
+
+
+def _twin_routes(state: TwinState) -> APIRouter:
+    r = APIRouter(tags=["twin"])
+
+    @r.post("/twin/events")
+    def event(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Apply the source system's change an event reports (replay driver)."""
+        state.apply_event(body)
+        return {"applied": body.get("id")}
+
+    @r.get("/twin/state")
+    def export() -> dict[str, Any]:
+        """The whole simulated world."""
+        return state.export_state()
+
+    @r.get("/twin/actions")
+    def actions() -> list[dict[str, Any]]:
+        """Applied actions in order, with application counts."""
+        return state.applied_actions()
+
+    @r.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness."""
+        return {"status": "ok", "scenario": state.scenario_name}
+
+    return r

@@ -1,0 +1,763 @@
+"""The twin's world: a simulated WMS, ERP and OMS held in memory and loaded from a scenario.
+
+Everything goes through one re-entrant lock, so the HTTP server (many worker threads) and a
+replay driver can share one ``TwinState``. Writes arrive as contract actions through
+``apply`` and are idempotent on the action's key; source-system changes reported by events
+arrive through ``apply_event`` before the event is posted to Crossdock.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.context import (
+    BookPosition,
+    LineAllocation,
+    LocationStock,
+    Network,
+    NodeStock,
+    OrderLineView,
+    OrderView,
+    SkuInfo,
+    Supply,
+)
+from domain.decisions import Action
+from domain.errors import UnknownOrder, UnknownSku
+from domain.models import Customer, Node, Order, PurchaseOrder, Scenario
+
+ORDER_STATUSES = frozenset(
+    {"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"}
+)
+# Reservations on these orders no longer hold stock.
+_CLOSED_STATUSES = frozenset({"cancelled", "shipped"})
+
+
+class TwinRejected(ValueError):
+    """The twin refused an action: unknown type, unknown order or line, bad payload."""
+
+
+class TwinNotFound(LookupError):
+    """A resource the twin does not hold (customer, order, material, ...)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _num(payload: dict[str, Any], field: str, *, positive: bool = False) -> float:
+    value = _req(payload, field)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TwinRejected(f"payload.{field} must be a number, got {value!r}")
+    if positive and value <= 0:
+        raise TwinRejected(f"payload.{field} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _req(payload: dict[str, Any], field: str) -> Any:
+    if field not in payload or payload[field] is None:
+        raise TwinRejected(f"payload.{field} is required")
+    return payload[field]
+
+
+def _int(payload: dict[str, Any], field: str) -> int:
+    value = _req(payload, field)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise TwinRejected(f"payload.{field} must be an integer, got {value!r}") from None
+
+
+def _date(value: Any, field: str) -> str:
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise TwinRejected(f"payload.{field} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+class TwinState:
+    """An in-memory WMS + ERP + OMS; thread-safe, idempotent on action keys."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._lock = threading.RLock()
+        self.scenario_name = scenario.scenario
+        self.settings = scenario.settings
+        # Network (OMS sourcing config, WMS zones).
+        self._nodes: dict[str, Node] = {n.id: n.model_copy(deep=True) for n in scenario.nodes}
+        self._lanes = [lane.model_copy() for lane in scenario.lanes]
+        self._transfer_lanes = [lane.model_copy() for lane in scenario.transfer_lanes]
+        # WMS.
+        self._stock: list[dict[str, Any]] = [r.model_dump() for r in scenario.wms.stock]
+        self._waves: list[dict[str, Any]] = []
+        self._tasks: list[dict[str, Any]] = []
+        self._transfers: list[dict[str, Any]] = []
+        # ERP.
+        self._skus: dict[str, SkuInfo] = {s.id: SkuInfo.model_validate(s.model_dump()) for s in scenario.skus}
+        self._book: list[dict[str, Any]] = [b.model_dump() for b in scenario.erp.book_stock]
+        self._in_transit: list[dict[str, Any]] = [
+            t.model_dump(by_alias=True, mode="json") for t in scenario.erp.in_transit
+        ]
+        self._pos: dict[str, dict[str, Any]] = {}
+        for po in scenario.erp.purchase_orders:
+            self._add_po(po)
+        self._credit_holds: set[str] = set(scenario.erp.credit_holds)
+        self._backorders: list[dict[str, Any]] = []
+        self._adjustments: list[dict[str, Any]] = []
+        # OMS.
+        self._customers: dict[str, Customer] = {c.id: c for c in scenario.oms.customers}
+        self._orders: dict[str, dict[str, Any]] = {}
+        for order in scenario.oms.orders:
+            self._add_order(order)
+        for alloc in scenario.oms.allocations:
+            rec = self._orders.get(alloc.order)
+            line = rec["lines"].get(alloc.line) if rec else None
+            if line is None:
+                raise TwinRejected(f"allocation for unknown order line {alloc.order}/{alloc.line}")
+            self._add_allocation(line, alloc.node, line["sku"], alloc.qty)
+        # Notify.
+        self._tickets: list[dict[str, Any]] = []
+        # Idempotency and audit of applied actions.
+        self._results: dict[str, dict[str, Any]] = {}
+        self._counts: dict[str, int] = {}
+        self._calls: dict[str, int] = {}
+        self._log: list[dict[str, Any]] = []
+        self._oversells: list[dict[str, Any]] = []
+        self._seq = 0
+
+    # ------------------------------------------------------------------ loading helpers
+
+    def _add_po(self, po: PurchaseOrder) -> None:
+        data = po.model_dump(mode="json")
+        data["status"] = "open"
+        for line in data["lines"]:
+            line.update(status="open", received=0.0, expected=None)
+        self._pos[po.id] = data
+
+    def _add_order(self, order: Order) -> None:
+        self._orders[order.id] = {
+            "order": order,
+            "status": "open",
+            "hold_reason": None,
+            "lines": {
+                ln.line: {
+                    "line": ln.line,
+                    "sku": ln.sku,
+                    "qty": ln.qty,
+                    # Each allocation remembers the sku it reserved (a substitute may differ).
+                    "allocations": [],
+                    "backordered": 0.0,
+                    "promise_date": None,
+                    "substituted_by": None,
+                }
+                for ln in order.lines
+            },
+        }
+
+    @staticmethod
+    def _add_allocation(line: dict[str, Any], node: str, sku: str, qty: float) -> None:
+        for alloc in line["allocations"]:
+            if alloc["node"] == node and alloc["sku"] == sku:
+                alloc["qty"] += qty
+                return
+        line["allocations"].append({"node": node, "sku": sku, "qty": qty})
+
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-{self._seq:05d}"
+
+    # ------------------------------------------------------------------ stock arithmetic
+
+    def _physical(self, node: str, sku: str) -> float:
+        return float(
+            sum(r["on_hand"] - r["locked"] for r in self._stock if r["node"] == node and r["sku"] == sku)
+        )
+
+    def _allocated(self, node: str, sku: str) -> float:
+        total = 0.0
+        for rec in self._orders.values():
+            if rec["status"] in _CLOSED_STATUSES:
+                continue
+            for line in rec["lines"].values():
+                for alloc in line["allocations"]:
+                    if alloc["node"] == node and alloc["sku"] == sku:
+                        total += alloc["qty"]
+        return total
+
+    def _node_order(self, node: str) -> tuple[int, str]:
+        ids = list(self._nodes)
+        return (ids.index(node) if node in ids else len(ids), node)
+
+    # ------------------------------------------------------------------ queries
+
+    def stock(self, sku: str) -> list[NodeStock]:
+        """WMS stock of ``sku`` at every node holding a location of it."""
+        with self._lock:
+            nodes = sorted({r["node"] for r in self._stock if r["sku"] == sku}, key=self._node_order)
+            out = []
+            for node in nodes:
+                recs = [r for r in self._stock if r["node"] == node and r["sku"] == sku]
+                on_hand = sum(r["on_hand"] for r in recs)
+                locked = sum(r["locked"] for r in recs)
+                allocated = self._allocated(node, sku)
+                out.append(
+                    NodeStock(
+                        node=node,
+                        sku=sku,
+                        on_hand=on_hand,
+                        locked=locked,
+                        allocated=allocated,
+                        pickable=max(0.0, on_hand - locked - allocated),
+                        locations=[LocationStock.model_validate(r) for r in recs],
+                    )
+                )
+            return out
+
+    def sku(self, sku_id: str) -> SkuInfo:
+        with self._lock:
+            info = self._skus.get(sku_id)
+            if info is None:
+                raise UnknownSku(sku_id)
+            return info.model_copy(deep=True)
+
+    def book_stock(self, sku: str) -> list[BookPosition]:
+        with self._lock:
+            return [BookPosition.model_validate(b) for b in self._book if b["sku"] == sku]
+
+    def planned_supply(self, sku: str) -> list[Supply]:
+        """Open PO lines (their unreceived qty) and in-transit transfers of ``sku``."""
+        with self._lock:
+            out = []
+            for po in self._pos.values():
+                if po["status"] == "closed":
+                    continue
+                for line in po["lines"]:
+                    remaining = line["qty"] - line["received"]
+                    if line["sku"] != sku or line["status"] == "closed" or remaining <= 0:
+                        continue
+                    when = line["expected"] or po["expected"]
+                    out.append(
+                        Supply(
+                            kind="purchase_order",
+                            id=po["id"],
+                            node=po["node"],
+                            sku=sku,
+                            qty=remaining,
+                            date=when,
+                        )
+                    )
+            for t in self._in_transit:
+                if t["sku"] == sku:
+                    out.append(
+                        Supply(
+                            kind="transfer", id=t["id"], node=t["to"], sku=sku, qty=t["qty"], date=t["eta"]
+                        )
+                    )
+            return out
+
+    def credit_hold(self, customer: str) -> bool:
+        with self._lock:
+            return customer in self._credit_holds
+
+    def order(self, order_id: str) -> OrderView:
+        with self._lock:
+            rec = self._orders.get(order_id)
+            if rec is None:
+                raise UnknownOrder(order_id)
+            return OrderView(
+                order=rec["order"].model_copy(deep=True),
+                status=rec["status"],
+                hold_reason=rec["hold_reason"],
+                lines=[
+                    OrderLineView(
+                        line=ln["line"],
+                        sku=ln["sku"],
+                        qty=ln["qty"],
+                        allocations=[LineAllocation(node=a["node"], qty=a["qty"]) for a in ln["allocations"]],
+                        backordered=ln["backordered"],
+                        promise_date=ln["promise_date"],
+                        substituted_by=ln["substituted_by"],
+                    )
+                    for ln in rec["lines"].values()
+                ],
+            )
+
+    def order_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._orders)
+
+    def customer(self, customer_id: str) -> Customer:
+        with self._lock:
+            found = self._customers.get(customer_id)
+            if found is None:
+                raise TwinNotFound(f"customer {customer_id} is not known to the OMS")
+            return found.model_copy()
+
+    def network(self) -> Network:
+        with self._lock:
+            return Network(
+                nodes=[n.model_copy(deep=True) for n in self._nodes.values()],
+                lanes=[lane.model_copy() for lane in self._lanes],
+                transfer_lanes=[lane.model_copy() for lane in self._transfer_lanes],
+            )
+
+    # ------------------------------------------------------------------ actions
+
+    def apply(self, action: Action) -> dict[str, Any]:
+        """Execute one contract action; a repeated idempotency key returns the first result."""
+        return self.execute(action)[0]
+
+    def execute(self, action: Action) -> tuple[dict[str, Any], bool]:
+        """Like ``apply``, also telling whether the key was already applied (a replay)."""
+        key = action.idempotency_key
+        with self._lock:
+            if key:
+                self._calls[key] = self._calls.get(key, 0) + 1
+                if key in self._results:
+                    return copy.deepcopy(self._results[key]), True
+            handler = self._HANDLERS.get(action.name)
+            if handler is None:
+                raise TwinRejected(f"unknown action type {action.name!r}")
+            result = handler(self, dict(action.payload), key)
+            result = {"action": action.name, "idempotency_key": key, **result}
+            if key:
+                self._results[key] = copy.deepcopy(result)
+                self._counts[key] = self._counts.get(key, 0) + 1
+            self._log.append(
+                {
+                    "idempotency_key": key,
+                    "system": action.system,
+                    "type": action.type,
+                    "payload": copy.deepcopy(action.payload),
+                }
+            )
+            return copy.deepcopy(result), False
+
+    def application_count(self, key: str) -> int:
+        """How many times an action with this key changed the state (1 when idempotency holds)."""
+        with self._lock:
+            return self._counts.get(key, 0)
+
+    def applied_actions(self) -> list[dict[str, Any]]:
+        """Applied actions in order, with how often each key was applied and requested."""
+        with self._lock:
+            return [
+                {
+                    "idempotency_key": entry["idempotency_key"],
+                    "system": entry["system"],
+                    "type": entry["type"],
+                    "count": self._counts.get(entry["idempotency_key"], 1),
+                    "requests": self._calls.get(entry["idempotency_key"], 1),
+                }
+                for entry in self._log
+            ]
+
+    def _order_rec(self, payload: dict[str, Any]) -> dict[str, Any]:
+        order_id = str(_req(payload, "order_id"))
+        rec = self._orders.get(order_id)
+        if rec is None:
+            raise TwinRejected(f"order {order_id} is not known to the OMS")
+        return rec
+
+    def _line_rec(self, rec: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        number = _int(payload, "line")
+        line = rec["lines"].get(number)
+        if line is None:
+            raise TwinRejected(f"order {rec['order'].id} has no line {number}")
+        found: dict[str, Any] = line
+        return found
+
+    # OMS ------------------------------------------------------------------
+
+    def _oms_allocate(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        node = str(_req(p, "node"))
+        if node not in self._nodes:
+            raise TwinRejected(f"node {node} is not in the network")
+        qty = _num(p, "qty", positive=True)
+        sku = str(p.get("sku") or line["substituted_by"] or line["sku"])
+        if rec["status"] in _CLOSED_STATUSES:
+            raise TwinRejected(f"order {rec['order'].id} is {rec['status']}; cannot allocate")
+        self._add_allocation(line, node, sku, qty)
+        allocated, physical = self._allocated(node, sku), self._physical(node, sku)
+        if allocated > physical + 1e-9:
+            self._oversells.append(
+                {
+                    "node": node,
+                    "sku": sku,
+                    "allocated": allocated,
+                    "physical": physical,
+                    "idempotency_key": key,
+                }
+            )
+        return {
+            "order_id": rec["order"].id,
+            "line": line["line"],
+            "node": node,
+            "sku": sku,
+            "allocated": sum(a["qty"] for a in line["allocations"]),
+        }
+
+    def _set_status(self, rec: dict[str, Any], status: str) -> None:
+        if status not in ORDER_STATUSES:
+            raise TwinRejected(f"unknown order status {status!r}; known: {', '.join(sorted(ORDER_STATUSES))}")
+        rec["status"] = status
+        if status == "cancelled":
+            for line in rec["lines"].values():
+                line["allocations"] = []
+        if status != "held":
+            rec["hold_reason"] = None
+
+    def _oms_update_order_status(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        self._set_status(rec, str(_req(p, "status")))
+        return {"order_id": rec["order"].id, "status": rec["status"]}
+
+    def _oms_hold_order(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        self._set_status(rec, "held")
+        rec["hold_reason"] = str(_req(p, "reason"))
+        rec["hold_detail"] = p.get("detail")
+        return {"order_id": rec["order"].id, "status": "held", "hold_reason": rec["hold_reason"]}
+
+    def _oms_split_line(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        backorder = _num(p, "backorder_qty")
+        if backorder < 0 or backorder > line["qty"]:
+            raise TwinRejected(f"payload.backorder_qty must be within 0..{line['qty']}, got {backorder}")
+        line["backordered"] = backorder
+        return {"order_id": rec["order"].id, "line": line["line"], "backordered": backorder}
+
+    def _oms_update_promise_date(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        promise = _date(_req(p, "promise_date"), "promise_date")
+        if p.get("line") is not None:
+            lines = [self._line_rec(rec, p)]
+        else:
+            lines = [ln for ln in rec["lines"].values() if ln["backordered"] > 0] or list(
+                rec["lines"].values()
+            )
+        for line in lines:
+            line["promise_date"] = promise
+        return {"order_id": rec["order"].id, "lines": [ln["line"] for ln in lines], "promise_date": promise}
+
+    def _oms_substitute_line(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        substitute = str(_req(p, "substitute"))
+        if substitute not in self._skus:
+            raise TwinRejected(f"substitute {substitute} is not in the ERP material master")
+        line["substituted_by"] = substitute
+        return {"order_id": rec["order"].id, "line": line["line"], "substituted_by": substitute}
+
+    # WMS ------------------------------------------------------------------
+
+    def _wms_create_wave(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        wave_id = str(_req(p, "waveId"))
+        node = str(_req(p, "node"))
+        if node not in self._nodes:
+            raise TwinRejected(f"node {node} is not in the network")
+        if any(w["waveId"] == wave_id for w in self._waves):
+            raise TwinRejected(f"wave {wave_id} already exists")
+        orders = _req(p, "orders")
+        if not isinstance(orders, list) or not orders:
+            raise TwinRejected("payload.orders must be a non-empty list")
+        for entry in orders:
+            order_id = entry.get("orderId") if isinstance(entry, dict) else None
+            if order_id not in self._orders:
+                raise TwinRejected(f"wave order {order_id!r} is not known to the OMS")
+        wave = {
+            "waveId": wave_id,
+            "node": node,
+            "status": "released",
+            "orders": copy.deepcopy(orders),
+            "parameters": copy.deepcopy(p.get("parameters") or {}),
+        }
+        self._waves.append(wave)
+        return {"waveId": wave_id, "status": "released"}
+
+    def _wms_create_task(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        node = str(_req(p, "node"))
+        if node not in self._nodes:
+            raise TwinRejected(f"node {node} is not in the network")
+        task = {
+            "id": self._next_id("TASK"),
+            "node": node,
+            "task_type": str(_req(p, "task_type")),
+            "sku": str(_req(p, "sku")),
+            "location": p.get("location"),
+            "qty": _num(p, "qty") if p.get("qty") is not None else None,
+            "reason": p.get("reason"),
+            "status": "open",
+        }
+        self._tasks.append(task)
+        return {"task_id": task["id"], "status": "open"}
+
+    def _wms_create_transfer(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        src, dst = str(_req(p, "from")), str(_req(p, "to"))
+        for node in (src, dst):
+            if node not in self._nodes:
+                raise TwinRejected(f"node {node} is not in the network")
+        transfer = {
+            "id": self._next_id("TR"),
+            "sku": str(_req(p, "sku")),
+            "from": src,
+            "to": dst,
+            "qty": _num(p, "qty", positive=True),
+            "status": "created",
+        }
+        self._transfers.append(transfer)
+        return {"transfer_id": transfer["id"], "status": "created"}
+
+    # ERP ------------------------------------------------------------------
+
+    def _erp_create_backorder(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        backorder = {
+            "id": self._next_id("BO"),
+            "order_id": rec["order"].id,
+            "line": line["line"],
+            "sku": str(p.get("sku") or line["sku"]),
+            "qty": _num(p, "qty", positive=True),
+            "promise_date": _date(p["promise_date"], "promise_date") if p.get("promise_date") else None,
+        }
+        self._backorders.append(backorder)
+        return {"backorder_id": backorder["id"]}
+
+    def _book_record(self, node: str, sku: str) -> dict[str, Any]:
+        for b in self._book:
+            if b["node"] == node and b["sku"] == sku:
+                return b
+        b = {"node": node, "sku": sku, "qty": 0.0, "blocked": 0.0}
+        self._book.append(b)
+        return b
+
+    def _erp_post_adjustment(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        node, sku = str(_req(p, "node")), str(_req(p, "sku"))
+        delta = _num(p, "qty_delta")
+        book = self._book_record(node, sku)
+        book["qty"] += delta
+        adjustment = {
+            "id": self._next_id("ADJ"),
+            "node": node,
+            "sku": sku,
+            "qty_delta": delta,
+            "reason": p.get("reason"),
+        }
+        self._adjustments.append(adjustment)
+        return {"adjustment_id": adjustment["id"], "book_qty": book["qty"]}
+
+    def _po_line(self, p: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        po_id = str(_req(p, "po_id"))
+        po = self._pos.get(po_id)
+        if po is None:
+            raise TwinRejected(f"purchase order {po_id} is not known to the ERP")
+        number = _int(p, "line")
+        for line in po["lines"]:
+            if line["line"] == number:
+                return po, line
+        raise TwinRejected(f"purchase order {po_id} has no line {number}")
+
+    def _erp_expedite_po(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        po, line = self._po_line(p)
+        line["expected"] = _date(_req(p, "new_date"), "new_date")
+        line["expedite_requested"] = True
+        return {"po_id": po["id"], "line": line["line"], "expected": line["expected"]}
+
+    def _erp_update_safety_stock(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        sku, node = str(_req(p, "sku")), str(_req(p, "node"))
+        info = self._skus.get(sku)
+        if info is None:
+            raise TwinRejected(f"{sku} is not in the ERP material master")
+        info.safety_stock[node] = _num(p, "qty")
+        return {"sku": sku, "node": node, "safety_stock": info.safety_stock[node]}
+
+    def _erp_close_po_line(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        po, line = self._po_line(p)
+        line["status"] = "closed"
+        if all(ln["status"] == "closed" for ln in po["lines"]):
+            po["status"] = "closed"
+        return {"po_id": po["id"], "line": line["line"], "po_status": po["status"]}
+
+    # Notify ---------------------------------------------------------------
+
+    def _notify_ticket(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        ticket = {
+            "id": self._next_id("TKT"),
+            "team": str(_req(p, "team")),
+            "subject": str(_req(p, "subject")),
+            "summary": p.get("summary"),
+            "priority": p.get("priority"),
+            "refs": copy.deepcopy(p.get("refs")),
+        }
+        self._tickets.append(ticket)
+        return {"ticket_id": ticket["id"]}
+
+    _HANDLERS: dict[str, Callable[[TwinState, dict[str, Any], str], dict[str, Any]]] = {
+        "oms.allocate": _oms_allocate,
+        "oms.update_order_status": _oms_update_order_status,
+        "oms.hold_order": _oms_hold_order,
+        "oms.split_line": _oms_split_line,
+        "oms.update_promise_date": _oms_update_promise_date,
+        "oms.substitute_line": _oms_substitute_line,
+        "wms.create_wave": _wms_create_wave,
+        "wms.create_task": _wms_create_task,
+        "wms.create_transfer": _wms_create_transfer,
+        "erp.create_backorder": _erp_create_backorder,
+        "erp.post_adjustment": _erp_post_adjustment,
+        "erp.expedite_po": _erp_expedite_po,
+        "erp.update_safety_stock": _erp_update_safety_stock,
+        "erp.close_po_line": _erp_close_po_line,
+        "notify.ticket": _notify_ticket,
+    }
+
+    # ------------------------------------------------------------------ source events
+
+    def apply_event(self, event: dict[str, Any]) -> None:
+        """Apply the source system's own change that ``event`` reports (before it is posted)."""
+        etype = event.get("type")
+        data = event.get("data")
+        if not isinstance(data, dict):
+            raise TwinRejected("event data must be an object")
+        try:
+            with self._lock:
+                if etype == "oms.order.created":
+                    order = Order.model_validate(data)
+                    if order.id not in self._orders:
+                        self._add_order(order)
+                elif etype == "oms.order.cancelled":
+                    rec = self._orders.get(str(data.get("order_id")))
+                    if rec is not None:
+                        self._set_status(rec, "cancelled")
+                elif etype == "erp.po.created":
+                    po = PurchaseOrder.model_validate(data)
+                    if po.id not in self._pos:
+                        self._add_po(po)
+                elif etype == "erp.inventory.posted":
+                    self._book_record(str(data["node"]), str(data["sku"]))["qty"] += float(data["qty_delta"])
+                elif etype == "wms.inventory.adjusted":
+                    rec = self._location(str(data["node"]), str(data["sku"]), data.get("location"))
+                    rec["on_hand"] = max(0.0, rec["on_hand"] + float(data["qty_delta"]))
+                elif etype == "wms.receipt.posted":
+                    self._receive(data)
+                elif etype == "wms.capacity.changed":
+                    self._set_capacity(
+                        str(data["node"]), str(data["zone"]), float(data["pick_capacity_per_hour"])
+                    )
+        except (KeyError, TypeError, ValueError, ValidationError) as exc:
+            if isinstance(exc, TwinRejected):
+                raise
+            raise TwinRejected(f"event {event.get('id')!r} of type {etype!r} has bad data: {exc}") from None
+
+    def _location(self, node: str, sku: str, location: str | None = None) -> dict[str, Any]:
+        """The WMS location record to change: the named one, else the node's first for the sku."""
+        recs = [r for r in self._stock if r["node"] == node and r["sku"] == sku]
+        if location:
+            for r in recs:
+                if r["location"] == location:
+                    return r
+        elif recs:
+            return recs[0]
+        zone = self._nodes[node].zones[0].id if node in self._nodes and self._nodes[node].zones else "DEFAULT"
+        rec = {
+            "node": node,
+            "zone": zone,
+            "location": location or f"{zone}-{sku}",
+            "sku": sku,
+            "lot": None,
+            "on_hand": 0.0,
+            "locked": 0.0,
+        }
+        self._stock.append(rec)
+        return rec
+
+    def _receive(self, data: dict[str, Any]) -> None:
+        node = str(data["node"])
+        po = self._pos.get(str(data.get("po_id")))
+        for line in data["lines"]:
+            good = float(line["qty"]) - float(line.get("damaged") or 0)
+            if good > 0:
+                self._location(node, str(line["sku"]))["on_hand"] += good
+            if po is not None:
+                for po_line in po["lines"]:
+                    if po_line["line"] == line.get("po_line"):
+                        po_line["received"] += float(line["qty"])
+
+    def _set_capacity(self, node: str, zone_id: str, capacity: float) -> None:
+        found = self._nodes.get(node)
+        if found is None:
+            return
+        zones = [
+            z.model_copy(update={"pick_capacity_per_hour": capacity}) if z.id == zone_id else z
+            for z in found.zones
+        ]
+        self._nodes[node] = found.model_copy(update={"zones": zones})
+
+    # ------------------------------------------------------------------ export
+
+    def export_state(self) -> dict[str, Any]:
+        """The world now, in the shape of the report's ``final_state`` plus tickets and oversells."""
+        with self._lock:
+            orders = []
+            for rec in self._orders.values():
+                orders.append(
+                    {
+                        "id": rec["order"].id,
+                        "status": rec["status"],
+                        "hold_reason": rec["hold_reason"],
+                        "lines": [
+                            {
+                                "line": ln["line"],
+                                "sku": ln["sku"],
+                                "qty": ln["qty"],
+                                "allocations": [
+                                    {"node": a["node"], "qty": a["qty"]} for a in ln["allocations"]
+                                ],
+                                "backordered": ln["backordered"],
+                                "promise_date": ln["promise_date"],
+                                "substituted_by": ln["substituted_by"],
+                            }
+                            for ln in rec["lines"].values()
+                        ],
+                    }
+                )
+            state = {
+                "oms": {"orders": orders},
+                "wms": {
+                    "waves": self._waves,
+                    "transfers": self._transfers,
+                    "tasks": self._tasks,
+                    "stock": [
+                        {
+                            "node": r["node"],
+                            "zone": r["zone"],
+                            "location": r["location"],
+                            "sku": r["sku"],
+                            "lot": r["lot"],
+                            "on_hand": r["on_hand"],
+                            "locked": r["locked"],
+                        }
+                        for r in self._stock
+                    ],
+                },
+                "erp": {
+                    "book_stock": self._book,
+                    "backorders": self._backorders,
+                    "adjustments": self._adjustments,
+                    "purchase_orders": list(self._pos.values()),
+                    "safety_stock": {s.id: s.safety_stock for s in self._skus.values() if s.safety_stock},
+                },
+                "tickets": self._tickets,
+                "oversells": {"count": len(self._oversells), "events": self._oversells},
+            }
+            return copy.deepcopy(state)
