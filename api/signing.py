@@ -30,5 +30,5 @@ def verify(header: str | None, body: bytes, secret: str, tolerance_s: int = 300,
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         raise SignatureError(f"stale signature: timestamp is more than {tolerance_s}s from now")
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given):
+    if not given.isascii() or not hmac.compare_digest(expected, given):
         raise SignatureError("signature does not match the body")

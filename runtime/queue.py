@@ -87,6 +87,10 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def register(self, consumer: str) -> None:
+        """Make the consumer visible in the group (XINFO CONSUMERS) before it reads anything."""
+        self.r.xgroup_createconsumer(self.stream, GROUP, consumer)
+
     # --- intake ------------------------------------------------------------------------
 
     def enqueue_many(self, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
@@ -150,7 +154,8 @@ class JobQueue:
 
     def ack_done(self, delivery: Delivery, **fields: Any) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.job_key(delivery.job_id), mapping={k: _enc(v) for k, v in fields.items()})
+        if fields:
+            pipe.hset(self.job_key(delivery.job_id), mapping={k: _enc(v) for k, v in fields.items()})
         pipe.xack(self.stream, GROUP, delivery.message_id)
         pipe.xdel(self.stream, delivery.message_id)
         pipe.execute()

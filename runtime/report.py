@@ -14,12 +14,14 @@ KPI definitions, where the contract leaves room:
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.decisions import Decision
 from domain.engines.release import next_cutoff
 from domain.models import Order, Scenario
+from domain.report import Report
 
 EXCEPTION_WORKFLOWS = {"exception_triage", "discrepancy", "reconciliation"}
 
@@ -29,7 +31,8 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    # Nearest rank is ceil(q/100 · n); round(x + 0.5) rounds half to even and overshoots.
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered) - 1e-9)))
     return ordered[rank - 1]
 
 
@@ -110,7 +113,15 @@ def _ships_on_time(order: Order, node: Any) -> bool:
     if carrier is None:
         return False
     ships_at: datetime = next_cutoff(order.created, carrier.cutoff)
-    return ships_at <= order.ship_by
+    ship_by = order.ship_by if order.ship_by.tzinfo else order.ship_by.replace(tzinfo=UTC)  # contract times are UTC
+    return ships_at <= ship_by
+
+
+def _settled(decision: Decision) -> Decision:
+    """A decision whose execution never finished (its job died) is reported as failed, honestly."""
+    if decision.status != "executing":
+        return decision
+    return decision.model_copy(update={"status": "failed", "error": decision.error or "execution did not finish"})
 
 
 def build_report(scenario: Scenario, policy: str, decisions: list[Decision], final_state: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +133,12 @@ def build_report(scenario: Scenario, policy: str, decisions: list[Decision], fin
         "notify": {"tickets": final_state.get("tickets", [])},
         "oversells": final_state.get("oversells", {"count": 0, "events": []}),
     }
-    return {
+    report = {
         "scenario": scenario.scenario,
         "policy": policy,
-        "decisions": [d.report_dict() for d in decisions],
+        "decisions": [_settled(d).report_dict() for d in decisions],
         "final_state": contract_state,
         "kpis": kpis(scenario, decisions, final_state),
     }
+    Report.model_validate(report)  # the contract is checked on every report we write
+    return report

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import redis
 import structlog
 
 from runtime.metrics import JOBS
@@ -39,20 +40,30 @@ class Worker:
         """Consume until ``stop`` is set (or, in burst mode, until the queue is idle)."""
         stop = stop or threading.Event()
         self.queue.ensure_group()
+        self.queue.register(self.name)
         log.info("worker.started", worker=self.name, burst=burst)
         while not stop.is_set():
-            self.queue.promote_due()
-            batch = self.queue.claim_stale(self.name, self.settings.claim_idle_ms)
-            block = 0 if batch else (min(self.settings.block_ms, 200) if burst else self.settings.block_ms)
-            batch += self.queue.read(self.name, count=10, block_ms=block)
-            for delivery in batch:
-                self.process(delivery)
-            if burst and not batch and self.queue.idle():
-                break
+            try:
+                batch = self._poll(burst)
+                for delivery in batch:
+                    self.process(delivery)
+                if burst and not batch and self.queue.idle():
+                    break
+            except redis.RedisError as exc:
+                # Redis blinked: whatever was in flight stays pending and is re-claimed later.
+                log.warning("worker.redis_error", worker=self.name, error=str(exc))
+                stop.wait(1.0)
+                continue
             if burst and not batch:
                 time.sleep(0.05)
         log.info("worker.stopped", worker=self.name, processed=self.processed)
         return self.processed
+
+    def _poll(self, burst: bool) -> list[Delivery]:
+        self.queue.promote_due()
+        batch = self.queue.claim_stale(self.name, self.settings.claim_idle_ms)
+        block = 0 if batch else (min(self.settings.block_ms, 200) if burst else self.settings.block_ms)
+        return batch + self.queue.read(self.name, count=10, block_ms=block)
 
     def process(self, delivery: Delivery) -> None:
         job = self.queue.job(delivery.job_id)

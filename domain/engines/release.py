@@ -73,7 +73,14 @@ def decide_release(ctx: ReleaseContext) -> list[Proposal]:
     if ctx.credit_hold:
         return [_hold(ctx, "credit_hold", f"Customer {order.customer} is on credit hold in the ERP.", 0.99)]
 
-    lanes = {ln.from_node: ln for ln in ctx.network.lanes if ln.to_region == order.region}
+    lanes: dict[str, Lane] = {}
+    for ln in ctx.network.lanes:
+        # Several lanes from one node to the region: keep the cheapest, not the last listed.
+        known = lanes.get(ln.from_node)
+        if ln.to_region == order.region and (
+            known is None or (ln.cost_per_unit, ln.transit_days) < (known.cost_per_unit, known.transit_days)
+        ):
+            lanes[ln.from_node] = ln
     if not lanes:
         return [_hold(ctx, "review", f"No lane serves region {order.region!r}; the order cannot be sourced.", 0.9)]
 
@@ -190,17 +197,22 @@ def _release_proposal(
     used_safety: list[str] = []
     disagree: list[str] = []
     per_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    taken: dict[tuple[str, str], float] = defaultdict(float)
     for line_no, by_node in plan.items():
         ln = lines[line_no]
         for node, qty in by_node.items():
             actions.append(_act("oms", "allocate", order_id=order.id, line=line_no, sku=ln.sku, node=node, qty=qty))
             per_node[node].append({"line": line_no, "sku": ln.sku, "qty": qty})
             cost += lanes[node].cost_per_unit * qty
-            v = views[(ln.sku, node)]
-            if safety_ok and v.safety and qty > v.pickable - v.safety:
-                used_safety.append(f"{ln.sku}@{node}")
-            if v.erp_book - v.erp_blocked < qty:
-                disagree.append(f"{ln.sku}@{node}")
+            taken[(ln.sku, node)] += qty
+    # Judge safety stock and book disagreement on the total taken per sku@node (several lines
+    # may draw on one node), against usable stock (ERP blocks already deducted).
+    for (sku, node), qty in sorted(taken.items()):
+        v = views[(sku, node)]
+        if safety_ok and v.safety and qty > v.usable - v.safety + 1e-9:
+            used_safety.append(f"{sku}@{node}")
+        if v.erp_book - v.erp_blocked < qty:
+            disagree.append(f"{sku}@{node}")
     for line_no, qty in short.items():
         fulfil = lines[line_no].qty - qty
         actions.append(_act("oms", "split_line", order_id=order.id, line=line_no, fulfil_qty=fulfil, backorder_qty=qty))
@@ -221,6 +233,8 @@ def _release_proposal(
     else:
         split = " as a split shipment" if len(per_node) > 1 else ""
         rationale = f"All lines are pickable; released from {sources}{split}, the cheapest lane(s) that can fill."
+    if short and not safety_ok:
+        rationale += _safety_kept_back(ctx, views, {lines[n].sku for n in short})
     if used_safety:
         rationale += f" Used safety stock at {', '.join(used_safety)} ({order.priority}/{ctx.customer.tier} order)."
     if disagree:
@@ -304,9 +318,10 @@ def promise_date(supply: list[Supply], lanes: dict[str, Lane], today: date) -> t
     best: tuple[date, str] | None = None
     for s in supply:
         lane = lanes.get(s.node)
-        if lane is None or s.qty <= 0:
+        # Supply with no date (a PO without an expected date) cannot back a customer promise.
+        if lane is None or s.qty <= 0 or s.date is None:
             continue
-        arrival = max(s.date or today, today) + timedelta(days=lane.transit_days)
+        arrival = max(s.date, today) + timedelta(days=lane.transit_days)
         if best is None or arrival < best[0]:
             best = (arrival, f"{s.kind} {s.id} at {s.node}")
     return (best[0], best[1]) if best else (None, None)
@@ -322,9 +337,23 @@ def _no_stock(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], lane
     why = "; ".join(parts) or "no single node can fill every line"
     if not order.allow_split:
         why += " and the order does not allow splitting"
-    proposal = _hold(ctx, "no_stock", f"Not enough pickable stock: {why}.", 0.9)
+    detail = f"Not enough pickable stock: {why}."
+    if not may_use_safety_stock(order, ctx.customer):
+        detail += _safety_kept_back(ctx, views, {ln.sku for ln in order.lines})
+    proposal = _hold(ctx, "no_stock", detail, 0.9)
     proposal.evidence.update(_evidence(ctx, views, plan={}, short={}, safety_ok=may_use_safety_stock(order, ctx.customer)))
     return proposal
+
+
+def _safety_kept_back(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], skus: set[str]) -> str:
+    """Rationale clause for a standard order that was not allowed to touch safety stock."""
+    kept = [f"{v.safety:g} at {sku}@{node}" for (sku, node), v in sorted(views.items()) if sku in skus and v.safety > 0]
+    if not kept:
+        return ""
+    return (
+        f" Safety stock ({', '.join(kept)}) was kept back: only express orders and gold customers may use it"
+        f" ({ctx.order.priority}/{ctx.customer.tier} order)."
+    )
 
 
 def _hold(ctx: ReleaseContext, reason: str, detail: str, confidence: float) -> Proposal:
@@ -421,14 +450,20 @@ def priority_score(ctx: ReleaseContext) -> float:
     """0–100: express, gold and a near ship-by date raise it."""
     score = 40.0 + 25.0 * (ctx.order.priority == "express") + 15.0 * (ctx.customer.tier == "gold")
     if ctx.order.ship_by is not None:
-        hours = (ctx.order.ship_by - ctx.now).total_seconds() / 3600
+        hours = (_utc(ctx.order.ship_by) - _utc(ctx.now)).total_seconds() / 3600
         score += max(0.0, min(20.0, 20.0 - hours / 2))
     return round(min(100.0, score), 1)
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is read as UTC (the contract's times are UTC)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def next_cutoff(now: datetime, cutoff: str) -> datetime:
     """The first carrier cutoff (HH:MM, UTC) at or after ``now``."""
-    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    # Convert an aware time in another zone rather than reading its wall clock as UTC.
+    now = _utc(now)
     hh, mm = (int(x) for x in cutoff.split(":"))
     at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
     return at if at >= now else at + timedelta(days=1)

@@ -1,0 +1,73 @@
+"""Test-wide guards: no network beyond loopback, no telemetry, no real LLM provider.
+
+Any attempt to connect to a non-loopback address (an LLM provider, a telemetry endpoint,
+anything on the internet) raises ``NetworkBlocked`` and fails the test that made it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import Any
+
+import pytest
+
+for _var, _value in {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_DISABLE_TRACKING": "true",
+    "OTEL_SDK_DISABLED": "true",
+    "LITELLM_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+}.items():
+    os.environ[_var] = _value
+for _var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CROSSDOCK_LLM_MODEL", "CROSSDOCK_API_KEYS"):
+    os.environ.pop(_var, None)
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach the network; only loopback and unix sockets are allowed."""
+
+
+def _allowed(address: Any) -> bool:
+    if isinstance(address, str | bytes):  # unix socket path
+        return True
+    host = address[0]
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost means a DNS lookup: not allowed
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if not _allowed(address):
+        raise NetworkBlocked(f"test tried to connect to {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
+    if not _allowed(address):
+        raise NetworkBlocked(f"test tried to connect to {address!r}")
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if host not in (None, "localhost", b"localhost") and not _allowed((host, 0)):
+        raise NetworkBlocked(f"test tried to resolve {host!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "network_guard: the network guard itself is under test")

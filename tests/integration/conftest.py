@@ -1,0 +1,157 @@
+"""Integration fixtures: the real API over HTTP, the machine's Redis, a real store, the twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from api.main import create_app
+from domain.models import Scenario
+from runtime.bootstrap import Container, bootstrap
+from runtime.servers import ThreadedServer, serve_in_thread
+from runtime.settings import Settings, hash_key
+from runtime.worker import Worker
+from twin.server import create_twin_app
+from twin.state import TwinState
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO.parent / "shared" / "contracts" / "example-scenario.json"
+REDIS_URL = os.environ.get("CROSSDOCK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:  # CI starts Redis; a missing server is a failure, not a skip
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    return data
+
+
+@dataclass
+class Stack:
+    """One Crossdock (API + store + queue) wired to one twin, all on loopback."""
+
+    state: TwinState
+    twin: ThreadedServer
+    container: Container
+    api: ThreadedServer
+    keys: dict[str, str]
+    env: dict[str, str]
+    client: httpx.Client
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    def post_events(self, body: Any, role: str = "gateway", **kw: Any) -> httpx.Response:
+        return self.client.post("/v1/events", json=body, headers=self.headers(role), **kw)
+
+    def publish(self, event: dict[str, Any]) -> httpx.Response:
+        """What a source system does: change its own state, then post the event."""
+        self.state.apply_event(event)
+        return self.post_events(event)
+
+    def set_policy(self, **settings: Any) -> None:
+        current = self.client.get("/v1/policy", headers=self.headers("admin")).json()
+        current.update(settings)
+        self.client.put("/v1/policy", json=current, headers=self.headers("admin")).raise_for_status()
+
+    def drain(self, workers: int = 1) -> int:
+        """Run burst workers in threads until the queue is idle; returns jobs processed."""
+        done: list[int] = []
+
+        def run(n: int) -> None:
+            w = Worker(self.container.queue, self.container.pipeline.handle, self.container.settings, name=f"t{n}")
+            done.append(w.run(burst=True))
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return sum(done)
+
+    def worker_process(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A real `crossdock worker` process on the same Redis, store and twin."""
+        return subprocess.Popen([sys.executable, "-m", "crossdock.cli", "worker", *args],
+                                env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def make_stack(tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_app_wrapper: Any = None,
+               **overrides: Any) -> Stack:
+    state = TwinState(Scenario.model_validate(scenario))
+    twin_app = create_twin_app(state)
+    twin = serve_in_thread(twin_app_wrapper(twin_app) if twin_app_wrapper else twin_app)
+    keys = {role: secrets.token_urlsafe(18) for role in ("gateway", "planner", "cs_rep", "admin")}
+    prefix = f"test-{secrets.token_hex(4)}"
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    values: dict[str, Any] = {
+        "env": "test", "data_dir": tmp_path, "redis_url": redis_url, "database_url": db, "stream_prefix": prefix,
+        "wms_url": twin.url, "erp_url": twin.url, "oms_url": twin.url, "notify_url": twin.url,
+        "key_hashes": {hash_key(k): role for role, k in keys.items()},
+        "block_ms": 100, "claim_idle_ms": 60_000, "retry_base_s": 0.01, "retry_max_s": 0.05, "max_attempts": 3,
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    container = bootstrap(settings)
+    api = serve_in_thread(create_app(container))
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": str(values["database_url"]),
+        "CROSSDOCK_STREAM_PREFIX": prefix,
+        "CROSSDOCK_DATA_DIR": str(tmp_path),
+        "CROSSDOCK_WMS_URL": twin.url, "CROSSDOCK_ERP_URL": twin.url,
+        "CROSSDOCK_OMS_URL": twin.url, "CROSSDOCK_NOTIFY_URL": twin.url,
+        "CROSSDOCK_BLOCK_MS": "100", "CROSSDOCK_ENV": "test",
+    }
+    client = httpx.Client(base_url=api.url, timeout=30.0, trust_env=False)
+    return Stack(state, twin, container, api, keys, env, client)
+
+
+def close_stack(stack: Stack) -> None:
+    stack.client.close()
+    stack.api.stop()
+    stack.twin.stop()
+    r = stack.container.redis
+    for key in r.scan_iter(match=f"{stack.container.settings.stream_prefix}:*", count=1000):
+        r.delete(key)
+    stack.container.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str, example: dict[str, Any]) -> Iterator[Stack]:
+    s = make_stack(tmp_path, redis_url, example)
+    yield s
+    close_stack(s)
+
+
+def order_event(order_id: str, lines: list[tuple[str, float]], *, customer: str = "CUST-2", region: str = "US-NE",
+                allow_split: bool = True, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    data = {
+        "id": order_id, "customer": customer, "region": region, "priority": "standard",
+        "created": "2026-03-21T08:10:00Z", "ship_by": "2026-03-22T14:00:00Z", "carrier": "FEDX_GROUND",
+        "allow_split": allow_split, "allow_substitution": False,
+        "lines": [{"line": i + 1, "sku": sku, "qty": qty} for i, (sku, qty) in enumerate(lines)], **extra,
+    }
+    return {"specversion": "1.0", "id": event_id or f"evt-{order_id}", "source": "oms/test",
+            "type": "oms.order.created", "time": "2026-03-21T08:10:00Z", "subject": order_id, "data": data}

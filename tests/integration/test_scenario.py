@@ -1,0 +1,106 @@
+"""Scenario replay end to end: the contract's example through the whole pipeline, both stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from domain.report import Report
+from runtime.replay import RunOptions, ScenarioError, run_scenario
+from tests.integration.conftest import EXAMPLE, REPO
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def by_subject(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {d["subject"]: (d["outcome"], d["status"]) for d in report["decisions"]}
+
+
+def check_example(report: dict[str, Any]) -> None:
+    Report.model_validate(report)
+    assert report["scenario"] == "example-small" and report["policy"] == "crossdock"
+    outcomes = by_subject(report)
+    assert outcomes["SO-1001"] == ("released", "executed")
+    assert outcomes["SO-1002"] == ("released", "executed")
+    assert outcomes["SO-1003"] == ("held", "executed")  # CUST-9 is on credit hold
+    assert outcomes["SO-1004"] == ("held", "executed")  # 3 of SKU-300 pickable, 5 wanted, no split
+    for subject in ("ASN-5001", "TASK-1", "GR-7001", "tick"):
+        assert outcomes[subject] == ("no_action", "observed")
+    kpis = report["kpis"]
+    assert (kpis["orders"], kpis["lines"], kpis["oversells"], kpis["held_orders"]) == (4, 5, 0, 2)
+    assert kpis["decision_latency_ms"]["p99"] >= kpis["decision_latency_ms"]["p50"] > 0
+    keys = [a["idempotency_key"] for d in report["decisions"] for a in d["actions"]]
+    assert len(keys) == len(set(keys)) and all(keys)
+
+
+def test_the_contract_example_runs_end_to_end_on_embedded_redis_and_sqlite() -> None:
+    check_example(run_scenario(EXAMPLE))
+
+
+def test_the_contract_example_runs_end_to_end_on_the_machines_redis_and_postgresql(redis_url: str, pg_url: str) -> None:
+    check_example(run_scenario(EXAMPLE, RunOptions(redis_url=redis_url, database_url=pg_url)))
+
+
+def test_the_baseline_oversells_where_crossdock_does_not() -> None:
+    baseline = run_scenario(EXAMPLE, RunOptions(policy="baseline"))
+    Report.model_validate(baseline)
+    # SO-1002 wants 30 of SKU-100; DC-EAST's books say 35 but only 21 are pickable after SO-1001.
+    assert baseline["kpis"]["oversells"] >= 1
+    assert baseline["kpis"]["pending_review"] == 3  # ASN, short pick and receipt go to a human
+
+
+def test_a_generated_scenario_replays_with_several_workers_and_no_oversell(tmp_path: Path) -> None:
+    from twin.generator import generate
+
+    report = run_scenario(generate(5, "small"), RunOptions(workers=2))
+    Report.model_validate(report)
+    assert report["kpis"]["oversells"] == 0 and report["kpis"]["orders"] >= 20
+
+
+def test_a_broken_scenario_is_a_clear_error_naming_the_event_and_field(tmp_path: Path) -> None:
+    data = json.loads(EXAMPLE.read_text())
+    data["events"][2]["data"]["lines"][0]["qty"] = -1
+    with pytest.raises(ScenarioError, match=r"events\.2\.data\.lines\.0\.qty"):
+        run_scenario(data)
+
+
+def test_the_cli_runs_a_scenario_and_writes_a_valid_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "crossdock.cli", "scenario", "run", str(EXAMPLE), "--report", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    Report.model_validate(json.loads(out.read_text()))
+    assert "oversells" in proc.stdout
+
+
+def test_the_cli_reports_a_missing_file_without_a_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "crossdock.cli", "scenario", "run", str(tmp_path / "nope.json")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,193 @@
+"""The seed workflow end to end: HTTP intake → Redis → worker → twin, with governance and audit."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import Stack, order_event
+
+
+def job_of(stack: Stack, resp: httpx.Response) -> dict[str, Any]:
+    job_id = resp.json()["job_id"]
+    body: dict[str, Any] = stack.client.get(f"/v1/jobs/{job_id}", headers=stack.headers("gateway")).json()
+    return body
+
+
+def applied_counts(stack: Stack) -> dict[str, int]:
+    return {a["idempotency_key"]: a["count"] for a in stack.state.applied_actions()}
+
+
+def test_a_feasible_order_is_allocated_waved_and_released(stack: Stack) -> None:
+    resp = stack.publish(order_event("SO-1", [("SKU-100", 4), ("SKU-200", 1)], customer="CUST-1"))
+    assert stack.drain() == 1
+    job = job_of(stack, resp)
+    assert job["status"] == "done"
+    [decision] = job["decisions"]
+    assert decision["outcome"] == "released" and decision["status"] == "executed"
+    assert decision["workflow"] == "order_release" and decision["engine_version"] == "release/1.0.0"
+    order = stack.state.order("SO-1")
+    assert order.status == "released"
+    assert [(a.node, a.qty) for a in order.lines[0].allocations] == [("DC-EAST", 4)]
+    [wave] = stack.state.export_state()["wms"]["waves"]
+    assert wave["waveId"] == "WV-SO-1-DC-EAST"
+    assert wave["parameters"] == {"workZone": "PICK-ZONE-A", "carrierCode": "FEDX_GROUND",
+                                  "cutoffTime": "2026-03-21T14:00:00Z"}
+    assert 0 < wave["orders"][0]["priorityScore"] <= 100
+    # Evidence names the figures the decision used: 35 on hand, 10 locked at DC-EAST.
+    east = decision["evidence"]["lines"][0]["nodes"]["DC-EAST"]
+    assert (east["on_hand"], east["locked"], east["pickable"]) == (35, 10, 25)
+
+
+def test_a_short_order_is_split_and_its_backorder_waits_for_a_planner(stack: Stack) -> None:
+    resp = stack.publish(order_event("SO-2", [("SKU-200", 10)]))
+    stack.drain()
+    release, backorder = job_of(stack, resp)["decisions"]
+    assert (release["outcome"], release["status"]) == ("partially_released", "executed")
+    assert (backorder["outcome"], backorder["status"]) == ("backordered", "pending_review")
+    assert backorder["human_review_required"] is True
+    order = stack.state.order("SO-2")
+    assert order.status == "partially_released"
+    assert order.lines[0].allocations[0].qty == 7 and order.lines[0].backordered == 3
+    assert stack.state.export_state()["erp"]["backorders"] == []  # not before approval
+    # PO-9001 brings SKU-200 to DC-EAST on 2026-03-23; one day of transit to US-NE.
+    erp_action = next(a for a in backorder["actions"] if a["type"] == "create_backorder")
+    assert erp_action["payload"]["promise_date"] == "2026-03-24"
+
+    pending = stack.client.get("/v1/decisions", params={"status": "pending_review"}, headers=stack.headers("planner"))
+    assert [d["id"] for d in pending.json()] == [backorder["id"]]
+    approved = stack.client.post(f"/v1/decisions/{backorder['id']}/approve", headers=stack.headers("planner"))
+    assert approved.status_code == 200 and approved.json()["status"] == "executed"
+    assert [b["qty"] for b in stack.state.export_state()["erp"]["backorders"]] == [3]
+    assert str(stack.state.order("SO-2").lines[0].promise_date) == "2026-03-24"
+
+
+def test_orders_are_held_for_credit_and_for_no_stock_with_a_ticket(stack: Stack) -> None:
+    stack.publish(order_event("SO-3", [("SKU-300", 2)], customer="CUST-9", region="US-W"))
+    stack.publish(order_event("SO-4", [("SKU-300", 5)], region="US-W", allow_split=False))
+    stack.drain()
+    assert stack.state.order("SO-3").hold_reason == "credit_hold"
+    assert stack.state.order("SO-4").hold_reason == "no_stock"
+    tickets = stack.state.export_state()["tickets"]
+    assert sorted(t["team"] for t in tickets) == ["finance", "planning"]
+    assert stack.state.order("SO-4").lines[0].allocations == []
+
+
+def test_an_unknown_sku_holds_the_order_with_a_clear_reason_instead_of_retrying(stack: Stack) -> None:
+    resp = stack.publish(order_event("SO-5", [("SKU-9", 1)]))
+    stack.drain()
+    job = job_of(stack, resp)
+    assert job["status"] == "done" and job["attempts"] == 0
+    [decision] = job["decisions"]
+    assert decision["outcome"] == "held"
+    assert "SKU-9 is not in the ERP material master" in decision["rationale"]
+    assert stack.state.order("SO-5").hold_reason == "review"
+
+
+def test_an_event_with_no_specialist_is_recorded_as_observed_no_action(stack: Stack) -> None:
+    event = {"specversion": "1.0", "id": "evt-asn", "source": "wms/test", "type": "wms.asn.received",
+             "subject": "ASN-1", "data": {"id": "ASN-1", "po_id": "PO-9001",
+                                          "lines": [{"po_line": 10, "sku": "SKU-100", "qty": 100}]}}
+    resp = stack.post_events(event)
+    stack.drain()
+    [decision] = job_of(stack, resp)["decisions"]
+    assert (decision["workflow"], decision["outcome"], decision["status"]) == ("reconciliation", "no_action", "observed")
+    assert "No reconciliation specialist" in decision["rationale"]
+    assert stack.state.applied_actions() == []
+
+
+def test_propose_mode_waits_for_review_and_concurrent_approvals_execute_once(stack: Stack) -> None:
+    stack.set_policy(modes={"order_release": "propose"})
+    resp = stack.publish(order_event("SO-6", [("SKU-100", 3)]))
+    stack.drain()
+    [decision] = job_of(stack, resp)["decisions"]
+    assert decision["status"] == "pending_review" and stack.state.applied_actions() == []
+
+    codes: list[int] = []
+
+    def approve() -> None:
+        with httpx.Client(base_url=stack.api.url, trust_env=False, timeout=30) as c:
+            codes.append(c.post(f"/v1/decisions/{decision['id']}/approve", headers=stack.headers("planner")).status_code)
+
+    threads = [threading.Thread(target=approve) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200] + [409] * 5
+    counts = applied_counts(stack)
+    assert len(counts) == len(decision["actions"]) and set(counts.values()) == {1}
+    assert sum(a.qty for a in stack.state.order("SO-6").lines[0].allocations) == 3
+
+
+def test_a_rejected_decision_executes_nothing_and_cannot_be_approved_later(stack: Stack) -> None:
+    stack.set_policy(modes={"order_release": "propose"})
+    resp = stack.publish(order_event("SO-7", [("SKU-100", 3)]))
+    stack.drain()
+    [decision] = job_of(stack, resp)["decisions"]
+    planner = stack.headers("planner")
+    rejected = stack.client.post(f"/v1/decisions/{decision['id']}/reject", json={"reason": "customer called"},
+                                 headers=planner)
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    assert stack.client.post(f"/v1/decisions/{decision['id']}/approve", headers=planner).status_code == 409
+    assert stack.state.applied_actions() == []
+
+
+def test_cost_and_confidence_thresholds_send_decisions_to_review(stack: Stack) -> None:
+    stack.set_policy(review_cost_above=1.0)
+    resp = stack.publish(order_event("SO-8", [("SKU-100", 3)]))  # 3 x 1.1 = 3.3 > 1.0
+    stack.drain()
+    [decision] = job_of(stack, resp)["decisions"]
+    assert decision["status"] == "pending_review" and "cost impact 3.3 > 1" in decision["evidence"]["governance"]
+
+
+def test_approving_stale_stock_fails_with_409_instead_of_overselling(stack: Stack) -> None:
+    stack.set_policy(modes={"order_release": "propose"})
+    first = stack.publish(order_event("SO-9", [("SKU-200", 7)]))
+    second = stack.publish(order_event("SO-10", [("SKU-200", 7)]))
+    stack.drain()
+    d1 = job_of(stack, first)["decisions"][0]
+    d2 = job_of(stack, second)["decisions"][0]
+    planner = stack.headers("planner")
+    assert stack.client.post(f"/v1/decisions/{d1['id']}/approve", headers=planner).status_code == 200
+    conflict = stack.client.post(f"/v1/decisions/{d2['id']}/approve", headers=planner)
+    assert conflict.status_code == 409 and "only 0 pickable" in conflict.json()["detail"]
+    assert stack.state.export_state()["oversells"]["count"] == 0
+
+
+def test_redelivering_a_finished_job_applies_nothing_twice(stack: Stack) -> None:
+    resp = stack.publish(order_event("SO-11", [("SKU-100", 2)]))
+    stack.drain()
+    before = applied_counts(stack)
+    job_id = resp.json()["job_id"]
+    # At-least-once delivery: the same job id lands on the stream again.
+    stack.container.redis.xadd(stack.container.queue.stream, {"job": job_id})
+    stack.drain()
+    # And a handler re-run straight after deciding (a crash before the ack) is harmless too.
+    job = stack.container.queue.job(job_id)
+    assert job is not None
+    stack.container.pipeline.handle(job_id, {k: str(v) for k, v in job.items()})
+    assert applied_counts(stack) == before and set(before.values()) == {1}
+    assert len(stack.container.store.list_decisions(job_id=job_id)) == 1
+
+
+def test_the_audit_log_records_the_trail_and_verifies(stack: Stack) -> None:
+    stack.publish(order_event("SO-12", [("SKU-100", 2)]))
+    stack.drain()
+    trail = stack.client.get("/v1/audit", params={"subject": "SO-12"}, headers=stack.headers("planner")).json()
+    kinds = [e["kind"] for e in trail]
+    assert kinds[0] == "event.accepted" and kinds[1] == "decision.recorded" and kinds[-1] == "decision.executed"
+    assert kinds.count("action.executed") == 3  # allocate, wave, status
+    verify = stack.client.get("/v1/audit/verify", headers=stack.headers("planner")).json()
+    assert verify["ok"] is True and verify["entries"] >= len(trail)
+
+
+def test_a_cs_rep_reads_an_order_but_cannot_approve(stack: Stack) -> None:
+    stack.publish(order_event("SO-13", [("SKU-100", 2)]))
+    stack.drain()
+    order = stack.client.get("/v1/orders/SO-13", headers=stack.headers("cs_rep"))
+    assert order.status_code == 200 and order.json()["status"] == "released"
+    assert stack.client.get("/v1/orders/SO-404", headers=stack.headers("cs_rep")).status_code == 404
+    assert stack.client.post("/v1/decisions/x/approve", headers=stack.headers("cs_rep")).status_code == 403
