@@ -33,14 +33,18 @@ def require(*roles: Role) -> Callable[[Request, Container], Role]:
     def check(request: Request, container: ContainerDep) -> Role:
         key = _presented_key(request)
         if key is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key (Authorization: Bearer <key>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key (Authorization: Bearer <key>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         role = container.settings.key_hashes.get(hash_key(key))
         if role is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if role not in allowed:
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                f"role {role!r} may not do this; needs one of {sorted(allowed)}")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"role {role!r} may not do this; needs one of {sorted(allowed)}"
+            )
         return role
 
     return check

@@ -68,16 +68,14 @@ class _HttpSystem:
             ) from exc
         if response.status_code >= 500:
             raise ConnectorError(
-                f"{self.system.upper()} {method} {path} failed with "
-                f"{response.status_code}: {_detail(response)}"
+                f"{self.system.upper()} {method} {path} failed with {response.status_code}: {_detail(response)}"
             )
         return response
 
     def _ok(self, response: httpx.Response, method: str, path: str) -> Any:
         if response.status_code >= 400:
             raise PermanentConnectorError(
-                f"{self.system.upper()} {method} {path} rejected with "
-                f"{response.status_code}: {_detail(response)}"
+                f"{self.system.upper()} {method} {path} rejected with {response.status_code}: {_detail(response)}"
             )
         try:
             return response.json()
@@ -101,9 +99,7 @@ class _HttpSystem:
         if missing:
             raise PermanentConnectorError(f"{action.name} payload is missing {', '.join(missing)}")
         path = template.format(**{f: quote(str(action.payload[f]), safe="") for f in fields})
-        response = self._request(
-            "POST", path, json=action.payload, headers={"Idempotency-Key": action.idempotency_key}
-        )
+        response = self._request("POST", path, json=action.payload, headers={"Idempotency-Key": action.idempotency_key})
         result = self._ok(response, "POST", path)
         return result if isinstance(result, dict) else {"result": result}
 

@@ -69,11 +69,21 @@ def hold_for_review(order_id: str, error: str, workflow: str) -> Proposal:
         rationale=f"Held for review: {error}.",
         evidence={"error": error},
         actions=[
-            Action(system="oms", type="hold_order", payload={"order_id": order_id, "reason": "review", "detail": error}),
+            Action(
+                system="oms", type="hold_order", payload={"order_id": order_id, "reason": "review", "detail": error}
+            ),
             Action(system="oms", type="update_order_status", payload={"order_id": order_id, "status": "held"}),
-            Action(system="notify", type="ticket", payload={
-                "team": "planning", "subject": f"{order_id} held: data error", "summary": error,
-                "priority": "normal", "refs": [order_id]}),
+            Action(
+                system="notify",
+                type="ticket",
+                payload={
+                    "team": "planning",
+                    "subject": f"{order_id} held: data error",
+                    "summary": error,
+                    "priority": "normal",
+                    "refs": [order_id],
+                },
+            ),
         ],
     )
 
@@ -87,7 +97,17 @@ def escalate_unknown(order_id: str, error: str, workflow: str) -> Proposal:
         cost_impact=0.0,
         rationale=f"Escalated: {error}; nothing can be held or released.",
         evidence={"error": error},
-        actions=[Action(system="notify", type="ticket", payload={
-            "team": "customer_service", "subject": f"{order_id} unknown to the OMS", "summary": error,
-            "priority": "normal", "refs": [order_id]})],
+        actions=[
+            Action(
+                system="notify",
+                type="ticket",
+                payload={
+                    "team": "customer_service",
+                    "subject": f"{order_id} unknown to the OMS",
+                    "summary": error,
+                    "priority": "normal",
+                    "refs": [order_id],
+                },
+            )
+        ],
     )

@@ -68,8 +68,9 @@ class BaselineEscalation(NoSpecialist):
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         if event.type == "crossdock.tick":
             return super().propose(event, systems)
-        return [escalate(event.subject or event.id, f"{event.type} needs a human under the baseline policy",
-                         self.workflow)]
+        return [
+            escalate(event.subject or event.id, f"{event.type} needs a human under the baseline policy", self.workflow)
+        ]
 
 
 def route(event_type: str, policy: str = "crossdock") -> Specialist:

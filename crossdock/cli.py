@@ -23,10 +23,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-scenario_app = typer.Typer(help="Generate scenario files and replay them through the whole pipeline.",
-                           no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: measured numbers, each beside a baseline measured in the same run.",
-                        no_args_is_help=True)
+scenario_app = typer.Typer(
+    help="Generate scenario files and replay them through the whole pipeline.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="Benchmarks: measured numbers, each beside a baseline measured in the same run.", no_args_is_help=True
+)
 twin_app = typer.Typer(help="The digital twin: a simulated WMS, ERP and OMS over HTTP.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(bench_app, name="bench")
@@ -41,8 +43,10 @@ Policy = Literal["crossdock", "baseline"]
 def configure_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level),
-                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -51,8 +55,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every event, job and decision.")] = False
-          ) -> None:
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every event, job and decision.")] = False,
+) -> None:
     configure_logging(verbose)
 
 
@@ -101,10 +106,13 @@ def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str
         fail(str(exc))
     with _progress() as progress:
         task = progress.add_task(f"{policy}: replaying events", total=len(events))
-        options = RunOptions(policy=policy, workers=workers,
-                             redis_url=os.environ.get("REDIS_URL") or None,
-                             database_url=os.environ.get("DATABASE_URL") or None,
-                             progress=lambda done, total: progress.update(task, completed=done))
+        options = RunOptions(
+            policy=policy,
+            workers=workers,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            database_url=os.environ.get("DATABASE_URL") or None,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
         try:
             return run_scenario(file, options)
         except ScenarioError as exc:
@@ -113,8 +121,14 @@ def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _kpi_table(columns: dict[str, dict[str, Any]]) -> None:
@@ -168,8 +182,9 @@ def demo(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default CROSSDOCK_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default CROSSDOCK_PORT or 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker threads in this process (default CROSSDOCK_WORKERS).")]
-    = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker threads in this process (default CROSSDOCK_WORKERS).")
+    ] = None,
 ) -> None:
     """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
     import uvicorn
@@ -260,8 +275,9 @@ def bench_intake(
 
     with _progress() as progress:
         task = progress.add_task("bench intake", total=None)
-        result = run_intake_bench(events, batch, concurrency, latency_orders,
-                                  lambda msg: progress.update(task, description=msg))
+        result = run_intake_bench(
+            events, batch, concurrency, latency_orders, lambda msg: progress.update(task, description=msg)
+        )
     table = Table(title="Intake benchmark (measured in this run)")
     table.add_column("measure")
     table.add_column("value", justify="right")

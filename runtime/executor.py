@@ -40,13 +40,18 @@ class Executor:
                 self._apply(decision, action, actor)
         except (PermanentConnectorError, StockConflict) as exc:
             failed = self.store.transition(decision.id, to="failed", from_={"executing"}, actor=actor, error=str(exc))
-            self.store.append_audit("decision.failed", decision.subject, actor, {"decision": decision.id, "error": str(exc)})
+            self.store.append_audit(
+                "decision.failed", decision.subject, actor, {"decision": decision.id, "error": str(exc)}
+            )
             log.warning("decision.failed", decision_id=decision.id, error=str(exc))
             return failed or decision
         done = self.store.transition(decision.id, to="executed", from_={"executing"}, actor=actor)
         if done is not None:
             self.store.append_audit(
-                "decision.executed", decision.subject, actor, {"decision": decision.id},
+                "decision.executed",
+                decision.subject,
+                actor,
+                {"decision": decision.id},
                 dedup_key=f"executed:{decision.id}",
             )
         return done or self.store.get_decision(decision.id) or decision
@@ -78,8 +83,12 @@ class Executor:
             "action.executed",
             decision.subject,
             actor,
-            {"decision": decision.id, "action": action.name, "idempotency_key": action.idempotency_key,
-             "payload": action.payload},
+            {
+                "decision": decision.id,
+                "action": action.name,
+                "idempotency_key": action.idempotency_key,
+                "payload": action.payload,
+            },
             dedup_key=f"action:{action.idempotency_key}",
         )
         ACTIONS.labels(action=action.name, result="ok").inc()

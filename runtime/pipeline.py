@@ -60,7 +60,12 @@ class Pipeline:
         return [d.id for d in decisions]
 
     def _decide(
-        self, job_id: str, job: dict[str, str], event: CloudEvent, specialist: Specialist, policy: Policy,
+        self,
+        job_id: str,
+        job: dict[str, str],
+        event: CloudEvent,
+        specialist: Specialist,
+        policy: Policy,
         accepted_at: float,
     ) -> list[Decision]:
         if job.get("decided"):
@@ -99,12 +104,23 @@ class Pipeline:
                     "decision.recorded",
                     decision.subject,
                     ACTOR,
-                    {"decision": did, "outcome": decision.outcome, "status": decision.status,
-                     "confidence": decision.confidence, "gate": verdict.reason},
+                    {
+                        "decision": did,
+                        "outcome": decision.outcome,
+                        "status": decision.status,
+                        "confidence": decision.confidence,
+                        "gate": verdict.reason,
+                    },
                     dedup_key=f"decision:{did}",
                 )
-                log.info("decision.recorded", decision_id=did, event_id=event.id, job_id=job_id,
-                         outcome=decision.outcome, status=decision.status)
+                log.info(
+                    "decision.recorded",
+                    decision_id=did,
+                    event_id=event.id,
+                    job_id=job_id,
+                    outcome=decision.outcome,
+                    status=decision.status,
+                )
             else:
                 decision = self.store.get_decision(did) or decision
             decisions.append(decision)
@@ -126,9 +142,11 @@ class Pipeline:
             return self.executor.execute(claimed, actor, verify_stock=policy.policy != "baseline")
 
     def reject(self, decision_id_: str, actor: str, reason: str | None) -> Decision | None:
-        rejected = self.store.transition(decision_id_, to="rejected", from_={"pending_review"}, actor=actor,
-                                         error=reason)
+        rejected = self.store.transition(
+            decision_id_, to="rejected", from_={"pending_review"}, actor=actor, error=reason
+        )
         if rejected is not None:
-            self.store.append_audit("decision.rejected", rejected.subject, actor,
-                                    {"decision": decision_id_, "reason": reason})
+            self.store.append_audit(
+                "decision.rejected", rejected.subject, actor, {"decision": decision_id_, "reason": reason}
+            )
         return rejected

@@ -101,8 +101,11 @@ class JobQueue:
         for event_key, type_, event_json, accepted_at in items:
             job_id = job_id_for(event_key)
             ids.append(job_id)
-            self._intake(keys=[self.job_key(job_id), self.stream],
-                         args=[job_id, event_json, accepted_at, event_key, type_], client=pipe)
+            self._intake(
+                keys=[self.job_key(job_id), self.stream],
+                args=[job_id, event_json, accepted_at, event_key, type_],
+                client=pipe,
+            )
         out = []
         for job_id, (created, status) in zip(ids, pipe.execute(), strict=True):
             status = status.decode() if isinstance(status, bytes) else status

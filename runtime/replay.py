@@ -78,7 +78,7 @@ def load_scenario(source: Path | dict[str, Any]) -> tuple[Scenario, list[CloudEv
             events.append(parse_event(item, ("events", i)))
         except EventError as exc:
             raise ScenarioError(f"{name}: {exc}") from None
-    events.sort(key=lambda e: (e.time.timestamp() if e.time else 0.0))
+    events.sort(key=lambda e: e.time.timestamp() if e.time else 0.0)
     return scenario, events
 
 

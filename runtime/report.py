@@ -124,7 +124,9 @@ def _settled(decision: Decision) -> Decision:
     return decision.model_copy(update={"status": "failed", "error": decision.error or "execution did not finish"})
 
 
-def build_report(scenario: Scenario, policy: str, decisions: list[Decision], final_state: dict[str, Any]) -> dict[str, Any]:
+def build_report(
+    scenario: Scenario, policy: str, decisions: list[Decision], final_state: dict[str, Any]
+) -> dict[str, Any]:
     contract_state = {
         "oms": final_state.get("oms", {"orders": []}),
         "wms": final_state.get("wms", {}),

@@ -102,8 +102,9 @@ class AuditVerification(BaseModel):
     reason: str | None = None
 
 
-def audit_hash(prev_hash: str, seq: int, at: datetime, kind: str, subject: str, actor: str,
-               payload: dict[str, Any]) -> str:
+def audit_hash(
+    prev_hash: str, seq: int, at: datetime, kind: str, subject: str, actor: str, payload: dict[str, Any]
+) -> str:
     """The chained hash of one audit entry."""
     body = {
         "seq": seq,
@@ -159,8 +160,7 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     audit_log = sa.Table(
         "audit_log",
         md,
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                  autoincrement=False),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
         sa.Column("at", UTCDateTime, nullable=False),
         sa.Column("kind", sa.String(128), nullable=False, index=True),
         sa.Column("subject", sa.String(256), nullable=False, index=True),
@@ -373,9 +373,7 @@ class Store:
         with self._read() as conn:
             return [Decision.model_validate(row) for row in conn.execute(stmt).scalars()]
 
-    def transition(
-        self, id: str, *, to: str, from_: set[str], actor: str, error: str | None = None
-    ) -> Decision | None:
+    def transition(self, id: str, *, to: str, from_: set[str], actor: str, error: str | None = None) -> Decision | None:
         """Compare-and-set a decision's status; the updated decision, or None if it did not move."""
         if not from_:
             return None
@@ -393,9 +391,7 @@ class Store:
                 return None
             data = conn.execute(sa.select(c.data).where(c.id == id)).scalar_one()
             decision = Decision.model_validate({**data, "status": to, "actor": actor, "error": error})
-            conn.execute(
-                sa.update(self.decisions).where(c.id == id).values(data=decision.model_dump(mode="json"))
-            )
+            conn.execute(sa.update(self.decisions).where(c.id == id).values(data=decision.model_dump(mode="json")))
         return decision
 
     # ------------------------------------------------------------------ action log
@@ -411,8 +407,7 @@ class Store:
         """Record an executed action once; True if it was not recorded before."""
         stmt = (
             self._insert(self.action_log)
-            .values(idempotency_key=key, decision_id=decision_id, action=action_name, result=result,
-                    at=utcnow())
+            .values(idempotency_key=key, decision_id=decision_id, action=action_name, result=result, at=utcnow())
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .execution_options(preserve_rowcount=True)
         )
@@ -455,9 +450,7 @@ class Store:
         return [c.seq, c.at, c.kind, c.subject, c.actor, c.payload, c.prev_hash, c.hash]
 
     def _by_dedup_key(self, conn: Connection, dedup_key: str) -> AuditEntry | None:
-        row = conn.execute(
-            sa.select(*self._audit_columns()).where(self.audit_log.c.dedup_key == dedup_key)
-        ).first()
+        row = conn.execute(sa.select(*self._audit_columns()).where(self.audit_log.c.dedup_key == dedup_key)).first()
         return None if row is None else self._entry(row)
 
     def append_audit(
@@ -475,9 +468,7 @@ class Store:
         with self._write() as conn:
             # The lock that serialises appends: a row lock on PostgreSQL; on SQLite the
             # transaction already holds the database's write lock (BEGIN IMMEDIATE).
-            row = conn.execute(
-                sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()
-            ).one()
+            row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
             if dedup_key is not None:
                 existing = self._by_dedup_key(conn, dedup_key)
                 if existing is not None:
@@ -486,13 +477,28 @@ class Store:
             digest = audit_hash(prev_hash, seq, at, kind, subject, actor, normalised)
             conn.execute(
                 sa.insert(self.audit_log).values(
-                    seq=seq, at=at, kind=kind, subject=subject, actor=actor, payload=payload_text,
-                    dedup_key=dedup_key, prev_hash=prev_hash, hash=digest,
+                    seq=seq,
+                    at=at,
+                    kind=kind,
+                    subject=subject,
+                    actor=actor,
+                    payload=payload_text,
+                    dedup_key=dedup_key,
+                    prev_hash=prev_hash,
+                    hash=digest,
                 )
             )
             conn.execute(sa.update(self.audit_head).where(head.id == 1).values(seq=seq, hash=digest))
-        return AuditEntry(seq=seq, at=at, kind=kind, subject=subject, actor=actor, payload=normalised,
-                          prev_hash=prev_hash, hash=digest)
+        return AuditEntry(
+            seq=seq,
+            at=at,
+            kind=kind,
+            subject=subject,
+            actor=actor,
+            payload=normalised,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
 
     def audit(
         self, *, subject: str | None = None, kind: str | None = None, limit: int = 500, after_seq: int = 0
@@ -512,12 +518,7 @@ class Store:
         c = self.audit_log.c
         expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
         while True:
-            stmt = (
-                sa.select(*self._audit_columns())
-                .where(c.seq >= expected_seq)
-                .order_by(c.seq)
-                .limit(_AUDIT_PAGE)
-            )
+            stmt = sa.select(*self._audit_columns()).where(c.seq >= expected_seq).order_by(c.seq).limit(_AUDIT_PAGE)
             with self._read() as conn:
                 rows = conn.execute(stmt).all()
             if not rows:
@@ -525,26 +526,34 @@ class Store:
             for row in rows:
                 seq = int(row.seq)
                 if seq != expected_seq:
-                    return AuditVerification(ok=False, entries=count, first_bad_seq=expected_seq,
-                                             reason=f"entry {expected_seq} is missing")
+                    return AuditVerification(
+                        ok=False, entries=count, first_bad_seq=expected_seq, reason=f"entry {expected_seq} is missing"
+                    )
                 if row.prev_hash != prev_hash:
-                    return AuditVerification(ok=False, entries=count, first_bad_seq=seq,
-                                             reason="prev_hash does not match the previous entry's hash")
+                    return AuditVerification(
+                        ok=False,
+                        entries=count,
+                        first_bad_seq=seq,
+                        reason="prev_hash does not match the previous entry's hash",
+                    )
                 try:
                     payload = json.loads(row.payload)
                 except ValueError:
-                    return AuditVerification(ok=False, entries=count, first_bad_seq=seq,
-                                             reason="payload is not valid JSON")
+                    return AuditVerification(
+                        ok=False, entries=count, first_bad_seq=seq, reason="payload is not valid JSON"
+                    )
                 digest = audit_hash(prev_hash, seq, row.at, row.kind, row.subject, row.actor, payload)
                 if digest != row.hash:
-                    return AuditVerification(ok=False, entries=count, first_bad_seq=seq,
-                                             reason="hash does not match the entry's content")
+                    return AuditVerification(
+                        ok=False, entries=count, first_bad_seq=seq, reason="hash does not match the entry's content"
+                    )
                 prev_hash, expected_seq, count = row.hash, seq + 1, count + 1
         with self._read() as conn:
             head = conn.execute(
                 sa.select(self.audit_head.c.seq, self.audit_head.c.hash).where(self.audit_head.c.id == 1)
             ).first()
         if head is not None and (int(head.seq) != count or head.hash != prev_hash):
-            return AuditVerification(ok=False, entries=count, first_bad_seq=count + 1,
-                                     reason="the chain ends before the recorded head")
+            return AuditVerification(
+                ok=False, entries=count, first_bad_seq=count + 1, reason="the chain ends before the recorded head"
+            )
         return AuditVerification(ok=True, entries=count)

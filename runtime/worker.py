@@ -86,8 +86,13 @@ class Worker:
                 delivery, error, self.settings.max_attempts, self.settings.retry_base_s, self.settings.retry_max_s
             )
             JOBS.labels(status=status).inc()
-            log.warning("job.failed", job_id=delivery.job_id, status=status, error=error,
-                        trace=traceback.format_exc(limit=3) if status == "dead" else None)
+            log.warning(
+                "job.failed",
+                job_id=delivery.job_id,
+                status=status,
+                error=error,
+                trace=traceback.format_exc(limit=3) if status == "dead" else None,
+            )
             return
         self.queue.ack_done(delivery, status="done", decisions=decisions, finished_at=_now(), error="")
         self.processed += 1

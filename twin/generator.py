@@ -97,9 +97,7 @@ class _Builder:
                     "type": "warehouse",
                     "region": region,
                     "zones": zones,
-                    "carriers": [
-                        {"code": c, "cutoff": f"{h + rng.choice([0, 0, 1]):02d}:00"} for c, h in carriers
-                    ],
+                    "carriers": [{"code": c, "cutoff": f"{h + rng.choice([0, 0, 1]):02d}:00"} for c, h in carriers],
                 }
             )
         for i in range(shape.stores):
@@ -149,11 +147,7 @@ class _Builder:
             {
                 "id": f"SKU-{1000 + i}",
                 "description": f"{NOUNS[i % len(NOUNS)]}, {ADJECTIVES[(i // len(NOUNS)) % len(ADJECTIVES)]}"
-                + (
-                    f" #{i // (len(NOUNS) * len(ADJECTIVES)) + 1}"
-                    if i >= len(NOUNS) * len(ADJECTIVES)
-                    else ""
-                ),
+                + (f" #{i // (len(NOUNS) * len(ADJECTIVES)) + 1}" if i >= len(NOUNS) * len(ADJECTIVES) else ""),
                 "unit_cost": round(rng.lognormvariate(2.3, 0.8), 2),
                 "substitutes": [],
                 "safety_stock": {},
@@ -249,9 +243,7 @@ class _Builder:
             total = int(max(demand, 4) * factor)
             holders = [n for n in self.warehouses if rng.random() < 0.85] or [rng.choice(self.warehouses)]
             holders += [
-                n
-                for n in self.nodes
-                if n["type"] == "store" and sku["id"] in popular_ids and rng.random() < 0.5
+                n for n in self.nodes if n["type"] == "store" and sku["id"] in popular_ids and rng.random() < 0.5
             ]
             shares = [rng.random() + 0.2 for _ in holders]
             for node, share in zip(holders, shares, strict=True):
@@ -379,9 +371,7 @@ class _Builder:
                     lot = f"L-{rng.randint(100, 199)}"
                 elif kind == "damaged":
                     damaged = rng.randint(1, max(1, qty // 10))
-                lines.append(
-                    {"po_line": ln["po_line"], "sku": ln["sku"], "qty": qty, "lot": lot, "damaged": damaged}
-                )
+                lines.append({"po_line": ln["po_line"], "sku": ln["sku"], "qty": qty, "lot": lot, "damaged": damaged})
             receipt = {
                 "id": f"GR-{7001 + i}",
                 "po_id": po["id"],
@@ -405,11 +395,7 @@ class _Builder:
         for i, order in enumerate(rng.sample(picks, min(count, len(picks)))):
             line = next(ln for ln in order["lines"] if ln["sku"] in by_key)
             rec = rng.choice(by_key[line["sku"]])
-            reason = (
-                "short_pick"
-                if rng.random() < 0.75
-                else rng.choice(["damaged", "location_locked", "not_found"])
-            )
+            reason = "short_pick" if rng.random() < 0.75 else rng.choice(["damaged", "location_locked", "not_found"])
             at = datetime.fromisoformat(order["created"]) + timedelta(minutes=rng.randint(30, 120))
             expected = line["qty"]
             self._event(

@@ -38,9 +38,7 @@ def create_twin_app(state: TwinState) -> FastAPI:
     def act(system: System, type_: str, key: str | None, payload: dict[str, Any]) -> JSONResponse:
         if not key:
             raise HTTPException(status_code=400, detail="the Idempotency-Key header is required")
-        result, replayed = state.execute(
-            Action(system=system, type=type_, payload=payload, idempotency_key=key)
-        )
+        result, replayed = state.execute(Action(system=system, type=type_, payload=payload, idempotency_key=key))
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return JSONResponse(status_code=200, content=result, headers=headers)
 
@@ -178,9 +176,7 @@ def _oms_routes(state: TwinState, act: Act) -> APIRouter:
         return order_action("split_line", order_id, key, body, line=line)
 
     @r.post("/orders/{order_id}/lines/{line}/substitute")
-    def substitute(
-        order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None
-    ) -> JSONResponse:
+    def substitute(order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
         """Replace a line's sku by a substitute."""
         return order_action("substitute_line", order_id, key, body, line=line)
 

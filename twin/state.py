@@ -31,9 +31,7 @@ from domain.decisions import Action
 from domain.errors import UnknownOrder, UnknownSku
 from domain.models import Customer, Node, Order, PurchaseOrder, Scenario
 
-ORDER_STATUSES = frozenset(
-    {"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"}
-)
+ORDER_STATUSES = frozenset({"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"})
 # Reservations on these orders no longer hold stock.
 _CLOSED_STATUSES = frozenset({"cancelled", "shipped"})
 
@@ -176,9 +174,7 @@ class TwinState:
     # ------------------------------------------------------------------ stock arithmetic
 
     def _physical(self, node: str, sku: str) -> float:
-        return float(
-            sum(r["on_hand"] - r["locked"] for r in self._stock if r["node"] == node and r["sku"] == sku)
-        )
+        return float(sum(r["on_hand"] - r["locked"] for r in self._stock if r["node"] == node and r["sku"] == sku))
 
     def _allocated(self, node: str, sku: str) -> float:
         total = 0.0
@@ -255,11 +251,7 @@ class TwinState:
                     )
             for t in self._in_transit:
                 if t["sku"] == sku:
-                    out.append(
-                        Supply(
-                            kind="transfer", id=t["id"], node=t["to"], sku=sku, qty=t["qty"], date=t["eta"]
-                        )
-                    )
+                    out.append(Supply(kind="transfer", id=t["id"], node=t["to"], sku=sku, qty=t["qty"], date=t["eta"]))
             return out
 
     def credit_hold(self, customer: str) -> bool:
@@ -443,9 +435,7 @@ class TwinState:
         if p.get("line") is not None:
             lines = [self._line_rec(rec, p)]
         else:
-            lines = [ln for ln in rec["lines"].values() if ln["backordered"] > 0] or list(
-                rec["lines"].values()
-            )
+            lines = [ln for ln in rec["lines"].values() if ln["backordered"] > 0] or list(rec["lines"].values())
         for line in lines:
             line["promise_date"] = promise
         return {"order_id": rec["order"].id, "lines": [ln["line"] for ln in lines], "promise_date": promise}
@@ -651,9 +641,7 @@ class TwinState:
                 elif etype == "wms.receipt.posted":
                     self._receive(data)
                 elif etype == "wms.capacity.changed":
-                    self._set_capacity(
-                        str(data["node"]), str(data["zone"]), float(data["pick_capacity_per_hour"])
-                    )
+                    self._set_capacity(str(data["node"]), str(data["zone"]), float(data["pick_capacity_per_hour"]))
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             if isinstance(exc, TwinRejected):
                 raise
@@ -698,8 +686,7 @@ class TwinState:
         if found is None:
             return
         zones = [
-            z.model_copy(update={"pick_capacity_per_hour": capacity}) if z.id == zone_id else z
-            for z in found.zones
+            z.model_copy(update={"pick_capacity_per_hour": capacity}) if z.id == zone_id else z for z in found.zones
         ]
         self._nodes[node] = found.model_copy(update={"zones": zones})
 
@@ -720,9 +707,7 @@ class TwinState:
                                 "line": ln["line"],
                                 "sku": ln["sku"],
                                 "qty": ln["qty"],
-                                "allocations": [
-                                    {"node": a["node"], "qty": a["qty"]} for a in ln["allocations"]
-                                ],
+                                "allocations": [{"node": a["node"], "qty": a["qty"]} for a in ln["allocations"]],
                                 "backordered": ln["backordered"],
                                 "promise_date": ln["promise_date"],
                                 "substituted_by": ln["substituted_by"],

@@ -60,10 +60,13 @@ async def approve(decision_id: str, container: ContainerDep, role: PlannerRole) 
 
 
 @router.post("/v1/decisions/{decision_id}/reject")
-async def reject(decision_id: str, container: ContainerDep, role: PlannerRole,
-                 body: RejectBody | None = None) -> dict[str, Any]:
+async def reject(
+    decision_id: str, container: ContainerDep, role: PlannerRole, body: RejectBody | None = None
+) -> dict[str, Any]:
     """Reject a pending decision: nothing is executed."""
-    result = await run_in_threadpool(container.pipeline.reject, decision_id, f"{role}:api", body.reason if body else None)
+    result = await run_in_threadpool(
+        container.pipeline.reject, decision_id, f"{role}:api", body.reason if body else None
+    )
     if result is None:
         return _conflict(container, decision_id)
     return result.model_dump(mode="json")

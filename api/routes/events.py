@@ -38,22 +38,29 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=errors)
 
 
-@router.post("/v1/events", status_code=202, response_model=EventAccepted | BatchAccepted,
-             responses={422: {"description": "invalid event; detail names each bad field"}})
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=EventAccepted | BatchAccepted,
+    responses={422: {"description": "invalid event; detail names each bad field"}},
+)
 async def post_events(request: Request, container: ContainerDep, _role: GatewayRole) -> JSONResponse:
     """Accept one CloudEvent or a JSON array of them; answer with the job per event."""
     body = await request.body()
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _unprocessable([{"loc": "body", "msg": f"body is not valid JSON: {exc}", "type": "json_invalid"}]) from None
+        raise _unprocessable(
+            [{"loc": "body", "msg": f"body is not valid JSON: {exc}", "type": "json_invalid"}]
+        ) from None
     batch = isinstance(raw, list)
     items = raw if batch else [raw]
     if batch and not items:
         raise _unprocessable([{"loc": "body", "msg": "empty batch", "type": "too_short"}])
     if len(items) > container.settings.max_batch:
-        raise _unprocessable([{"loc": "body", "msg": f"batch larger than {container.settings.max_batch} events",
-                               "type": "too_long"}])
+        raise _unprocessable(
+            [{"loc": "body", "msg": f"batch larger than {container.settings.max_batch} events", "type": "too_long"}]
+        )
     _check_signatures(request, body, items, container.settings.secrets(), container.settings.signature_tolerance_s)
     events: list[CloudEvent] = []
     errors: list[dict[str, Any]] = []
@@ -69,8 +76,10 @@ async def post_events(request: Request, container: ContainerDep, _role: GatewayR
         container.queue.enqueue_many,
         [(e.key, e.type, e.model_dump_json(), accepted_at) for e in events],
     )
-    out = [EventAccepted(job_id=r.job_id, event_id=e.id, source=e.source, duplicate=r.duplicate, status=r.status)
-           for e, r in zip(events, results, strict=True)]
+    out = [
+        EventAccepted(job_id=r.job_id, event_id=e.id, source=e.source, duplicate=r.duplicate, status=r.status)
+        for e, r in zip(events, results, strict=True)
+    ]
     dups = sum(r.duplicate for r in out)
     EVENTS.labels(result="accepted").inc(len(out) - dups)
     EVENTS.labels(result="duplicate").inc(dups)

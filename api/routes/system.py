@@ -55,8 +55,7 @@ async def get_policy(container: ContainerDep, _role: PlannerRole) -> dict[str, A
 async def put_policy(body: Policy, container: ContainerDep, role: AdminRole) -> dict[str, Any]:
     """Replace the governance settings (audited)."""
     await run_in_threadpool(container.store.set_policy, body)
-    await run_in_threadpool(container.store.append_audit, "policy.updated", "policy", f"{role}:api",
-                            body.model_dump())
+    await run_in_threadpool(container.store.append_audit, "policy.updated", "policy", f"{role}:api", body.model_dump())
     return body.model_dump()
 
 

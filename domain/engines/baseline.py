@@ -34,15 +34,20 @@ def decide_baseline_release(ctx: ReleaseContext) -> Proposal:
     for ln in order.lines:
         node = plan[ln.line]
         actions.append(
-            Action(system="oms", type="allocate",
-                   payload={"order_id": order.id, "line": ln.line, "sku": ln.sku, "node": node, "qty": ln.qty})
+            Action(
+                system="oms",
+                type="allocate",
+                payload={"order_id": order.id, "line": ln.line, "sku": ln.sku, "node": node, "qty": ln.qty},
+            )
         )
         per_node.setdefault(node, []).append({"line": ln.line, "sku": ln.sku, "qty": ln.qty})
         cost += lanes[node].cost_per_unit * ln.qty
     nodes = {n.id: n for n in ctx.network.nodes}
     for node, node_lines in sorted(per_node.items()):
         actions.append(_wave_action(ctx, nodes.get(node) or Node(id=node, region=""), node_lines))
-    actions.append(Action(system="oms", type="update_order_status", payload={"order_id": order.id, "status": "released"}))
+    actions.append(
+        Action(system="oms", type="update_order_status", payload={"order_id": order.id, "status": "released"})
+    )
     return Proposal(
         workflow="order_release",
         subject=order.id,
@@ -66,9 +71,17 @@ def escalate(subject: str, why: str, workflow: str) -> Proposal:
         rationale=f"Baseline escalates to a human: {why}",
         evidence={"engine": ENGINE_VERSION},
         actions=[
-            Action(system="notify", type="ticket",
-                   payload={"team": "planning", "subject": f"Escalated: {subject}", "summary": why,
-                            "priority": "normal", "refs": [subject]})
+            Action(
+                system="notify",
+                type="ticket",
+                payload={
+                    "team": "planning",
+                    "subject": f"Escalated: {subject}",
+                    "summary": why,
+                    "priority": "normal",
+                    "refs": [subject],
+                },
+            )
         ],
         review_required=True,
         review_reason="the baseline policy escalates everything it cannot place",

@@ -151,7 +151,9 @@ def _single_node_plan(order: Order, ranked: list[Lane], views: dict[tuple[str, s
         need: dict[str, float] = defaultdict(float)
         for ln in order.lines:
             need[ln.sku] += ln.qty
-        if all(views.get((sku, lane.from_node)) and views[(sku, lane.from_node)].usable >= q for sku, q in need.items()):
+        if all(
+            views.get((sku, lane.from_node)) and views[(sku, lane.from_node)].usable >= q for sku, q in need.items()
+        ):
             return {ln.line: {lane.from_node: ln.qty} for ln in order.lines}
     return None
 
@@ -294,7 +296,9 @@ def _backorder_proposal(ctx: ReleaseContext, short: dict[int, float], lanes: dic
     dated = {n: p for n, p in promises.items() if p}
     rationale = "Backorder the short quantity; "
     rationale += (
-        "promise date(s) " + ", ".join(f"line {n}: {p}" for n, p in sorted(dated.items())) + " from the earliest planned supply."
+        "promise date(s) "
+        + ", ".join(f"line {n}: {p}" for n, p in sorted(dated.items()))
+        + " from the earliest planned supply."
         if dated
         else "no planned supply exists, so planning must source it."
     )
@@ -305,8 +309,11 @@ def _backorder_proposal(ctx: ReleaseContext, short: dict[int, float], lanes: dic
         confidence=0.75 if not missing else 0.5,
         cost_impact=round(value, 2),
         rationale=rationale,
-        evidence={"short": {str(k): v for k, v in short.items()}, "promise_dates": {str(k): v for k, v in promises.items()},
-                  "supply": {sku: [s.model_dump(mode="json") for s in sup] for sku, sup in ctx.supply.items()}},
+        evidence={
+            "short": {str(k): v for k, v in short.items()},
+            "promise_dates": {str(k): v for k, v in promises.items()},
+            "supply": {sku: [s.model_dump(mode="json") for s in sup] for sku, sup in ctx.supply.items()},
+        },
         actions=actions,
         review_required=True,
         review_reason="a backorder and its promise date go to planner review",
@@ -341,7 +348,9 @@ def _no_stock(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], lane
     if not may_use_safety_stock(order, ctx.customer):
         detail += _safety_kept_back(ctx, views, {ln.sku for ln in order.lines})
     proposal = _hold(ctx, "no_stock", detail, 0.9)
-    proposal.evidence.update(_evidence(ctx, views, plan={}, short={}, safety_ok=may_use_safety_stock(order, ctx.customer)))
+    proposal.evidence.update(
+        _evidence(ctx, views, plan={}, short={}, safety_ok=may_use_safety_stock(order, ctx.customer))
+    )
     return proposal
 
 

@@ -92,12 +92,17 @@ class Stack:
 
     def worker_process(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """A real `crossdock worker` process on the same Redis, store and twin."""
-        return subprocess.Popen([sys.executable, "-m", "crossdock.cli", "worker", *args],
-                                env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "crossdock.cli", "worker", *args],
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
 
-def make_stack(tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_app_wrapper: Any = None,
-               **overrides: Any) -> Stack:
+def make_stack(
+    tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_app_wrapper: Any = None, **overrides: Any
+) -> Stack:
     state = TwinState(Scenario.model_validate(scenario))
     twin_app = create_twin_app(state)
     twin = serve_in_thread(twin_app_wrapper(twin_app) if twin_app_wrapper else twin_app)
@@ -105,10 +110,21 @@ def make_stack(tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_ap
     prefix = f"test-{secrets.token_hex(4)}"
     db = f"sqlite:///{tmp_path / 'store.db'}"
     values: dict[str, Any] = {
-        "env": "test", "data_dir": tmp_path, "redis_url": redis_url, "database_url": db, "stream_prefix": prefix,
-        "wms_url": twin.url, "erp_url": twin.url, "oms_url": twin.url, "notify_url": twin.url,
+        "env": "test",
+        "data_dir": tmp_path,
+        "redis_url": redis_url,
+        "database_url": db,
+        "stream_prefix": prefix,
+        "wms_url": twin.url,
+        "erp_url": twin.url,
+        "oms_url": twin.url,
+        "notify_url": twin.url,
         "key_hashes": {hash_key(k): role for role, k in keys.items()},
-        "block_ms": 100, "claim_idle_ms": 60_000, "retry_base_s": 0.01, "retry_max_s": 0.05, "max_attempts": 3,
+        "block_ms": 100,
+        "claim_idle_ms": 60_000,
+        "retry_base_s": 0.01,
+        "retry_max_s": 0.05,
+        "max_attempts": 3,
     }
     values.update(overrides)
     settings = Settings(**values)
@@ -120,9 +136,12 @@ def make_stack(tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_ap
         "DATABASE_URL": str(values["database_url"]),
         "CROSSDOCK_STREAM_PREFIX": prefix,
         "CROSSDOCK_DATA_DIR": str(tmp_path),
-        "CROSSDOCK_WMS_URL": twin.url, "CROSSDOCK_ERP_URL": twin.url,
-        "CROSSDOCK_OMS_URL": twin.url, "CROSSDOCK_NOTIFY_URL": twin.url,
-        "CROSSDOCK_BLOCK_MS": "100", "CROSSDOCK_ENV": "test",
+        "CROSSDOCK_WMS_URL": twin.url,
+        "CROSSDOCK_ERP_URL": twin.url,
+        "CROSSDOCK_OMS_URL": twin.url,
+        "CROSSDOCK_NOTIFY_URL": twin.url,
+        "CROSSDOCK_BLOCK_MS": "100",
+        "CROSSDOCK_ENV": "test",
     }
     client = httpx.Client(base_url=api.url, timeout=30.0, trust_env=False)
     return Stack(state, twin, container, api, keys, env, client)
@@ -145,13 +164,35 @@ def stack(tmp_path: Path, redis_url: str, example: dict[str, Any]) -> Iterator[S
     close_stack(s)
 
 
-def order_event(order_id: str, lines: list[tuple[str, float]], *, customer: str = "CUST-2", region: str = "US-NE",
-                allow_split: bool = True, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+def order_event(
+    order_id: str,
+    lines: list[tuple[str, float]],
+    *,
+    customer: str = "CUST-2",
+    region: str = "US-NE",
+    allow_split: bool = True,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     data = {
-        "id": order_id, "customer": customer, "region": region, "priority": "standard",
-        "created": "2026-03-21T08:10:00Z", "ship_by": "2026-03-22T14:00:00Z", "carrier": "FEDX_GROUND",
-        "allow_split": allow_split, "allow_substitution": False,
-        "lines": [{"line": i + 1, "sku": sku, "qty": qty} for i, (sku, qty) in enumerate(lines)], **extra,
+        "id": order_id,
+        "customer": customer,
+        "region": region,
+        "priority": "standard",
+        "created": "2026-03-21T08:10:00Z",
+        "ship_by": "2026-03-22T14:00:00Z",
+        "carrier": "FEDX_GROUND",
+        "allow_split": allow_split,
+        "allow_substitution": False,
+        "lines": [{"line": i + 1, "sku": sku, "qty": qty} for i, (sku, qty) in enumerate(lines)],
+        **extra,
     }
-    return {"specversion": "1.0", "id": event_id or f"evt-{order_id}", "source": "oms/test",
-            "type": "oms.order.created", "time": "2026-03-21T08:10:00Z", "subject": order_id, "data": data}
+    return {
+        "specversion": "1.0",
+        "id": event_id or f"evt-{order_id}",
+        "source": "oms/test",
+        "type": "oms.order.created",
+        "time": "2026-03-21T08:10:00Z",
+        "subject": order_id,
+        "data": data,
+    }

@@ -92,15 +92,25 @@ def test_a_broken_scenario_is_a_clear_error_naming_the_event_and_field(tmp_path:
 
 def test_the_cli_runs_a_scenario_and_writes_a_valid_report(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "crossdock.cli", "scenario", "run", str(EXAMPLE), "--report", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossdock.cli", "scenario", "run", str(EXAMPLE), "--report", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     Report.model_validate(json.loads(out.read_text()))
     assert "oversells" in proc.stdout
 
 
 def test_the_cli_reports_a_missing_file_without_a_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "crossdock.cli", "scenario", "run", str(tmp_path / "nope.json")],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossdock.cli", "scenario", "run", str(tmp_path / "nope.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr

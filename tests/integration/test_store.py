@@ -84,8 +84,9 @@ def make_decision(id: str, **overrides: object) -> Decision:
         "rationale": "Credit cleared and stock is pickable.",
         "evidence": {"pickable": 12, "rules": ["credit_ok"]},
         "actions": [
-            Action(system="oms", type="update_order_status", payload={"status": "released"},
-                   idempotency_key=f"{id}-0-abc")
+            Action(
+                system="oms", type="update_order_status", payload={"status": "released"}, idempotency_key=f"{id}-0-abc"
+            )
         ],
         "engine_version": "release-1.0",
     }
@@ -166,8 +167,7 @@ def test_a_transition_happens_only_from_an_allowed_status_and_keeps_the_json_in_
     store.save_decision(make_decision("dec-1"))
 
     assert store.transition("dec-1", to="executed", from_={"observed"}, actor="planner:ann") is None
-    moved = store.transition("dec-1", to="failed", from_={"pending_review"}, actor="planner:ann",
-                             error="wms timeout")
+    moved = store.transition("dec-1", to="failed", from_={"pending_review"}, actor="planner:ann", error="wms timeout")
     assert moved is not None
     assert (moved.status, moved.actor, moved.error) == ("failed", "planner:ann", "wms timeout")
 
@@ -216,8 +216,11 @@ def test_an_action_is_recorded_once_per_idempotency_key(store: Store) -> None:
 
 def test_the_policy_defaults_when_unset_and_round_trips(store: Store) -> None:
     assert store.get_policy() == Settings()
-    policy = Settings(review_cost_above=250.0, review_confidence_below=0.8,
-                      modes={"order_release": "autonomous", "allocation": "observe"})
+    policy = Settings(
+        review_cost_above=250.0,
+        review_confidence_below=0.8,
+        modes={"order_release": "autonomous", "allocation": "observe"},
+    )
     store.set_policy(policy)
     assert store.get_policy() == policy
     changed = policy.model_copy(update={"receipt_tolerance_pct": 5.0})
@@ -244,8 +247,7 @@ def test_the_audit_chain_links_entries_and_verifies(store: Store) -> None:
     assert [e.seq for e in store.audit(after_seq=5)] == [6, 7]
     assert [e.seq for e in store.audit(limit=2)] == [1, 2]
     assert store.audit(kind="other") == []
-    assert store.verify_audit().model_dump() == {"ok": True, "entries": 7, "first_bad_seq": None,
-                                                 "reason": None}
+    assert store.verify_audit().model_dump() == {"ok": True, "entries": 7, "first_bad_seq": None, "reason": None}
 
 
 def test_an_audit_entry_with_a_dedup_key_is_appended_once(store: Store) -> None:
@@ -300,16 +302,18 @@ def test_appends_from_four_threads_form_a_gapless_chain_that_verifies(store: Sto
 
     assert errors == []
     assert [e.seq for e in store.audit(limit=1000)] == list(range(1, 4 * per_thread + 1))
-    assert store.verify_audit().model_dump() == {"ok": True, "entries": 4 * per_thread,
-                                                 "first_bad_seq": None, "reason": None}
+    assert store.verify_audit().model_dump() == {
+        "ok": True,
+        "entries": 4 * per_thread,
+        "first_bad_seq": None,
+        "reason": None,
+    }
 
 
 def test_appends_from_two_processes_form_a_gapless_chain_that_verifies(store_url: str) -> None:
     per_process = 40
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_append_from_process, args=(store_url, f"p{n}", per_process)) for n in range(2)
-    ]
+    procs = [ctx.Process(target=_append_from_process, args=(store_url, f"p{n}", per_process)) for n in range(2)]
     for p in procs:
         p.start()
     for p in procs:

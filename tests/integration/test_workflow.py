@@ -33,8 +33,11 @@ def test_a_feasible_order_is_allocated_waved_and_released(stack: Stack) -> None:
     assert [(a.node, a.qty) for a in order.lines[0].allocations] == [("DC-EAST", 4)]
     [wave] = stack.state.export_state()["wms"]["waves"]
     assert wave["waveId"] == "WV-SO-1-DC-EAST"
-    assert wave["parameters"] == {"workZone": "PICK-ZONE-A", "carrierCode": "FEDX_GROUND",
-                                  "cutoffTime": "2026-03-21T14:00:00Z"}
+    assert wave["parameters"] == {
+        "workZone": "PICK-ZONE-A",
+        "carrierCode": "FEDX_GROUND",
+        "cutoffTime": "2026-03-21T14:00:00Z",
+    }
     assert 0 < wave["orders"][0]["priorityScore"] <= 100
     # Evidence names the figures the decision used: 35 on hand, 10 locked at DC-EAST.
     east = decision["evidence"]["lines"][0]["nodes"]["DC-EAST"]
@@ -87,13 +90,22 @@ def test_an_unknown_sku_holds_the_order_with_a_clear_reason_instead_of_retrying(
 
 
 def test_an_event_with_no_specialist_is_recorded_as_observed_no_action(stack: Stack) -> None:
-    event = {"specversion": "1.0", "id": "evt-asn", "source": "wms/test", "type": "wms.asn.received",
-             "subject": "ASN-1", "data": {"id": "ASN-1", "po_id": "PO-9001",
-                                          "lines": [{"po_line": 10, "sku": "SKU-100", "qty": 100}]}}
+    event = {
+        "specversion": "1.0",
+        "id": "evt-asn",
+        "source": "wms/test",
+        "type": "wms.asn.received",
+        "subject": "ASN-1",
+        "data": {"id": "ASN-1", "po_id": "PO-9001", "lines": [{"po_line": 10, "sku": "SKU-100", "qty": 100}]},
+    }
     resp = stack.post_events(event)
     stack.drain()
     [decision] = job_of(stack, resp)["decisions"]
-    assert (decision["workflow"], decision["outcome"], decision["status"]) == ("reconciliation", "no_action", "observed")
+    assert (decision["workflow"], decision["outcome"], decision["status"]) == (
+        "reconciliation",
+        "no_action",
+        "observed",
+    )
     assert "No reconciliation specialist" in decision["rationale"]
     assert stack.state.applied_actions() == []
 
@@ -109,7 +121,9 @@ def test_propose_mode_waits_for_review_and_concurrent_approvals_execute_once(sta
 
     def approve() -> None:
         with httpx.Client(base_url=stack.api.url, trust_env=False, timeout=30) as c:
-            codes.append(c.post(f"/v1/decisions/{decision['id']}/approve", headers=stack.headers("planner")).status_code)
+            codes.append(
+                c.post(f"/v1/decisions/{decision['id']}/approve", headers=stack.headers("planner")).status_code
+            )
 
     threads = [threading.Thread(target=approve) for _ in range(6)]
     for t in threads:
@@ -128,8 +142,9 @@ def test_a_rejected_decision_executes_nothing_and_cannot_be_approved_later(stack
     stack.drain()
     [decision] = job_of(stack, resp)["decisions"]
     planner = stack.headers("planner")
-    rejected = stack.client.post(f"/v1/decisions/{decision['id']}/reject", json={"reason": "customer called"},
-                                 headers=planner)
+    rejected = stack.client.post(
+        f"/v1/decisions/{decision['id']}/reject", json={"reason": "customer called"}, headers=planner
+    )
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
     assert stack.client.post(f"/v1/decisions/{decision['id']}/approve", headers=planner).status_code == 409
     assert stack.state.applied_actions() == []

@@ -71,17 +71,36 @@ def test_no_actions_give_no_keys() -> None:
 
 def test_a_decisions_report_dict_follows_the_report_contract() -> None:
     d = Decision(
-        id="dec-1", event_id=None, workflow="order_release", subject="SO-1", outcome="released",
-        confidence=0.912345, cost_impact=12.3456, human_review_required=False, status="executed",
-        rationale="ok", evidence={"a": 1}, actions=with_idempotency_keys("dec-1", [ALLOC]),
+        id="dec-1",
+        event_id=None,
+        workflow="order_release",
+        subject="SO-1",
+        outcome="released",
+        confidence=0.912345,
+        cost_impact=12.3456,
+        human_review_required=False,
+        status="executed",
+        rationale="ok",
+        evidence={"a": 1},
+        actions=with_idempotency_keys("dec-1", [ALLOC]),
         engine_version="release/1.0.0",
     )
 
     out = d.report_dict()
 
     assert set(out) == {
-        "id", "event_id", "workflow", "subject", "outcome", "confidence", "cost_impact",
-        "human_review_required", "status", "rationale", "evidence", "actions",
+        "id",
+        "event_id",
+        "workflow",
+        "subject",
+        "outcome",
+        "confidence",
+        "cost_impact",
+        "human_review_required",
+        "status",
+        "rationale",
+        "evidence",
+        "actions",
     }
     assert out["confidence"] == 0.9123 and out["cost_impact"] == 12.35
     assert out["actions"][0]["idempotency_key"].startswith("dec-1-0-")

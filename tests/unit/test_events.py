@@ -24,11 +24,17 @@ DATA: dict[str, dict[str, Any]] = {
     "oms.payment.failed": {"order_id": "SO-1"},
     "erp.inventory.posted": {"node": "N1", "sku": "SKU-1", "qty_delta": -3},
     "erp.po.created": {
-        "id": "PO-1", "supplier": "S-1", "node": "N1", "lines": [{"line": 1, "sku": "SKU-1", "qty": 10}]
+        "id": "PO-1",
+        "supplier": "S-1",
+        "node": "N1",
+        "lines": [{"line": 1, "sku": "SKU-1", "qty": 10}],
     },
     "wms.asn.received": {"id": "ASN-1", "po_id": "PO-1", "lines": [{"po_line": 1, "sku": "SKU-1", "qty": 10}]},
     "wms.receipt.posted": {
-        "id": "R-1", "po_id": "PO-1", "node": "N1", "lines": [{"po_line": 1, "sku": "SKU-1", "qty": 9, "damaged": 1}]
+        "id": "R-1",
+        "po_id": "PO-1",
+        "node": "N1",
+        "lines": [{"po_line": 1, "sku": "SKU-1", "qty": 9, "damaged": 1}],
     },
     "wms.task.exception": {"task_id": "T-1", "node": "N1", "sku": "SKU-1", "reason": "short_pick"},
     "wms.inventory.adjusted": {"node": "N1", "sku": "SKU-1", "qty_delta": 2},

@@ -17,9 +17,7 @@ def medium() -> dict:
 
 
 def ordered_skus(doc: dict) -> Counter[str]:
-    return Counter(
-        ln["sku"] for e in doc["events"] if e["type"] == "oms.order.created" for ln in e["data"]["lines"]
-    )
+    return Counter(ln["sku"] for e in doc["events"] if e["type"] == "oms.order.created" for ln in e["data"]["lines"])
 
 
 def test_the_same_seed_gives_the_same_scenario() -> None:

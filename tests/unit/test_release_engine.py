@@ -34,10 +34,18 @@ NODES = [
         zones=[Zone(id="A", pick_capacity_per_hour=100), Zone(id="B", pick_capacity_per_hour=50)],
         carriers=[Carrier(code="UPS", cutoff="17:00"), Carrier(code="DHL", cutoff="15:00")],
     ),
-    Node(id="N2", region="east", zones=[Zone(id="A", pick_capacity_per_hour=80)],
-         carriers=[Carrier(code="DPD", cutoff="16:30")]),
-    Node(id="N3", region="south", zones=[Zone(id="A", pick_capacity_per_hour=60)],
-         carriers=[Carrier(code="UPS", cutoff="18:00")]),
+    Node(
+        id="N2",
+        region="east",
+        zones=[Zone(id="A", pick_capacity_per_hour=80)],
+        carriers=[Carrier(code="DPD", cutoff="16:30")],
+    ),
+    Node(
+        id="N3",
+        region="south",
+        zones=[Zone(id="A", pick_capacity_per_hour=60)],
+        carriers=[Carrier(code="UPS", cutoff="18:00")],
+    ),
 ]
 LANES = [
     Lane.model_validate({"from": "N1", "to_region": "east", "cost_per_unit": 2.0, "transit_days": 2}),
@@ -542,7 +550,11 @@ def test_safety_stock_use_accounts_for_an_unmirrored_erp_block() -> None:
 
 def test_a_zero_quantity_line_is_an_invalid_order_with_a_clear_message() -> None:
     order = Order.model_construct(
-        id="SO-7", customer="C-1", region="east", priority="standard", allow_split=True,
+        id="SO-7",
+        customer="C-1",
+        region="east",
+        priority="standard",
+        allow_split=True,
         lines=[OrderLine(line=1, sku="SKU-1", qty=2), OrderLine.model_construct(line=2, sku="SKU-1", qty=0)],
     )
     skus = {"SKU-1": SkuInfo(id="SKU-1")}
@@ -564,8 +576,14 @@ def test_decide_release_rejects_a_zero_quantity_line() -> None:
 
 def test_an_unknown_sku_raises_unknown_sku_naming_the_material_master() -> None:
     ctx = make_ctx([("SKU-1", 1)], stock=[ns("N2", 10)])
-    ctx = ReleaseContext(**{**ctx.__dict__, "order": ctx.order.model_copy(
-        update={"lines": [OrderLine(line=1, sku="SKU-1", qty=1), OrderLine(line=2, sku="SKU-9", qty=1)]})})
+    ctx = ReleaseContext(
+        **{
+            **ctx.__dict__,
+            "order": ctx.order.model_copy(
+                update={"lines": [OrderLine(line=1, sku="SKU-1", qty=1), OrderLine(line=2, sku="SKU-9", qty=1)]}
+            ),
+        }
+    )
 
     with pytest.raises(UnknownSku) as exc:
         decide_release(ctx)
@@ -585,10 +603,21 @@ def test_the_baseline_also_rejects_an_unknown_sku() -> None:
 # --- actions and the contract vocabulary ---------------------------------------------------
 
 VOCABULARY = {
-    "oms.update_order_status", "oms.allocate", "oms.split_line", "oms.substitute_line", "oms.hold_order",
-    "oms.update_promise_date", "wms.create_wave", "wms.create_task", "wms.create_transfer",
-    "erp.create_backorder", "erp.post_adjustment", "erp.expedite_po", "erp.update_safety_stock",
-    "erp.close_po_line", "notify.ticket",
+    "oms.update_order_status",
+    "oms.allocate",
+    "oms.split_line",
+    "oms.substitute_line",
+    "oms.hold_order",
+    "oms.update_promise_date",
+    "wms.create_wave",
+    "wms.create_task",
+    "wms.create_transfer",
+    "erp.create_backorder",
+    "erp.post_adjustment",
+    "erp.expedite_po",
+    "erp.update_safety_stock",
+    "erp.close_po_line",
+    "notify.ticket",
 }
 
 
@@ -608,8 +637,14 @@ def test_every_action_follows_the_contract_vocabulary() -> None:
                 assert a.name in VOCABULARY
                 seen.add(a.name)
     assert seen == {
-        "oms.allocate", "oms.update_order_status", "wms.create_wave", "oms.split_line", "erp.create_backorder",
-        "oms.update_promise_date", "notify.ticket", "oms.hold_order",
+        "oms.allocate",
+        "oms.update_order_status",
+        "wms.create_wave",
+        "oms.split_line",
+        "erp.create_backorder",
+        "oms.update_promise_date",
+        "notify.ticket",
+        "oms.hold_order",
     }
 
 
@@ -710,8 +745,14 @@ def test_allocations_never_exceed_usable_stock_at_any_node(seed: int) -> None:
                 usable_at[(sku, node)] = _usable(pickable, locked, blocked, safety[sku][node], safety_ok)
         lines = [(rng.choice(skus), float(rng.randint(1, 15))) for _ in range(rng.randint(1, 3))]
         ctx = make_ctx(
-            lines, stock=stock, book=book, safety=safety, priority=priority, tier=tier,
-            allow_split=rng.random() < 0.7, credit_hold=rng.random() < 0.1,
+            lines,
+            stock=stock,
+            book=book,
+            safety=safety,
+            priority=priority,
+            tier=tier,
+            allow_split=rng.random() < 0.7,
+            credit_hold=rng.random() < 0.1,
         )
 
         proposals = decide_release(ctx)

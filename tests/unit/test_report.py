@@ -32,12 +32,18 @@ def scenario(**overrides: Any) -> Scenario:
         "oms": {
             "orders": [
                 {
-                    "id": "SO-1", "customer": "C-1", "region": "east",
-                    "created": "2026-03-21T08:00:00Z", "ship_by": "2026-03-21T20:00:00Z",
+                    "id": "SO-1",
+                    "customer": "C-1",
+                    "region": "east",
+                    "created": "2026-03-21T08:00:00Z",
+                    "ship_by": "2026-03-21T20:00:00Z",
                     "lines": [{"line": 1, "sku": "SKU-1", "qty": 5}, {"line": 2, "sku": "SKU-2", "qty": 2}],
                 },
                 {
-                    "id": "SO-3", "customer": "C-3", "region": "east", "created": "2026-03-21T08:00:00Z",
+                    "id": "SO-3",
+                    "customer": "C-3",
+                    "region": "east",
+                    "created": "2026-03-21T08:00:00Z",
                     "lines": [{"line": 1, "sku": "SKU-1", "qty": 1}],
                 },
             ]
@@ -45,10 +51,16 @@ def scenario(**overrides: Any) -> Scenario:
         # SO-2 only exists as an event in the timeline.
         "events": [
             {
-                "specversion": "1.0", "id": "evt-2", "source": "oms", "type": "oms.order.created",
+                "specversion": "1.0",
+                "id": "evt-2",
+                "source": "oms",
+                "type": "oms.order.created",
                 "data": {
-                    "id": "SO-2", "customer": "C-2", "region": "east",
-                    "created": "2026-03-21T13:00:00Z", "ship_by": "2026-03-21T14:00:00Z",
+                    "id": "SO-2",
+                    "customer": "C-2",
+                    "region": "east",
+                    "created": "2026-03-21T13:00:00Z",
+                    "ship_by": "2026-03-21T14:00:00Z",
                     "lines": [{"line": 1, "sku": "SKU-1", "qty": 4}, {"line": 2, "sku": "SKU-2", "qty": 3}],
                 },
             },
@@ -61,9 +73,13 @@ def scenario(**overrides: Any) -> Scenario:
 
 def line(no: int, sku: str, qty: float, allocs: list[tuple[str, float]], backordered: float = 0) -> dict[str, Any]:
     return {
-        "line": no, "sku": sku, "qty": qty,
+        "line": no,
+        "sku": sku,
+        "qty": qty,
         "allocations": [{"node": n, "qty": q} for n, q in allocs],
-        "backordered": backordered, "promise_date": "2026-03-25" if backordered else None, "substituted_by": None,
+        "backordered": backordered,
+        "promise_date": "2026-03-25" if backordered else None,
+        "substituted_by": None,
     }
 
 
@@ -72,16 +88,28 @@ def final_state() -> dict[str, Any]:
         "oms": {
             "orders": [
                 # served from N1 and N2 (line 1 split), both cutoffs before ship_by: 2 lines on time
-                {"id": "SO-1", "status": "released", "hold_reason": None,
-                 "lines": [line(1, "SKU-1", 5, [("N1", 3), ("N2", 2)]), line(2, "SKU-2", 2, [("N2", 2)])]},
+                {
+                    "id": "SO-1",
+                    "status": "released",
+                    "hold_reason": None,
+                    "lines": [line(1, "SKU-1", 5, [("N1", 3), ("N2", 2)]), line(2, "SKU-2", 2, [("N2", 2)])],
+                },
                 # created 13:00, N2's next cutoff is tomorrow 12:00 > ship_by; line 2 partly backordered
-                {"id": "SO-2", "status": "partially_released", "hold_reason": None,
-                 "lines": [line(1, "SKU-1", 4, [("N2", 4)]), line(2, "SKU-2", 3, [("N1", 1)], backordered=2)]},
+                {
+                    "id": "SO-2",
+                    "status": "partially_released",
+                    "hold_reason": None,
+                    "lines": [line(1, "SKU-1", 4, [("N2", 4)]), line(2, "SKU-2", 3, [("N1", 1)], backordered=2)],
+                },
                 {"id": "SO-3", "status": "held", "hold_reason": "credit_hold", "lines": [line(1, "SKU-1", 1, [])]},
             ]
         },
-        "wms": {"waves": [], "transfers": [{"from": "N1", "to": "N2", "sku": "SKU-1", "qty": 10}], "tasks": [],
-                "stock": []},
+        "wms": {
+            "waves": [],
+            "transfers": [{"from": "N1", "to": "N2", "sku": "SKU-1", "qty": 10}],
+            "tasks": [],
+            "stock": [],
+        },
         "erp": {"book_stock": [], "backorders": [], "adjustments": [], "purchase_orders": []},
         "tickets": [{"team": "finance", "subject": "SO-3 held"}],
         "oversells": {"count": 0, "events": []},
@@ -91,10 +119,17 @@ def final_state() -> dict[str, Any]:
 def decision(n: int, workflow: str, status: str, review: bool = False, latency_ms: float | None = None) -> Decision:
     accepted = T0 + timedelta(minutes=n)
     return Decision(
-        id=f"dec-{n}", event_id=f"evt-{n}", workflow=workflow, subject=f"S-{n}",  # type: ignore[arg-type]
-        outcome="matched", confidence=0.9, cost_impact=1.234, human_review_required=review,
+        id=f"dec-{n}",
+        event_id=f"evt-{n}",
+        workflow=workflow,
+        subject=f"S-{n}",  # type: ignore[arg-type]
+        outcome="matched",
+        confidence=0.9,
+        cost_impact=1.234,
+        human_review_required=review,
         status=status,  # type: ignore[arg-type]
-        rationale="because", evidence={},
+        rationale="because",
+        evidence={},
         actions=[Action(system="notify", type="ticket", payload={"team": "planning"}, idempotency_key=f"k-{n}")],
         accepted_at=accepted if latency_ms is not None else None,
         decided_at=accepted + timedelta(milliseconds=latency_ms) if latency_ms is not None else None,

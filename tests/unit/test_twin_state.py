@@ -164,9 +164,7 @@ def test_export_state_has_the_report_final_state_shape(state: TwinState) -> None
         )
     )
     state.apply(
-        Action(
-            system="erp", type="close_po_line", idempotency_key="k4", payload={"po_id": "PO-9001", "line": 10}
-        )
+        Action(system="erp", type="close_po_line", idempotency_key="k4", payload={"po_id": "PO-9001", "line": 10})
     )
     state.apply(
         Action(

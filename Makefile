@@ -1,0 +1,31 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both install into .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench serve
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crossdock demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth), as on the dev machines.
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/crossdock bench intake
+
+serve: $(STAMP)
+	$(BIN)/crossdock serve
