@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -11,7 +11,7 @@ from runtime.bootstrap import Container
 from runtime.settings import Role, hash_key
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -26,11 +26,12 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def require(*roles: Role) -> Callable[[Request, Container], Role]:
+def require(*roles: Role) -> Callable[[Request, Container], Awaitable[Role]]:
     """Dependency: a valid key (401 otherwise) whose role is in ``roles`` or admin (403 otherwise)."""
     allowed = set(roles) | {"admin"}
 
-    def check(request: Request, container: ContainerDep) -> Role:
+    # async on purpose: a sync dependency would cost a thread hop on every request.
+    async def check(request: Request, container: ContainerDep) -> Role:
         key = _presented_key(request)
         if key is None:
             raise HTTPException(

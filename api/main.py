@@ -24,6 +24,9 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         try:
             yield
         finally:
+            if app.state.container.aredis is not None:
+                # The asyncio client's connections belong to this event loop: close them here.
+                await app.state.container.aredis.aclose()
             if owned:
                 app.state.container.close()
 

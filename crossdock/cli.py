@@ -185,6 +185,7 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker threads in this process (default CROSSDOCK_WORKERS).")
     ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request (metrics count them anyway).")] = False,
 ) -> None:
     """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
     import uvicorn
@@ -203,7 +204,13 @@ def serve(
         worker.name = f"{worker.name}-{n}"
         threading.Thread(target=worker.run, args=(stop,), daemon=True).start()
     try:
-        uvicorn.run(create_app(container), host=host or settings.host, port=port or settings.port, log_level="info")
+        uvicorn.run(
+            create_app(container),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="info",
+            access_log=access_log,
+        )
     finally:
         stop.set()
         container.close()
@@ -269,14 +276,19 @@ def bench_intake(
     batch: Annotated[int, typer.Option(min=1, max=1000, help="Events per request (1 = one event per request).")] = 1,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Concurrent client connections.")] = 16,
     latency_orders: Annotated[int, typer.Option(min=10, help="Orders replayed for the end-to-end latency.")] = 200,
+    seconds: Annotated[int, typer.Option(min=2, max=120, help="Load duration when wrk drives the load.")] = 10,
 ) -> None:
-    """Events/s accepted by POST /v1/events (one API process) and event→decision latency p50/p99."""
+    """Events/s accepted by POST /v1/events (one API process) and event→decision latency p50/p99.
+
+    The load comes from wrk when it is installed (apt-get install wrk) and --batch is 1; otherwise from an
+    asyncio httpx client in this process, which is slower than the server and caps the number it can show.
+    """
     from runtime.bench import run_intake_bench
 
     with _progress() as progress:
         task = progress.add_task("bench intake", total=None)
         result = run_intake_bench(
-            events, batch, concurrency, latency_orders, lambda msg: progress.update(task, description=msg)
+            events, batch, concurrency, latency_orders, lambda msg: progress.update(task, description=msg), seconds
         )
     table = Table(title="Intake benchmark (measured in this run)")
     table.add_column("measure")

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio
 import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -43,6 +44,7 @@ class Container:
     locks: StockLocks
     pipeline: Pipeline
     http: httpx.Client
+    aredis: Any = None
     _embedded: Any = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -126,4 +128,9 @@ def bootstrap(settings: Settings | None = None) -> Container:
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
     pipeline = Pipeline(store, queue, systems, executor, locks)
-    return Container(settings, client, queue, store, systems, executor, locks, pipeline, http, embedded)
+    aclient = (
+        redis.asyncio.Redis.from_url(settings.redis_url)
+        if settings.redis_url
+        else redis.asyncio.Redis(unix_socket_path=embedded.socket_file)
+    )
+    return Container(settings, client, queue, store, systems, executor, locks, pipeline, http, aclient, embedded)

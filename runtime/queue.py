@@ -26,14 +26,23 @@ import redis
 
 GROUP = "workers"
 
+# KEYS[1] = stream, KEYS[2..n+1] = job hashes; ARGV = 4 values per event.
 _INTAKE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('HGET', KEYS[1], 'status') or ''}
+local out = {}
+for i = 2, #KEYS do
+  local a = (i - 2) * 4
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[#out + 1] = 0
+    out[#out + 1] = redis.call('HGET', KEYS[i], 'status') or ''
+  else
+    redis.call('HSET', KEYS[i], 'status', 'queued', 'event', ARGV[a + 1], 'accepted_at', ARGV[a + 2],
+               'attempts', 0, 'event_key', ARGV[a + 3], 'type', ARGV[a + 4])
+    redis.call('XADD', KEYS[1], '*', 'job', string.sub(KEYS[i], string.len(ARGV[#ARGV]) + 1))
+    out[#out + 1] = 1
+    out[#out + 1] = 'queued'
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'event', ARGV[2], 'accepted_at', ARGV[3],
-           'attempts', 0, 'event_key', ARGV[4], 'type', ARGV[5])
-redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-return {1, 'queued'}
+return out
 """
 
 _PROMOTE = """
@@ -93,24 +102,38 @@ class JobQueue:
 
     # --- intake ------------------------------------------------------------------------
 
-    def enqueue_many(self, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
-        """Queue (event_key, type, event_json, accepted_at) tuples in one round trip."""
-        items = list(events)
-        pipe = self.r.pipeline(transaction=False)
-        ids = []
-        for event_key, type_, event_json, accepted_at in items:
+    def _intake_args(self, events: list[tuple[str, str, str, str]]) -> tuple[list[str], list[str], list[str]]:
+        ids, keys, args = [], [self.stream], []
+        for event_key, type_, event_json, accepted_at in events:
             job_id = job_id_for(event_key)
             ids.append(job_id)
-            self._intake(
-                keys=[self.job_key(job_id), self.stream],
-                args=[job_id, event_json, accepted_at, event_key, type_],
-                client=pipe,
-            )
+            keys.append(self.job_key(job_id))
+            args += [event_json, accepted_at, event_key, type_]
+        args.append(self.job_key(""))  # the prefix the script strips to recover each job id
+        return ids, keys, args
+
+    @staticmethod
+    def _results(ids: list[str], flat: list[Any]) -> list[Enqueued]:
         out = []
-        for job_id, (created, status) in zip(ids, pipe.execute(), strict=True):
+        for i, job_id in enumerate(ids):
+            created, status = flat[2 * i], flat[2 * i + 1]
             status = status.decode() if isinstance(status, bytes) else status
             out.append(Enqueued(job_id=job_id, duplicate=not created, status=status))
         return out
+
+    def enqueue_many(self, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
+        """Queue (event_key, type, event_json, accepted_at) tuples: one atomic script call."""
+        ids, keys, args = self._intake_args(list(events))
+        return self._results(ids, self._intake(keys=keys, args=args))
+
+    async def enqueue_many_async(self, client: Any, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
+        """The same through an asyncio client, so intake never leaves the event loop."""
+        ids, keys, args = self._intake_args(list(events))
+        try:
+            flat = await client.evalsha(self._intake.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            flat = await client.eval(_INTAKE, len(keys), *keys, *args)
+        return self._results(ids, flat)
 
     # --- jobs --------------------------------------------------------------------------
 

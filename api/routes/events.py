@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -72,9 +71,8 @@ async def post_events(request: Request, container: ContainerDep, _role: GatewayR
     if errors:
         raise _unprocessable(errors)
     accepted_at = repr(time.time())
-    results = await run_in_threadpool(
-        container.queue.enqueue_many,
-        [(e.key, e.type, e.model_dump_json(), accepted_at) for e in events],
+    results = await container.queue.enqueue_many_async(
+        container.aredis, [(e.key, e.type, e.model_dump_json(), accepted_at) for e in events]
     )
     out = [
         EventAccepted(job_id=r.job_id, event_id=e.id, source=e.source, duplicate=r.duplicate, status=r.status)
