@@ -21,21 +21,21 @@ DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 # action name -> (path template, payload fields that go into the path). The whole payload is
 # also sent as the body; the server takes path parameters from the path.
 ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "wms.create_wave": ("/wms/api/v1/waves", ()),
-    "wms.create_task": ("/wms/api/v1/tasks", ()),
-    "wms.create_transfer": ("/wms/api/v1/transfers", ()),
-    "erp.create_backorder": ("/erp/api/v1/backorders", ()),
-    "erp.post_adjustment": ("/erp/api/v1/adjustments", ()),
-    "erp.close_po_line": ("/erp/api/v1/purchase-orders/{po_id}/lines/{line}/close", ("po_id", "line")),
-    "erp.expedite_po": ("/erp/api/v1/purchase-orders/{po_id}/lines/{line}/expedite", ("po_id", "line")),
-    "erp.update_safety_stock": ("/erp/api/v1/safety-stock", ()),
-    "oms.allocate": ("/oms/api/v1/orders/{order_id}/allocations", ("order_id",)),
-    "oms.update_order_status": ("/oms/api/v1/orders/{order_id}/status", ("order_id",)),
-    "oms.hold_order": ("/oms/api/v1/orders/{order_id}/hold", ("order_id",)),
-    "oms.split_line": ("/oms/api/v1/orders/{order_id}/lines/{line}/split", ("order_id", "line")),
-    "oms.substitute_line": ("/oms/api/v1/orders/{order_id}/lines/{line}/substitute", ("order_id", "line")),
-    "oms.update_promise_date": ("/oms/api/v1/orders/{order_id}/promise-date", ("order_id",)),
-    "notify.ticket": ("/notify/api/v1/tickets", ()),
+    "wms.create_wave": ("/api/v1/waves", ()),
+    "wms.create_task": ("/api/v1/tasks", ()),
+    "wms.create_transfer": ("/api/v1/transfers", ()),
+    "erp.create_backorder": ("/api/v1/backorders", ()),
+    "erp.post_adjustment": ("/api/v1/adjustments", ()),
+    "erp.close_po_line": ("/api/v1/purchase-orders/{po_id}/lines/{line}/close", ("po_id", "line")),
+    "erp.expedite_po": ("/api/v1/purchase-orders/{po_id}/lines/{line}/expedite", ("po_id", "line")),
+    "erp.update_safety_stock": ("/api/v1/safety-stock", ()),
+    "oms.allocate": ("/api/v1/orders/{order_id}/allocations", ("order_id",)),
+    "oms.update_order_status": ("/api/v1/orders/{order_id}/status", ("order_id",)),
+    "oms.hold_order": ("/api/v1/orders/{order_id}/hold", ("order_id",)),
+    "oms.split_line": ("/api/v1/orders/{order_id}/lines/{line}/split", ("order_id", "line")),
+    "oms.substitute_line": ("/api/v1/orders/{order_id}/lines/{line}/substitute", ("order_id", "line")),
+    "oms.update_promise_date": ("/api/v1/orders/{order_id}/promise-date", ("order_id",)),
+    "notify.ticket": ("/api/v1/tickets", ()),
 }
 
 
@@ -118,27 +118,27 @@ class HttpWms(_HttpSystem):
     system = "wms"
 
     def stock(self, sku: str) -> list[NodeStock]:
-        return [NodeStock.model_validate(s) for s in self._get("/wms/api/v1/inventory", {"sku": sku})]
+        return [NodeStock.model_validate(s) for s in self._get("/api/v1/inventory", {"sku": sku})]
 
 
 class HttpErp(_HttpSystem):
     system = "erp"
 
     def sku(self, sku: str) -> SkuInfo:
-        path = f"/erp/api/v1/materials/{quote(sku, safe='')}"
+        path = f"/api/v1/materials/{quote(sku, safe='')}"
         response = self._request("GET", path)
         if response.status_code == 404:
             raise UnknownSku(sku)
         return SkuInfo.model_validate(self._ok(response, "GET", path))
 
     def book_stock(self, sku: str) -> list[BookPosition]:
-        return [BookPosition.model_validate(b) for b in self._get("/erp/api/v1/stock", {"sku": sku})]
+        return [BookPosition.model_validate(b) for b in self._get("/api/v1/stock", {"sku": sku})]
 
     def planned_supply(self, sku: str) -> list[Supply]:
-        return [Supply.model_validate(s) for s in self._get("/erp/api/v1/supply", {"sku": sku})]
+        return [Supply.model_validate(s) for s in self._get("/api/v1/supply", {"sku": sku})]
 
     def credit_hold(self, customer: str) -> bool:
-        body = self._get(f"/erp/api/v1/customers/{quote(customer, safe='')}/credit")
+        body = self._get(f"/api/v1/customers/{quote(customer, safe='')}/credit")
         return bool(body["credit_hold"])
 
 
@@ -146,17 +146,17 @@ class HttpOms(_HttpSystem):
     system = "oms"
 
     def order(self, order_id: str) -> OrderView:
-        path = f"/oms/api/v1/orders/{quote(order_id, safe='')}"
+        path = f"/api/v1/orders/{quote(order_id, safe='')}"
         response = self._request("GET", path)
         if response.status_code == 404:
             raise UnknownOrder(order_id)
         return OrderView.model_validate(self._ok(response, "GET", path))
 
     def customer(self, customer_id: str) -> Customer:
-        return Customer.model_validate(self._get(f"/oms/api/v1/customers/{quote(customer_id, safe='')}"))
+        return Customer.model_validate(self._get(f"/api/v1/customers/{quote(customer_id, safe='')}"))
 
     def network(self) -> Network:
-        return Network.model_validate(self._get("/oms/api/v1/network"))
+        return Network.model_validate(self._get("/api/v1/network"))
 
 
 class HttpNotify(_HttpSystem):

@@ -46,10 +46,10 @@ class Settings(BaseSettings):
     # Store: no URL means SQLite under data_dir.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     # Systems (the twin serves all three on one base URL).
-    wms_url: str = "http://127.0.0.1:8100"
-    erp_url: str = "http://127.0.0.1:8100"
-    oms_url: str = "http://127.0.0.1:8100"
-    notify_url: str = "http://127.0.0.1:8100"
+    wms_url: str = "http://127.0.0.1:8100/wms"
+    erp_url: str = "http://127.0.0.1:8100/erp"
+    oms_url: str = "http://127.0.0.1:8100/oms"
+    notify_url: str = "http://127.0.0.1:8100/notify"
     # "key:role,key:role" — hashed at load.
     api_keys: str = ""
     # "source=secret,source=secret" — HMAC secrets per event source.

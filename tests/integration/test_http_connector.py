@@ -41,7 +41,7 @@ def twin() -> Iterator[tuple[TwinState, str]]:
 def adapters(twin: tuple[TwinState, str]) -> Iterator[tuple[HttpWms, HttpErp, HttpOms, HttpNotify]]:
     url = twin[1]
     with httpx.Client() as client:
-        yield http_connectors(url, url, url, url, client)
+        yield http_connectors(f"{url}/wms", f"{url}/erp", f"{url}/oms", f"{url}/notify", client)
 
 
 def test_adapters_implement_the_ports(adapters: Adapters) -> None:
