@@ -61,7 +61,7 @@ def event_now(event: CloudEvent) -> datetime:
 
 def hold_for_review(order_id: str, error: str, workflow: str) -> Proposal:
     return Proposal(
-        workflow=workflow,  # type: ignore[arg-type]
+        workflow=workflow,
         subject=order_id,
         outcome="held",
         confidence=1.0,
@@ -90,7 +90,7 @@ def hold_for_review(order_id: str, error: str, workflow: str) -> Proposal:
 
 def escalate_unknown(order_id: str, error: str, workflow: str) -> Proposal:
     return Proposal(
-        workflow=workflow,  # type: ignore[arg-type]
+        workflow=workflow,
         subject=order_id,
         outcome="escalated",
         confidence=1.0,

@@ -30,8 +30,11 @@ WORKFLOW_BY_TYPE: dict[str, Workflow] = {
 
 
 class Specialist(Protocol):
-    workflow: str
-    verify_stock: bool
+    @property
+    def workflow(self) -> str: ...
+
+    @property
+    def verify_stock(self) -> bool: ...
 
     def lock_keys(self, event: CloudEvent) -> list[str]: ...
 

@@ -69,7 +69,7 @@ def stop_embedded(server: Any) -> None:
         # A one-off client with no retries: the server hangs up on SHUTDOWN by design.
         client = redis.Redis(unix_socket_path=sock, retry=Retry(NoBackoff(), 0), socket_timeout=2)
         with contextlib.suppress(redis.RedisError):
-            client.execute_command("SHUTDOWN", "NOSAVE")
+            client.execute_command("SHUTDOWN", "NOSAVE")  # type: ignore[no-untyped-call]
         client.close()
     deadline = time.monotonic() + 5
     while pid and time.monotonic() < deadline:

@@ -78,7 +78,8 @@ class JobQueue:
     """The queue as seen by the API (enqueue, read jobs) and the workers (consume, settle)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "crossdock") -> None:
-        self.r = client
+        # redis-py types every reply as a wide union; the stream replies' shapes are fixed, so Any.
+        self.r: Any = client
         self.prefix = prefix
         self.stream = f"{prefix}:events"
         self.dead = f"{prefix}:dead"

@@ -63,7 +63,7 @@ def decide_baseline_release(ctx: ReleaseContext) -> Proposal:
 def escalate(subject: str, why: str, workflow: str) -> Proposal:
     """Baseline answer to anything it cannot place: a ticket and a human."""
     return Proposal(
-        workflow=workflow,  # type: ignore[arg-type]
+        workflow=workflow,
         subject=subject,
         outcome="escalated",
         confidence=0.5,

@@ -483,4 +483,4 @@ def _nodes_by_id(network: Network) -> dict[str, Node]:
 
 
 def _act(system: str, type_: str, **payload: Any) -> Action:
-    return Action(system=system, type=type_, payload=payload)  # type: ignore[arg-type]
+    return Action(system=system, type=type_, payload=payload)

@@ -139,3 +139,25 @@ def test_signed_sources_need_a_valid_fresh_signature(tmp_path: Any, redis_url: s
         assert stream_len(stack) == 2
     finally:
         close_stack(stack)
+
+
+def test_a_binary_mode_cloudevent_is_accepted_like_a_structured_one(stack: Stack) -> None:
+    event = order_event("SO-B1", [("SKU-100", 2)])
+    headers = {
+        **stack.headers("gateway"),
+        "ce-specversion": "1.0",
+        "ce-id": event["id"],
+        "ce-source": event["source"],
+        "ce-type": event["type"],
+        "ce-time": event["time"],
+        "ce-subject": event["subject"],
+        "Content-Type": "application/json",
+    }
+    resp = stack.client.post("/v1/events", content=json.dumps(event["data"]).encode(), headers=headers)
+    assert resp.status_code == 202, resp.text
+    structured = stack.post_events(event).json()
+    assert structured["duplicate"] is True and structured["job_id"] == resp.json()["job_id"]
+    bad = {**headers, "ce-type": "oms.order.exploded"}
+    rejected = stack.client.post("/v1/events", content=json.dumps(event["data"]).encode(), headers=bad)
+    assert rejected.status_code == 422 and rejected.json()["detail"][0]["loc"] == "type"
+    assert stream_len(stack) == 1
