@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from domain.decisions import Action, Proposal
+from domain.decisions import Action, Proposal, ticket
 from domain.engines.baseline import decide_baseline_release
-from domain.engines.release import decide_release
+from domain.engines.release import ReleaseContext, decide_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
 from tools.context import Systems, release_context
@@ -26,10 +26,13 @@ class OrderReleaseSpecialist:
         # One lock per SKU covers every node: read-decide-allocate is atomic per SKU.
         return sorted({f"sku:{line.get('sku')}" for line in event.data.get("lines", []) if isinstance(line, dict)})
 
+    def decide(self, ctx: ReleaseContext) -> list[Proposal]:
+        return decide_release(ctx)
+
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         order_id = str(event.data.get("id"))
         try:
-            return decide_release(release_context(systems, order_id, event_now(event)))
+            return self.decide(release_context(systems, order_id, event_now(event)))
         except (UnknownSku, InvalidOrder) as exc:
             return [hold_for_review(order_id, str(exc), self.workflow)]
         except UnknownOrder as exc:
@@ -44,14 +47,8 @@ class BaselineReleaseSpecialist(OrderReleaseSpecialist):
     def lock_keys(self, event: CloudEvent) -> list[str]:
         return []
 
-    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
-        order_id = str(event.data.get("id"))
-        try:
-            return [decide_baseline_release(release_context(systems, order_id, event_now(event)))]
-        except (UnknownSku, InvalidOrder) as exc:
-            return [hold_for_review(order_id, str(exc), self.workflow)]
-        except UnknownOrder as exc:
-            return [escalate_unknown(order_id, str(exc), self.workflow)]
+    def decide(self, ctx: ReleaseContext) -> list[Proposal]:
+        return [decide_baseline_release(ctx)]
 
 
 def event_now(event: CloudEvent) -> datetime:
@@ -73,17 +70,7 @@ def hold_for_review(order_id: str, error: str, workflow: str) -> Proposal:
                 system="oms", type="hold_order", payload={"order_id": order_id, "reason": "review", "detail": error}
             ),
             Action(system="oms", type="update_order_status", payload={"order_id": order_id, "status": "held"}),
-            Action(
-                system="notify",
-                type="ticket",
-                payload={
-                    "team": "planning",
-                    "subject": f"{order_id} held: data error",
-                    "summary": error,
-                    "priority": "normal",
-                    "refs": [order_id],
-                },
-            ),
+            ticket("planning", f"{order_id} held: data error", error, [order_id]),
         ],
     )
 
@@ -97,17 +84,5 @@ def escalate_unknown(order_id: str, error: str, workflow: str) -> Proposal:
         cost_impact=0.0,
         rationale=f"Escalated: {error}; nothing can be held or released.",
         evidence={"error": error},
-        actions=[
-            Action(
-                system="notify",
-                type="ticket",
-                payload={
-                    "team": "customer_service",
-                    "subject": f"{order_id} unknown to the OMS",
-                    "summary": error,
-                    "priority": "normal",
-                    "refs": [order_id],
-                },
-            )
-        ],
+        actions=[ticket("customer_service", f"{order_id} unknown to the OMS", error, [order_id])],
     )

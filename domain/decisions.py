@@ -113,3 +113,12 @@ def with_idempotency_keys(decision_id_: str, actions: list[Action]) -> list[Acti
         key = hashlib.sha256(f"{decision_id_}#{i}#{action.name}".encode()).hexdigest()[:32]
         keyed.append(action.model_copy(update={"idempotency_key": f"{decision_id_}-{i}-{key[:12]}"}))
     return keyed
+
+
+def ticket(team: str, subject: str, summary: str, refs: list[str], priority: str = "normal") -> Action:
+    """A ``notify.ticket`` action: a packaged ticket for a team's queue."""
+    return Action(
+        system="notify",
+        type="ticket",
+        payload={"team": team, "subject": subject, "summary": summary, "priority": priority, "refs": refs},
+    )

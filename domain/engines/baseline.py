@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.decisions import Action, Proposal
+from domain.decisions import Action, Proposal, ticket
 from domain.engines.release import ReleaseContext, _wave_action, validate_order
 from domain.models import Node
 
@@ -70,19 +70,7 @@ def escalate(subject: str, why: str, workflow: str) -> Proposal:
         cost_impact=0.0,
         rationale=f"Baseline escalates to a human: {why}",
         evidence={"engine": ENGINE_VERSION},
-        actions=[
-            Action(
-                system="notify",
-                type="ticket",
-                payload={
-                    "team": "planning",
-                    "subject": f"Escalated: {subject}",
-                    "summary": why,
-                    "priority": "normal",
-                    "refs": [subject],
-                },
-            )
-        ],
+        actions=[ticket("planning", f"Escalated: {subject}", why, [subject])],
         review_required=True,
         review_reason="the baseline policy escalates everything it cannot place",
     )

@@ -8,7 +8,9 @@ import secrets
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
 from api.main import create_app
 from domain.models import Scenario
@@ -29,6 +32,28 @@ from twin.state import TwinState
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO.parent / "shared" / "contracts" / "example-scenario.json"
 REDIS_URL = os.environ.get("CROSSDOCK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; an unreachable server fails the test (CI starts it)."""
+    name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -5,37 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from domain.report import Report
 from runtime.replay import RunOptions, ScenarioError, run_scenario
-from tests.integration.conftest import EXAMPLE, REPO
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.integration.conftest import EXAMPLE, REPO, fresh_pg_database
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database() as url:
+        yield url.replace("postgresql+psycopg://", "postgresql://")  # the plain scheme users set
 
 
 def by_subject(report: dict[str, Any]) -> dict[str, tuple[str, str]]:

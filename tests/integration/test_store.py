@@ -19,8 +19,7 @@ import sqlalchemy as sa
 from domain.decisions import Action, Decision
 from domain.models import Settings
 from runtime.store import GENESIS_HASH, Store, normalise_url
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.integration.conftest import fresh_pg_database
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -31,20 +30,8 @@ BACKENDS = [
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this module, dropped at the end."""
-    name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
