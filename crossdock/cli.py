@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -41,9 +42,20 @@ Policy = Literal["crossdock", "baseline"]
 
 
 def configure_logging(verbose: bool) -> None:
-    level = logging.INFO if verbose else logging.WARNING
+    """One event per line on stderr; JSON lines with CROSSDOCK_LOG_JSON=1 (for log shippers)."""
+    name = "INFO" if verbose else os.environ.get("CROSSDOCK_LOG_LEVEL", "WARNING").upper()
+    level = logging.getLevelNamesMapping().get(name, logging.WARNING)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # one line per call to the systems is noise
+    json_lines = os.environ.get("CROSSDOCK_LOG_JSON", "").lower() in ("1", "true", "yes")
+    renderer: Any = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
@@ -226,8 +238,12 @@ def worker(
     from runtime.worker import Worker
 
     container = bootstrap(_settings())
+    stop = threading.Event()
+    # SIGTERM finishes the job in hand, then exits; anything unacknowledged is re-claimed by a peer.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        processed = Worker(container.queue, container.pipeline.handle, container.settings, name=name).run(burst=burst)
+        worker = Worker(container.queue, container.pipeline.handle, container.settings, name=name)
+        processed = worker.run(stop, burst=burst)
         console.print(f"processed {processed} job(s)")
     finally:
         container.close()
