@@ -66,7 +66,8 @@ class _HttpSystem:
             raise ConnectorError(
                 f"{self.system.upper()} at {self.base_url} unreachable: {type(exc).__name__}: {exc}"
             ) from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            # Overloaded, timed out or down: worth another attempt, which the queue schedules.
             raise ConnectorError(
                 f"{self.system.upper()} {method} {path} failed with {response.status_code}: {_detail(response)}"
             )
