@@ -306,11 +306,64 @@ def bench_intake(
         result = run_intake_bench(
             events, batch, concurrency, latency_orders, lambda msg: progress.update(task, description=msg), seconds
         )
-    table = Table(title="Intake benchmark (measured in this run)")
+    _print_bench("Intake benchmark (measured in this run)", result)
+
+
+@bench_app.command("allocation")
+def bench_allocation(
+    lines: Annotated[int, typer.Option(min=10, help="Order lines in the batch.")] = 10_000,
+    nodes: Annotated[int, typer.Option(min=2, help="Nodes in the network.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random network seed.")] = 1,
+) -> None:
+    """Batch optimiser wall time and cost beside a second solver's optimum; greedy path p50/p99 and cost gap."""
+    from runtime.bench_allocation import run_allocation_bench
+
+    with _progress() as progress:
+        progress.add_task("bench allocation", total=None)
+        result = run_allocation_bench(lines=lines, nodes=nodes, seed=seed)
+    _print_bench("Allocation benchmark (measured in this run)", result)
+
+
+@bench_app.command("release")
+def bench_release(
+    orders: Annotated[int, typer.Option(min=10, help="Orders arriving over the simulated day.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random day seed.")] = 3,
+) -> None:
+    """A simulated day of wave planning: crossdock scoring vs static 2-hour FIFO waves, side by side."""
+    from runtime.bench_release import run_release_bench
+
+    with _progress() as progress:
+        progress.add_task("bench release", total=None)
+        result = run_release_bench(orders=orders, seed=seed)
+    _print_bench("Release benchmark (measured in this run)", result)
+
+
+def _print_bench(title: str, result: dict[str, Any]) -> None:
+    """Scalars as rows; a crossdock/baseline pair of dicts as two columns side by side."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.1f}"
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {fmt(v)}" for k, v in value.items())
+        return str(value)
+
+    pair = [k for k in ("baseline", "crossdock") if isinstance(result.get(k), dict)]
+    table = Table(title=title)
     table.add_column("measure")
-    table.add_column("value", justify="right")
+    if len(pair) == 2:
+        table.add_column("baseline", justify="right")
+        table.add_column("crossdock", justify="right")
+        base, ours = result["baseline"], result["crossdock"]
+        for key in ours:
+            if key in base and not isinstance(ours[key], dict):
+                table.add_row(str(key), fmt(base[key]), fmt(ours[key]))
+    else:
+        table.add_column("value", justify="right")
     for key, value in result.items():
-        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+        if key in pair:
+            continue
+        table.add_row(str(key), *([fmt(value)] if len(pair) != 2 else ["", fmt(value)]))
     out.print(table)
 
 

@@ -1,0 +1,1023 @@
+"""Allocation (sourcing) engine: which node serves which order line — pure and deterministic.
+
+Two paths share one cost model:
+
+* ``optimise`` — the batch optimiser. The batch is a transportation problem solved as a
+  min-cost flow (OR-Tools ``SimpleMinCostFlow``): each line supplies its quantity; it can
+  flow to a (sku, node) bucket of *free* stock, to a bucket of *safety* stock (express
+  orders and gold customers only) or to an "unfilled" arc. Arc cost per unit is the lane
+  cost, plus the late penalty spread over the line's units when the node's next carrier
+  cutoff falls after the line's ship-by time, plus the substitution penalty when the
+  bucket holds a substitute SKU (the k-th listed substitute costs k penalties, so the first
+  substitute with stock wins a tie). Split rules are repaired after the solve, and the
+  repaired plan is compared with the greedy plan when it is not provably optimal.
+* ``greedy`` — the real-time path for one order, O(lines × nodes).
+
+``certify`` solves the same transportation LP with GLOP (``pywraplp``) so a benchmark can
+check the flow optimum against a second solver.
+
+Costs: money per unit for lanes; ``Penalties`` for late lines, splits, unfilled units and
+substitution. Nothing here does I/O; equal costs are broken by node id.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from ortools.graph.python import min_cost_flow
+from ortools.linear_solver import pywraplp
+
+from domain.context import BookPosition, Network, NodeStock, SkuInfo
+from domain.engines.release import next_cutoff
+from domain.models import Lane
+
+ENGINE_VERSION = "allocation/1.0.0"
+
+Priority = Literal["standard", "express"]
+Tier = Literal["standard", "gold"]
+LineKey = tuple[str, int]
+
+COST_SCALE = 1_000_000  # integer cost units per money unit, for the integral min-cost flow
+_EPS = 1e-9
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+# --- public shapes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllocLine:
+    """One open order line to source."""
+
+    order_id: str
+    line: int
+    sku: str
+    qty: float
+    region: str
+    priority: Priority = "standard"
+    tier: Tier = "standard"
+    created: datetime | None = None
+    ship_by: datetime | None = None
+    carrier: str | None = None
+    allow_split: bool = True  # may the line / its order be served from more than one node
+    allow_substitution: bool = False
+    substitutes: list[str] = field(default_factory=list)  # best first
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.qty) and self.qty > 0):
+            raise ValueError(f"{self.order_id} line {self.line}: qty must be a positive number, got {self.qty!r}")
+
+    @property
+    def key(self) -> LineKey:
+        return (self.order_id, self.line)
+
+    @property
+    def privileged(self) -> bool:
+        """Express orders and gold customers may use safety stock."""
+        return self.priority == "express" or self.tier == "gold"
+
+
+@dataclass(frozen=True)
+class NodeStockView:
+    """Stock of one SKU at one node: ``usable`` any line may take; ``safety`` only express/gold lines."""
+
+    node: str
+    sku: str
+    usable: float
+    safety: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.usable >= 0 and self.safety >= 0 and math.isfinite(self.usable) and math.isfinite(self.safety)):
+            raise ValueError(f"{self.sku}@{self.node}: stock must be finite and non-negative")
+
+
+@dataclass(frozen=True)
+class Penalties:
+    split: float = 5.0  # per extra node used by an order line
+    late: float = 25.0  # per late line (spread over its units)
+    unfilled: float = 1000.0  # per unit left unfilled
+    substitution: float = 1.0  # per substituted unit (×k for the k-th listed substitute)
+    priority_factor: float = 2.0  # unfilled units of express/gold lines cost this many times more
+
+
+@dataclass(frozen=True)
+class Assignment:
+    order_id: str
+    line: int
+    node: str
+    sku: str
+    qty: float
+    late: bool
+    used_safety: bool
+    safety_qty: float = 0.0
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    shipping: float = 0.0
+    late: float = 0.0
+    split: float = 0.0
+    unfilled: float = 0.0
+    substitution: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.shipping + self.late + self.split + self.unfilled + self.substitution
+
+
+@dataclass(frozen=True)
+class SolverStats:
+    solver: str
+    status: str
+    wall_ms: float
+    arcs: int = 0
+    nodes: int = 0
+    splits: int = 0  # lines served from more than one node in the final plan
+    repaired: int = 0  # orders / lines moved by the split repair
+    lower_bound: float | None = None  # the flow (LP) optimum before split rules: no plan costs less
+
+
+@dataclass(frozen=True)
+class AllocationPlan:
+    assignments: list[Assignment]
+    unfilled: dict[LineKey, float]
+    substitutions: dict[LineKey, str]
+    cost: CostBreakdown
+    evidence: dict[LineKey, str]
+    stats: SolverStats
+
+    @property
+    def objective(self) -> float:
+        return self.cost.total
+
+    @property
+    def flow_objective(self) -> float | None:
+        return self.stats.lower_bound
+
+    def substituted_by(self, order_id: str, line: int) -> str | None:
+        return self.substitutions.get((order_id, line))
+
+
+def stock_views(
+    stock: Iterable[NodeStock], book: Iterable[BookPosition], skus: Iterable[SkuInfo]
+) -> list[NodeStockView]:
+    """WMS pickable less ERP blocks the WMS does not mirror; safety stock split off.
+
+    usable = max(0, pickable − max(0, erp_blocked − wms_locked)); safety = min(safety_stock,
+    usable); the view's ``usable`` is what is left for any line (usable − safety).
+    """
+    blocked: dict[tuple[str, str], float] = defaultdict(float)
+    for b in book:
+        blocked[(b.node, b.sku)] += b.blocked
+    safety_of = {s.id: s.safety_stock for s in skus}
+    views = []
+    for ns in sorted(stock, key=lambda s: (s.sku, s.node)):
+        unmirrored = max(0.0, blocked.get((ns.node, ns.sku), 0.0) - ns.locked)
+        usable = max(0.0, ns.pickable - unmirrored)
+        safety = min(max(0.0, safety_of.get(ns.sku, {}).get(ns.node, 0.0)), usable)
+        views.append(NodeStockView(node=ns.node, sku=ns.sku, usable=usable - safety, safety=safety))
+    return views
+
+
+# --- shared network view ----------------------------------------------------------------
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Net:
+    """Lanes, stock and carrier cutoffs, indexed for fast look-ups."""
+
+    def __init__(self, stock: Iterable[NodeStockView], network: Network, now: datetime) -> None:
+        self.now = _as_utc(now)
+        self.nodes = {n.id: n for n in network.nodes}
+        self.lanes: dict[tuple[str, str], Lane] = {}
+        for ln in network.lanes:
+            known = self.lanes.get((ln.from_node, ln.to_region))
+            if known is None or (ln.cost_per_unit, ln.transit_days) < (known.cost_per_unit, known.transit_days):
+                self.lanes[(ln.from_node, ln.to_region)] = ln
+        self.free: dict[tuple[str, str], float] = defaultdict(float)  # (sku, node)
+        self.safety: dict[tuple[str, str], float] = defaultdict(float)
+        for v in stock:
+            self.free[(v.sku, v.node)] += v.usable
+            self.safety[(v.sku, v.node)] += v.safety
+        ids = sorted(set(self.nodes) | {n for _, n in self.free} | {n for n, _ in self.lanes})
+        self.rank = {n: i for i, n in enumerate(ids)}
+        self._region: dict[str, list[tuple[str, float]]] = {}
+        self._cands: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        self._cut: dict[tuple[str, str | None], tuple[datetime | None, str]] = {}
+        self._late: dict[tuple[str, str | None, datetime], bool] = {}
+
+    def region_nodes(self, region: str) -> list[tuple[str, float]]:
+        """(node, lane cost) for every node with a lane to ``region``, cheapest first, then by id."""
+        got = self._region.get(region)
+        if got is None:
+            got = sorted(
+                ((n, ln.cost_per_unit) for (n, r), ln in self.lanes.items() if r == region),
+                key=lambda x: (x[1], self.rank[x[0]]),
+            )
+            self._region[region] = got
+        return got
+
+    def candidates(self, sku: str, region: str) -> list[tuple[str, float]]:
+        """Nodes holding ``sku`` (free or safety) with a lane to ``region``, cheapest first."""
+        key = (sku, region)
+        got = self._cands.get(key)
+        if got is None:
+            got = [
+                (n, c)
+                for n, c in self.region_nodes(region)
+                if self.free.get((sku, n), 0.0) > _EPS or self.safety.get((sku, n), 0.0) > _EPS
+            ]
+            self._cands[key] = got
+        return got
+
+    def cutoff(self, node: str, carrier: str | None) -> tuple[datetime | None, str]:
+        """Next cutoff at ``node``: the order's carrier if offered there, else the node's earliest."""
+        key = (node, carrier)
+        got = self._cut.get(key)
+        if got is None:
+            n = self.nodes.get(node)
+            options = n.carriers if n else []
+            chosen = [c for c in options if c.code == carrier] or options
+            if not chosen:
+                got = (None, "no carrier")
+            else:
+                at, c = min(((next_cutoff(self.now, c.cutoff), c) for c in chosen), key=lambda x: (x[0], x[1].code))
+                got = (at, f"{c.cutoff} {c.code}")
+            self._cut[key] = got
+        return got
+
+    def late(self, line: AllocLine, node: str) -> bool:
+        if line.ship_by is None:
+            return False
+        key = (node, line.carrier, line.ship_by)
+        got = self._late.get(key)
+        if got is None:
+            at, _ = self.cutoff(node, line.carrier)
+            got = at is not None and at > _as_utc(line.ship_by)
+            self._late[key] = got
+        return got
+
+    def residual(self, state: _State) -> _Net:
+        """The same network with only the stock ``state`` has left."""
+        twin = copy.copy(self)
+        twin.free = defaultdict(float, {k: max(0.0, v) for k, v in state.free.items()})
+        twin.safety = defaultdict(float, {k: max(0.0, v) for k, v in state.safety.items()})
+        twin._cands = {}
+        return twin
+
+
+def _options(line: AllocLine) -> list[tuple[str, int]]:
+    """(sku, rank): the line's own SKU (rank −1), then its substitutes if the order allows."""
+    opts = [(line.sku, -1)]
+    if line.allow_substitution:
+        seen = {line.sku}
+        for i, s in enumerate(line.substitutes):
+            if s not in seen:
+                opts.append((s, i))
+                seen.add(s)
+    return opts
+
+
+def _unit_cost(line: AllocLine, lane_cost: float, late: bool, rank: int, pen: Penalties) -> float:
+    cost = lane_cost
+    if late:
+        cost += pen.late / line.qty
+    if rank >= 0:
+        cost += pen.substitution * (rank + 1)
+    return cost
+
+
+def _unfilled_rate(line: AllocLine, pen: Penalties) -> float:
+    return pen.unfilled * (pen.priority_factor if line.privileged else 1.0)
+
+
+@dataclass
+class _Part:
+    node: str
+    sku: str
+    qty: float
+    safety_qty: float
+    late: bool
+    rank: int
+    lane: float
+
+
+class _State:
+    """Residual stock while a plan is built."""
+
+    def __init__(self, net: _Net) -> None:
+        self.free = dict(net.free)
+        self.safety = dict(net.safety)
+
+    def avail(self, sku: str, node: str, privileged: bool) -> float:
+        have = self.free.get((sku, node), 0.0)
+        if privileged:
+            have += self.safety.get((sku, node), 0.0)
+        return have
+
+    def take(self, sku: str, node: str, qty: float, privileged: bool) -> float:
+        """Take ``qty`` (free first, then safety if allowed); return the safety units used."""
+        key = (sku, node)
+        free = self.free.get(key, 0.0)
+        from_free = min(free, qty)
+        self.free[key] = free - from_free
+        rest = qty - from_free
+        if rest > _EPS:
+            if not privileged:
+                raise AssertionError(f"standard line would take safety stock at {sku}@{node}")
+            safety = self.safety.get(key, 0.0)
+            if rest > safety + 1e-7:
+                raise AssertionError(f"oversell at {sku}@{node}: {qty} > available")
+            self.safety[key] = safety - min(rest, safety)
+            return rest
+        return 0.0
+
+    def give_back(self, part: _Part) -> None:
+        key = (part.sku, part.node)
+        self.free[key] = self.free.get(key, 0.0) + part.qty - part.safety_qty
+        self.safety[key] = self.safety.get(key, 0.0) + part.safety_qty
+
+    def consume(self, part: _Part) -> None:
+        key = (part.sku, part.node)
+        self.free[key] = self.free.get(key, 0.0) - (part.qty - part.safety_qty)
+        self.safety[key] = self.safety.get(key, 0.0) - part.safety_qty
+
+
+def _part(line: AllocLine, net: _Net, state: _State, node: str, sku: str, rank: int, qty: float) -> _Part:
+    safety_qty = state.take(sku, node, qty, line.privileged)
+    lane = net.lanes[(node, line.region)].cost_per_unit
+    return _Part(node, sku, qty, safety_qty, net.late(line, node), rank, lane)
+
+
+def _parts_cost(line: AllocLine, parts: Sequence[_Part], pen: Penalties) -> float:
+    filled = sum(p.qty for p in parts)
+    cost = sum(p.qty * _unit_cost(line, p.lane, p.late, p.rank, pen) for p in parts)
+    cost += max(0.0, line.qty - filled) * _unfilled_rate(line, pen)
+    nodes = len({p.node for p in parts})
+    return cost + pen.split * max(0, nodes - 1)
+
+
+# --- single-order building blocks (greedy and repair) -----------------------------------
+
+
+def _best_single_node(
+    lines: Sequence[AllocLine], net: _Net, state: _State, pen: Penalties
+) -> tuple[list[list[_Part]], float]:
+    """Serve every line of an order from one node (partial fills allowed); cheapest node wins."""
+    region = lines[0].region
+    empty: list[list[_Part]] = [[] for _ in lines]
+    best: tuple[float, int, str | None] = (sum(ln.qty * _unfilled_rate(ln, pen) for ln in lines), -1, None)
+    for node, lane in net.region_nodes(region):
+        local: dict[tuple[str, str], float] = {}
+        cost = 0.0
+        useful = False
+        for ln in lines:
+            late = net.late(ln, node)
+            qty_left = ln.qty
+            for sku, rank in _options(ln):
+                key = (sku, node)
+                have = local.get(key)
+                if have is None:
+                    have = state.avail(sku, node, ln.privileged)
+                if have + _EPS >= ln.qty:
+                    local[key] = have - ln.qty
+                    cost += ln.qty * _unit_cost(ln, lane, late, rank, pen)
+                    qty_left = 0.0
+                    break
+            if qty_left > 0:  # nothing fills it whole here: take what the own SKU has
+                key = (ln.sku, node)
+                have = local.get(key, state.avail(ln.sku, node, ln.privileged))
+                take = min(have, ln.qty)
+                if take > _EPS:
+                    local[key] = have - take
+                    cost += take * _unit_cost(ln, lane, late, -1, pen)
+                    qty_left -= take
+                cost += qty_left * _unfilled_rate(ln, pen)
+            useful = useful or qty_left < ln.qty
+        r = net.rank[node]
+        if useful and (cost < best[0] - 1e-9 or (best[2] is not None and cost <= best[0] + 1e-9 and r < best[1])):
+            best = (cost, r, node)
+    if best[2] is None:
+        return empty, best[0]
+    node = best[2]
+    out: list[list[_Part]] = []
+    for ln in lines:
+        parts: list[_Part] = []
+        for sku, rank in _options(ln):
+            if state.avail(sku, node, ln.privileged) + _EPS >= ln.qty:
+                parts.append(_part(ln, net, state, node, sku, rank, ln.qty))
+                break
+        else:
+            take = min(state.avail(ln.sku, node, ln.privileged), ln.qty)
+            if take > _EPS:
+                parts.append(_part(ln, net, state, node, ln.sku, -1, take))
+        out.append(parts)
+    return out, best[0]
+
+
+def _best_whole_line(
+    line: AllocLine, net: _Net, state: _State, pen: Penalties, *, on_time: bool | None, subs: bool
+) -> tuple[str, str, int] | None:
+    """Cheapest (node, sku, rank) that fills the whole line; the first substitute with stock wins."""
+    for sku, rank in _options(line) if subs else [(line.sku, -1)]:
+        best: tuple[float, int, str] | None = None
+        for node, lane in net.candidates(sku, line.region):
+            late = net.late(line, node)
+            if on_time is not None and late == on_time:
+                continue
+            if state.avail(sku, node, line.privileged) + _EPS < line.qty:
+                continue
+            key = (_unit_cost(line, lane, late, rank, pen), net.rank[node], node)
+            if best is None or key[:2] < best[:2]:
+                best = key
+        if best is not None:
+            return best[2], sku, rank
+    return None
+
+
+def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Penalties) -> list[list[_Part]]:
+    region = lines[0].region
+    # 1) the whole order from the cheapest on-time node that has every line in stock.
+    best: tuple[float, int, str] | None = None
+    for node, lane in net.region_nodes(region):
+        if any(net.late(ln, node) for ln in lines):
+            continue
+        local: dict[str, float] = {}
+        ok = True
+        for ln in lines:
+            have = local.get(ln.sku)
+            if have is None:
+                have = state.avail(ln.sku, node, ln.privileged)
+            if have + _EPS < ln.qty:
+                ok = False
+                break
+            local[ln.sku] = have - ln.qty
+        if ok:
+            key = (sum(ln.qty for ln in lines) * lane, net.rank[node], node)
+            if best is None or key[:2] < best[:2]:
+                best = key
+    if best is not None:
+        node = best[2]
+        return [[_part(ln, net, state, node, ln.sku, -1, ln.qty)] for ln in lines]
+    if not lines[0].allow_split:
+        return _best_single_node(lines, net, state, pen)[0]
+    # 2) line by line: on time, then a substitute on time, then late, then split, else unfilled.
+    out: list[list[_Part]] = []
+    for ln in lines:
+        pick = _best_whole_line(ln, net, state, pen, on_time=True, subs=ln.allow_substitution)
+        if pick is None:
+            pick = _best_whole_line(ln, net, state, pen, on_time=False, subs=False)
+        if pick is not None:
+            node, sku, rank = pick
+            out.append([_part(ln, net, state, node, sku, rank, ln.qty)])
+            continue
+        parts: list[_Part] = []
+        need = ln.qty
+        ranked = sorted(
+            net.candidates(ln.sku, region),
+            key=lambda x: (_unit_cost(ln, x[1], net.late(ln, x[0]), -1, pen), net.rank[x[0]]),
+        )
+        for node, _lane in ranked:
+            take = min(state.avail(ln.sku, node, ln.privileged), need)
+            if take > _EPS:
+                parts.append(_part(ln, net, state, node, ln.sku, -1, take))
+                need -= take
+            if need <= _EPS:
+                break
+        out.append(parts)
+    return out
+
+
+def _order_sort_key(ln: AllocLine) -> tuple[bool, datetime, datetime, str]:
+    far = datetime.max.replace(tzinfo=UTC)
+    return (
+        not ln.privileged,
+        _as_utc(ln.ship_by) if ln.ship_by else far,
+        _as_utc(ln.created) if ln.created else far,
+        ln.order_id,
+    )
+
+
+def _group_orders(lines: Sequence[AllocLine]) -> list[list[int]]:
+    by_order: dict[str, list[int]] = {}
+    for i, ln in enumerate(lines):
+        by_order.setdefault(ln.order_id, []).append(i)
+    return sorted(by_order.values(), key=lambda idx: _order_sort_key(lines[idx[0]]))
+
+
+def _check_lines(lines: Sequence[AllocLine]) -> None:
+    seen: set[LineKey] = set()
+    for ln in lines:
+        if ln.key in seen:
+            raise ValueError(f"{ln.order_id} line {ln.line} appears twice")
+        seen.add(ln.key)
+
+
+# --- public entry points ----------------------------------------------------------------
+
+
+def greedy(
+    lines: Sequence[AllocLine],
+    stock: Iterable[NodeStockView],
+    network: Network,
+    now: datetime,
+    penalties: Penalties = Penalties(),  # noqa: B008 - frozen, immutable default
+) -> AllocationPlan:
+    """The real-time path for one order: cheapest on-time node with stock, one node if possible."""
+    started = time.perf_counter()
+    if len({ln.order_id for ln in lines}) > 1:
+        raise ValueError("greedy() takes the lines of one order; use greedy_batch() for several")
+    _check_lines(lines)
+    net = _Net(stock, network, now)
+    parts = _greedy_order(lines, net, _State(net), penalties) if lines else []
+    wall = (time.perf_counter() - started) * 1000
+    return _compose(lines, parts, net, penalties, SolverStats("greedy", "FEASIBLE", wall))
+
+
+def greedy_batch(
+    lines: Sequence[AllocLine],
+    stock: Iterable[NodeStockView],
+    network: Network,
+    now: datetime,
+    penalties: Penalties = Penalties(),  # noqa: B008
+) -> AllocationPlan:
+    """Greedy, order by order (express/gold first, then earliest ship-by), sharing the stock."""
+    started = time.perf_counter()
+    _check_lines(lines)
+    net = _Net(stock, network, now)
+    parts = _greedy_all(lines, net, penalties)
+    wall = (time.perf_counter() - started) * 1000
+    return _compose(lines, parts, net, penalties, SolverStats("greedy", "FEASIBLE", wall))
+
+
+def _greedy_all(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> list[list[_Part]]:
+    state = _State(net)
+    parts: list[list[_Part]] = [[] for _ in lines]
+    for idx in _group_orders(lines):
+        for i, p in zip(idx, _greedy_order([lines[i] for i in idx], net, state, pen), strict=True):
+            parts[i] = p
+    return parts
+
+
+def optimise(
+    lines: Sequence[AllocLine],
+    stock: Iterable[NodeStockView],
+    network: Network,
+    now: datetime,
+    penalties: Penalties = Penalties(),  # noqa: B008
+) -> AllocationPlan:
+    """The batch optimiser: min-cost flow, split repair, and the greedy plan as a safety net."""
+    started = time.perf_counter()
+    _check_lines(lines)
+    net = _Net(stock, network, now)
+    model = _build(lines, net, penalties)
+    flow_parts, lower_bound = _solve_flow(lines, model, net)
+    arcs, graph_nodes = model.num_arcs, model.num_nodes
+
+    def total_of(plan: Sequence[Sequence[_Part]]) -> float:
+        return sum(_parts_cost(ln, p, penalties) for ln, p in zip(lines, plan, strict=True))
+
+    # Candidate A: the flow optimum, repaired in place.
+    state = _State(net)
+    for parts in flow_parts:
+        for p in parts:
+            state.consume(p)
+    repaired = _repair(lines, flow_parts, net, state, penalties)
+    chosen, solver, total = flow_parts, "min_cost_flow", total_of(flow_parts)
+    tolerance = 1e-6 * max(1.0, abs(lower_bound))
+    orders = _group_orders(lines)
+    pinned = [idx for idx in orders if not lines[idx[0]].allow_split]
+    if total > lower_bound + tolerance and pinned:
+        # Candidate B: place the one-node orders first, then re-solve the flow for the rest.
+        state = _State(net)
+        alt: list[list[_Part]] = [[] for _ in lines]
+        for idx in pinned:
+            single, _ = _best_single_node([lines[i] for i in idx], net, state, penalties)
+            for i, line_parts in zip(idx, single, strict=True):
+                alt[i] = line_parts
+        rest = [i for idx in orders if lines[idx[0]].allow_split for i in idx]
+        rest_lines = [lines[i] for i in rest]
+        rest_net = net.residual(state)
+        rest_model = _build(rest_lines, rest_net, penalties)
+        rest_parts, _ = _solve_flow(rest_lines, rest_model, rest_net)
+        arcs += rest_model.num_arcs
+        rest_state = _State(rest_net)
+        for parts in rest_parts:
+            for p in parts:
+                rest_state.consume(p)
+        repaired_b = _repair(rest_lines, rest_parts, rest_net, rest_state, penalties)
+        for i, line_parts in zip(rest, rest_parts, strict=True):
+            alt[i] = line_parts
+        alt_total = total_of(alt)
+        if alt_total < total - 1e-9:
+            chosen, solver, total, repaired = alt, "min_cost_flow/pinned-first", alt_total, repaired_b + len(pinned)
+    if total > lower_bound + tolerance:
+        # Still not provably optimal after the split rules: keep the greedy plan if it is cheaper.
+        greedy_parts = _greedy_all(lines, net, penalties)
+        greedy_total = total_of(greedy_parts)
+        if greedy_total < total - 1e-9:
+            chosen, solver = greedy_parts, "greedy"
+    wall = (time.perf_counter() - started) * 1000
+    stats = SolverStats(
+        solver, "OPTIMAL", wall, arcs=arcs, nodes=graph_nodes, repaired=repaired, lower_bound=lower_bound
+    )
+    return _compose(lines, chosen, net, penalties, stats)
+
+
+def certify(
+    lines: Sequence[AllocLine],
+    stock: Iterable[NodeStockView],
+    network: Network,
+    now: datetime,
+    penalties: Penalties = Penalties(),  # noqa: B008
+) -> float:
+    """Optimal value of the same transportation LP, solved by GLOP (no split rules)."""
+    _check_lines(lines)
+    net = _Net(stock, network, now)
+    m = _build(lines, net, penalties)
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:  # pragma: no cover - GLOP ships with OR-Tools
+        raise RuntimeError("GLOP is not available")
+    inf = solver.infinity()
+    q = float(m.scale)
+    line_rows = [solver.Constraint(ln.qty, ln.qty) for ln in lines]
+    nb = len(m.buckets)
+    free_rows = [solver.Constraint(-inf, float(m.free_cap[b]) / q) for b in range(nb)]
+    safety_rows = [solver.Constraint(-inf, float(m.safety_cap[b]) / q) for b in range(nb)]
+    objective = solver.Objective()
+    for i in range(len(lines)):
+        x = solver.NumVar(0.0, inf, "")
+        line_rows[i].SetCoefficient(x, 1.0)
+        objective.SetCoefficient(x, float(m.unfilled_rate[i]))
+    arc_line = m.arc_line.tolist()
+    arc_bucket = m.arc_bucket.tolist()
+    arc_safety = m.arc_safety.tolist()
+    arc_cost = m.arc_cost.tolist()
+    for a in range(len(arc_line)):
+        x = solver.NumVar(0.0, inf, "")
+        line_rows[arc_line[a]].SetCoefficient(x, 1.0)
+        (safety_rows if arc_safety[a] else free_rows)[arc_bucket[a]].SetCoefficient(x, 1.0)
+        objective.SetCoefficient(x, arc_cost[a])
+    objective.SetMinimization()
+    status = solver.Solve()
+    if status != pywraplp.Solver.OPTIMAL:
+        raise RuntimeError(f"GLOP did not reach an optimum (status {status})")
+    return float(objective.Value())
+
+
+# --- the flow model ---------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    scale: int  # quantity units per flow unit
+    buckets: list[tuple[str, str]]  # (sku, node)
+    free_cap: IntArray
+    safety_cap: IntArray
+    supply: IntArray  # per line, scaled
+    unfilled_rate: FloatArray  # money per unfilled unit, per line
+    arc_line: IntArray
+    arc_bucket: IntArray
+    arc_safety: BoolArray
+    arc_rank: IntArray
+    arc_cost: FloatArray  # money per unit (lane + late + substitution)
+    arc_icost: IntArray  # integer cost per flow unit, with tie-breaks
+    num_arcs: int = 0
+    num_nodes: int = 0
+
+
+def _ts(moment: datetime | None) -> float:
+    return _as_utc(moment).timestamp() if moment is not None else float("inf")
+
+
+def _integral(values: Iterable[float]) -> bool:
+    return all(abs(v - round(v)) < 1e-9 for v in values)
+
+
+def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
+    keys = sorted(k for k in set(net.free) | set(net.safety) if net.free[k] > _EPS or net.safety[k] > _EPS)
+    bucket_of = {k: b for b, k in enumerate(keys)}
+    whole = _integral(ln.qty for ln in lines) and _integral(v for k in keys for v in (net.free[k], net.safety[k]))
+    scale = 1 if whole else 1000
+    free_cap = np.array([math.floor(net.free[k] * scale + 1e-6) for k in keys], dtype=np.int64)
+    safety_cap = np.array([math.floor(net.safety[k] * scale + 1e-6) for k in keys], dtype=np.int64)
+    supply = np.array([round(ln.qty * scale) for ln in lines], dtype=np.int64)
+
+    # Group lines that see the same candidate arcs, then build each group's arcs as a matrix.
+    groups: dict[tuple[str, str, str | None, int], list[int]] = defaultdict(list)
+    for i, ln in enumerate(lines):
+        for sku, rank in _options(ln):
+            groups[(sku, ln.region, ln.carrier, rank)].append(i)
+    safety_tie = len(net.rank) + 1  # prefer free stock over safety stock at equal cost
+    parts_line: list[IntArray] = []
+    parts_bucket: list[IntArray] = []
+    parts_safety: list[BoolArray] = []
+    parts_rank: list[IntArray] = []
+    parts_cost: list[FloatArray] = []
+    parts_icost: list[IntArray] = []
+    never = float("-inf")
+    for (sku, region, carrier, rank), idx in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]), kv[0][3])
+    ):
+        cands = net.candidates(sku, region)
+        if not cands:
+            continue
+        nodes = [n for n, _ in cands]
+        bucket = np.array([bucket_of[(sku, n)] for n in nodes], dtype=np.int64)
+        lane = np.array([c for _, c in cands], dtype=np.float64)
+        node_rank = np.array([net.rank[n] for n in nodes], dtype=np.int64)
+        cut = np.array(
+            [at.timestamp() if (at := net.cutoff(n, carrier)[0]) is not None else never for n in nodes],
+            dtype=np.float64,
+        )
+        has_free = free_cap[bucket] > 0
+        has_safety = safety_cap[bucket] > 0
+        rows = np.array(idx, dtype=np.int64)
+        ship = np.array([_ts(lines[i].ship_by) for i in idx], dtype=np.float64)
+        late_rate = np.array([pen.late / lines[i].qty for i in idx], dtype=np.float64)
+        priv = np.array([lines[i].privileged for i in idx], dtype=np.bool_)
+        late = cut[None, :] > ship[:, None]
+        cost = lane[None, :] + late * late_rate[:, None] + (pen.substitution * (rank + 1) if rank >= 0 else 0.0)
+        icost = np.rint(cost * COST_SCALE).astype(np.int64) + node_rank[None, :]
+        for mask, is_safety, extra in (
+            (np.ones((len(idx), 1), dtype=np.bool_) & has_free[None, :], False, 0),
+            (priv[:, None] & has_safety[None, :], True, safety_tie),
+        ):
+            r, c = np.nonzero(mask)
+            if r.size == 0:
+                continue
+            parts_line.append(rows[r])
+            parts_bucket.append(bucket[c])
+            parts_safety.append(np.full(r.size, is_safety, dtype=np.bool_))
+            parts_rank.append(np.full(r.size, rank, dtype=np.int64))
+            parts_cost.append(cost[r, c])
+            parts_icost.append(icost[r, c] + extra)
+
+    def cat(chunks: list[npt.NDArray[np.generic]], dtype: type[np.generic]) -> npt.NDArray[np.generic]:
+        return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype=dtype)
+
+    return _Model(
+        scale=scale,
+        buckets=keys,
+        free_cap=free_cap,
+        safety_cap=safety_cap,
+        supply=supply,
+        unfilled_rate=np.array([_unfilled_rate(ln, pen) for ln in lines], dtype=np.float64),
+        arc_line=cat(list(parts_line), np.int64).astype(np.int64),
+        arc_bucket=cat(list(parts_bucket), np.int64).astype(np.int64),
+        arc_safety=cat(list(parts_safety), np.bool_).astype(np.bool_),
+        arc_rank=cat(list(parts_rank), np.int64).astype(np.int64),
+        arc_cost=cat(list(parts_cost), np.float64).astype(np.float64),
+        arc_icost=cat(list(parts_icost), np.int64).astype(np.int64),
+    )
+
+
+def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[list[_Part]], float]:
+    """Solve the transportation problem; return per-line parts and the flow's money objective."""
+    n_lines, n_b = len(lines), len(m.buckets)
+    sink = n_lines + 2 * n_b
+    smcf = min_cost_flow.SimpleMinCostFlow()
+    # line → free bucket / safety bucket
+    heads = np.where(m.arc_safety, n_lines + n_b + m.arc_bucket, n_lines + m.arc_bucket)
+    line_arcs = smcf.add_arcs_with_capacity_and_unit_cost(m.arc_line, heads, m.supply[m.arc_line], m.arc_icost)
+    # line → sink: left unfilled
+    unfilled_cost = np.rint(m.unfilled_rate * COST_SCALE).astype(np.int64)
+    idx = np.arange(n_lines, dtype=np.int64)
+    unfilled_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
+        idx, np.full(n_lines, sink, dtype=np.int64), m.supply, unfilled_cost
+    )
+    # buckets → sink; safety stock costs a tie-break more than free stock (on the line arcs)
+    b_idx = np.arange(n_b, dtype=np.int64)
+    smcf.add_arcs_with_capacity_and_unit_cost(
+        n_lines + b_idx, np.full(n_b, sink, dtype=np.int64), m.free_cap, np.zeros(n_b, dtype=np.int64)
+    )
+    smcf.add_arcs_with_capacity_and_unit_cost(
+        n_lines + n_b + b_idx, np.full(n_b, sink, dtype=np.int64), m.safety_cap, np.zeros(n_b, dtype=np.int64)
+    )
+    smcf.set_nodes_supplies(np.append(idx, sink), np.append(m.supply, -int(m.supply.sum())))
+    status = smcf.solve()
+    if status != smcf.OPTIMAL:
+        raise RuntimeError(f"min-cost flow did not reach an optimum (status {status})")
+    m.num_arcs = smcf.num_arcs()
+    m.num_nodes = smcf.num_nodes()
+    flows = smcf.flows(line_arcs)
+    unfilled = smcf.flows(unfilled_arcs)
+    q = float(m.scale)
+    objective = float((flows * m.arc_cost).sum() / q + (unfilled * m.unfilled_rate).sum() / q)
+    parts: list[list[_Part]] = [[] for _ in lines]
+    merged: dict[tuple[int, str, str], _Part] = {}
+    for a in np.nonzero(flows)[0].tolist():
+        i = int(m.arc_line[a])
+        ln = lines[i]
+        sku, node = m.buckets[int(m.arc_bucket[a])]
+        qty = float(flows[a]) / q
+        key = (i, node, sku)
+        part = merged.get(key)
+        if part is None:
+            lane = net.lanes[(node, ln.region)].cost_per_unit
+            part = _Part(node, sku, 0.0, 0.0, net.late(ln, node), int(m.arc_rank[a]), lane)
+            merged[key] = part
+            parts[i].append(part)
+        part.qty += qty
+        if m.arc_safety[a]:
+            part.safety_qty += qty
+    for p in parts:
+        p.sort(key=lambda x: (net.rank[x.node], x.sku))
+    return parts, objective
+
+
+# --- split repair -------------------------------------------------------------------------
+
+
+def _cheapest_whole_line(
+    line: AllocLine, net: _Net, state: _State, pen: Penalties
+) -> tuple[float, str, str, int] | None:
+    best: tuple[float, int, str, str, int] | None = None
+    for sku, rank in _options(line):
+        for node, lane in net.candidates(sku, line.region):
+            if state.avail(sku, node, line.privileged) + _EPS < line.qty:
+                continue
+            cost = line.qty * _unit_cost(line, lane, net.late(line, node), rank, pen)
+            if best is None or (cost, net.rank[node]) < (best[0] - 1e-9, best[1]):
+                best = (cost, net.rank[node], node, sku, rank)
+    return None if best is None else (best[0], best[2], best[3], best[4])
+
+
+def _repair(lines: Sequence[AllocLine], parts: list[list[_Part]], net: _Net, state: _State, pen: Penalties) -> int:
+    """Enforce allow_split=False per order; move split lines to one node when that is cheaper."""
+    repaired = 0
+    for idx in _group_orders(lines):
+        if not lines[idx[0]].allow_split:
+            if len({p.node for i in idx for p in parts[i]}) <= 1:
+                continue
+            for i in idx:
+                for p in parts[i]:
+                    state.give_back(p)
+            single, _ = _best_single_node([lines[i] for i in idx], net, state, pen)
+            for i, line_parts in zip(idx, single, strict=True):
+                parts[i] = line_parts
+            repaired += 1
+            continue
+        for i in idx:
+            ln = lines[i]
+            if len({p.node for p in parts[i]}) <= 1:
+                continue
+            current = _parts_cost(ln, parts[i], pen)
+            for p in parts[i]:
+                state.give_back(p)
+            pick = _cheapest_whole_line(ln, net, state, pen)
+            if pick is not None and pick[0] < current - 1e-9:
+                _, node, sku, rank = pick
+                parts[i] = [_part(ln, net, state, node, sku, rank, ln.qty)]
+                repaired += 1
+            else:
+                for p in parts[i]:
+                    state.consume(p)
+    return repaired
+
+
+# --- the plan and its evidence ------------------------------------------------------------
+
+
+def _compose(
+    lines: Sequence[AllocLine], parts: Sequence[Sequence[_Part]], net: _Net, pen: Penalties, stats: SolverStats
+) -> AllocationPlan:
+    assignments: list[Assignment] = []
+    unfilled: dict[LineKey, float] = {}
+    substitutions: dict[LineKey, str] = {}
+    evidence: dict[LineKey, str] = {}
+    shipping = late = split = unfilled_cost = substitution = 0.0
+    splits = 0
+    for ln, ps in zip(lines, parts, strict=True):
+        ps = sorted(ps, key=lambda p: (net.rank[p.node], p.rank, p.sku))
+        rest = ln.qty - sum(p.qty for p in ps)
+        if rest > 1e-7:
+            unfilled[ln.key] = rest
+            unfilled_cost += rest * _unfilled_rate(ln, pen)
+        nodes = {p.node for p in ps}
+        if len(nodes) > 1:
+            splits += 1
+            split += pen.split * (len(nodes) - 1)
+        for p in ps:
+            assignments.append(
+                Assignment(ln.order_id, ln.line, p.node, p.sku, p.qty, p.late, p.safety_qty > _EPS, p.safety_qty)
+            )
+            shipping += p.qty * p.lane
+            if p.late:
+                late += p.qty * pen.late / ln.qty
+            if p.rank >= 0:
+                substitution += p.qty * pen.substitution * (p.rank + 1)
+        subs = sorted((p.rank, p.sku) for p in ps if p.rank >= 0)
+        if subs:
+            substitutions[ln.key] = subs[0][1]
+        evidence[ln.key] = _explain(ln, ps, max(0.0, rest), net)
+    cost = CostBreakdown(shipping, late, split, unfilled_cost, substitution)
+    final = SolverStats(
+        stats.solver,
+        stats.status,
+        stats.wall_ms,
+        stats.arcs,
+        stats.nodes,
+        splits,
+        stats.repaired,
+        stats.lower_bound,
+    )
+    return AllocationPlan(assignments, unfilled, substitutions, cost, evidence, final)
+
+
+def _who(line: AllocLine) -> str:
+    if line.priority == "express":
+        return "express order"
+    return "gold customer" if line.tier == "gold" else "standard order"
+
+
+def _stock_note(line: AllocLine, node: str, sku: str, net: _Net) -> str:
+    free = net.free.get((sku, node), 0.0)
+    safety = net.safety.get((sku, node), 0.0)
+    note = f"{node} had {free:g} free"
+    if safety > _EPS:
+        note += f" + {safety:g} safety" + ("" if line.privileged else " kept back for express/gold orders")
+    return note + f" of {sku}"
+
+
+def _why_not(line: AllocLine, node: str, net: _Net) -> str:
+    """Why a cheaper node did not serve the line: lateness, stock, or competition."""
+    if net.late(line, node):
+        _, label = net.cutoff(node, line.carrier)
+        return f"{node} would ship late for the {label} cutoff"
+    have = net.free.get((line.sku, node), 0.0) + (net.safety.get((line.sku, node), 0.0) if line.privileged else 0.0)
+    if have + _EPS < line.qty:
+        return _stock_note(line, node, line.sku, net)
+    if not line.allow_split:
+        return f"{node} had the stock but the order must ship from one node"
+    return f"{node}'s {line.sku} went to other lines in the batch"
+
+
+def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) -> str:
+    sentences: list[str] = []
+    region_nodes = net.region_nodes(line.region)
+    if parts:
+        main = max(parts, key=lambda p: (p.qty, -net.rank[p.node]))
+        served = ", ".join(f"{p.qty:g} × {p.sku} from {p.node} at {p.lane:g}/unit" for p in parts)
+        _, label = net.cutoff(main.node, line.carrier)
+        head = f"Served {served}"
+        if main.late and line.ship_by is not None:
+            due = f"{_as_utc(line.ship_by):%Y-%m-%d %H:%M}"
+            head += f", late: the next cutoff at {main.node} ({label}) is after ship-by {due}"
+        elif line.ship_by is not None and label != "no carrier":
+            head += f", on time for the {label} cutoff"
+        sentences.append(head)
+        used = {p.node for p in parts}
+        cheaper = [n for n, c in region_nodes if c < main.lane - 1e-12 and n not in used]
+        if cheaper:
+            sentences.append("Binding: " + "; ".join(_why_not(line, n, net) for n in cheaper[:3]))
+        else:
+            sentences.append(f"Binding: none, the cheapest lane to {line.region} had the stock")
+        for p in parts:
+            if p.safety_qty > _EPS:
+                sentences.append(f"Used {p.safety_qty:g} units of safety stock at {p.node} ({_who(line)})")
+            if p.rank >= 0:
+                sentences.append(
+                    f"Substituted {p.sku} (substitute #{p.rank + 1}) for {line.sku}: no on-time node could fill "
+                    f"{line.qty:g} × {line.sku}"
+                )
+        if len(used) > 1:
+            best = max((net.free.get((line.sku, n), 0.0), n) for n, _ in region_nodes) if region_nodes else (0.0, "-")
+            sentences.append(
+                f"Split across {', '.join(sorted(used))}: no single node could serve {line.qty:g} "
+                f"(most free at one node: {best[0]:g} at {best[1]})"
+            )
+    if rest > 1e-7:
+        if not region_nodes:
+            sentences.append(f"{rest:g} units unfilled: no node has a lane to region {line.region}")
+        else:
+            free = sum(net.free.get((line.sku, n), 0.0) for n, _ in region_nodes)
+            safety = sum(net.safety.get((line.sku, n), 0.0) for n, _ in region_nodes)
+            why = f"{rest:g} units unfilled: nodes with a lane to {line.region} held {free:g} free {line.sku}"
+            if safety > _EPS:
+                why += (
+                    f" + {safety:g} safety stock"
+                    if line.privileged
+                    else f"; {safety:g} safety stock was kept back ({_who(line)}; only express/gold may use it)"
+                )
+            if free + (safety if line.privileged else 0.0) + _EPS >= line.qty:
+                why += "; the rest went to other lines" + (
+                    "" if line.allow_split else " or the order must ship from one node"
+                )
+            sentences.append(why)
+    return ". ".join(sentences) + "."
