@@ -12,7 +12,7 @@ from datetime import datetime
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply
 from domain.engines.release import ReleaseContext
-from domain.errors import PermanentConnectorError
+from domain.errors import PermanentConnectorError, UnknownSku
 from domain.models import Customer
 
 
@@ -25,6 +25,8 @@ class Systems:
     oms: OmsPort
     notify: NotifyPort
 
+
+MAX_SUBSTITUTES = 3
 
 SCOPES = {
     "read_order": "oms:read",
@@ -62,9 +64,21 @@ def release_context(systems: Systems, order_id: str, now: datetime) -> ReleaseCo
     stock: dict[str, list[NodeStock]] = {}
     book: dict[str, list[BookPosition]] = {}
     supply: dict[str, list[Supply]] = {}
-    for sku in sorted({ln.sku for ln in order.lines}):
+    wanted = sorted({ln.sku for ln in order.lines})
+    for sku in wanted:
         skus[sku], book[sku], supply[sku] = read_books(systems, sku)
         stock[sku] = read_stock(systems, sku)
+    if order.allow_substitution:
+        # The engine may propose a line's first substitute with stock: read those too.
+        for sku in wanted:
+            for sub in skus[sku].substitutes[:MAX_SUBSTITUTES]:
+                if sub in skus:
+                    continue
+                try:
+                    skus[sub], book[sub], supply[sub] = read_books(systems, sub)
+                except UnknownSku:
+                    continue  # a stale substitute list must not hold the order
+                stock[sub] = read_stock(systems, sub)
     return ReleaseContext(
         order=order,
         customer=customer,

@@ -147,6 +147,7 @@ class SolverStats:
     splits: int = 0  # lines served from more than one node in the final plan
     repaired: int = 0  # orders / lines moved by the split repair
     lower_bound: float | None = None  # the flow (LP) optimum before split rules: no plan costs less
+    phases_ms: dict[str, float] = field(default_factory=dict)  # wall time per phase (build, solve, ...)
 
 
 @dataclass(frozen=True)
@@ -217,19 +218,31 @@ class _Net:
         ids = sorted(set(self.nodes) | {n for _, n in self.free} | {n for n, _ in self.lanes})
         self.rank = {n: i for i, n in enumerate(ids)}
         self._region: dict[str, list[tuple[str, float]]] = {}
+        self._region_rank: dict[str, dict[str, int]] = {}
         self._cands: dict[tuple[str, str], list[tuple[str, float]]] = {}
         self._cut: dict[tuple[str, str | None], tuple[datetime | None, str]] = {}
-        self._late: dict[tuple[str, str | None, datetime], bool] = {}
+        self._late: dict[tuple[str | None, datetime], frozenset[str]] = {}
 
     def region_nodes(self, region: str) -> list[tuple[str, float]]:
-        """(node, lane cost) for every node with a lane to ``region``, cheapest first, then by id."""
+        """(node, lane cost) for every node with a lane to ``region``: cheapest, then fastest, then by id."""
         got = self._region.get(region)
         if got is None:
-            got = sorted(
-                ((n, ln.cost_per_unit) for (n, r), ln in self.lanes.items() if r == region),
-                key=lambda x: (x[1], self.rank[x[0]]),
-            )
+            got = [
+                (n, ln.cost_per_unit)
+                for n, ln in sorted(
+                    ((n, ln) for (n, r), ln in self.lanes.items() if r == region),
+                    key=lambda x: (x[1].cost_per_unit, x[1].transit_days, self.rank[x[0]]),
+                )
+            ]
             self._region[region] = got
+        return got
+
+    def region_rank(self, region: str) -> dict[str, int]:
+        """Position of each node in ``region_nodes``: the greedy path's tie-break (cost, transit, id)."""
+        got = self._region_rank.get(region)
+        if got is None:
+            got = {n: i for i, (n, _) in enumerate(self.region_nodes(region))}
+            self._region_rank[region] = got
         return got
 
     def candidates(self, sku: str, region: str) -> list[tuple[str, float]]:
@@ -261,16 +274,20 @@ class _Net:
             self._cut[key] = got
         return got
 
-    def late(self, line: AllocLine, node: str) -> bool:
+    def late_nodes(self, line: AllocLine) -> frozenset[str]:
+        """Nodes whose next cutoff (for the line's carrier) falls after its ship-by; cached per pair."""
         if line.ship_by is None:
-            return False
-        key = (node, line.carrier, line.ship_by)
+            return frozenset()
+        key = (line.carrier, line.ship_by)
         got = self._late.get(key)
         if got is None:
-            at, _ = self.cutoff(node, line.carrier)
-            got = at is not None and at > _as_utc(line.ship_by)
+            due = _as_utc(line.ship_by)
+            got = frozenset(n for n in self.rank if (at := self.cutoff(n, line.carrier)[0]) is not None and at > due)
             self._late[key] = got
         return got
+
+    def late(self, line: AllocLine, node: str) -> bool:
+        return node in self.late_nodes(line)
 
     def residual(self, state: _State) -> _Net:
         """The same network with only the stock ``state`` has left."""
@@ -382,18 +399,21 @@ def _best_single_node(
     region = lines[0].region
     empty: list[list[_Part]] = [[] for _ in lines]
     best: tuple[float, int, str | None] = (sum(ln.qty * _unfilled_rate(ln, pen) for ln in lines), -1, None)
+    # Per line, once: options, late nodes, safety right, unfilled rate.
+    info = [(ln, _options(ln), net.late_nodes(ln), ln.privileged, _unfilled_rate(ln, pen)) for ln in lines]
+    free, safety = state.free, state.safety
     for node, lane in net.region_nodes(region):
         local: dict[tuple[str, str], float] = {}
         cost = 0.0
         useful = False
-        for ln in lines:
-            late = net.late(ln, node)
+        for ln, opts, late_at, priv, unfilled_rate in info:
+            late = node in late_at
             qty_left = ln.qty
-            for sku, rank in _options(ln):
+            for sku, rank in opts:
                 key = (sku, node)
                 have = local.get(key)
                 if have is None:
-                    have = state.avail(sku, node, ln.privileged)
+                    have = free.get(key, 0.0) + (safety.get(key, 0.0) if priv else 0.0)
                 if have + _EPS >= ln.qty:
                     local[key] = have - ln.qty
                     cost += ln.qty * _unit_cost(ln, lane, late, rank, pen)
@@ -401,15 +421,17 @@ def _best_single_node(
                     break
             if qty_left > 0:  # nothing fills it whole here: take what the own SKU has
                 key = (ln.sku, node)
-                have = local.get(key, state.avail(ln.sku, node, ln.privileged))
+                have = local.get(key)
+                if have is None:
+                    have = free.get(key, 0.0) + (safety.get(key, 0.0) if priv else 0.0)
                 take = min(have, ln.qty)
                 if take > _EPS:
                     local[key] = have - take
                     cost += take * _unit_cost(ln, lane, late, -1, pen)
                     qty_left -= take
-                cost += qty_left * _unfilled_rate(ln, pen)
+                cost += qty_left * unfilled_rate
             useful = useful or qty_left < ln.qty
-        r = net.rank[node]
+        r = net.region_rank(region)[node]
         if useful and (cost < best[0] - 1e-9 or (best[2] is not None and cost <= best[0] + 1e-9 and r < best[1])):
             best = (cost, r, node)
     if best[2] is None:
@@ -442,7 +464,7 @@ def _best_whole_line(
                 continue
             if state.avail(sku, node, line.privileged) + _EPS < line.qty:
                 continue
-            key = (_unit_cost(line, lane, late, rank, pen), net.rank[node], node)
+            key = (_unit_cost(line, lane, late, rank, pen), net.region_rank(line.region)[node], node)
             if best is None or key[:2] < best[:2]:
                 best = key
         if best is not None:
@@ -454,8 +476,9 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
     region = lines[0].region
     # 1) the whole order from the cheapest on-time node that has every line in stock.
     best: tuple[float, int, str] | None = None
+    late_any = frozenset().union(*(net.late_nodes(ln) for ln in lines))
     for node, lane in net.region_nodes(region):
-        if any(net.late(ln, node) for ln in lines):
+        if node in late_any:
             continue
         local: dict[str, float] = {}
         ok = True
@@ -468,7 +491,7 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
                 break
             local[ln.sku] = have - ln.qty
         if ok:
-            key = (sum(ln.qty for ln in lines) * lane, net.rank[node], node)
+            key = (sum(ln.qty for ln in lines) * lane, net.region_rank(region)[node], node)
             if best is None or key[:2] < best[:2]:
                 best = key
     if best is not None:
@@ -490,7 +513,7 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
         need = ln.qty
         ranked = sorted(
             net.candidates(ln.sku, region),
-            key=lambda x: (_unit_cost(ln, x[1], net.late(ln, x[0]), -1, pen), net.rank[x[0]]),
+            key=lambda x: (_unit_cost(ln, x[1], net.late(ln, x[0]), -1, pen), net.region_rank(region)[x[0]]),
         )
         for node, _lane in ranked:
             take = min(state.avail(ln.sku, node, ln.privileged), need)
@@ -583,11 +606,21 @@ def optimise(
 ) -> AllocationPlan:
     """The batch optimiser: min-cost flow, split repair, and the greedy plan as a safety net."""
     started = time.perf_counter()
+    phases: dict[str, float] = defaultdict(float)
+    clock = [started]
+
+    def lap(phase: str) -> None:
+        now_ = time.perf_counter()
+        phases[phase] += (now_ - clock[0]) * 1000
+        clock[0] = now_
+
     _check_lines(lines)
     net = _Net(stock, network, now)
     model = _build(lines, net, penalties)
+    lap("build")
     flow_parts, lower_bound = _solve_flow(lines, model, net)
     arcs, graph_nodes = model.num_arcs, model.num_nodes
+    lap("solve")
 
     def total_of(plan: Sequence[Sequence[_Part]]) -> float:
         return sum(_parts_cost(ln, p, penalties) for ln, p in zip(lines, plan, strict=True))
@@ -602,6 +635,7 @@ def optimise(
     tolerance = 1e-6 * max(1.0, abs(lower_bound))
     orders = _group_orders(lines)
     pinned = [idx for idx in orders if not lines[idx[0]].allow_split]
+    lap("repair")
     if total > lower_bound + tolerance and pinned:
         # Candidate B: place the one-node orders first, then re-solve the flow for the rest.
         state = _State(net)
@@ -613,9 +647,12 @@ def optimise(
         rest = [i for idx in orders if lines[idx[0]].allow_split for i in idx]
         rest_lines = [lines[i] for i in rest]
         rest_net = net.residual(state)
+        lap("repair")
         rest_model = _build(rest_lines, rest_net, penalties)
+        lap("build")
         rest_parts, _ = _solve_flow(rest_lines, rest_model, rest_net)
         arcs += rest_model.num_arcs
+        lap("solve")
         rest_state = _State(rest_net)
         for parts in rest_parts:
             for p in parts:
@@ -626,17 +663,22 @@ def optimise(
         alt_total = total_of(alt)
         if alt_total < total - 1e-9:
             chosen, solver, total, repaired = alt, "min_cost_flow/pinned-first", alt_total, repaired_b + len(pinned)
+        lap("repair")
     if total > lower_bound + tolerance:
         # Still not provably optimal after the split rules: keep the greedy plan if it is cheaper.
         greedy_parts = _greedy_all(lines, net, penalties)
         greedy_total = total_of(greedy_parts)
         if greedy_total < total - 1e-9:
             chosen, solver = greedy_parts, "greedy"
+        lap("greedy")
     wall = (time.perf_counter() - started) * 1000
     stats = SolverStats(
         solver, "OPTIMAL", wall, arcs=arcs, nodes=graph_nodes, repaired=repaired, lower_bound=lower_bound
     )
-    return _compose(lines, chosen, net, penalties, stats)
+    plan = _compose(lines, chosen, net, penalties, stats)
+    lap("evidence")
+    plan.stats.phases_ms.update({k: round(v, 1) for k, v in phases.items()})
+    return plan
 
 
 def certify(
@@ -710,6 +752,7 @@ def _integral(values: Iterable[float]) -> bool:
 
 
 def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
+    """The transportation model as flat arc arrays, built without a Python loop per arc."""
     keys = sorted(k for k in set(net.free) | set(net.safety) if net.free[k] > _EPS or net.safety[k] > _EPS)
     bucket_of = {k: b for b, k in enumerate(keys)}
     whole = _integral(ln.qty for ln in lines) and _integral(v for k in keys for v in (net.free[k], net.safety[k]))
@@ -718,59 +761,66 @@ def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
     safety_cap = np.array([math.floor(net.safety[k] * scale + 1e-6) for k in keys], dtype=np.int64)
     supply = np.array([round(ln.qty * scale) for ln in lines], dtype=np.int64)
 
-    # Group lines that see the same candidate arcs, then build each group's arcs as a matrix.
-    groups: dict[tuple[str, str, str | None, int], list[int]] = defaultdict(list)
+    # Per line: ship-by, late penalty per unit, safety right, carrier.
+    carrier_of: dict[str | None, int] = {}
+    line_carrier = np.array([carrier_of.setdefault(ln.carrier, len(carrier_of)) for ln in lines], dtype=np.int64)
+    ship = np.array([_ts(ln.ship_by) for ln in lines], dtype=np.float64)
+    late_rate = np.array([pen.late / ln.qty for ln in lines], dtype=np.float64)
+    priv = np.array([ln.privileged for ln in lines], dtype=np.bool_)
+    # Next cutoff per (carrier, node rank); −inf where a node has no carrier (never late).
+    node_ids = sorted(net.rank, key=net.rank.__getitem__)
+    cut_table = np.array(
+        [[_ts_or(net.cutoff(n, carrier)[0], float("-inf")) for n in node_ids] for carrier in carrier_of],
+        dtype=np.float64,
+    ).reshape(len(carrier_of), len(node_ids))
+
+    # Candidate buckets per (sku, region), stored once (CSR), and one (line, option) pair per row.
+    cand_of: dict[tuple[str, str], int] = {}
+    cand_start = [0]
+    cand_bucket: list[int] = []
+    cand_lane: list[float] = []
+    cand_node: list[int] = []
+    pair_line: list[int] = []
+    pair_cand: list[int] = []
+    pair_rank: list[int] = []
     for i, ln in enumerate(lines):
         for sku, rank in _options(ln):
-            groups[(sku, ln.region, ln.carrier, rank)].append(i)
+            k = cand_of.get((sku, ln.region))
+            if k is None:
+                cands = net.candidates(sku, ln.region)
+                cand_bucket.extend(bucket_of[(sku, n)] for n, _ in cands)
+                cand_lane.extend(c for _, c in cands)
+                cand_node.extend(net.rank[n] for n, _ in cands)
+                cand_start.append(len(cand_bucket))
+                k = cand_of[(sku, ln.region)] = len(cand_of)
+            pair_line.append(i)
+            pair_cand.append(k)
+            pair_rank.append(rank)
+    starts = np.array(cand_start, dtype=np.int64)
+    c_bucket = np.array(cand_bucket, dtype=np.int64)
+    c_lane = np.array(cand_lane, dtype=np.float64)
+    c_node = np.array(cand_node, dtype=np.int64)
+    p_line = np.array(pair_line, dtype=np.int64)
+    p_cand = np.array(pair_cand, dtype=np.int64)
+    p_rank = np.array(pair_rank, dtype=np.int64)
+    counts = starts[p_cand + 1] - starts[p_cand]
+    # Expand every pair into its candidate arcs.
+    pair_of_arc = np.repeat(np.arange(p_line.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    ci = starts[p_cand][pair_of_arc] + np.arange(pair_of_arc.size, dtype=np.int64) - first[pair_of_arc]
+    a_line = p_line[pair_of_arc]
+    a_rank = p_rank[pair_of_arc]
+    a_bucket = c_bucket[ci]
+    a_node = c_node[ci]
+    late = cut_table[line_carrier[a_line], a_node] > ship[a_line]
+    cost = c_lane[ci] + late * late_rate[a_line] + np.where(a_rank >= 0, pen.substitution * (a_rank + 1), 0.0)
+    icost = np.rint(cost * COST_SCALE).astype(np.int64) + a_node
     safety_tie = len(net.rank) + 1  # prefer free stock over safety stock at equal cost
-    parts_line: list[IntArray] = []
-    parts_bucket: list[IntArray] = []
-    parts_safety: list[BoolArray] = []
-    parts_rank: list[IntArray] = []
-    parts_cost: list[FloatArray] = []
-    parts_icost: list[IntArray] = []
-    never = float("-inf")
-    for (sku, region, carrier, rank), idx in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]), kv[0][3])
-    ):
-        cands = net.candidates(sku, region)
-        if not cands:
-            continue
-        nodes = [n for n, _ in cands]
-        bucket = np.array([bucket_of[(sku, n)] for n in nodes], dtype=np.int64)
-        lane = np.array([c for _, c in cands], dtype=np.float64)
-        node_rank = np.array([net.rank[n] for n in nodes], dtype=np.int64)
-        cut = np.array(
-            [at.timestamp() if (at := net.cutoff(n, carrier)[0]) is not None else never for n in nodes],
-            dtype=np.float64,
-        )
-        has_free = free_cap[bucket] > 0
-        has_safety = safety_cap[bucket] > 0
-        rows = np.array(idx, dtype=np.int64)
-        ship = np.array([_ts(lines[i].ship_by) for i in idx], dtype=np.float64)
-        late_rate = np.array([pen.late / lines[i].qty for i in idx], dtype=np.float64)
-        priv = np.array([lines[i].privileged for i in idx], dtype=np.bool_)
-        late = cut[None, :] > ship[:, None]
-        cost = lane[None, :] + late * late_rate[:, None] + (pen.substitution * (rank + 1) if rank >= 0 else 0.0)
-        icost = np.rint(cost * COST_SCALE).astype(np.int64) + node_rank[None, :]
-        for mask, is_safety, extra in (
-            (np.ones((len(idx), 1), dtype=np.bool_) & has_free[None, :], False, 0),
-            (priv[:, None] & has_safety[None, :], True, safety_tie),
-        ):
-            r, c = np.nonzero(mask)
-            if r.size == 0:
-                continue
-            parts_line.append(rows[r])
-            parts_bucket.append(bucket[c])
-            parts_safety.append(np.full(r.size, is_safety, dtype=np.bool_))
-            parts_rank.append(np.full(r.size, rank, dtype=np.int64))
-            parts_cost.append(cost[r, c])
-            parts_icost.append(icost[r, c] + extra)
-
-    def cat(chunks: list[npt.NDArray[np.generic]], dtype: type[np.generic]) -> npt.NDArray[np.generic]:
-        return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype=dtype)
-
+    use_free = free_cap[a_bucket] > 0
+    use_safety = priv[a_line] & (safety_cap[a_bucket] > 0)
+    free_idx = np.nonzero(use_free)[0]
+    safety_idx = np.nonzero(use_safety)[0]
+    pick = np.concatenate([free_idx, safety_idx])
     return _Model(
         scale=scale,
         buckets=keys,
@@ -778,45 +828,112 @@ def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
         safety_cap=safety_cap,
         supply=supply,
         unfilled_rate=np.array([_unfilled_rate(ln, pen) for ln in lines], dtype=np.float64),
-        arc_line=cat(list(parts_line), np.int64).astype(np.int64),
-        arc_bucket=cat(list(parts_bucket), np.int64).astype(np.int64),
-        arc_safety=cat(list(parts_safety), np.bool_).astype(np.bool_),
-        arc_rank=cat(list(parts_rank), np.int64).astype(np.int64),
-        arc_cost=cat(list(parts_cost), np.float64).astype(np.float64),
-        arc_icost=cat(list(parts_icost), np.int64).astype(np.int64),
+        arc_line=a_line[pick],
+        arc_bucket=a_bucket[pick],
+        arc_safety=np.concatenate([np.zeros(free_idx.size, dtype=np.bool_), np.ones(safety_idx.size, dtype=np.bool_)]),
+        arc_rank=a_rank[pick],
+        arc_cost=cost[pick].astype(np.float64),
+        arc_icost=icost[pick] + np.where(np.arange(pick.size) >= free_idx.size, safety_tie, 0),
     )
+
+
+def _ts_or(moment: datetime | None, default: float) -> float:
+    return _as_utc(moment).timestamp() if moment is not None else default
+
+
+def _components(lines: Sequence[AllocLine], m: _Model) -> tuple[IntArray, IntArray, int]:
+    """Independent sub-problems: SKUs linked by substitution share stock, nothing else does.
+
+    Returns the component of every line and of every bucket, and the number of components.
+    """
+    parent: dict[str, str] = {}
+
+    def find(s: str) -> str:
+        root = parent.setdefault(s, s)
+        while root != parent[root]:
+            root = parent[root]
+        while s != root:  # path compression
+            parent[s], s = root, parent[s]
+        return root
+
+    for ln in lines:
+        a = find(ln.sku)
+        if ln.allow_substitution:
+            for sub in ln.substitutes:
+                b = find(sub)
+                if a != b:
+                    parent[b] = a
+    ids: dict[str, int] = {}
+    line_comp = np.array([ids.setdefault(find(ln.sku), len(ids)) for ln in lines], dtype=np.int64)
+    bucket_comp = np.array([ids.setdefault(find(sku), len(ids)) for sku, _ in m.buckets], dtype=np.int64)
+    return line_comp, bucket_comp, len(ids)
+
+
+def _spans(keys: IntArray, n: int) -> tuple[IntArray, IntArray]:
+    """Stable order of ``keys`` (0 ≤ key < n) and the start offset of every key in it."""
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys, minlength=n), out=starts[1:])
+    return order, starts
 
 
 def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[list[_Part]], float]:
-    """Solve the transportation problem; return per-line parts and the flow's money objective."""
+    """Solve the transportation problem; return per-line parts and the flow's money objective.
+
+    The problem falls apart into independent components (SKUs linked by substitution); each is
+    solved as its own min-cost flow, which is exact and much faster than one large network.
+    """
     n_lines, n_b = len(lines), len(m.buckets)
-    sink = n_lines + 2 * n_b
-    smcf = min_cost_flow.SimpleMinCostFlow()
-    # line → free bucket / safety bucket
-    heads = np.where(m.arc_safety, n_lines + n_b + m.arc_bucket, n_lines + m.arc_bucket)
-    line_arcs = smcf.add_arcs_with_capacity_and_unit_cost(m.arc_line, heads, m.supply[m.arc_line], m.arc_icost)
-    # line → sink: left unfilled
+    line_comp, bucket_comp, n_comp = _components(lines, m)
+    arc_comp = line_comp[m.arc_line]
+    line_order, line_start = _spans(line_comp, n_comp)
+    bucket_order, bucket_start = _spans(bucket_comp, n_comp)
+    arc_order, arc_start = _spans(arc_comp, n_comp)
+    local_line = np.zeros(n_lines, dtype=np.int64)
+    local_bucket = np.zeros(n_b, dtype=np.int64)
+    flows = np.zeros(len(m.arc_line), dtype=np.int64)
+    unfilled = m.supply.copy()  # lines without any arc stay unfilled
     unfilled_cost = np.rint(m.unfilled_rate * COST_SCALE).astype(np.int64)
-    idx = np.arange(n_lines, dtype=np.int64)
-    unfilled_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-        idx, np.full(n_lines, sink, dtype=np.int64), m.supply, unfilled_cost
-    )
-    # buckets → sink; safety stock costs a tie-break more than free stock (on the line arcs)
-    b_idx = np.arange(n_b, dtype=np.int64)
-    smcf.add_arcs_with_capacity_and_unit_cost(
-        n_lines + b_idx, np.full(n_b, sink, dtype=np.int64), m.free_cap, np.zeros(n_b, dtype=np.int64)
-    )
-    smcf.add_arcs_with_capacity_and_unit_cost(
-        n_lines + n_b + b_idx, np.full(n_b, sink, dtype=np.int64), m.safety_cap, np.zeros(n_b, dtype=np.int64)
-    )
-    smcf.set_nodes_supplies(np.append(idx, sink), np.append(m.supply, -int(m.supply.sum())))
-    status = smcf.solve()
-    if status != smcf.OPTIMAL:
-        raise RuntimeError(f"min-cost flow did not reach an optimum (status {status})")
-    m.num_arcs = smcf.num_arcs()
-    m.num_nodes = smcf.num_nodes()
-    flows = smcf.flows(line_arcs)
-    unfilled = smcf.flows(unfilled_arcs)
+    num_arcs = num_nodes = 0
+    for c in range(n_comp):
+        arcs = arc_order[arc_start[c] : arc_start[c + 1]]
+        if arcs.size == 0:
+            continue
+        li = line_order[line_start[c] : line_start[c + 1]]
+        bi = bucket_order[bucket_start[c] : bucket_start[c + 1]]
+        nl, nb = li.size, bi.size
+        local_line[li] = np.arange(nl, dtype=np.int64)
+        local_bucket[bi] = np.arange(nb, dtype=np.int64)
+        sink = nl + 2 * nb
+        smcf = min_cost_flow.SimpleMinCostFlow()
+        tails = local_line[m.arc_line[arcs]]
+        b_local = local_bucket[m.arc_bucket[arcs]]
+        heads = np.where(m.arc_safety[arcs], nl + nb + b_local, nl + b_local)
+        line_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
+            tails, heads, m.supply[m.arc_line[arcs]], m.arc_icost[arcs]
+        )
+        supply = m.supply[li]
+        sinks_l = np.full(nl, sink, dtype=np.int64)
+        # line → sink: left unfilled
+        unfilled_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
+            np.arange(nl, dtype=np.int64), sinks_l, supply, unfilled_cost[li]
+        )
+        # buckets → sink; safety stock costs a tie-break more than free stock (on the line arcs)
+        b_idx = np.arange(nb, dtype=np.int64)
+        sinks_b = np.full(nb, sink, dtype=np.int64)
+        zero = np.zeros(nb, dtype=np.int64)
+        smcf.add_arcs_with_capacity_and_unit_cost(nl + b_idx, sinks_b, m.free_cap[bi], zero)
+        smcf.add_arcs_with_capacity_and_unit_cost(nl + nb + b_idx, sinks_b, m.safety_cap[bi], zero)
+        smcf.set_nodes_supplies(np.append(np.arange(nl, dtype=np.int64), sink), np.append(supply, -int(supply.sum())))
+        status = smcf.solve()
+        if status != smcf.OPTIMAL:
+            raise RuntimeError(f"min-cost flow did not reach an optimum (status {status})")
+        num_arcs += smcf.num_arcs()
+        num_nodes += smcf.num_nodes()
+        flows[arcs] = smcf.flows(line_arcs)
+        unfilled[li] = smcf.flows(unfilled_arcs)
+    m.num_arcs = num_arcs
+    m.num_nodes = num_nodes
     q = float(m.scale)
     objective = float((flows * m.arc_cost).sum() / q + (unfilled * m.unfilled_rate).sum() / q)
     parts: list[list[_Part]] = [[] for _ in lines]
@@ -936,6 +1053,7 @@ def _compose(
         splits,
         stats.repaired,
         stats.lower_bound,
+        dict(stats.phases_ms),
     )
     return AllocationPlan(assignments, unfilled, substitutions, cost, evidence, final)
 

@@ -86,20 +86,89 @@ def decide_release(ctx: ReleaseContext) -> list[Proposal]:
 
     safety_ok = may_use_safety_stock(order, ctx.customer)
     views = _node_views(ctx, lanes, safety_ok)
-    ranked = sorted(lanes.values(), key=lambda ln: (ln.cost_per_unit, ln.transit_days, ln.from_node))
-
-    plan = _single_node_plan(order, ranked, views)
-    if plan is None and order.allow_split:
-        plan = _split_plan(order, ranked, views)
-    if plan is None or not any(plan.values()):
-        return [_no_stock(ctx, views, lanes)]
-
-    short = {ln.line: ln.qty - sum(plan[ln.line].values()) for ln in order.lines}
+    sourcing = _source(ctx, lanes)
+    plan = sourcing.plan
+    short = {ln.line: ln.qty - sum(plan.get(ln.line, {}).values()) for ln in order.lines}
     short = {k: v for k, v in short.items() if v > 1e-9}
-    release = _release_proposal(ctx, plan, short, views, lanes, safety_ok)
+    if not any(plan.values()) or (short and not order.allow_split):
+        return [_no_stock(ctx, views, lanes, sourcing)]
+    release = _release_proposal(ctx, sourcing, short, views, lanes, safety_ok)
     if not short:
         return [release]
     return [release, _backorder_proposal(ctx, short, lanes)]
+
+
+@dataclass
+class _Sourcing:
+    """Where each line comes from, as the sourcing engine chose it."""
+
+    plan: Plan  # line -> node -> qty
+    skus: dict[int, str]  # line -> sku allocated (a substitute when substituted)
+    substituted: dict[int, str]
+    late: dict[int, list[str]]  # line -> nodes that ship after ship_by
+    why: dict[int, str]  # line -> binding-constraint sentence
+    cost: dict[str, float]
+    stats: dict[str, Any]
+
+
+def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
+    """Node choice for one order: the allocation engine's greedy real-time path.
+
+    Cheapest node that ships on time with free stock (safety stock only for express/gold),
+    one node for the whole order when possible, a split only when allowed, a late node only
+    when no on-time node has stock, the first substitute with stock when the order allows it.
+    """
+    # Imported here: allocation imports next_cutoff from this module.
+    from domain.engines import allocation as alloc
+
+    order = ctx.order
+    lines = [
+        alloc.AllocLine(
+            order_id=order.id,
+            line=ln.line,
+            sku=ln.sku,
+            qty=ln.qty,
+            region=order.region,
+            priority=order.priority,
+            tier=ctx.customer.tier,
+            created=order.created,
+            ship_by=order.ship_by,
+            carrier=order.carrier,
+            allow_split=order.allow_split,
+            allow_substitution=order.allow_substitution,
+            substitutes=[s for s in ctx.skus[ln.sku].substitutes if s in ctx.skus] if order.allow_substitution else [],
+        )
+        for ln in order.lines
+    ]
+    stock = [ns for sku_stock in ctx.stock.values() for ns in sku_stock if ns.node in lanes]
+    book = [b for sku_book in ctx.book.values() for b in sku_book]
+    views = alloc.stock_views(stock, book, ctx.skus.values())
+    result = alloc.greedy(lines, views, ctx.network, ctx.now)
+    plan: Plan = {ln.line: {} for ln in order.lines}
+    skus = {ln.line: ln.sku for ln in order.lines}
+    late: dict[int, list[str]] = defaultdict(list)
+    for a in result.assignments:
+        plan[a.line][a.node] = plan[a.line].get(a.node, 0.0) + a.qty
+        skus[a.line] = a.sku
+        if a.late:
+            late[a.line].append(a.node)
+    cost = {
+        "shipping": round(result.cost.shipping, 4),
+        "late": round(result.cost.late, 4),
+        "split": round(result.cost.split, 4),
+        "unfilled": round(result.cost.unfilled, 4),
+        "substitution": round(result.cost.substitution, 4),
+    }
+    return _Sourcing(
+        plan=plan,
+        skus=skus,
+        substituted={line: sub for (_, line), sub in result.substitutions.items()},
+        late=dict(late),
+        why={line: text for (_, line), text in result.evidence.items()},
+        cost=cost,
+        # Wall time stays out of evidence: the same inputs must give the same decision record.
+        stats={"solver": result.stats.solver},
+    )
 
 
 # --- context shaping -----------------------------------------------------------------
@@ -107,7 +176,8 @@ def decide_release(ctx: ReleaseContext) -> list[Proposal]:
 
 def _node_views(ctx: ReleaseContext, lanes: dict[str, Lane], safety_ok: bool) -> dict[tuple[str, str], _NodeView]:
     views: dict[tuple[str, str], _NodeView] = {}
-    for sku in {ln.sku for ln in ctx.order.lines}:
+    # Every SKU the context holds: the order's own and, when it allows them, its substitutes.
+    for sku in sorted(set(ctx.stock) & set(ctx.skus)):
         book = {b.node: b for b in ctx.book.get(sku, [])}
         for ns in ctx.stock.get(sku, []):
             if ns.node not in lanes:
@@ -146,47 +216,12 @@ def _node_views(ctx: ReleaseContext, lanes: dict[str, Lane], safety_ok: bool) ->
 Plan = dict[int, dict[str, float]]  # line -> node -> qty
 
 
-def _single_node_plan(order: Order, ranked: list[Lane], views: dict[tuple[str, str], _NodeView]) -> Plan | None:
-    for lane in ranked:
-        need: dict[str, float] = defaultdict(float)
-        for ln in order.lines:
-            need[ln.sku] += ln.qty
-        if all(
-            views.get((sku, lane.from_node)) and views[(sku, lane.from_node)].usable >= q for sku, q in need.items()
-        ):
-            return {ln.line: {lane.from_node: ln.qty} for ln in order.lines}
-    return None
-
-
-def _split_plan(order: Order, ranked: list[Lane], views: dict[tuple[str, str], _NodeView]) -> Plan:
-    left = {key: v.usable for key, v in views.items()}
-    plan: Plan = {}
-    for ln in order.lines:
-        plan[ln.line] = {}
-        whole = next((lane.from_node for lane in ranked if left.get((ln.sku, lane.from_node), 0) >= ln.qty), None)
-        if whole is not None:
-            plan[ln.line][whole] = ln.qty
-            left[(ln.sku, whole)] -= ln.qty
-            continue
-        need = ln.qty
-        for lane in ranked:
-            have = left.get((ln.sku, lane.from_node), 0.0)
-            take = min(have, need)
-            if take > 0:
-                plan[ln.line][lane.from_node] = take
-                left[(ln.sku, lane.from_node)] -= take
-                need -= take
-            if need <= 1e-9:
-                break
-    return plan
-
-
 # --- proposals -----------------------------------------------------------------------
 
 
 def _release_proposal(
     ctx: ReleaseContext,
-    plan: Plan,
+    sourcing: _Sourcing,
     short: dict[int, float],
     views: dict[tuple[str, str], _NodeView],
     lanes: dict[str, Lane],
@@ -200,17 +235,23 @@ def _release_proposal(
     disagree: list[str] = []
     per_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
     taken: dict[tuple[str, str], float] = defaultdict(float)
-    for line_no, by_node in plan.items():
-        ln = lines[line_no]
-        for node, qty in by_node.items():
-            actions.append(_act("oms", "allocate", order_id=order.id, line=line_no, sku=ln.sku, node=node, qty=qty))
-            per_node[node].append({"line": line_no, "sku": ln.sku, "qty": qty})
+    for line_no, sub in sorted(sourcing.substituted.items()):
+        actions.append(
+            _act("oms", "substitute_line", order_id=order.id, line=line_no, sku=lines[line_no].sku, substitute=sub)
+        )
+    for line_no, by_node in sorted(sourcing.plan.items()):
+        sku = sourcing.skus[line_no]
+        for node, qty in sorted(by_node.items()):
+            actions.append(_act("oms", "allocate", order_id=order.id, line=line_no, sku=sku, node=node, qty=qty))
+            per_node[node].append({"line": line_no, "sku": sku, "qty": qty})
             cost += lanes[node].cost_per_unit * qty
-            taken[(ln.sku, node)] += qty
+            taken[(sku, node)] += qty
     # Judge safety stock and book disagreement on the total taken per sku@node (several lines
     # may draw on one node), against usable stock (ERP blocks already deducted).
     for (sku, node), qty in sorted(taken.items()):
-        v = views[(sku, node)]
+        v = views.get((sku, node))
+        if v is None:
+            continue
         if safety_ok and v.safety and qty > v.usable - v.safety + 1e-9:
             used_safety.append(f"{sku}@{node}")
         if v.erp_book - v.erp_blocked < qty:
@@ -221,10 +262,15 @@ def _release_proposal(
     nodes = _nodes_by_id(ctx.network)
     for node, node_lines in sorted(per_node.items()):
         actions.append(_wave_action(ctx, nodes.get(node) or Node(id=node, region=""), node_lines))
+    late_promise = _late_promise(ctx, sourcing, nodes, lanes)
+    if late_promise is not None:
+        actions.append(_act("oms", "update_promise_date", order_id=order.id, line=None, promise_date=late_promise))
     status = "partially_released" if short else "released"
     actions.append(_act("oms", "update_order_status", order_id=order.id, status=status))
 
-    confidence = 0.95 - 0.05 * bool(used_safety) - 0.15 * bool(disagree) - 0.05 * bool(short)
+    confidence = (
+        0.95 - 0.05 * bool(used_safety) - 0.15 * bool(disagree) - 0.05 * bool(short) - 0.05 * bool(sourcing.late)
+    )
     sources = ", ".join(f"{n} ({lanes[n].cost_per_unit:g}/unit)" for n in sorted(per_node))
     if short:
         rationale = (
@@ -234,23 +280,54 @@ def _release_proposal(
         )
     else:
         split = " as a split shipment" if len(per_node) > 1 else ""
-        rationale = f"All lines are pickable; released from {sources}{split}, the cheapest lane(s) that can fill."
+        rationale = f"All lines are pickable; released from {sources}{split}, the cheapest on-time source(s)."
+    if sourcing.substituted:
+        subs = ", ".join(f"line {n}: {lines[n].sku} → {s}" for n, s in sorted(sourcing.substituted.items()))
+        rationale += f" Substituted {subs} (the first allowed substitute with stock)."
+    if late_promise is not None:
+        rationale += f" No node with stock ships by ship-by; the promise date moves to {late_promise}."
     if short and not safety_ok:
         rationale += _safety_kept_back(ctx, views, {lines[n].sku for n in short})
     if used_safety:
         rationale += f" Used safety stock at {', '.join(used_safety)} ({order.priority}/{ctx.customer.tier} order)."
     if disagree:
         rationale += f" ERP book stock is below the allocation at {', '.join(disagree)}: books lag the warehouse."
+    evidence = _evidence(ctx, views, plan=sourcing.plan, short=short, safety_ok=safety_ok, disagree=disagree)
+    evidence["sourcing"] = {
+        "binding_constraint": {str(k): v for k, v in sorted(sourcing.why.items())},
+        "cost": sourcing.cost,
+        "late_lines": {str(k): v for k, v in sorted(sourcing.late.items())},
+        "substituted": {str(k): v for k, v in sorted(sourcing.substituted.items())},
+        **sourcing.stats,
+    }
     return Proposal(
         workflow=WORKFLOW,
         subject=order.id,
-        outcome=status,
+        outcome="substituted" if sourcing.substituted and not short else status,
         confidence=round(max(0.0, confidence), 4),
         cost_impact=round(cost, 2),
         rationale=rationale,
-        evidence=_evidence(ctx, views, plan=plan, short=short, safety_ok=safety_ok, disagree=disagree),
+        evidence=evidence,
         actions=actions,
     )
+
+
+def _late_promise(
+    ctx: ReleaseContext, sourcing: _Sourcing, nodes: dict[str, Node], lanes: dict[str, Lane]
+) -> str | None:
+    """When a line can only ship late: the new promise is the latest late node's next cutoff + transit."""
+    dates = []
+    for late_nodes in sourcing.late.values():
+        for node_id in late_nodes:
+            node = nodes.get(node_id)
+            carriers = [c for c in (node.carriers if node else []) if c.code == ctx.order.carrier] or (
+                node.carriers if node else []
+            )
+            if not carriers:
+                continue
+            ships = min(next_cutoff(ctx.now, c.cutoff) for c in carriers)
+            dates.append(ships.date() + timedelta(days=lanes[node_id].transit_days))
+    return max(dates).isoformat() if dates else None
 
 
 def _backorder_proposal(ctx: ReleaseContext, short: dict[int, float], lanes: dict[str, Lane]) -> Proposal:
@@ -334,7 +411,12 @@ def promise_date(supply: list[Supply], lanes: dict[str, Lane], today: date) -> t
     return (best[0], best[1]) if best else (None, None)
 
 
-def _no_stock(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], lanes: dict[str, Lane]) -> Proposal:
+def _no_stock(
+    ctx: ReleaseContext,
+    views: dict[tuple[str, str], _NodeView],
+    lanes: dict[str, Lane],
+    sourcing: _Sourcing | None = None,
+) -> Proposal:
     order = ctx.order
     parts = []
     for ln in order.lines:
@@ -351,6 +433,11 @@ def _no_stock(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], lane
     proposal.evidence.update(
         _evidence(ctx, views, plan={}, short={}, safety_ok=may_use_safety_stock(order, ctx.customer))
     )
+    if sourcing is not None:
+        proposal.evidence["sourcing"] = {
+            "binding_constraint": {str(k): v for k, v in sorted(sourcing.why.items())},
+            "partial_plan": {str(k): v for k, v in sorted(sourcing.plan.items()) if v},
+        }
     return proposal
 
 

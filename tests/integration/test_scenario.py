@@ -33,11 +33,14 @@ def check_example(report: dict[str, Any]) -> None:
     assert outcomes["SO-1001"] == ("released", "executed")
     assert outcomes["SO-1002"] == ("released", "executed")
     assert outcomes["SO-1003"] == ("held", "executed")  # CUST-9 is on credit hold
-    assert outcomes["SO-1004"] == ("held", "executed")  # 3 of SKU-300 pickable, 5 wanted, no split
+    # 3 of SKU-300 pickable, 5 wanted, no split; the order allows substitution and SKU-301 has 40.
+    assert outcomes["SO-1004"] == ("substituted", "executed")
     for subject in ("ASN-5001", "TASK-1", "GR-7001", "tick"):
         assert outcomes[subject] == ("no_action", "observed")
     kpis = report["kpis"]
-    assert (kpis["orders"], kpis["lines"], kpis["oversells"], kpis["held_orders"]) == (4, 5, 0, 2)
+    assert (kpis["orders"], kpis["lines"], kpis["oversells"], kpis["held_orders"]) == (4, 5, 0, 1)
+    [line] = next(o for o in report["final_state"]["oms"]["orders"] if o["id"] == "SO-1004")["lines"]
+    assert line["substituted_by"] == "SKU-301" and line["allocations"] == [{"node": "DC-WEST", "qty": 5.0}]
     assert kpis["decision_latency_ms"]["p99"] >= kpis["decision_latency_ms"]["p50"] > 0
     keys = [a["idempotency_key"] for d in report["decisions"] for a in d["actions"]]
     assert len(keys) == len(set(keys)) and all(keys)

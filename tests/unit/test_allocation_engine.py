@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_standard_order_leaves_safety_stock_and_the_evidence_says_it_was_kept_ba
 
 
 @pytest.mark.parametrize("kw", [{"priority": "express"}, {"tier": "gold"}])
-def test_express_or_gold_line_uses_safety_stock_and_the_evidence_names_it(kw: dict[str, str]) -> None:
+def test_express_or_gold_line_uses_safety_stock_and_the_evidence_names_it(kw: dict[str, Any]) -> None:
     net = Network(nodes=[node("N1"), node("N2")], lanes=[lane("N1", 1.0), lane("N2", 3.0)])
     stock = [view("N1", "A", 3, safety=4), view("N2", "A", 10)]
     who = "express order" if "priority" in kw else "gold customer"

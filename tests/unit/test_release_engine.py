@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -813,3 +814,65 @@ def test_the_baseline_escalates_what_no_node_book_stock_covers() -> None:
     assert actions(p, "oms.allocate") == []
     [ticket] = actions(p, "notify.ticket")
     assert ticket["team"] == "planning" and "SKU-1 x5" in ticket["summary"]
+
+
+# --- sourcing through the allocation engine (issue 3) ----------------------------------------
+
+
+def with_substitutes(ctx: ReleaseContext, subs: dict[str, list[str]]) -> ReleaseContext:
+    order = ctx.order.model_copy(update={"allow_substitution": True})
+    skus = {k: v.model_copy(update={"substitutes": subs.get(k, [])}) for k, v in ctx.skus.items()}
+    return dataclasses.replace(ctx, order=order, skus=skus)
+
+
+def test_a_short_line_takes_the_first_substitute_with_stock_when_the_order_allows_it() -> None:
+    base = make_ctx(
+        [("SKU-1", 5)], stock=[ns("N2", 2), ns("N2", 10, sku="SKU-2"), ns("N2", 10, sku="SKU-3")], allow_split=False
+    )
+    ctx = with_substitutes(base, {"SKU-1": ["SKU-9", "SKU-2", "SKU-3"]})  # SKU-9 is unknown: skipped
+
+    [p] = decide_release(ctx)
+
+    assert p.outcome == "substituted"
+    assert actions(p, "oms.substitute_line") == [{"order_id": "SO-1", "line": 1, "sku": "SKU-1", "substitute": "SKU-2"}]
+    assert [(a["sku"], a["node"], a["qty"]) for a in actions(p, "oms.allocate")] == [("SKU-2", "N2", 5)]
+    assert "Substituted line 1: SKU-1 → SKU-2" in p.rationale
+
+
+def test_without_permission_to_substitute_the_short_order_is_held() -> None:
+    ctx = make_ctx([("SKU-1", 5)], stock=[ns("N2", 2), ns("N2", 10, sku="SKU-2")], allow_split=False)
+    ctx = dataclasses.replace(
+        ctx, skus={k: v.model_copy(update={"substitutes": ["SKU-2"]}) for k, v in ctx.skus.items()}
+    )
+
+    [p] = decide_release(ctx)
+
+    assert p.outcome == "held" and actions(p, "oms.substitute_line") == []
+
+
+def test_a_cheaper_node_that_would_ship_late_is_avoided_and_the_evidence_says_why() -> None:
+    # Ship by 16:00 today: N2 (cheapest) ships at 16:30 DPD, N1 at 15:00 DHL (its earliest carrier).
+    ship_by = NOW.replace(hour=16)
+    ctx = make_ctx([("SKU-1", 5)], stock=[ns("N1", 10), ns("N2", 10)], ship_by=ship_by)
+
+    [p] = decide_release(ctx)
+
+    assert allocations(p) == {(1, "N1"): 5}
+    why = p.evidence["sourcing"]["binding_constraint"]["1"]
+    assert "N2 would ship late" in why and "16:30 DPD" in why
+    assert actions(p, "oms.update_promise_date") == []
+
+
+def test_when_only_a_late_node_has_stock_the_promise_date_moves_to_its_ship_date_plus_transit() -> None:
+    ship_by = NOW.replace(hour=16)
+    ctx = make_ctx([("SKU-1", 5)], stock=[ns("N2", 10)], ship_by=ship_by)
+
+    [p] = decide_release(ctx)
+
+    assert allocations(p) == {(1, "N2"): 5}
+    # N2 ships today at 16:30 and the lane to "east" takes 1 day.
+    assert actions(p, "oms.update_promise_date") == [
+        {"order_id": "SO-1", "line": None, "promise_date": (TODAY + timedelta(days=1)).isoformat()}
+    ]
+    assert p.evidence["sourcing"]["late_lines"] == {"1": ["N2"]}
+    assert "promise date moves" in p.rationale
