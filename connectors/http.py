@@ -153,6 +153,9 @@ class HttpOms(_HttpSystem):
             raise UnknownOrder(order_id)
         return OrderView.model_validate(self._ok(response, "GET", path))
 
+    def orders(self, statuses: list[str]) -> list[OrderView]:
+        return [OrderView.model_validate(o) for o in self._get("/api/v1/orders", {"status": ",".join(statuses)})]
+
     def customer(self, customer_id: str) -> Customer:
         return Customer.model_validate(self._get(f"/api/v1/customers/{quote(customer_id, safe='')}"))
 

@@ -50,6 +50,10 @@ class OmsPort(Protocol):
 
     def customer(self, customer_id: str) -> Customer: ...
 
+    def orders(self, statuses: list[str]) -> list[OrderView]:
+        """Orders in any of ``statuses`` (the open backlog a tick re-plans)."""
+        ...
+
     def network(self) -> Network:
         """Nodes, lanes and carriers the OMS sources from."""
         ...

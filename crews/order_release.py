@@ -13,7 +13,7 @@ from domain.engines.baseline import decide_baseline_release
 from domain.engines.release import ReleaseContext, decide_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
-from tools.context import Systems, release_context
+from tools.context import Systems, release_context, substitutes_of
 
 
 class OrderReleaseSpecialist:
@@ -22,9 +22,13 @@ class OrderReleaseSpecialist:
     workflow = "order_release"
     verify_stock = True
 
-    def lock_keys(self, event: CloudEvent) -> list[str]:
-        # One lock per SKU covers every node: read-decide-allocate is atomic per SKU.
-        return sorted({f"sku:{line.get('sku')}" for line in event.data.get("lines", []) if isinstance(line, dict)})
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
+        # One lock per SKU covers every node: read-decide-allocate is atomic per SKU. A substitute
+        # may be allocated instead, so when the order allows substitution its SKUs are locked too.
+        skus = {str(line.get("sku")) for line in event.data.get("lines", []) if isinstance(line, dict)}
+        if event.data.get("allow_substitution"):
+            skus |= substitutes_of(systems, skus)
+        return sorted(f"sku:{s}" for s in skus)
 
     def decide(self, ctx: ReleaseContext) -> list[Proposal]:
         return decide_release(ctx)
@@ -44,7 +48,7 @@ class BaselineReleaseSpecialist(OrderReleaseSpecialist):
 
     verify_stock = False
 
-    def lock_keys(self, event: CloudEvent) -> list[str]:
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         return []
 
     def decide(self, ctx: ReleaseContext) -> list[Proposal]:

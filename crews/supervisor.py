@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from crews.backlog import BacklogSpecialist
 from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
@@ -36,7 +37,7 @@ class Specialist(Protocol):
     @property
     def verify_stock(self) -> bool: ...
 
-    def lock_keys(self, event: CloudEvent) -> list[str]: ...
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]: ...
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]: ...
 
@@ -49,7 +50,7 @@ class NoSpecialist:
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
 
-    def lock_keys(self, event: CloudEvent) -> list[str]:
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         return []
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
@@ -84,4 +85,6 @@ def route(event_type: str, policy: str = "crossdock") -> Specialist:
         return BaselineEscalation(workflow)
     if event_type == "oms.order.created":
         return OrderReleaseSpecialist()
+    if event_type == "crossdock.tick":
+        return BacklogSpecialist()
     return NoSpecialist(workflow)

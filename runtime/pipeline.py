@@ -52,7 +52,7 @@ class Pipeline:
         )
         policy = self.store.get_policy()
         specialist = route(event.type, policy.policy)
-        with self.locks.hold(specialist.lock_keys(event)):
+        with self.locks.hold(specialist.lock_keys(event, self.systems)):
             decisions = self._decide(job_id, job, event, specialist, policy, accepted_at)
             for decision in decisions:
                 if decision.status == "executing":

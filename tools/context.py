@@ -11,6 +11,7 @@ from datetime import datetime
 
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply
+from domain.engines.backlog import BacklogContext, HeldOrder
 from domain.engines.release import ReleaseContext
 from domain.errors import PermanentConnectorError, UnknownSku
 from domain.models import Customer
@@ -89,4 +90,52 @@ def release_context(systems: Systems, order_id: str, now: datetime) -> ReleaseCo
         supply=supply,
         network=systems.oms.network(),
         now=now,
+    )
+
+
+HELD_FOR_STOCK = "no_stock"
+
+
+def held_orders(systems: Systems) -> list[OrderView]:
+    """Orders the OMS holds for lack of stock: the backlog a tick re-sources."""
+    return [v for v in systems.oms.orders(["held"]) if v.hold_reason == HELD_FOR_STOCK]
+
+
+def substitutes_of(systems: Systems, skus: set[str]) -> set[str]:
+    """The first substitutes of ``skus`` (what a release may allocate instead)."""
+    out: set[str] = set()
+    for sku in sorted(skus):
+        try:
+            out.update(systems.erp.sku(sku).substitutes[:MAX_SUBSTITUTES])
+        except UnknownSku:
+            continue
+    return out
+
+
+def backlog_context(systems: Systems, now: datetime) -> BacklogContext:
+    """Held orders with their customers and credit status, and stock for every SKU they need."""
+    held = []
+    wanted: set[str] = set()
+    for view in held_orders(systems):
+        order = view.order
+        try:
+            customer = systems.oms.customer(order.customer)
+        except (LookupError, PermanentConnectorError):
+            customer = Customer(id=order.customer)
+        held.append(HeldOrder(order=order, customer=customer, credit_hold=systems.erp.credit_hold(order.customer)))
+        wanted |= {ln.sku for ln in order.lines}
+        if order.allow_substitution:
+            wanted |= substitutes_of(systems, {ln.sku for ln in order.lines})
+    skus: dict[str, SkuInfo] = {}
+    stock: dict[str, list[NodeStock]] = {}
+    book: dict[str, list[BookPosition]] = {}
+    supply: dict[str, list[Supply]] = {}
+    for sku in sorted(wanted):
+        try:
+            skus[sku], book[sku], supply[sku] = read_books(systems, sku)
+        except UnknownSku:
+            continue
+        stock[sku] = read_stock(systems, sku)
+    return BacklogContext(
+        orders=held, skus=skus, stock=stock, book=book, supply=supply, network=systems.oms.network(), now=now
     )

@@ -135,6 +135,12 @@ def _erp_routes(state: TwinState, act: Act) -> APIRouter:
 def _oms_routes(state: TwinState, act: Act) -> APIRouter:
     r = APIRouter(tags=["oms"])
 
+    @r.get("/orders")
+    def orders(status: str | None = None) -> list[dict[str, Any]]:
+        """Orders, optionally filtered by a comma-separated list of statuses."""
+        wanted = {s.strip() for s in status.split(",") if s.strip()} if status else None
+        return [o.model_dump(mode="json") for o in state.orders(wanted)]
+
     @r.get("/orders/{order_id}")
     def order(order_id: str) -> dict[str, Any]:
         """An order with its status and reservations."""

@@ -285,6 +285,12 @@ class TwinState:
         with self._lock:
             return list(self._orders)
 
+    def orders(self, statuses: set[str] | None = None) -> list[OrderView]:
+        """Orders (optionally only those in ``statuses``), in the order they were created."""
+        with self._lock:
+            ids = [i for i, rec in self._orders.items() if statuses is None or rec["status"] in statuses]
+        return [self.order(i) for i in ids]
+
     def customer(self, customer_id: str) -> Customer:
         with self._lock:
             found = self._customers.get(customer_id)

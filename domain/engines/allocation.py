@@ -588,13 +588,102 @@ def greedy_batch(
     return _compose(lines, parts, net, penalties, SolverStats("greedy", "FEASIBLE", wall))
 
 
-def _greedy_all(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> list[list[_Part]]:
+def _greedy_all(
+    lines: Sequence[AllocLine], net: _Net, pen: Penalties, orders: list[list[int]] | None = None
+) -> list[list[_Part]]:
     state = _State(net)
     parts: list[list[_Part]] = [[] for _ in lines]
-    for idx in _group_orders(lines):
+    for idx in _group_orders(lines) if orders is None else orders:
         for i, p in zip(idx, _greedy_order([lines[i] for i in idx], net, state, pen), strict=True):
             parts[i] = p
     return parts
+
+
+def _greedy_bounded(
+    lines: Sequence[AllocLine],
+    net: _Net,
+    pen: Penalties,
+    orders: list[list[int]],
+    model: _Model,
+    beat: float,
+) -> tuple[list[list[_Part]], float] | None:
+    """``_greedy_all`` that gives up once it provably cannot cost less than ``beat``.
+
+    After each stretch of orders the running cost of the greedy plan plus a lower bound for the
+    orders still to come is compared with ``beat``. The bound, per SKU component, is every
+    remaining line at its cheapest arc (or unfilled), plus the units that cannot be filled because
+    the component's stock left is smaller than the remaining demand, at the smallest unfilled rate
+    minus the largest per-unit arc cost. Returns the greedy plan and its cost, or None.
+    """
+    n = len(lines)
+    if n == 0:
+        return [], 0.0
+    # Bucket prices u ≥ 0 from the flow optimum (fixed-point rounds over the arcs that carry
+    # flow); any u ≥ 0 gives a valid Lagrangian bound, the optimum's prices a tight one:
+    #   cost(lines R on stock S') ≥ Σ_{i∈R} q_i · min(unfilled_i, min_j c_ij + u_j) − Σ_b u_b S'_b.
+    if model.scale != 1 or model.flows is None or model.unfilled is None:
+        parts_all = _greedy_all(lines, net, pen, orders)
+        return parts_all, sum(_parts_cost(ln, p, pen) for ln, p in zip(lines, parts_all, strict=True))
+    nb = len(model.buckets)
+    node_of = np.where(model.arc_safety, nb + model.arc_bucket, model.arc_bucket)  # price index
+    cap = np.concatenate([model.free_cap, model.safety_cap]).astype(np.float64)
+    used = np.zeros(2 * nb)
+    np.add.at(used, node_of, model.flows.astype(np.float64))
+    saturated = (used >= cap - 1e-9) & (cap > 0)
+    carry = np.nonzero(model.flows > 0)[0]
+    c_line, c_node, c_cost = model.arc_line[carry], node_of[carry], model.arc_cost[carry]
+    open_line = model.unfilled > 0
+    u = np.zeros(2 * nb)
+    for _ in range(30):
+        pi = np.full(n, -np.inf)
+        np.maximum.at(pi, c_line, c_cost + u[c_node])
+        pi = np.where(open_line, model.unfilled_rate, pi)
+        nu = np.zeros(2 * nb)
+        np.maximum.at(nu, c_node, pi[c_line] - c_cost)
+        nu = np.where(saturated, np.maximum(nu, 0.0), 0.0)
+        if np.array_equal(nu, u):
+            break
+        u = nu
+    value = model.unfilled_rate.copy()
+    np.minimum.at(value, model.arc_line, model.arc_cost + u[node_of])
+    qty = np.array([ln.qty for ln in lines], dtype=np.float64)
+    line_value = (qty * value).tolist()
+    priced = [(b, float(u[b])) for b in np.nonzero(u > 0)[0].tolist()]
+    priced_keys = [(model.buckets[b % nb], b >= nb, ub) for b, ub in priced]
+    rest_value = float(sum(line_value))
+    state = _State(net)
+    parts: list[list[_Part]] = [[] for _ in lines]
+    running = 0.0
+    check_every = max(8, len(orders) // 64)
+    tolerance = 1e-7 * max(1.0, abs(beat))
+    for k, idx in enumerate(orders):
+        order_lines = [lines[i] for i in idx]
+        for i, ln, p in zip(idx, order_lines, _greedy_order(order_lines, net, state, pen), strict=True):
+            parts[i] = p
+            running += _parts_cost(ln, p, pen)
+            rest_value -= line_value[i]
+        if running > beat + tolerance:
+            return None
+        if k % check_every == 0:
+            held = 0.0
+            for key, is_safety, ub in priced_keys:
+                held += ub * max(0.0, (state.safety if is_safety else state.free).get(key, 0.0))
+            if running + rest_value - held > beat + tolerance:
+                return None
+    return parts, running
+
+
+def _violated(lines: Sequence[AllocLine], parts: Sequence[Sequence[_Part]], pinned: list[list[int]]) -> bool:
+    """Does any one-node order use more than one node?"""
+    for idx in pinned:
+        first: str | None = None
+        for i in idx:
+            for p in parts[i]:
+                if first is None:
+                    first = p.node
+                elif p.node != first:
+                    return True
+    return False
 
 
 def optimise(
@@ -625,25 +714,29 @@ def optimise(
     def total_of(plan: Sequence[Sequence[_Part]]) -> float:
         return sum(_parts_cost(ln, p, penalties) for ln, p in zip(lines, plan, strict=True))
 
-    # Candidate A: the flow optimum, repaired in place.
-    state = _State(net)
-    for parts in flow_parts:
-        for p in parts:
-            state.consume(p)
-    repaired = _repair(lines, flow_parts, net, state, penalties)
-    chosen, solver, total = flow_parts, "min_cost_flow", total_of(flow_parts)
     tolerance = 1e-6 * max(1.0, abs(lower_bound))
     orders = _group_orders(lines)
     pinned = [idx for idx in orders if not lines[idx[0]].allow_split]
-    lap("repair")
-    if total > lower_bound + tolerance and pinned:
-        # Candidate B: place the one-node orders first, then re-solve the flow for the rest.
+    if not _violated(lines, flow_parts, pinned):
+        # Candidate A: the flow optimum already keeps every one-node order on one node; only
+        # split lines may still move to one node.
         state = _State(net)
-        alt: list[list[_Part]] = [[] for _ in lines]
+        for parts in flow_parts:
+            for p in parts:
+                state.consume(p)
+        repaired = _repair(lines, flow_parts, net, state, penalties, orders)
+        chosen, solver, total = flow_parts, "min_cost_flow", total_of(flow_parts)
+        lap("repair")
+    else:
+        # Candidate B: place the one-node orders first, then re-solve the flow for the rest.
+        # (Repairing the flow optimum in place would move the same orders one by one onto
+        # what stock is left; placing them first and re-optimising the rest does better.)
+        state = _State(net)
+        chosen = [[] for _ in lines]
         for idx in pinned:
             single, _ = _best_single_node([lines[i] for i in idx], net, state, penalties)
             for i, line_parts in zip(idx, single, strict=True):
-                alt[i] = line_parts
+                chosen[i] = line_parts
         rest = [i for idx in orders if lines[idx[0]].allow_split for i in idx]
         rest_lines = [lines[i] for i in rest]
         rest_net = net.residual(state)
@@ -657,19 +750,17 @@ def optimise(
         for parts in rest_parts:
             for p in parts:
                 rest_state.consume(p)
-        repaired_b = _repair(rest_lines, rest_parts, rest_net, rest_state, penalties)
+        repaired = _repair(rest_lines, rest_parts, rest_net, rest_state, penalties) + len(pinned)
         for i, line_parts in zip(rest, rest_parts, strict=True):
-            alt[i] = line_parts
-        alt_total = total_of(alt)
-        if alt_total < total - 1e-9:
-            chosen, solver, total, repaired = alt, "min_cost_flow/pinned-first", alt_total, repaired_b + len(pinned)
+            chosen[i] = line_parts
+        solver, total = "min_cost_flow/pinned-first", total_of(chosen)
         lap("repair")
     if total > lower_bound + tolerance:
-        # Still not provably optimal after the split rules: keep the greedy plan if it is cheaper.
-        greedy_parts = _greedy_all(lines, net, penalties)
-        greedy_total = total_of(greedy_parts)
-        if greedy_total < total - 1e-9:
-            chosen, solver = greedy_parts, "greedy"
+        # Not provably optimal after the split rules: keep the greedy plan if it is cheaper.
+        # The greedy run stops as soon as it provably cannot be.
+        got = _greedy_bounded(lines, net, penalties, orders, model, total - 1e-9)
+        if got is not None and got[1] < total - 1e-9:
+            chosen, solver = got[0], "greedy"
         lap("greedy")
     wall = (time.perf_counter() - started) * 1000
     stats = SolverStats(
@@ -741,6 +832,8 @@ class _Model:
     arc_icost: IntArray  # integer cost per flow unit, with tie-breaks
     num_arcs: int = 0
     num_nodes: int = 0
+    flows: IntArray | None = None  # per arc, after the solve
+    unfilled: IntArray | None = None  # per line, after the solve
 
 
 def _ts(moment: datetime | None) -> float:
@@ -934,6 +1027,8 @@ def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[
         unfilled[li] = smcf.flows(unfilled_arcs)
     m.num_arcs = num_arcs
     m.num_nodes = num_nodes
+    m.flows = flows
+    m.unfilled = unfilled
     q = float(m.scale)
     objective = float((flows * m.arc_cost).sum() / q + (unfilled * m.unfilled_rate).sum() / q)
     parts: list[list[_Part]] = [[] for _ in lines]
@@ -975,10 +1070,17 @@ def _cheapest_whole_line(
     return None if best is None else (best[0], best[2], best[3], best[4])
 
 
-def _repair(lines: Sequence[AllocLine], parts: list[list[_Part]], net: _Net, state: _State, pen: Penalties) -> int:
+def _repair(
+    lines: Sequence[AllocLine],
+    parts: list[list[_Part]],
+    net: _Net,
+    state: _State,
+    pen: Penalties,
+    orders: list[list[int]] | None = None,
+) -> int:
     """Enforce allow_split=False per order; move split lines to one node when that is cheaper."""
     repaired = 0
-    for idx in _group_orders(lines):
+    for idx in _group_orders(lines) if orders is None else orders:
         if not lines[idx[0]].allow_split:
             if len({p.node for i in idx for p in parts[i]}) <= 1:
                 continue

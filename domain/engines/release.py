@@ -73,20 +73,30 @@ def decide_release(ctx: ReleaseContext) -> list[Proposal]:
     if ctx.credit_hold:
         return [_hold(ctx, "credit_hold", f"Customer {order.customer} is on credit hold in the ERP.", 0.99)]
 
-    lanes: dict[str, Lane] = {}
-    for ln in ctx.network.lanes:
-        # Several lanes from one node to the region: keep the cheapest, not the last listed.
-        known = lanes.get(ln.from_node)
-        if ln.to_region == order.region and (
-            known is None or (ln.cost_per_unit, ln.transit_days) < (known.cost_per_unit, known.transit_days)
-        ):
-            lanes[ln.from_node] = ln
+    lanes = region_lanes(ctx.network, order.region)
     if not lanes:
         return [_hold(ctx, "review", f"No lane serves region {order.region!r}; the order cannot be sourced.", 0.9)]
 
+    return proposals_for(ctx, _source(ctx, lanes), lanes)
+
+
+def region_lanes(network: Network, region: str) -> dict[str, Lane]:
+    """The cheapest lane from each node to ``region`` (several lanes from one node: cheapest wins)."""
+    lanes: dict[str, Lane] = {}
+    for ln in network.lanes:
+        known = lanes.get(ln.from_node)
+        if ln.to_region == region and (
+            known is None or (ln.cost_per_unit, ln.transit_days) < (known.cost_per_unit, known.transit_days)
+        ):
+            lanes[ln.from_node] = ln
+    return lanes
+
+
+def proposals_for(ctx: ReleaseContext, sourcing: _Sourcing, lanes: dict[str, Lane]) -> list[Proposal]:
+    """Release, split with a backorder, or hold, given where the sourcing engine put each line."""
+    order = ctx.order
     safety_ok = may_use_safety_stock(order, ctx.customer)
     views = _node_views(ctx, lanes, safety_ok)
-    sourcing = _source(ctx, lanes)
     plan = sourcing.plan
     short = {ln.line: ln.qty - sum(plan.get(ln.line, {}).values()) for ln in order.lines}
     short = {k: v for k, v in short.items() if v > 1e-9}
@@ -122,12 +132,24 @@ def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
     from domain.engines import allocation as alloc
 
     order = ctx.order
-    lines = [
+    lines = alloc_lines(ctx)
+    stock = [ns for sku_stock in ctx.stock.values() for ns in sku_stock if ns.node in lanes]
+    book = [b for sku_book in ctx.book.values() for b in sku_book]
+    views = alloc.stock_views(stock, book, ctx.skus.values())
+    return sourcing_from_plan(order, alloc.greedy(lines, views, ctx.network, ctx.now))
+
+
+def alloc_lines(ctx: ReleaseContext, qty: dict[int, float] | None = None) -> list[Any]:
+    """The order's lines as the allocation engine sees them (``qty`` overrides per line)."""
+    from domain.engines import allocation as alloc
+
+    order = ctx.order
+    return [
         alloc.AllocLine(
             order_id=order.id,
             line=ln.line,
             sku=ln.sku,
-            qty=ln.qty,
+            qty=qty.get(ln.line, ln.qty) if qty else ln.qty,
             region=order.region,
             priority=order.priority,
             tier=ctx.customer.tier,
@@ -139,33 +161,35 @@ def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
             substitutes=[s for s in ctx.skus[ln.sku].substitutes if s in ctx.skus] if order.allow_substitution else [],
         )
         for ln in order.lines
+        if not qty or qty.get(ln.line, 0) > 0
     ]
-    stock = [ns for sku_stock in ctx.stock.values() for ns in sku_stock if ns.node in lanes]
-    book = [b for sku_book in ctx.book.values() for b in sku_book]
-    views = alloc.stock_views(stock, book, ctx.skus.values())
-    result = alloc.greedy(lines, views, ctx.network, ctx.now)
+
+
+def sourcing_from_plan(order: Order, result: Any) -> _Sourcing:
+    """This order's part of an allocation plan (greedy for one order, or the batch optimiser's)."""
     plan: Plan = {ln.line: {} for ln in order.lines}
     skus = {ln.line: ln.sku for ln in order.lines}
     late: dict[int, list[str]] = defaultdict(list)
     for a in result.assignments:
+        if a.order_id != order.id:
+            continue
         plan[a.line][a.node] = plan[a.line].get(a.node, 0.0) + a.qty
         skus[a.line] = a.sku
         if a.late:
             late[a.line].append(a.node)
-    cost = {
-        "shipping": round(result.cost.shipping, 4),
-        "late": round(result.cost.late, 4),
-        "split": round(result.cost.split, 4),
-        "unfilled": round(result.cost.unfilled, 4),
-        "substitution": round(result.cost.substitution, 4),
-    }
     return _Sourcing(
         plan=plan,
         skus=skus,
-        substituted={line: sub for (_, line), sub in result.substitutions.items()},
+        substituted={line: sub for (oid, line), sub in result.substitutions.items() if oid == order.id},
         late=dict(late),
-        why={line: text for (_, line), text in result.evidence.items()},
-        cost=cost,
+        why={line: text for (oid, line), text in result.evidence.items() if oid == order.id},
+        cost={
+            "shipping": round(result.cost.shipping, 4),
+            "late": round(result.cost.late, 4),
+            "split": round(result.cost.split, 4),
+            "unfilled": round(result.cost.unfilled, 4),
+            "substitution": round(result.cost.substitution, 4),
+        },
         # Wall time stays out of evidence: the same inputs must give the same decision record.
         stats={"solver": result.stats.solver},
     )

@@ -206,3 +206,39 @@ def test_a_cs_rep_reads_an_order_but_cannot_approve(stack: Stack) -> None:
     assert order.status_code == 200 and order.json()["status"] == "released"
     assert stack.client.get("/v1/orders/SO-404", headers=stack.headers("cs_rep")).status_code == 404
     assert stack.client.post("/v1/decisions/x/approve", headers=stack.headers("cs_rep")).status_code == 403
+
+
+def test_a_tick_re_sources_orders_held_for_stock_once_stock_arrives(stack: Stack) -> None:
+    stack.publish(order_event("SO-20", [("SKU-200", 10)], allow_split=False))
+    stack.publish(order_event("SO-21", [("SKU-200", 9)], allow_split=False, customer="CUST-1"))  # gold
+    stack.drain()
+    assert [stack.state.order(o).hold_reason for o in ("SO-20", "SO-21")] == ["no_stock", "no_stock"]
+    # The WMS finds 5 more units (7 -> 12 pickable): enough for one of the two, not both.
+    adjusted = {
+        "specversion": "1.0",
+        "id": "evt-adj",
+        "source": "wms/test",
+        "type": "wms.inventory.adjusted",
+        "time": "2026-03-21T11:00:00Z",
+        "data": {"node": "DC-EAST", "sku": "SKU-200", "qty_delta": 5, "location": "A-02-02"},
+    }
+    stack.publish(adjusted)
+    tick = {
+        "specversion": "1.0",
+        "id": "evt-tick",
+        "source": "crossdock/clock",
+        "type": "crossdock.tick",
+        "time": "2026-03-21T12:00:00Z",
+        "data": {"now": "2026-03-21T12:00:00Z"},
+    }
+    resp = stack.publish(tick)
+    stack.drain()
+    summary, release = job_of(stack, resp)["decisions"]
+    assert (summary["workflow"], summary["outcome"], summary["status"]) == ("allocation", "reoptimised", "observed")
+    assert summary["evidence"]["considered"] == 2 and summary["evidence"]["released"] == ["SO-21"]
+    # The gold customer's order gets the scarce units; the other stays held, untouched.
+    assert (release["subject"], release["outcome"], release["status"]) == ("SO-21", "released", "executed")
+    assert stack.state.order("SO-21").status == "released"
+    assert [(a.node, a.qty) for a in stack.state.order("SO-21").lines[0].allocations] == [("DC-EAST", 9)]
+    assert stack.state.order("SO-20").hold_reason == "no_stock"
+    assert stack.state.export_state()["oversells"]["count"] == 0
