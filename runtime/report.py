@@ -10,6 +10,8 @@ KPI definitions, where the contract leaves room:
 - ``auto_resolved_rate``: of the decisions in exception/discrepancy/reconciliation
   workflows, the share executed with no human; 0.0 when there were none.
 - ``decision_latency_ms``: event accepted by the API → decision recorded, over all decisions.
+- ``orders_missing_cutoff`` (extension): orders with stock reserved at a node whose next carrier
+  cutoff after the order was created falls after ``ship_by``.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
     transfer_cost = {(t.from_node, t.to_node): t.cost_per_unit for t in scenario.transfer_lanes}
     state_orders = final_state.get("oms", {}).get("orders", [])
 
-    n_lines = on_time = splits = backorders = held = 0
+    n_lines = on_time = splits = backorders = held = missing_cutoff = 0
     cost = 0.0
     for rec in state_orders:
         order = orders.get(rec["id"])
@@ -83,6 +85,8 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
                 on_time += all(_ships_on_time(order, nodes.get(a["node"])) for a in allocs)
         splits += len(order_nodes) > 1 or line_split
         held += rec.get("status") == "held"
+        if order and order_nodes and not all(_ships_on_time(order, nodes.get(n)) for n in order_nodes):
+            missing_cutoff += 1
     for t in final_state.get("wms", {}).get("transfers", []):
         cost += transfer_cost.get((t.get("from"), t.get("to")), 0.0) * float(t.get("qty", 0))
 
@@ -98,6 +102,8 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
         "fulfilment_cost": round(cost, 2),
         "backorders": backorders,
         "held_orders": held,
+        # Extension: orders with stock reserved at a node whose next cutoff is after ship_by.
+        "orders_missing_cutoff": missing_cutoff,
         "auto_resolved_rate": round(len(auto) / len(exceptions), 4) if exceptions else 0.0,
         "pending_review": sum(d.status == "pending_review" for d in decisions),
         "decision_latency_ms": {"p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2)},

@@ -610,40 +610,23 @@ def _greedy_bounded(
     """``_greedy_all`` that gives up once it provably cannot cost less than ``beat``.
 
     After each stretch of orders the running cost of the greedy plan plus a lower bound for the
-    orders still to come is compared with ``beat``. The bound, per SKU component, is every
-    remaining line at its cheapest arc (or unfilled), plus the units that cannot be filled because
-    the component's stock left is smaller than the remaining demand, at the smallest unfilled rate
-    minus the largest per-unit arc cost. Returns the greedy plan and its cost, or None.
+    orders still to come (priced with the flow optimum's bucket duals, see below) is compared
+    with ``beat``. Returns the greedy plan and its cost, or None once it cannot win. The plan,
+    when returned, is exactly ``_greedy_all``'s.
     """
     n = len(lines)
     if n == 0:
         return [], 0.0
-    # Bucket prices u ≥ 0 from the flow optimum (fixed-point rounds over the arcs that carry
-    # flow); any u ≥ 0 gives a valid Lagrangian bound, the optimum's prices a tight one:
-    #   cost(lines R on stock S') ≥ Σ_{i∈R} q_i · min(unfilled_i, min_j c_ij + u_j) − Σ_b u_b S'_b.
+    # Bucket prices u ≥ 0: the flow optimum's dual, read off its residual network. Any u ≥ 0
+    # gives a valid (Lagrangian) bound for lines R on what stock S' is left,
+    #   cost(R, S') ≥ Σ_{i∈R} q_i · min(unfilled_i, min_j c_ij + u_j) − Σ_b u_b S'_b,
+    # and the optimum's prices make it tight (at the start it is the flow objective itself).
     if model.scale != 1 or model.flows is None or model.unfilled is None:
         parts_all = _greedy_all(lines, net, pen, orders)
         return parts_all, sum(_parts_cost(ln, p, pen) for ln, p in zip(lines, parts_all, strict=True))
+    u = _bucket_prices(model)
     nb = len(model.buckets)
-    node_of = np.where(model.arc_safety, nb + model.arc_bucket, model.arc_bucket)  # price index
-    cap = np.concatenate([model.free_cap, model.safety_cap]).astype(np.float64)
-    used = np.zeros(2 * nb)
-    np.add.at(used, node_of, model.flows.astype(np.float64))
-    saturated = (used >= cap - 1e-9) & (cap > 0)
-    carry = np.nonzero(model.flows > 0)[0]
-    c_line, c_node, c_cost = model.arc_line[carry], node_of[carry], model.arc_cost[carry]
-    open_line = model.unfilled > 0
-    u = np.zeros(2 * nb)
-    for _ in range(30):
-        pi = np.full(n, -np.inf)
-        np.maximum.at(pi, c_line, c_cost + u[c_node])
-        pi = np.where(open_line, model.unfilled_rate, pi)
-        nu = np.zeros(2 * nb)
-        np.maximum.at(nu, c_node, pi[c_line] - c_cost)
-        nu = np.where(saturated, np.maximum(nu, 0.0), 0.0)
-        if np.array_equal(nu, u):
-            break
-        u = nu
+    node_of = np.where(model.arc_safety, nb + model.arc_bucket, model.arc_bucket)
     value = model.unfilled_rate.copy()
     np.minimum.at(value, model.arc_line, model.arc_cost + u[node_of])
     qty = np.array([ln.qty for ln in lines], dtype=np.float64)
@@ -671,6 +654,51 @@ def _greedy_bounded(
             if running + rest_value - held > beat + tolerance:
                 return None
     return parts, running
+
+
+def _bucket_prices(m: _Model) -> FloatArray:
+    """Dual prices (money per unit, ≥ 0) of every free bucket then every safety bucket.
+
+    The largest potentials that satisfy the optimality conditions of the solved flow: a bucket
+    with room left is free (0); a full one is worth at most what its cheapest user pays over
+    the arc (π_i − c_ib); a line is worth at most its unfilled rate or any arc with room
+    (c_ib + u_b). Iterated from the top in integer cost units until nothing changes.
+    """
+    assert m.flows is not None and m.unfilled is not None
+    nb = len(m.buckets)
+    node_of = np.where(m.arc_safety, nb + m.arc_bucket, m.arc_bucket)
+    cap = np.concatenate([m.free_cap, m.safety_cap])
+    used = np.bincount(node_of, weights=m.flows.astype(np.float64), minlength=2 * nb)
+    room = (used < cap) | (cap == 0)
+    rate = np.rint(m.unfilled_rate * COST_SCALE).astype(np.int64)
+    top = int(rate.max()) if rate.size else 0
+    # arcs with room (the line can send more), grouped by line
+    fwd = np.nonzero(m.flows < m.supply[m.arc_line])[0]
+    fwd = fwd[np.argsort(m.arc_line[fwd], kind="stable")]
+    f_line = m.arc_line[fwd]
+    f_start = np.flatnonzero(np.r_[True, f_line[1:] != f_line[:-1]]) if fwd.size else np.zeros(0, dtype=np.int64)
+    f_has, f_node, f_cost = f_line[f_start], node_of[fwd], m.arc_icost[fwd]
+    # arcs that carry flow, grouped by bucket
+    carry = np.nonzero(m.flows > 0)[0]
+    carry = carry[np.argsort(node_of[carry], kind="stable")]
+    c_node = node_of[carry]
+    c_start = np.flatnonzero(np.r_[True, c_node[1:] != c_node[:-1]]) if carry.size else np.zeros(0, dtype=np.int64)
+    c_has, c_line, c_cost = c_node[c_start], m.arc_line[carry], m.arc_icost[carry]
+    pi = rate.copy()
+    u = np.full(2 * nb, top, dtype=np.int64)
+    u[room] = 0
+    for _ in range(200):
+        nu = np.full(2 * nb, top, dtype=np.int64)
+        if carry.size:
+            nu[c_has] = np.maximum(0, np.minimum.reduceat(pi[c_line] - c_cost, c_start))
+        nu[room] = 0
+        npi = rate.copy()
+        if fwd.size:
+            npi[f_has] = np.minimum(npi[f_has], np.minimum.reduceat(f_cost + nu[f_node], f_start))
+        if np.array_equal(nu, u) and np.array_equal(npi, pi):
+            break
+        u, pi = nu, npi
+    return u.astype(np.float64) / COST_SCALE
 
 
 def _violated(lines: Sequence[AllocLine], parts: Sequence[Sequence[_Part]], pinned: list[list[int]]) -> bool:

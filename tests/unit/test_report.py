@@ -275,3 +275,9 @@ def test_build_report_rejects_a_final_state_that_breaks_the_contract() -> None:
 def test_build_report_rejects_an_unknown_policy() -> None:
     with pytest.raises(ValidationError, match="policy"):
         build_report(scenario(), "greedy", [], final_state())
+
+
+def test_an_order_with_stock_reserved_where_it_ships_after_ship_by_is_missing_its_cutoff() -> None:
+    # SO-2 (created 13:00, ship by 14:00): N2 next ships tomorrow 12:00, N1 at 17:00. SO-1 ships in time;
+    # SO-3 has nothing reserved, so it is held, not late.
+    assert kpis(scenario(), [], final_state())["orders_missing_cutoff"] == 1
