@@ -222,6 +222,8 @@ class _Net:
         self._cands: dict[tuple[str, str], list[tuple[str, float]]] = {}
         self._cut: dict[tuple[str, str | None], tuple[datetime | None, str]] = {}
         self._late: dict[tuple[str | None, datetime], frozenset[str]] = {}
+        self._late_of: dict[int, tuple[AllocLine, frozenset[str]]] = {}  # per line object
+        self._stock_of: dict[tuple[str, str], tuple[float, float, tuple[float, str]]] = {}
 
     def region_nodes(self, region: str) -> list[tuple[str, float]]:
         """(node, lane cost) for every node with a lane to ``region``: cheapest, then fastest, then by id."""
@@ -258,6 +260,18 @@ class _Net:
             self._cands[key] = got
         return got
 
+    def region_stock(self, sku: str, region: str) -> tuple[float, float, tuple[float, str]]:
+        """Free and safety ``sku`` at the nodes with a lane to ``region``, and the most free at one."""
+        key = (sku, region)
+        got = self._stock_of.get(key)
+        if got is None:
+            nodes = self.region_nodes(region)
+            free = sum(self.free.get((sku, n), 0.0) for n, _ in nodes)
+            safety = sum(self.safety.get((sku, n), 0.0) for n, _ in nodes)
+            most = max((self.free.get((sku, n), 0.0), n) for n, _ in nodes) if nodes else (0.0, "-")
+            got = self._stock_of[key] = (free, safety, most)
+        return got
+
     def cutoff(self, node: str, carrier: str | None) -> tuple[datetime | None, str]:
         """Next cutoff at ``node``: the order's carrier if offered there, else the node's earliest."""
         key = (node, carrier)
@@ -278,12 +292,16 @@ class _Net:
         """Nodes whose next cutoff (for the line's carrier) falls after its ship-by; cached per pair."""
         if line.ship_by is None:
             return frozenset()
+        seen = self._late_of.get(id(line))
+        if seen is not None and seen[0] is line:
+            return seen[1]
         key = (line.carrier, line.ship_by)
         got = self._late.get(key)
         if got is None:
             due = _as_utc(line.ship_by)
             got = frozenset(n for n in self.rank if (at := self.cutoff(n, line.carrier)[0]) is not None and at > due)
             self._late[key] = got
+        self._late_of[id(line)] = (line, got)  # the line is held, so its id cannot be reused
         return got
 
     def late(self, line: AllocLine, node: str) -> bool:
@@ -295,6 +313,7 @@ class _Net:
         twin.free = defaultdict(float, {k: max(0.0, v) for k, v in state.free.items()})
         twin.safety = defaultdict(float, {k: max(0.0, v) for k, v in state.safety.items()})
         twin._cands = {}
+        twin._stock_of = {}
         return twin
 
 
@@ -456,17 +475,25 @@ def _best_whole_line(
     line: AllocLine, net: _Net, state: _State, pen: Penalties, *, on_time: bool | None, subs: bool
 ) -> tuple[str, str, int] | None:
     """Cheapest (node, sku, rank) that fills the whole line; the first substitute with stock wins."""
+    late_at = net.late_nodes(line)
+    rrank = net.region_rank(line.region)
+    free, safety = state.free, state.safety
+    priv, qty = line.privileged, line.qty
     for sku, rank in _options(line) if subs else [(line.sku, -1)]:
         best: tuple[float, int, str] | None = None
         for node, lane in net.candidates(sku, line.region):
-            late = net.late(line, node)
+            late = node in late_at
             if on_time is not None and late == on_time:
                 continue
-            if state.avail(sku, node, line.privileged) + _EPS < line.qty:
+            key = (sku, node)
+            have = free.get(key, 0.0)
+            if priv:
+                have += safety.get(key, 0.0)
+            if have + _EPS < qty:
                 continue
-            key = (_unit_cost(line, lane, late, rank, pen), net.region_rank(line.region)[node], node)
-            if best is None or key[:2] < best[:2]:
-                best = key
+            cand = (_unit_cost(line, lane, late, rank, pen), rrank[node], node)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
         if best is not None:
             return best[2], sku, rank
     return None
@@ -477,23 +504,30 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
     # 1) the whole order from the cheapest on-time node that has every line in stock.
     best: tuple[float, int, str] | None = None
     late_any = frozenset().union(*(net.late_nodes(ln) for ln in lines))
+    rrank = net.region_rank(region)
+    free, safety = state.free, state.safety
+    info = [(ln.sku, ln.qty, ln.privileged) for ln in lines]
+    total_qty = sum(ln.qty for ln in lines)
     for node, lane in net.region_nodes(region):
         if node in late_any:
             continue
         local: dict[str, float] = {}
         ok = True
-        for ln in lines:
-            have = local.get(ln.sku)
+        for sku, qty, priv in info:
+            have = local.get(sku)
             if have is None:
-                have = state.avail(ln.sku, node, ln.privileged)
-            if have + _EPS < ln.qty:
+                key = (sku, node)
+                have = free.get(key, 0.0)
+                if priv:
+                    have += safety.get(key, 0.0)
+            if have + _EPS < qty:
                 ok = False
                 break
-            local[ln.sku] = have - ln.qty
+            local[sku] = have - qty
         if ok:
-            key = (sum(ln.qty for ln in lines) * lane, net.region_rank(region)[node], node)
-            if best is None or key[:2] < best[:2]:
-                best = key
+            cand = (total_qty * lane, rrank[node], node)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
     if best is not None:
         node = best[2]
         return [[_part(ln, net, state, node, ln.sku, -1, ln.qty)] for ln in lines]
@@ -631,28 +665,28 @@ def _greedy_bounded(
     np.minimum.at(value, model.arc_line, model.arc_cost + u[node_of])
     qty = np.array([ln.qty for ln in lines], dtype=np.float64)
     line_value = (qty * value).tolist()
-    priced = [(b, float(u[b])) for b in np.nonzero(u > 0)[0].tolist()]
-    priced_keys = [(model.buckets[b % nb], b >= nb, ub) for b, ub in priced]
+    # Σ_b u_b S'_b, kept up to date as the greedy takes stock.
+    price_of: dict[tuple[str, str], tuple[float, float]] = {}
+    for b in np.nonzero((u[:nb] > 0) | (u[nb:] > 0))[0].tolist():
+        price_of[model.buckets[b]] = (float(u[b]), float(u[nb + b]))
+    held = float((u[:nb] * model.free_cap).sum() + (u[nb:] * model.safety_cap).sum())
     rest_value = float(sum(line_value))
     state = _State(net)
     parts: list[list[_Part]] = [[] for _ in lines]
     running = 0.0
-    check_every = max(8, len(orders) // 64)
     tolerance = 1e-7 * max(1.0, abs(beat))
-    for k, idx in enumerate(orders):
+    for idx in orders:
         order_lines = [lines[i] for i in idx]
         for i, ln, p in zip(idx, order_lines, _greedy_order(order_lines, net, state, pen), strict=True):
             parts[i] = p
             running += _parts_cost(ln, p, pen)
             rest_value -= line_value[i]
-        if running > beat + tolerance:
+            for x in p:
+                price = price_of.get((x.sku, x.node))
+                if price is not None:
+                    held -= price[0] * (x.qty - x.safety_qty) + price[1] * x.safety_qty
+        if running + rest_value - max(0.0, held) > beat + tolerance:
             return None
-        if k % check_every == 0:
-            held = 0.0
-            for key, is_safety, ub in priced_keys:
-                held += ub * max(0.0, (state.safety if is_safety else state.free).get(key, 0.0))
-            if running + rest_value - held > beat + tolerance:
-                return None
     return parts, running
 
 
@@ -998,6 +1032,69 @@ def _spans(keys: IntArray, n: int) -> tuple[IntArray, IntArray]:
     return order, starts
 
 
+def _merge_groups(lines: Sequence[AllocLine], net: _Net) -> tuple[IntArray, list[list[int]]]:
+    """Group splittable lines the flow cannot tell apart: same options, region, safety right,
+    unfilled rate and late nodes (and, when any node is late, the same quantity, since the
+    late penalty is spread over the line's units). Returns each line's group and the members
+    of every group (first member first); one-node lines stay on their own."""
+    ids: dict[object, int] = {}
+    members: list[list[int]] = []
+    group = np.empty(len(lines), dtype=np.int64)
+    for i, ln in enumerate(lines):
+        if ln.allow_split:
+            late = net.late_nodes(ln)
+            subs = tuple(ln.substitutes) if ln.allow_substitution else ()
+            key: object = (ln.sku, subs, ln.region, ln.privileged, late, ln.qty if late else None)
+        else:
+            key = i
+        g = ids.get(key)
+        if g is None:
+            g = ids[key] = len(members)
+            members.append([])
+        members[g].append(i)
+        group[i] = g
+    return group, members
+
+
+def _split_back(m: _Model, members: list[list[int]], flows: IntArray, unfilled: IntArray) -> None:
+    """Share a merged group's flow (held on its first member) out to its members, in place.
+
+    Members take, in line order, their quantity from the group's arcs cheapest first, then from
+    its unfilled flow, so each line uses as few nodes as the group's flow allows.
+    """
+    multi = [g for g in members if len(g) > 1]
+    if not multi:
+        return
+    arc_order, arc_start = _spans(m.arc_line, len(m.supply))
+    starts = arc_start.tolist()
+    supply = m.supply.tolist()
+    icost = m.arc_icost
+    for g in multi:
+        rep = g[0]
+        rep_arcs = arc_order[starts[rep] : starts[rep + 1]]
+        f = flows[rep_arcs]
+        nz = np.nonzero(f)[0]
+        seq: list[list[int]] = [[int(k), int(f[k])] for k in nz[np.lexsort((nz, icost[rep_arcs[nz]]))]]
+        seq.append([-1, int(unfilled[rep])])
+        flows[rep_arcs] = 0
+        unfilled[rep] = 0
+        at = 0
+        for i in g:
+            own = arc_order[starts[i] : starts[i + 1]]
+            need = supply[i]
+            while need > 0:
+                k, left = seq[at]
+                take = min(need, left)
+                if k >= 0:
+                    flows[own[k]] += take
+                else:
+                    unfilled[i] += take
+                need -= take
+                seq[at][1] = left - take
+                if left == take:
+                    at += 1
+
+
 def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[list[_Part]], float]:
     """Solve the transportation problem; return per-line parts and the flow's money objective.
 
@@ -1006,14 +1103,21 @@ def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[
     """
     n_lines, n_b = len(lines), len(m.buckets)
     line_comp, bucket_comp, n_comp = _components(lines, m)
+    # Identical splittable lines share one flow node (exact for the LP); split back below.
+    group, members = _merge_groups(lines, net)
+    is_rep = np.zeros(n_lines, dtype=np.bool_)
+    is_rep[[g[0] for g in members]] = True
+    g_supply = np.zeros(len(members), dtype=np.int64)
+    np.add.at(g_supply, group, m.supply)
+    rep_arc = is_rep[m.arc_line]
     arc_comp = line_comp[m.arc_line]
-    line_order, line_start = _spans(line_comp, n_comp)
+    line_order, line_start = _spans(np.where(is_rep, line_comp, n_comp), n_comp + 1)
     bucket_order, bucket_start = _spans(bucket_comp, n_comp)
-    arc_order, arc_start = _spans(arc_comp, n_comp)
+    arc_order, arc_start = _spans(np.where(rep_arc, arc_comp, n_comp), n_comp + 1)
     local_line = np.zeros(n_lines, dtype=np.int64)
     local_bucket = np.zeros(n_b, dtype=np.int64)
     flows = np.zeros(len(m.arc_line), dtype=np.int64)
-    unfilled = m.supply.copy()  # lines without any arc stay unfilled
+    unfilled = np.where(is_rep, g_supply[group], 0)  # groups without any arc stay unfilled
     unfilled_cost = np.rint(m.unfilled_rate * COST_SCALE).astype(np.int64)
     num_arcs = num_nodes = 0
     for c in range(n_comp):
@@ -1031,9 +1135,9 @@ def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[
         b_local = local_bucket[m.arc_bucket[arcs]]
         heads = np.where(m.arc_safety[arcs], nl + nb + b_local, nl + b_local)
         line_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-            tails, heads, m.supply[m.arc_line[arcs]], m.arc_icost[arcs]
+            tails, heads, g_supply[group[m.arc_line[arcs]]], m.arc_icost[arcs]
         )
-        supply = m.supply[li]
+        supply = g_supply[group[li]]
         sinks_l = np.full(nl, sink, dtype=np.int64)
         # line → sink: left unfilled
         unfilled_arcs = smcf.add_arcs_with_capacity_and_unit_cost(
@@ -1053,6 +1157,7 @@ def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[
         num_nodes += smcf.num_nodes()
         flows[arcs] = smcf.flows(line_arcs)
         unfilled[li] = smcf.flows(unfilled_arcs)
+    _split_back(m, members, flows, unfilled)
     m.num_arcs = num_arcs
     m.num_nodes = num_nodes
     m.flows = flows
@@ -1231,7 +1336,14 @@ def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) ->
             head += f", on time for the {label} cutoff"
         sentences.append(head)
         used = {p.node for p in parts}
-        cheaper = [n for n, c in region_nodes if c < main.lane - 1e-12 and n not in used]
+        cheaper: list[str] = []  # region_nodes is sorted by lane cost: the first three will do
+        for n, c in region_nodes:
+            if not c < main.lane - 1e-12:
+                break
+            if n not in used:
+                cheaper.append(n)
+                if len(cheaper) == 3:
+                    break
         if cheaper:
             sentences.append("Binding: " + "; ".join(_why_not(line, n, net) for n in cheaper[:3]))
         else:
@@ -1245,7 +1357,7 @@ def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) ->
                     f"{line.qty:g} × {line.sku}"
                 )
         if len(used) > 1:
-            best = max((net.free.get((line.sku, n), 0.0), n) for n, _ in region_nodes) if region_nodes else (0.0, "-")
+            best = net.region_stock(line.sku, line.region)[2]
             sentences.append(
                 f"Split across {', '.join(sorted(used))}: no single node could serve {line.qty:g} "
                 f"(most free at one node: {best[0]:g} at {best[1]})"
@@ -1254,8 +1366,7 @@ def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) ->
         if not region_nodes:
             sentences.append(f"{rest:g} units unfilled: no node has a lane to region {line.region}")
         else:
-            free = sum(net.free.get((line.sku, n), 0.0) for n, _ in region_nodes)
-            safety = sum(net.safety.get((line.sku, n), 0.0) for n, _ in region_nodes)
+            free, safety, _ = net.region_stock(line.sku, line.region)
             why = f"{rest:g} units unfilled: nodes with a lane to {line.region} held {free:g} free {line.sku}"
             if safety > _EPS:
                 why += (

@@ -539,19 +539,38 @@ def _evidence(
 
 
 def _wave_action(ctx: ReleaseContext, node: Node, node_lines: list[dict[str, Any]]) -> Action:
+    # Imported here: the wave engine imports next_cutoff from this module.
+    from domain.engines.waves import ReleasableOrder, score
+
     order = ctx.order
     carrier = next((c for c in node.carriers if c.code == order.carrier), node.carriers[0] if node.carriers else None)
     zone = _busiest_zone(ctx, node.id, {x["sku"] for x in node_lines})
+    cutoff_at = next_cutoff(ctx.now, carrier.cutoff) if carrier else None
+    priority = 0.0
+    if cutoff_at is not None:
+        releasable = ReleasableOrder(
+            order_id=order.id,
+            node=node.id,
+            zone=zone or "",
+            carrier=carrier.code if carrier else "",
+            lines=[(x["line"], x["sku"], x["qty"]) for x in node_lines],
+            priority=order.priority,
+            tier=ctx.customer.tier,
+            ship_by=order.ship_by,
+            created=order.created or ctx.now,
+            allow_split=order.allow_split,
+        )
+        priority, _ = score(releasable, ctx.now, cutoff_at)
     return _act(
         "wms",
         "create_wave",
         waveId=f"WV-{order.id}-{node.id}",
         node=node.id,
-        orders=[{"orderId": order.id, "priorityScore": priority_score(ctx), "lines": node_lines}],
+        orders=[{"orderId": order.id, "priorityScore": priority, "lines": node_lines}],
         parameters={
             "workZone": zone,
             "carrierCode": carrier.code if carrier else None,
-            "cutoffTime": next_cutoff(ctx.now, carrier.cutoff).isoformat().replace("+00:00", "Z") if carrier else None,
+            "cutoffTime": cutoff_at.isoformat().replace("+00:00", "Z") if cutoff_at else None,
         },
     )
 
@@ -564,15 +583,6 @@ def _busiest_zone(ctx: ReleaseContext, node: str, skus: set[str]) -> str | None:
                 for loc in ns.locations:
                     by_zone[loc.zone] += loc.on_hand - loc.locked
     return max(sorted(by_zone), key=lambda z: by_zone[z]) if by_zone else None
-
-
-def priority_score(ctx: ReleaseContext) -> float:
-    """0–100: express, gold and a near ship-by date raise it."""
-    score = 40.0 + 25.0 * (ctx.order.priority == "express") + 15.0 * (ctx.customer.tier == "gold")
-    if ctx.order.ship_by is not None:
-        hours = (_utc(ctx.order.ship_by) - _utc(ctx.now)).total_seconds() / 3600
-        score += max(0.0, min(20.0, 20.0 - hours / 2))
-    return round(min(100.0, score), 1)
 
 
 def _utc(moment: datetime) -> datetime:
