@@ -9,8 +9,11 @@ Two paths share one cost model:
   cost, plus the late penalty spread over the line's units when the node's next carrier
   cutoff falls after the line's ship-by time, plus the substitution penalty when the
   bucket holds a substitute SKU (the k-th listed substitute costs k penalties, so the first
-  substitute with stock wins a tie). Split rules are repaired after the solve, and the
-  repaired plan is compared with the greedy plan when it is not provably optimal.
+  substitute with stock wins a tie). Identical splittable lines share one flow node. When
+  the flow optimum sends an order that may not split to several nodes, those orders are placed
+  first (one node each) and the flow is re-solved for the rest; otherwise the optimum is kept
+  and only split lines are repaired. A plan that is not provably optimal is compared with the
+  greedy plan, whose run stops as soon as a dual bound shows it cannot be cheaper.
 * ``greedy`` — the real-time path for one order, O(lines × nodes).
 
 ``certify`` solves the same transportation LP with GLOP (``pywraplp``) so a benchmark can
@@ -22,6 +25,7 @@ substitution. Nothing here does I/O; equal costs are broken by node id.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import time
@@ -52,6 +56,7 @@ _EPS = 1e-9
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+_NO_NODES: set[str] = set()
 
 
 # --- public shapes --------------------------------------------------------------------
@@ -224,6 +229,10 @@ class _Net:
         self._late: dict[tuple[str | None, datetime], frozenset[str]] = {}
         self._late_of: dict[int, tuple[AllocLine, frozenset[str]]] = {}  # per line object
         self._stock_of: dict[tuple[str, str], tuple[float, float, tuple[float, str]]] = {}
+        self._held: dict[str, set[str]] | None = None  # sku → nodes holding free or safety stock
+        self._stocked: dict[str, set[str]] | None = None  # the same, for any stock above zero
+        self.why_cache: dict[tuple[str, str, float, bool, bool, str | None, bool], str] = {}  # for _why_not
+        self._by_cutoff: dict[str | None, tuple[list[datetime], list[str], dict[int, frozenset[str]]]] = {}
 
     def region_nodes(self, region: str) -> list[tuple[str, float]]:
         """(node, lane cost) for every node with a lane to ``region``: cheapest, then fastest, then by id."""
@@ -252,11 +261,15 @@ class _Net:
         key = (sku, region)
         got = self._cands.get(key)
         if got is None:
-            got = [
-                (n, c)
-                for n, c in self.region_nodes(region)
-                if self.free.get((sku, n), 0.0) > _EPS or self.safety.get((sku, n), 0.0) > _EPS
-            ]
+            if self._held is None:
+                held: dict[str, set[str]] = defaultdict(set)
+                for stock in (self.free, self.safety):
+                    for (s, n), v in stock.items():
+                        if v > _EPS:
+                            held[s].add(n)
+                self._held = held
+            at = self._held.get(sku, set())
+            got = [(n, c) for n, c in self.region_nodes(region) if n in at]
             self._cands[key] = got
         return got
 
@@ -271,6 +284,17 @@ class _Net:
             most = max((self.free.get((sku, n), 0.0), n) for n, _ in nodes) if nodes else (0.0, "-")
             got = self._stock_of[key] = (free, safety, most)
         return got
+
+    def stocked(self, sku: str) -> set[str]:
+        """Nodes holding any free or safety stock of ``sku`` (however little)."""
+        if self._stocked is None:
+            stocked: dict[str, set[str]] = defaultdict(set)
+            for stock in (self.free, self.safety):
+                for (s, n), v in stock.items():
+                    if v > 0:
+                        stocked[s].add(n)
+            self._stocked = stocked
+        return self._stocked.get(sku, _NO_NODES)
 
     def cutoff(self, node: str, carrier: str | None) -> tuple[datetime | None, str]:
         """Next cutoff at ``node``: the order's carrier if offered there, else the node's earliest."""
@@ -298,8 +322,19 @@ class _Net:
         key = (line.carrier, line.ship_by)
         got = self._late.get(key)
         if got is None:
-            due = _as_utc(line.ship_by)
-            got = frozenset(n for n in self.rank if (at := self.cutoff(n, line.carrier)[0]) is not None and at > due)
+            # Nodes by next cutoff for this carrier; the late ones are a suffix past ship-by.
+            table = self._by_cutoff.get(line.carrier)
+            if table is None:
+                timed = sorted(
+                    ((at, n) for n in self.rank if (at := self.cutoff(n, line.carrier)[0]) is not None),
+                    key=lambda x: x[0],
+                )
+                table = self._by_cutoff[line.carrier] = ([at for at, _ in timed], [n for _, n in timed], {})
+            times, names, suffixes = table
+            k = bisect.bisect_right(times, _as_utc(line.ship_by))
+            got = suffixes.get(k)
+            if got is None:
+                got = suffixes[k] = frozenset(names[k:])
             self._late[key] = got
         self._late_of[id(line)] = (line, got)  # the line is held, so its id cannot be reused
         return got
@@ -313,6 +348,9 @@ class _Net:
         twin.free = defaultdict(float, {k: max(0.0, v) for k, v in state.free.items()})
         twin.safety = defaultdict(float, {k: max(0.0, v) for k, v in state.safety.items()})
         twin._cands = {}
+        twin._held = None
+        twin._stocked = None
+        twin.why_cache = {}
         twin._stock_of = {}
         return twin
 
@@ -401,9 +439,14 @@ def _part(line: AllocLine, net: _Net, state: _State, node: str, sku: str, rank: 
 
 
 def _parts_cost(line: AllocLine, parts: Sequence[_Part], pen: Penalties) -> float:
-    filled = sum(p.qty for p in parts)
-    cost = sum(p.qty * _unit_cost(line, p.lane, p.late, p.rank, pen) for p in parts)
+    filled = 0.0
+    cost = 0.0
+    for p in parts:
+        filled += p.qty
+        cost += p.qty * _unit_cost(line, p.lane, p.late, p.rank, pen)
     cost += max(0.0, line.qty - filled) * _unfilled_rate(line, pen)
+    if len(parts) < 2:
+        return cost
     nodes = len({p.node for p in parts})
     return cost + pen.split * max(0, nodes - 1)
 
@@ -421,7 +464,24 @@ def _best_single_node(
     # Per line, once: options, late nodes, safety right, unfilled rate.
     info = [(ln, _options(ln), net.late_nodes(ln), ln.privileged, _unfilled_rate(ln, pen)) for ln in lines]
     free, safety = state.free, state.safety
+    rrank = net.region_rank(region)
+    # Only nodes holding some stock of some option can serve anything (a plan never holds more
+    # stock than the network), so the others are skipped; the order of the rest is kept.
+    held: set[str] = set()
+    for _, opts, _, _, _ in info:
+        for sku, _ in opts:
+            held |= net.stocked(sku)
+    qty_rate = [(ln.qty, rate) for ln, _, _, _, rate in info]
+    total_qty = sum(ln.qty for ln in lines)
+    min_rate = min(rate for _, rate in qty_rate)
     for node, lane in net.region_nodes(region):
+        if node not in held:
+            continue
+        # Nodes come cheapest lane first (then by rank), and every unit costs at least the lane
+        # or its unfilled rate: once that floor is above the best, no later node can win.
+        floor = lane * total_qty if lane <= min_rate else sum(q * min(lane, rate) for q, rate in qty_rate)
+        if floor * (1 - 1e-12) > best[0]:
+            break
         local: dict[tuple[str, str], float] = {}
         cost = 0.0
         useful = False
@@ -450,7 +510,7 @@ def _best_single_node(
                     qty_left -= take
                 cost += qty_left * unfilled_rate
             useful = useful or qty_left < ln.qty
-        r = net.region_rank(region)[node]
+        r = rrank[node]
         if useful and (cost < best[0] - 1e-9 or (best[2] is not None and cost <= best[0] + 1e-9 and r < best[1])):
             best = (cost, r, node)
     if best[2] is None:
@@ -481,7 +541,11 @@ def _best_whole_line(
     priv, qty = line.privileged, line.qty
     for sku, rank in _options(line) if subs else [(line.sku, -1)]:
         best: tuple[float, int, str] | None = None
+        extra = pen.substitution * (rank + 1) if rank >= 0 else 0.0
         for node, lane in net.candidates(sku, line.region):
+            # cheapest lane first, then by rank: a later node costs at least lane (+ substitution)
+            if best is not None and (lane + extra if rank >= 0 else lane) >= best[0]:
+                break
             late = node in late_at
             if on_time is not None and late == on_time:
                 continue
@@ -508,8 +572,10 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
     free, safety = state.free, state.safety
     info = [(ln.sku, ln.qty, ln.privileged) for ln in lines]
     total_qty = sum(ln.qty for ln in lines)
+    # A node without any stock of the first line's SKU cannot fill it (unless it is a speck).
+    first = net.stocked(lines[0].sku) if lines[0].qty > 2 * _EPS else None
     for node, lane in net.region_nodes(region):
-        if node in late_any:
+        if node in late_any or (first is not None and node not in first):
             continue
         local: dict[str, float] = {}
         ok = True
@@ -524,10 +590,9 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
                 ok = False
                 break
             local[sku] = have - qty
-        if ok:
-            cand = (total_qty * lane, rrank[node], node)
-            if best is None or cand[:2] < best[:2]:
-                best = cand
+        if ok:  # nodes come cheapest lane first, then by rank: the first that fits wins
+            best = (total_qty * lane, rrank[node], node)
+            break
     if best is not None:
         node = best[2]
         return [[_part(ln, net, state, node, ln.sku, -1, ln.qty)] for ln in lines]
@@ -690,6 +755,51 @@ def _greedy_bounded(
     return parts, running
 
 
+def _restrict(m: _Model, keep: list[int], state: _State) -> _Model:
+    """The model for lines ``keep`` (renumbered in that order) on the stock ``state`` has left.
+
+    The same as building it afresh on ``_Net.residual``: the same arcs in the same order, less
+    those of other lines and those into buckets left empty.
+    """
+    index = np.full(len(m.supply), -1, dtype=np.int64)
+    index[np.array(keep, dtype=np.int64)] = np.arange(len(keep), dtype=np.int64)
+    free_cap = np.array(
+        [math.floor(max(0.0, state.free.get(k, 0.0)) * m.scale + 1e-6) for k in m.buckets], dtype=np.int64
+    )
+    safety_cap = np.array(
+        [math.floor(max(0.0, state.safety.get(k, 0.0)) * m.scale + 1e-6) for k in m.buckets], dtype=np.int64
+    )
+    room = np.where(m.arc_safety, safety_cap[m.arc_bucket] > 0, free_cap[m.arc_bucket] > 0)
+    sel = np.nonzero((index[m.arc_line] >= 0) & room)[0]
+    keep_idx = np.array(keep, dtype=np.int64)
+    comps = groups = None
+    if m.comps is not None:  # components and merge groups carry over, renumbered
+        comps = (m.comps[0][keep_idx], m.comps[1], m.comps[2])
+    if m.groups is not None:
+        kept = np.unique(m.groups[0][keep_idx])
+        renumber = np.full(len(m.groups[1]), -1, dtype=np.int64)
+        renumber[kept] = np.arange(kept.size, dtype=np.int64)
+        members = [[int(index[i]) for i in m.groups[1][g]] for g in kept.tolist()]
+        if all(i >= 0 for g in members for i in g):
+            groups = (renumber[m.groups[0][keep_idx]], members)
+    return _Model(
+        scale=m.scale,
+        buckets=m.buckets,
+        free_cap=free_cap,
+        safety_cap=safety_cap,
+        supply=m.supply[keep_idx],
+        unfilled_rate=m.unfilled_rate[keep_idx],
+        arc_line=index[m.arc_line[sel]],
+        arc_bucket=m.arc_bucket[sel],
+        arc_safety=m.arc_safety[sel],
+        arc_rank=m.arc_rank[sel],
+        arc_cost=m.arc_cost[sel],
+        arc_icost=m.arc_icost[sel],
+        comps=comps,
+        groups=groups,
+    )
+
+
 def _bucket_prices(m: _Model) -> FloatArray:
     """Dual prices (money per unit, ≥ 0) of every free bucket then every safety bucket.
 
@@ -735,19 +845,6 @@ def _bucket_prices(m: _Model) -> FloatArray:
     return u.astype(np.float64) / COST_SCALE
 
 
-def _violated(lines: Sequence[AllocLine], parts: Sequence[Sequence[_Part]], pinned: list[list[int]]) -> bool:
-    """Does any one-node order use more than one node?"""
-    for idx in pinned:
-        first: str | None = None
-        for i in idx:
-            for p in parts[i]:
-                if first is None:
-                    first = p.node
-                elif p.node != first:
-                    return True
-    return False
-
-
 def optimise(
     lines: Sequence[AllocLine],
     stock: Iterable[NodeStockView],
@@ -769,7 +866,7 @@ def optimise(
     net = _Net(stock, network, now)
     model = _build(lines, net, penalties)
     lap("build")
-    flow_parts, lower_bound = _solve_flow(lines, model, net)
+    _, lower_bound = _solve_flow(lines, model, net, with_parts=False)
     arcs, graph_nodes = model.num_arcs, model.num_nodes
     lap("solve")
 
@@ -779,9 +876,10 @@ def optimise(
     tolerance = 1e-6 * max(1.0, abs(lower_bound))
     orders = _group_orders(lines)
     pinned = [idx for idx in orders if not lines[idx[0]].allow_split]
-    if not _violated(lines, flow_parts, pinned):
+    if not _flow_splits_pinned(lines, model, net, pinned):
         # Candidate A: the flow optimum already keeps every one-node order on one node; only
         # split lines may still move to one node.
+        flow_parts = _flow_parts(lines, model, net)
         state = _State(net)
         for parts in flow_parts:
             for p in parts:
@@ -803,7 +901,7 @@ def optimise(
         rest_lines = [lines[i] for i in rest]
         rest_net = net.residual(state)
         lap("repair")
-        rest_model = _build(rest_lines, rest_net, penalties)
+        rest_model = _restrict(model, rest, state)
         lap("build")
         rest_parts, _ = _solve_flow(rest_lines, rest_model, rest_net)
         arcs += rest_model.num_arcs
@@ -896,6 +994,8 @@ class _Model:
     num_nodes: int = 0
     flows: IntArray | None = None  # per arc, after the solve
     unfilled: IntArray | None = None  # per line, after the solve
+    comps: tuple[IntArray, IntArray, int] | None = None  # see _components
+    groups: tuple[IntArray, list[list[int]]] | None = None  # see _merge_groups
 
 
 def _ts(moment: datetime | None) -> float:
@@ -903,7 +1003,8 @@ def _ts(moment: datetime | None) -> float:
 
 
 def _integral(values: Iterable[float]) -> bool:
-    return all(abs(v - round(v)) < 1e-9 for v in values)
+    arr = np.fromiter(values, dtype=np.float64)
+    return bool(np.all(np.abs(arr - np.round(arr)) < 1e-9))
 
 
 def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
@@ -1095,16 +1196,22 @@ def _split_back(m: _Model, members: list[list[int]], flows: IntArray, unfilled: 
                     at += 1
 
 
-def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[list[_Part]], float]:
+def _solve_flow(
+    lines: Sequence[AllocLine], m: _Model, net: _Net, *, with_parts: bool = True
+) -> tuple[list[list[_Part]], float]:
     """Solve the transportation problem; return per-line parts and the flow's money objective.
 
     The problem falls apart into independent components (SKUs linked by substitution); each is
     solved as its own min-cost flow, which is exact and much faster than one large network.
     """
     n_lines, n_b = len(lines), len(m.buckets)
-    line_comp, bucket_comp, n_comp = _components(lines, m)
+    if m.comps is None:
+        m.comps = _components(lines, m)
+    line_comp, bucket_comp, n_comp = m.comps
     # Identical splittable lines share one flow node (exact for the LP); split back below.
-    group, members = _merge_groups(lines, net)
+    if m.groups is None:
+        m.groups = _merge_groups(lines, net)
+    group, members = m.groups
     is_rep = np.zeros(n_lines, dtype=np.bool_)
     is_rep[[g[0] for g in members]] = True
     g_supply = np.zeros(len(members), dtype=np.int64)
@@ -1164,26 +1271,60 @@ def _solve_flow(lines: Sequence[AllocLine], m: _Model, net: _Net) -> tuple[list[
     m.unfilled = unfilled
     q = float(m.scale)
     objective = float((flows * m.arc_cost).sum() / q + (unfilled * m.unfilled_rate).sum() / q)
+    return (_flow_parts(lines, m, net) if with_parts else []), objective
+
+
+def _flow_parts(lines: Sequence[AllocLine], m: _Model, net: _Net) -> list[list[_Part]]:
+    """The solved flow as parts per line (one per node and SKU), by node id."""
+    assert m.flows is not None
+    flows = m.flows
+    q = float(m.scale)
     parts: list[list[_Part]] = [[] for _ in lines]
     merged: dict[tuple[int, str, str], _Part] = {}
-    for a in np.nonzero(flows)[0].tolist():
-        i = int(m.arc_line[a])
+    used = np.nonzero(flows)[0]
+    buckets = m.buckets
+    for i, b, f, rank, is_safety in zip(
+        m.arc_line[used].tolist(),
+        m.arc_bucket[used].tolist(),
+        flows[used].tolist(),
+        m.arc_rank[used].tolist(),
+        m.arc_safety[used].tolist(),
+        strict=True,
+    ):
         ln = lines[i]
-        sku, node = m.buckets[int(m.arc_bucket[a])]
-        qty = float(flows[a]) / q
+        sku, node = buckets[b]
+        qty = f / q
         key = (i, node, sku)
         part = merged.get(key)
         if part is None:
             lane = net.lanes[(node, ln.region)].cost_per_unit
-            part = _Part(node, sku, 0.0, 0.0, net.late(ln, node), int(m.arc_rank[a]), lane)
+            part = _Part(node, sku, 0.0, 0.0, net.late(ln, node), rank, lane)
             merged[key] = part
             parts[i].append(part)
         part.qty += qty
-        if m.arc_safety[a]:
+        if is_safety:
             part.safety_qty += qty
     for p in parts:
-        p.sort(key=lambda x: (net.rank[x.node], x.sku))
-    return parts, objective
+        if len(p) > 1:
+            p.sort(key=lambda x: (net.rank[x.node], x.sku))
+    return parts
+
+
+def _flow_splits_pinned(lines: Sequence[AllocLine], m: _Model, net: _Net, pinned: list[list[int]]) -> bool:
+    """Does the solved flow send any one-node order to more than one node?"""
+    assert m.flows is not None
+    order_of = np.full(len(lines), -1, dtype=np.int64)
+    for k, idx in enumerate(pinned):
+        order_of[idx] = k
+    used = np.nonzero(m.flows)[0]
+    orders = order_of[m.arc_line[used]]
+    keep = orders >= 0
+    if not keep.any():
+        return False
+    node_of_bucket = np.array([net.rank[n] for _, n in m.buckets], dtype=np.int64)
+    nodes = node_of_bucket[m.arc_bucket[used[keep]]]
+    pairs = np.unique(orders[keep] * (len(net.rank) + 1) + nodes)
+    return bool(np.unique(pairs // (len(net.rank) + 1)).size < pairs.size)
 
 
 # --- split repair -------------------------------------------------------------------------
@@ -1194,7 +1335,11 @@ def _cheapest_whole_line(
 ) -> tuple[float, str, str, int] | None:
     best: tuple[float, int, str, str, int] | None = None
     for sku, rank in _options(line):
+        extra = pen.substitution * (rank + 1) if rank >= 0 else 0.0
         for node, lane in net.candidates(sku, line.region):
+            # cheapest lane first: once the lane alone costs more than the best, stop this SKU
+            if best is not None and line.qty * (lane + extra if rank >= 0 else lane) > best[0]:
+                break
             if state.avail(sku, node, line.privileged) + _EPS < line.qty:
                 continue
             cost = line.qty * _unit_cost(line, lane, net.late(line, node), rank, pen)
@@ -1256,7 +1401,8 @@ def _compose(
     shipping = late = split = unfilled_cost = substitution = 0.0
     splits = 0
     for ln, ps in zip(lines, parts, strict=True):
-        ps = sorted(ps, key=lambda p: (net.rank[p.node], p.rank, p.sku))
+        if len(ps) > 1:
+            ps = sorted(ps, key=lambda p: (net.rank[p.node], p.rank, p.sku))
         rest = ln.qty - sum(p.qty for p in ps)
         if rest > 1e-7:
             unfilled[ln.key] = rest
@@ -1309,7 +1455,16 @@ def _stock_note(line: AllocLine, node: str, sku: str, net: _Net) -> str:
 
 
 def _why_not(line: AllocLine, node: str, net: _Net) -> str:
-    """Why a cheaper node did not serve the line: lateness, stock, or competition."""
+    """Why a cheaper node did not serve the line: lateness, stock, or competition (cached)."""
+    late = net.late(line, node)
+    key = (node, line.sku, line.qty, line.privileged, line.allow_split, line.carrier if late else None, late)
+    got = net.why_cache.get(key)
+    if got is None:
+        got = net.why_cache[key] = _why_not_text(line, node, net)
+    return got
+
+
+def _why_not_text(line: AllocLine, node: str, net: _Net) -> str:
     if net.late(line, node):
         _, label = net.cutoff(node, line.carrier)
         return f"{node} would ship late for the {label} cutoff"
@@ -1325,7 +1480,7 @@ def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) ->
     sentences: list[str] = []
     region_nodes = net.region_nodes(line.region)
     if parts:
-        main = max(parts, key=lambda p: (p.qty, -net.rank[p.node]))
+        main = parts[0] if len(parts) == 1 else max(parts, key=lambda p: (p.qty, -net.rank[p.node]))
         served = ", ".join(f"{p.qty:g} × {p.sku} from {p.node} at {p.lane:g}/unit" for p in parts)
         _, label = net.cutoff(main.node, line.carrier)
         head = f"Served {served}"
