@@ -14,6 +14,9 @@ class BacklogSpecialist:
     workflow = "allocation"
     verify_stock = True
 
+    def __init__(self) -> None:
+        self.locked: set[str] | None = None
+
     def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         # Every SKU a held order could take, substitutes included, so no release races this batch.
         skus: set[str] = set()
@@ -24,8 +27,10 @@ class BacklogSpecialist:
             if view.order.allow_substitution:
                 subs_wanted |= own
         skus |= substitutes_of(systems, subs_wanted)
+        self.locked = skus
         return sorted(f"sku:{s}" for s in skus)
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         now = Tick.model_validate(event.data).now
-        return decide_backlog(backlog_context(systems, now))
+        # Orders held after the locks were taken wait for the next tick: their SKUs are not locked.
+        return decide_backlog(backlog_context(systems, now, only_skus=self.locked))

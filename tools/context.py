@@ -112,20 +112,26 @@ def substitutes_of(systems: Systems, skus: set[str]) -> set[str]:
     return out
 
 
-def backlog_context(systems: Systems, now: datetime) -> BacklogContext:
-    """Held orders with their customers and credit status, and stock for every SKU they need."""
+def backlog_context(systems: Systems, now: datetime, only_skus: set[str] | None = None) -> BacklogContext:
+    """Held orders with their customers and credit status, and stock for every SKU they need.
+
+    With ``only_skus``, an order needing any other SKU (or substitute) is left for a later tick.
+    """
     held = []
     wanted: set[str] = set()
     for view in held_orders(systems):
         order = view.order
+        needs = {ln.sku for ln in order.lines}
+        if order.allow_substitution:
+            needs |= substitutes_of(systems, needs)
+        if only_skus is not None and not needs <= only_skus:
+            continue
         try:
             customer = systems.oms.customer(order.customer)
         except (LookupError, PermanentConnectorError):
             customer = Customer(id=order.customer)
         held.append(HeldOrder(order=order, customer=customer, credit_hold=systems.erp.credit_hold(order.customer)))
-        wanted |= {ln.sku for ln in order.lines}
-        if order.allow_substitution:
-            wanted |= substitutes_of(systems, {ln.sku for ln in order.lines})
+        wanted |= needs
     skus: dict[str, SkuInfo] = {}
     stock: dict[str, list[NodeStock]] = {}
     book: dict[str, list[BookPosition]] = {}
