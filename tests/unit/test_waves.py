@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from domain.engines.waves import (
     ReleasableOrder,
     baseline_static_waves,
+    on_time_upper_bound,
     plan_waves,
     score,
     simulate_day,
@@ -121,6 +122,48 @@ def test_lines_already_released_to_a_zone_take_capacity_first() -> None:
     plan = plan_waves(orders, [node()], NOW, window_hours=3.0, committed_lines={("N1", "A"): 25})
     assert plan.waved == ["SO-1@N1"] and [m.order_id for m in plan.missed] == ["SO-2"]
     assert plan.zones["N1/A"]["utilisation"] == 1.0
+
+
+def test_dropping_the_largest_order_keeps_more_orders_on_time_than_dropping_the_first_that_does_not_fit() -> None:
+    # 30 lines fit before UPS 12:00. In sequence: BIG 25, S1 5, S2 5, S3 5 (equal scores, by creation).
+    # Dropping whichever order first does not fit keeps BIG + S1 (2 on time); Moore-Hodgson drops
+    # BIG when S2 overruns (35 > 30) and keeps S1, S2, S3: 15 lines, 3 on time.
+    orders = [order("BIG", 25), *(order(f"S{i}", 5, minute=i) for i in (1, 2, 3))]
+    plan = plan_waves(orders, [node()], NOW, window_hours=3.0)
+    assert plan.waved == ["S1@N1", "S2@N1", "S3@N1"] and plan.deferred == []
+    [missed] = plan.missed
+    assert missed.order_id == "BIG" and missed.promise_date == date(2026, 3, 24)
+    assert "largest standard order (25 line(s))" in missed.reason and "35 lines" in missed.reason
+    ev = plan.evidence["BIG@N1"]
+    assert ev["outcome"] == "missed" and ev["rule"] == "moore-hodgson: largest standard order"
+    assert ev["binding_order"] == "S2@N1" and ev["binding_cutoff"] == "2026-03-23T12:00:00Z"
+    assert ev["capacity"]["lines_due_by_binding_cutoff"] == 35 and ev["capacity"]["lines_fit_by_binding_cutoff"] == 30
+    assert plan.evidence["S3@N1"]["finish_at"] == "2026-03-23T10:30:00Z"  # 15 lines at 10/h
+
+
+def test_a_standard_order_is_dropped_before_a_larger_express_one_when_that_alone_is_enough() -> None:
+    # EXP 14 (express, first by score), A 8, B 10 for UPS: 32 lines > 30. Dropping B (10 >= 2 over)
+    # keeps two orders, as dropping the larger express order would; protection picks B.
+    orders = [order("EXP", 14, priority="express"), order("A", 8, minute=1), order("B", 10, minute=2)]
+    plan = plan_waves(orders, [node()], NOW, window_hours=3.0)
+    assert [m.order_id for m in plan.missed] == ["B"] and plan.waved == ["EXP@N1", "A@N1"]
+    plain = plan_waves(orders, [node()], NOW, window_hours=3.0, protect_priority=False)
+    assert [m.order_id for m in plain.missed] == ["EXP"] and plain.waved == ["A@N1", "B@N1"]
+    assert plain.evidence["EXP@N1"]["rule"] == "moore-hodgson: largest order"
+
+
+def test_a_priority_order_is_dropped_when_no_standard_order_frees_enough_lines() -> None:
+    # UPS 12:00 holds 30 lines, FEDX 13:00 holds 40. STD 3 (UPS), then EXP 20, GOLD 22 (FEDX): 45 > 40.
+    # STD alone frees 3 < 5 lines, so the largest order, GOLD, goes: STD + EXP stay (2 of 3, the most possible).
+    orders = [
+        order("STD", 3),
+        order("EXP", 20, carrier="FEDX", priority="express"),
+        order("GOLD", 22, carrier="FEDX", tier="gold"),
+    ]
+    plan = plan_waves(orders, [node(cutoffs={"UPS": "12:00", "FEDX": "13:00"})], NOW, window_hours=3.0)
+    assert plan.waved == ["STD@N1", "EXP@N1"] and [m.order_id for m in plan.missed] == ["GOLD"]
+    rule = plan.evidence["GOLD@N1"]["rule"]
+    assert rule == "moore-hodgson: largest order; no standard order frees enough lines on its own"
 
 
 def test_waves_group_orders_by_zone_and_carrier() -> None:
@@ -263,6 +306,43 @@ def test_release_bench_measures_both_policies_on_the_same_day() -> None:
     assert cd["waved_then_late"] == 0 and cd["orders_flagged_missed"] == cd["orders_missing_cutoff"]
     assert cd["plan_ms_p99"] >= cd["plan_ms_p50"] > 0
     assert r["delta"]["orders_missing_cutoff"] == cd["orders_missing_cutoff"] - base["orders_missing_cutoff"]
+    bound = r["on_time_upper_bound"]["on_time"]
+    assert (
+        bound >= cd["on_time"]
+        and bound >= base["on_time"]
+        and bound >= r["crossdock_without_priority_protection"]["on_time"]
+    )
+
+
+def test_upper_bound_counts_capacity_arrivals_and_ship_by() -> None:
+    net = [node(rate=4, cutoffs={"UPS": "08:00", "FEDX": "10:00"})]
+
+    def mk(oid: str, carrier: str, **kw: Any) -> ReleasableOrder:
+        return ReleasableOrder(
+            order_id=oid,
+            node="N1",
+            zone="A",
+            carrier=carrier,
+            lines=[(i, "S", 1.0) for i in range(4)],
+            created=START,
+            **kw,
+        )
+
+    # 1 h of picking each. B, C, D are due 08:00: only two fit in 06:00-08:00; A (FEDX 10:00) fits after.
+    day = [(START, mk("A", "FEDX")), *((START, mk(k, "UPS")) for k in "BCD")]
+    bound = on_time_upper_bound(day, net, START)
+    assert bound["on_time"] == 3 and bound["by_zone"] == {"N1/A": {"orders": 4, "max_on_time": 3}}
+    # E arrives 07:30 for UPS 08:00 and needs 1 h: never on time, though the 06:00 capacity bound allows it.
+    late = [(START, mk("A", "FEDX")), (START + timedelta(minutes=90), mk("E", "UPS"))]
+    assert on_time_upper_bound(late, net, START)["on_time"] == 1
+    # An order whose ship_by is before its truck cannot be on time at all.
+    due_early = [(START, mk("F", "FEDX", ship_by=START + timedelta(hours=3)))]
+    assert on_time_upper_bound(due_early, net, START) | {"by_zone": {}} == {
+        "on_time": 0,
+        "on_time_rate": 0.0,
+        "never_on_time": 1,
+        "by_zone": {},
+    }
 
 
 # --- property ---------------------------------------------------------------------------
