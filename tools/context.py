@@ -34,6 +34,9 @@ SCOPES = {
     "read_stock": "wms:read",
     "read_books": "erp:read",
     "release_context": "oms:read wms:read erp:read",
+    "held_orders": "oms:read",
+    "substitutes_of": "erp:read",
+    "backlog_context": "oms:read wms:read erp:read",
 }
 
 
