@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from domain.engines.release import next_cutoff
+from domain.engines.clock import next_cutoff
 from domain.engines.waves import ReleasableOrder, on_time_upper_bound, simulate_day
 from domain.models import Carrier, Node, Zone
 from runtime.report import percentile

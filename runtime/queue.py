@@ -218,17 +218,6 @@ class JobQueue:
         """
         return int(self.r.xlen(self.stream)) == 0 and int(self.r.zcard(self.retry)) == 0
 
-    def stats(self) -> dict[str, int]:
-        try:
-            length = int(self.r.xlen(self.stream))
-        except redis.ResponseError:
-            length = 0
-        return {
-            "stream_length": length,
-            "retry_scheduled": int(self.r.zcard(self.retry)),
-            "dead_letters": int(self.r.xlen(self.dead)) if self.r.exists(self.dead) else 0,
-        }
-
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         if not self.r.exists(self.dead):
             return []

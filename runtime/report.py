@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.decisions import Decision
-from domain.engines.release import next_cutoff
+from domain.engines.clock import next_cutoff
 from domain.models import Order, Scenario
 from domain.report import Report
 

@@ -66,7 +66,6 @@ class Settings(BaseSettings):
     lock_ttl_s: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8000
-    llm_model: str | None = None
 
     key_hashes: dict[str, Role] = {}
 

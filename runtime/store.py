@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.pool import StaticPool
 
 from domain.decisions import Decision
+from domain.engines.clock import as_utc
 from domain.models import Settings
 
 GENESIS_HASH = "0" * 64
@@ -52,10 +53,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: the form that is hashed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -70,11 +67,11 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        value = _as_utc(value)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else _as_utc(value)
+        return None if value is None else as_utc(value)
 
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -108,7 +105,7 @@ def audit_hash(
     """The chained hash of one audit entry."""
     body = {
         "seq": seq,
-        "at": _as_utc(at).isoformat(),
+        "at": as_utc(at).isoformat(),
         "kind": kind,
         "subject": subject,
         "actor": actor,
@@ -315,7 +312,7 @@ class Store:
     def save_decision(self, d: Decision) -> bool:
         """Insert a decision; if its id exists already, change nothing and return False."""
         now = utcnow()
-        created = _as_utc(d.created_at) if d.created_at else now
+        created = as_utc(d.created_at) if d.created_at else now
         d = d.model_copy(update={"created_at": created})
         stmt = (
             self._insert(self.decisions)

@@ -6,6 +6,7 @@ its role allows (enforced where agents are built), so text in an event cannot wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply
 from domain.engines.backlog import BacklogContext, HeldOrder
 from domain.engines.release import ReleaseContext
 from domain.errors import PermanentConnectorError, UnknownSku
-from domain.models import Customer
+from domain.models import Customer, Order
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ SCOPES = {
     "release_context": "oms:read wms:read erp:read",
     "held_orders": "oms:read",
     "substitutes_of": "erp:read",
+    "substitute_map": "erp:read",
     "backlog_context": "oms:read wms:read erp:read",
 }
 
@@ -104,29 +106,49 @@ def held_orders(systems: Systems) -> list[OrderView]:
     return [v for v in systems.oms.orders(["held"]) if v.hold_reason == HELD_FOR_STOCK]
 
 
-def substitutes_of(systems: Systems, skus: set[str]) -> set[str]:
-    """The first substitutes of ``skus`` (what a release may allocate instead)."""
-    out: set[str] = set()
+def substitute_map(systems: Systems, skus: set[str]) -> dict[str, list[str]]:
+    """Each SKU's first substitutes, one material-master read per SKU (an unknown SKU has none)."""
+    out: dict[str, list[str]] = {}
     for sku in sorted(skus):
         try:
-            out.update(systems.erp.sku(sku).substitutes[:MAX_SUBSTITUTES])
+            out[sku] = systems.erp.sku(sku).substitutes[:MAX_SUBSTITUTES]
         except UnknownSku:
-            continue
+            out[sku] = []
     return out
 
 
-def backlog_context(systems: Systems, now: datetime, only_skus: set[str] | None = None) -> BacklogContext:
+def substitutes_of(systems: Systems, skus: set[str]) -> set[str]:
+    """The first substitutes of ``skus`` (what a release may allocate instead)."""
+    return {sub for subs in substitute_map(systems, skus).values() for sub in subs}
+
+
+def order_needs(order: Order, subs: Mapping[str, list[str]]) -> set[str]:
+    """The SKUs an order may take: its own and, when it allows substitution, their substitutes."""
+    own = {ln.sku for ln in order.lines}
+    if not order.allow_substitution:
+        return own
+    return own | {sub for sku in own for sub in subs.get(sku, [])}
+
+
+def backlog_context(
+    systems: Systems,
+    now: datetime,
+    subs: Mapping[str, list[str]] | None = None,
+    only_skus: set[str] | None = None,
+) -> BacklogContext:
     """Held orders with their customers and credit status, and stock for every SKU they need.
 
-    With ``only_skus``, an order needing any other SKU (or substitute) is left for a later tick.
+    ``subs`` (from ``substitute_map``) saves reading the material master twice per tick; with
+    ``only_skus``, an order needing any other SKU (or substitute) is left for a later tick.
     """
+    views = held_orders(systems)
+    if subs is None:
+        subs = substitute_map(systems, {ln.sku for v in views if v.order.allow_substitution for ln in v.order.lines})
     held = []
     wanted: set[str] = set()
-    for view in held_orders(systems):
+    for view in views:
         order = view.order
-        needs = {ln.sku for ln in order.lines}
-        if order.allow_substitution:
-            needs |= substitutes_of(systems, needs)
+        needs = order_needs(order, subs)
         if only_skus is not None and not needs <= only_skus:
             continue
         try:

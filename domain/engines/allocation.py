@@ -41,7 +41,7 @@ from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
 
 from domain.context import BookPosition, Network, NodeStock, SkuInfo
-from domain.engines.release import next_cutoff
+from domain.engines.clock import as_utc, next_cutoff
 from domain.models import Lane
 
 ENGINE_VERSION = "allocation/1.0.0"
@@ -200,15 +200,11 @@ def stock_views(
 # --- shared network view ----------------------------------------------------------------
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class _Net:
     """Lanes, stock and carrier cutoffs, indexed for fast look-ups."""
 
     def __init__(self, stock: Iterable[NodeStockView], network: Network, now: datetime) -> None:
-        self.now = _as_utc(now)
+        self.now = as_utc(now)
         self.nodes = {n.id: n for n in network.nodes}
         self.lanes: dict[tuple[str, str], Lane] = {}
         for ln in network.lanes:
@@ -331,7 +327,7 @@ class _Net:
                 )
                 table = self._by_cutoff[line.carrier] = ([at for at, _ in timed], [n for _, n in timed], {})
             times, names, suffixes = table
-            k = bisect.bisect_right(times, _as_utc(line.ship_by))
+            k = bisect.bisect_right(times, as_utc(line.ship_by))
             got = suffixes.get(k)
             if got is None:
                 got = suffixes[k] = frozenset(names[k:])
@@ -629,8 +625,8 @@ def _order_sort_key(ln: AllocLine) -> tuple[bool, datetime, datetime, str]:
     far = datetime.max.replace(tzinfo=UTC)
     return (
         not ln.privileged,
-        _as_utc(ln.ship_by) if ln.ship_by else far,
-        _as_utc(ln.created) if ln.created else far,
+        as_utc(ln.ship_by) if ln.ship_by else far,
+        as_utc(ln.created) if ln.created else far,
         ln.order_id,
     )
 
@@ -999,7 +995,7 @@ class _Model:
 
 
 def _ts(moment: datetime | None) -> float:
-    return _as_utc(moment).timestamp() if moment is not None else float("inf")
+    return as_utc(moment).timestamp() if moment is not None else float("inf")
 
 
 def _integral(values: Iterable[float]) -> bool:
@@ -1094,7 +1090,7 @@ def _build(lines: Sequence[AllocLine], net: _Net, pen: Penalties) -> _Model:
 
 
 def _ts_or(moment: datetime | None, default: float) -> float:
-    return _as_utc(moment).timestamp() if moment is not None else default
+    return as_utc(moment).timestamp() if moment is not None else default
 
 
 def _components(lines: Sequence[AllocLine], m: _Model) -> tuple[IntArray, IntArray, int]:
@@ -1485,7 +1481,7 @@ def _explain(line: AllocLine, parts: Sequence[_Part], rest: float, net: _Net) ->
         _, label = net.cutoff(main.node, line.carrier)
         head = f"Served {served}"
         if main.late and line.ship_by is not None:
-            due = f"{_as_utc(line.ship_by):%Y-%m-%d %H:%M}"
+            due = f"{as_utc(line.ship_by):%Y-%m-%d %H:%M}"
             head += f", late: the next cutoff at {main.node} ({label}) is after ship-by {due}"
         elif line.ship_by is not None and label != "no carrier":
             head += f", on time for the {label} cutoff"

@@ -15,6 +15,7 @@ from typing import Any
 
 from domain.context import BookPosition, Network, NodeStock, SkuInfo, Supply
 from domain.decisions import Proposal
+from domain.engines import allocation as alloc
 from domain.engines.release import (
     ReleaseContext,
     alloc_lines,
@@ -47,8 +48,6 @@ class BacklogContext:
 
 def decide_backlog(ctx: BacklogContext) -> list[Proposal]:
     """A summary of the re-optimisation, then a release decision per order that can now ship."""
-    from domain.engines import allocation as alloc
-
     eligible = [h for h in ctx.orders if not h.credit_hold and all(ln.sku in ctx.skus for ln in h.order.lines)]
     contexts = [
         ReleaseContext(

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from domain.context import BookPosition, Network, NodeStock, SkuInfo, Supply
 from domain.decisions import Action, Proposal
+from domain.engines import allocation as alloc
+from domain.engines.clock import next_cutoff
+from domain.engines.waves import ReleasableOrder, score
 from domain.errors import InvalidOrder, UnknownSku
 from domain.models import Customer, Lane, Node, Order
 
@@ -128,9 +131,6 @@ def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
     one node for the whole order when possible, a split only when allowed, a late node only
     when no on-time node has stock, the first substitute with stock when the order allows it.
     """
-    # Imported here: allocation imports next_cutoff from this module.
-    from domain.engines import allocation as alloc
-
     order = ctx.order
     lines = alloc_lines(ctx)
     stock = [ns for sku_stock in ctx.stock.values() for ns in sku_stock if ns.node in lanes]
@@ -139,17 +139,15 @@ def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
     return sourcing_from_plan(order, alloc.greedy(lines, views, ctx.network, ctx.now))
 
 
-def alloc_lines(ctx: ReleaseContext, qty: dict[int, float] | None = None) -> list[Any]:
-    """The order's lines as the allocation engine sees them (``qty`` overrides per line)."""
-    from domain.engines import allocation as alloc
-
+def alloc_lines(ctx: ReleaseContext) -> list[alloc.AllocLine]:
+    """The order's lines as the allocation engine sees them."""
     order = ctx.order
     return [
         alloc.AllocLine(
             order_id=order.id,
             line=ln.line,
             sku=ln.sku,
-            qty=qty.get(ln.line, ln.qty) if qty else ln.qty,
+            qty=ln.qty,
             region=order.region,
             priority=order.priority,
             tier=ctx.customer.tier,
@@ -161,11 +159,10 @@ def alloc_lines(ctx: ReleaseContext, qty: dict[int, float] | None = None) -> lis
             substitutes=[s for s in ctx.skus[ln.sku].substitutes if s in ctx.skus] if order.allow_substitution else [],
         )
         for ln in order.lines
-        if not qty or qty.get(ln.line, 0) > 0
     ]
 
 
-def sourcing_from_plan(order: Order, result: Any) -> _Sourcing:
+def sourcing_from_plan(order: Order, result: alloc.AllocationPlan) -> _Sourcing:
     """This order's part of an allocation plan (greedy for one order, or the batch optimiser's)."""
     plan: Plan = {ln.line: {} for ln in order.lines}
     skus = {ln.line: ln.sku for ln in order.lines}
@@ -539,9 +536,6 @@ def _evidence(
 
 
 def _wave_action(ctx: ReleaseContext, node: Node, node_lines: list[dict[str, Any]]) -> Action:
-    # Imported here: the wave engine imports next_cutoff from this module.
-    from domain.engines.waves import ReleasableOrder, score
-
     order = ctx.order
     carrier = next((c for c in node.carriers if c.code == order.carrier), node.carriers[0] if node.carriers else None)
     zone = _busiest_zone(ctx, node.id, {x["sku"] for x in node_lines})
@@ -583,20 +577,6 @@ def _busiest_zone(ctx: ReleaseContext, node: str, skus: set[str]) -> str | None:
                 for loc in ns.locations:
                     by_zone[loc.zone] += loc.on_hand - loc.locked
     return max(sorted(by_zone), key=lambda z: by_zone[z]) if by_zone else None
-
-
-def _utc(moment: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is read as UTC (the contract's times are UTC)."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def next_cutoff(now: datetime, cutoff: str) -> datetime:
-    """The first carrier cutoff (HH:MM, UTC) at or after ``now``."""
-    # Convert an aware time in another zone rather than reading its wall clock as UTC.
-    now = _utc(now)
-    hh, mm = (int(x) for x in cutoff.split(":"))
-    at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
-    return at if at >= now else at + timedelta(days=1)
 
 
 def _nodes_by_id(network: Network) -> dict[str, Node]:

@@ -43,7 +43,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from domain.decisions import Action
-from domain.engines.release import next_cutoff
+from domain.engines.clock import as_utc, next_cutoff
 from domain.models import Carrier, Node, Zone
 
 ENGINE_VERSION = "waves/1.1.0"
@@ -142,8 +142,8 @@ def score(order: ReleasableOrder, now: datetime, cutoff_at: datetime) -> tuple[f
     * ``split_avoidance`` (≤10): +10 for an order already split across nodes, so its parts
       go out together rather than one part waiting.
     """
-    now = _utc(now)
-    to_cutoff = max(0.0, _hours(_utc(cutoff_at) - now))
+    now = as_utc(now)
+    to_cutoff = max(0.0, _hours(as_utc(cutoff_at) - now))
     cutoff_pts = CUTOFF_POINTS * _clamp01(1.0 - to_cutoff / CUTOFF_HORIZON_H)
     to_due = hours_to_due(order, now)
     urgency_pts = 0.0 if to_due is None else URGENCY_POINTS * _clamp01(1.0 - to_due / URGENCY_HORIZON_H)
@@ -164,10 +164,10 @@ def hours_to_due(order: ReleasableOrder, now: datetime) -> float | None:
     """Hours from ``now`` to the nearer of ship_by and the end of the promised day (None: neither)."""
     dues: list[datetime] = []
     if order.ship_by is not None:
-        dues.append(_utc(order.ship_by))
+        dues.append(as_utc(order.ship_by))
     if order.promised is not None:
         dues.append(datetime.combine(order.promised + timedelta(days=1), time(), tzinfo=UTC))
-    return _hours(min(dues) - _utc(now)) if dues else None
+    return _hours(min(dues) - as_utc(now)) if dues else None
 
 
 # --- planning ---------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def plan_waves(
     """
     if window_hours <= 0:
         raise ValueError(f"window_hours must be positive, got {window_hours}")
-    now = _utc(now)
+    now = as_utc(now)
     committed = committed_lines or {}
     plan = WavePlan(now=now, window_hours=window_hours)
     zones, carriers = _network(nodes)
@@ -343,12 +343,12 @@ def _is_protected(order: ReleasableOrder) -> bool:
 
 def _drop_rank(item: _Item) -> tuple[int, float, datetime, str]:
     """Among equals in size, drop the least urgent: lowest score, then newest, then last key."""
-    return (item.order.picks, -item.score, _utc(item.order.created), item.order.key)
+    return (item.order.picks, -item.score, as_utc(item.order.created), item.order.key)
 
 
 def _drop_rank_any(item: _Item) -> tuple[int, bool, float, datetime, str]:
     """The largest order; among equals in size a standard one before express/gold, then as ``_drop_rank``."""
-    return (item.order.picks, not _is_protected(item.order), -item.score, _utc(item.order.created), item.order.key)
+    return (item.order.picks, not _is_protected(item.order), -item.score, as_utc(item.order.created), item.order.key)
 
 
 def _keep_most_on_time(
@@ -406,7 +406,7 @@ def _keep_most_on_time(
 
 
 def _sequence_key(item: _Item) -> tuple[datetime, str, float, datetime, str]:
-    return (item.cutoff_at, item.order.carrier, -item.score, _utc(item.order.created), item.order.key)
+    return (item.cutoff_at, item.order.carrier, -item.score, as_utc(item.order.created), item.order.key)
 
 
 def _wave(wave_id: str, node: str, zone: str, carrier: str, cutoff_at: datetime, items: list[_Item]) -> Action:
@@ -477,7 +477,7 @@ def baseline_static_waves(orders: Iterable[ReleasableOrder], nodes: list[Node], 
     hour at/after ``now``, whether or not it can still make its cutoff. ``priorityScore`` is
     0 (the baseline does not score); orders are listed FIFO by creation time.
     """
-    now = _utc(now)
+    now = as_utc(now)
     release = _next_even_hour(now)
     plan = WavePlan(now=release, window_hours=2.0)
     zones, carriers = _network(nodes)
@@ -488,7 +488,7 @@ def baseline_static_waves(orders: Iterable[ReleasableOrder], nodes: list[Node], 
             continue
         groups[(o.node, o.zone, o.carrier)].append(o)
     for n, (node, zone, carrier) in enumerate(sorted(groups), start=1):
-        members = sorted(groups[(node, zone, carrier)], key=lambda o: (_utc(o.created), o.key))
+        members = sorted(groups[(node, zone, carrier)], key=lambda o: (as_utc(o.created), o.key))
         cutoff_at = next_cutoff(release, carriers[(node, carrier)].cutoff)
         wave_id = f"WV-{node}-{zone}-{carrier}-{release:%Y%m%d%H%M}-B{n}"
         plan.actions.append(
@@ -538,9 +538,9 @@ def simulate_day(
         raise ValueError(f"policy must be 'crossdock' or 'baseline', got {policy!r}")
     if tick_minutes <= 0:
         raise ValueError("tick_minutes must be positive")
-    start = _utc(start)
+    start = as_utc(start)
     zones, carriers = _network(nodes)
-    arrivals = sorted(((_utc(t), o) for t, o in orders_with_arrival_times), key=lambda x: (x[0], x[1].key))
+    arrivals = sorted(((as_utc(t), o) for t, o in orders_with_arrival_times), key=lambda x: (x[0], x[1].key))
     orders = {o.key: o for _, o in arrivals}
     if len(orders) != len(arrivals):
         raise ValueError("an order appears twice at one node")
@@ -595,7 +595,7 @@ def simulate_day(
             for key, _why in plan.unplanned:
                 backlog.pop(key, None)
             # The static wave is picked FIFO by creation within each zone.
-            release = sorted((orders[k] for k in plan.waved), key=lambda o: (_utc(o.created), o.key))
+            release = sorted((orders[k] for k in plan.waved), key=lambda o: (as_utc(o.created), o.key))
         else:
             continue
         for wave in plan.waves:
@@ -623,7 +623,7 @@ def simulate_day(
             missing += 1
             continue
         cutoff_at = start + timedelta(hours=tgt or 0.0)
-        if o.ship_by is None or cutoff_at <= _utc(o.ship_by) + timedelta(seconds=1):
+        if o.ship_by is None or cutoff_at <= as_utc(o.ship_by) + timedelta(seconds=1):
             on_time += 1
             on_time_priority += _is_protected(o)
             on_time_zone[f"{o.node}/{o.zone}"] = on_time_zone.get(f"{o.node}/{o.zone}", 0) + 1
@@ -673,21 +673,21 @@ def on_time_upper_bound(
     threshold gives a valid bound; the minimum over thresholds every ``threshold_minutes`` from
     ``start`` is returned (``r = start`` alone is the plain capacity bound).
     """
-    start = _utc(start)
+    start = as_utc(start)
     zones, carriers = _network(nodes)
     jobs: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)  # (release, due, hours)
     never = 0
     total = 0
     for t, o in orders_with_arrival_times:
         total += 1
-        arrive = max(_utc(t), start)
+        arrive = max(as_utc(t), start)
         zone = zones.get((o.node, o.zone))
         carrier = carriers.get((o.node, o.carrier))
         if zone is None or carrier is None or zone.pick_capacity_per_hour <= 0 or o.picks == 0:
             never += 1
             continue
         cutoff_at = next_cutoff(arrive, carrier.cutoff)
-        if o.ship_by is not None and cutoff_at > _utc(o.ship_by) + timedelta(seconds=1):
+        if o.ship_by is not None and cutoff_at > as_utc(o.ship_by) + timedelta(seconds=1):
             never += 1
             continue
         jobs[(o.node, o.zone)].append(
@@ -735,11 +735,7 @@ def _hours_next_cutoff(start: datetime, now: datetime, o: ReleasableOrder, carri
 
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, to the second."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hours(delta: timedelta) -> float:
