@@ -6,12 +6,13 @@ are translated, never retried here: the queue owns retries, so every attempt is 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply
+from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.decisions import Action
 from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
 from domain.models import Customer
@@ -120,6 +121,32 @@ class HttpWms(_HttpSystem):
 
     def stock(self, sku: str) -> list[NodeStock]:
         return [NodeStock.model_validate(s) for s in self._get("/api/v1/inventory", {"sku": sku})]
+
+    def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
+        params = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else None
+        out = []
+        for w in self._get("/api/v1/waves", params):
+            params = w.get("parameters") or {}
+            out.append(
+                WaveView(
+                    wave_id=w["waveId"],
+                    node=w["node"],
+                    zone=params.get("workZone"),
+                    carrier=params.get("carrierCode"),
+                    cutoff=_rfc3339_or_none(params.get("cutoffTime")),
+                    status=w.get("status", "released"),
+                    orders={o["orderId"]: len(o.get("lines") or []) or 1 for o in w.get("orders", [])},
+                )
+            )
+        return out
+
+
+def _rfc3339_or_none(raw: Any) -> datetime | None:
+    """A wave's cutoff: an RFC 3339 time, or None for a missing or other-shaped value."""
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
 
 
 class HttpErp(_HttpSystem):

@@ -7,9 +7,10 @@ through ``apply`` with the action's idempotency key, so a replayed action is a n
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply
+from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.decisions import Action
 from domain.models import Customer
 
@@ -18,6 +19,11 @@ from domain.models import Customer
 class WmsPort(Protocol):
     def stock(self, sku: str) -> list[NodeStock]:
         """Location-level stock of ``sku`` at every node, with pickable per node."""
+        ...
+
+    def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
+        """Released waves: what each zone has to pick. With ``cutoff_after``, only the waves
+        whose truck leaves after it (or that have no cutoff): the work still ahead."""
         ...
 
     def apply(self, action: Action) -> dict[str, Any]:

@@ -1,20 +1,57 @@
-"""Backlog specialist for ``crossdock.tick``: re-source held orders with the batch optimiser."""
+"""Specialists for time and capacity: ``crossdock.tick`` and ``wms.capacity.changed``.
+
+A tick re-sources held orders with the batch optimiser, then plans waves for every
+reservation on no wave yet; a capacity change only re-plans the waves, against the zone's
+new rate (the WMS network read already carries it).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
+from crews.order_release import event_now
 from domain.decisions import Proposal
-from domain.engines.backlog import decide_backlog
+from domain.engines.backlog import decide_backlog, decide_waves
+from domain.engines.release import DEFAULT_WAVE_WINDOW_H
+from domain.engines.waves import add_committed, committed_lines
 from domain.events import CloudEvent, Tick
-from tools.context import Systems, backlog_context, held_orders, order_needs, substitute_map
+from tools.context import Systems, backlog_context, held_orders, order_needs, substitute_map, wave_context
+
+# One planner at a time: two concurrent plans could put one order on two waves.
+WAVE_PLAN_LOCK = "plan:waves"
+
+
+def wave_tag(event: CloudEvent) -> str:
+    """Wave ids of a plan derive from its event: unique per plan, the same on redelivery."""
+    return hashlib.sha256(event.key.encode()).hexdigest()[:10]
+
+
+class WavePlanningSpecialist:
+    """Capacity changed: plan the reservations waiting for a wave against the new rate."""
+
+    workflow = "order_release"
+    verify_stock = False  # waves reserve nothing: the stock was reserved at release
+
+    def __init__(self, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> None:
+        self.wave_window_hours = wave_window_hours
+
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
+        return [WAVE_PLAN_LOCK]
+
+    def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
+        ctx = wave_context(systems, event_now(event), self.wave_window_hours)
+        return [decide_waves(ctx, wave_tag(event), event.type)]
 
 
 class BacklogSpecialist:
-    """Time passed: see whether stock now lets held orders ship, all of them in one solve."""
+    """Time passed: release held orders that stock now lets ship (one solve), then plan waves."""
 
     workflow = "allocation"
     verify_stock = True
 
-    def __init__(self) -> None:
+    def __init__(self, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> None:
+        self.wave_window_hours = wave_window_hours
         self.locked: set[str] | None = None
         self.subs: dict[str, list[str]] | None = None
 
@@ -25,9 +62,20 @@ class BacklogSpecialist:
             systems, {ln.sku for v in views if v.order.allow_substitution for ln in v.order.lines}
         )
         self.locked = {sku for v in views for sku in order_needs(v.order, self.subs)}
-        return sorted(f"sku:{s}" for s in self.locked)
+        return [WAVE_PLAN_LOCK, *sorted(f"sku:{s}" for s in self.locked)]
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         now = Tick.model_validate(event.data).now
         # Orders held after the locks were taken wait for the next tick: their SKUs are not locked.
-        return decide_backlog(backlog_context(systems, now, subs=self.subs, only_skus=self.locked))
+        ctx = backlog_context(
+            systems, now, subs=self.subs, only_skus=self.locked, wave_window_hours=self.wave_window_hours
+        )
+        backlog = decide_backlog(ctx)
+        # The releases above are not executed yet: their waves count through ``committed``,
+        # and their orders are still held in the OMS, so the wave plan does not see them twice.
+        waves = wave_context(systems, now, self.wave_window_hours)
+        committed = committed_lines(waves.waves, now)
+        for p in backlog:
+            for a in p.actions:
+                add_committed(committed, a)
+        return [*backlog, decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from domain.decisions import Action, Proposal, ticket
 from domain.engines.baseline import decide_baseline_release
-from domain.engines.release import ReleaseContext, decide_release
+from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext, decide_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
 from tools.context import Systems, release_context, substitutes_of
@@ -21,6 +21,9 @@ class OrderReleaseSpecialist:
 
     workflow = "order_release"
     verify_stock = True
+
+    def __init__(self, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> None:
+        self.wave_window_hours = wave_window_hours
 
     def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         # One lock per SKU covers every node: read-decide-allocate is atomic per SKU. A substitute
@@ -36,7 +39,7 @@ class OrderReleaseSpecialist:
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         order_id = str(event.data.get("id"))
         try:
-            return self.decide(release_context(systems, order_id, event_now(event)))
+            return self.decide(release_context(systems, order_id, event_now(event), self.wave_window_hours))
         except (UnknownSku, InvalidOrder) as exc:
             return [hold_for_review(order_id, str(exc), self.workflow)]
         except UnknownOrder as exc:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from crews.backlog import BacklogSpecialist
+from crews.backlog import BacklogSpecialist, WavePlanningSpecialist
 from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
+from domain.engines.release import DEFAULT_WAVE_WINDOW_H
 from domain.events import CloudEvent
 from tools.context import Systems
 
@@ -77,14 +78,16 @@ class BaselineEscalation(NoSpecialist):
         ]
 
 
-def route(event_type: str, policy: str = "crossdock") -> Specialist:
+def route(event_type: str, policy: str = "crossdock", wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> Specialist:
     workflow = WORKFLOW_BY_TYPE[event_type]
     if policy == "baseline":
         if event_type == "oms.order.created":
             return BaselineReleaseSpecialist()
         return BaselineEscalation(workflow)
     if event_type == "oms.order.created":
-        return OrderReleaseSpecialist()
+        return OrderReleaseSpecialist(wave_window_hours)
     if event_type == "crossdock.tick":
-        return BacklogSpecialist()
+        return BacklogSpecialist(wave_window_hours)
+    if event_type == "wms.capacity.changed":
+        return WavePlanningSpecialist(wave_window_hours)
     return NoSpecialist(workflow)

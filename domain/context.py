@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import Field
@@ -82,6 +82,18 @@ class OrderView(Model):
     lines: list[OrderLineView] = []
 
 
+class WaveView(Model):
+    """A wave the WMS has released: its zone, truck and how many lines each order has on it."""
+
+    wave_id: str
+    node: str
+    zone: str | None = None
+    carrier: str | None = None
+    cutoff: datetime | None = None
+    status: str = "released"
+    orders: dict[str, int] = {}  # order id -> lines (picks) of that order on the wave
+
+
 class Network(Model):
     """Sourcing configuration: nodes, customer lanes and transfer lanes."""
 
@@ -108,5 +120,6 @@ __all__ = [
     "OrderLineView",
     "OrderView",
     "SkuInfo",
+    "WaveView",
     "Supply",
 ]

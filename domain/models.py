@@ -194,6 +194,9 @@ class Settings(Model):
     modes: dict[str, Literal["observe", "propose", "autonomous"]] = {}
     # Extension: which decision policy runs ("baseline" is the naive yardstick).
     policy: Literal["crossdock", "baseline"] = "crossdock"
+    # Extension: how many hours of pick work a release may commit to a zone ahead of its
+    # truck; about 1.5 tick intervals (the generated scenarios tick every 2 h).
+    wave_window_hours: float = Field(default=3.0, gt=0, le=24)
 
 
 class WmsSnapshot(Model):

@@ -4,7 +4,12 @@ KPI definitions, where the contract leaves room:
 
 - ``on_time_ship_rate``: share of *all* order lines that are fully allocated and whose every
   allocation ships at the node's first carrier cutoff after the order was created, no
-  later than ``ship_by`` (an unallocated line is not on time).
+  later than ``ship_by`` (an unallocated line is not on time). The carrier is the order's
+  when the node offers it, else the node's earliest (``domain.engines.clock.ship_carrier``).
+  A line with an oversold allocation (reserved against stock the node did not have) is not
+  on time: it cannot ship.
+- ``units_allocated``, ``fulfilment_cost_per_unit`` (extensions): units reserved and cost per
+  unit, because a policy that reserves fewer units also spends less in total.
 - ``split_shipments``: orders served from more than one node or with a line served from
   more than one node (each order counted once).
 - ``auto_resolved_rate``: of the decisions in exception/discrepancy/reconciliation
@@ -21,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.decisions import Decision
-from domain.engines.clock import next_cutoff
+from domain.engines.clock import ship_carrier
 from domain.models import Order, Scenario
 from domain.report import Report
 
@@ -66,8 +71,11 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
     transfer_cost = {(t.from_node, t.to_node): t.cost_per_unit for t in scenario.transfer_lanes}
     state_orders = final_state.get("oms", {}).get("orders", [])
 
+    oversells = final_state.get("oversells", {})
+    # A line allocated against stock that is not there cannot ship, on time or at all.
+    oversold = {(o.get("order_id"), o.get("line")) for o in oversells.get("events", [])}
     n_lines = on_time = splits = backorders = held = missing_cutoff = 0
-    cost = 0.0
+    cost = units = 0.0
     for rec in state_orders:
         order = orders.get(rec["id"])
         order_nodes: set[str] = set()
@@ -81,6 +89,9 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
                 backorders += 1
             region = order.region if order else ""
             cost += sum(lane_cost.get((a["node"], region), 0.0) * a["qty"] for a in allocs)
+            units += sum(a["qty"] for a in allocs)
+            if (rec["id"], line["line"]) in oversold:
+                continue
             if order and sum(a["qty"] for a in allocs) + 1e-9 >= line["qty"] and allocs:
                 on_time += all(_ships_on_time(order, nodes.get(a["node"])) for a in allocs)
         splits += len(order_nodes) > 1 or line_split
@@ -96,10 +107,13 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
     return {
         "orders": len(state_orders),
         "lines": n_lines,
-        "oversells": int(final_state.get("oversells", {}).get("count", 0)),
+        "oversells": int(oversells.get("count", 0)),
         "split_shipments": splits,
         "on_time_ship_rate": round(on_time / n_lines, 4) if n_lines else 0.0,
         "fulfilment_cost": round(cost, 2),
+        # Extensions: units reserved, and cost per unit (a policy that reserves less spends less).
+        "units_allocated": round(units, 4),
+        "fulfilment_cost_per_unit": round(cost / units, 4) if units else 0.0,
         "backorders": backorders,
         "held_orders": held,
         # Extension: orders with stock reserved at a node whose next cutoff is after ship_by.
@@ -115,10 +129,10 @@ def _ships_on_time(order: Order, node: Any) -> bool:
         return False
     if order.ship_by is None:
         return True
-    carrier = next((c for c in node.carriers if c.code == order.carrier), node.carriers[0] if node.carriers else None)
-    if carrier is None:
+    ships = ship_carrier(node, order.carrier, order.created)
+    if ships is None:
         return False
-    ships_at: datetime = next_cutoff(order.created, carrier.cutoff)
+    ships_at: datetime = ships[1]
     ship_by = order.ship_by if order.ship_by.tzinfo else order.ship_by.replace(tzinfo=UTC)  # contract times are UTC
     return ships_at <= ship_by
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
-from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply
-from domain.engines.backlog import BacklogContext, HeldOrder
-from domain.engines.release import ReleaseContext
+from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply, WaveView
+from domain.engines.backlog import AwaitingWave, BacklogContext, HeldOrder, WaveContext
+from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext
+from domain.engines.waves import on_a_wave
 from domain.errors import PermanentConnectorError, UnknownSku
 from domain.models import Customer, Order
 
@@ -39,6 +40,8 @@ SCOPES = {
     "substitutes_of": "erp:read",
     "substitute_map": "erp:read",
     "backlog_context": "oms:read wms:read erp:read",
+    "read_waves": "wms:read",
+    "wave_context": "oms:read wms:read",
 }
 
 
@@ -57,15 +60,26 @@ def read_books(systems: Systems, sku: str) -> tuple[SkuInfo, list[BookPosition],
     return systems.erp.sku(sku), systems.erp.book_stock(sku), systems.erp.planned_supply(sku)
 
 
-def release_context(systems: Systems, order_id: str, now: datetime) -> ReleaseContext:
+def read_waves(systems: Systems, cutoff_after: datetime | None = None) -> list[WaveView]:
+    """Released waves: the pick work each zone already has (only what is still ahead, with a time)."""
+    return systems.wms.waves(cutoff_after)
+
+
+def _customer(systems: Systems, customer_id: str) -> Customer:
+    try:
+        return systems.oms.customer(customer_id)
+    except (LookupError, PermanentConnectorError):
+        # An OMS without the customer record: decide as a standard-tier customer.
+        return Customer(id=customer_id)
+
+
+def release_context(
+    systems: Systems, order_id: str, now: datetime, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H
+) -> ReleaseContext:
     """Everything the release engine needs for one order, read fresh from the three systems."""
     view = read_order(systems, order_id)
     order = view.order
-    try:
-        customer = systems.oms.customer(order.customer)
-    except (LookupError, PermanentConnectorError):
-        # An OMS without the customer record: decide as a standard-tier customer.
-        customer = Customer(id=order.customer)
+    customer = _customer(systems, order.customer)
     skus: dict[str, SkuInfo] = {}
     stock: dict[str, list[NodeStock]] = {}
     book: dict[str, list[BookPosition]] = {}
@@ -95,6 +109,8 @@ def release_context(systems: Systems, order_id: str, now: datetime) -> ReleaseCo
         supply=supply,
         network=systems.oms.network(),
         now=now,
+        waves=read_waves(systems, cutoff_after=now),
+        wave_window_hours=wave_window_hours,
     )
 
 
@@ -135,6 +151,7 @@ def backlog_context(
     now: datetime,
     subs: Mapping[str, list[str]] | None = None,
     only_skus: set[str] | None = None,
+    wave_window_hours: float = DEFAULT_WAVE_WINDOW_H,
 ) -> BacklogContext:
     """Held orders with their customers and credit status, and stock for every SKU they need.
 
@@ -151,10 +168,7 @@ def backlog_context(
         needs = order_needs(order, subs)
         if only_skus is not None and not needs <= only_skus:
             continue
-        try:
-            customer = systems.oms.customer(order.customer)
-        except (LookupError, PermanentConnectorError):
-            customer = Customer(id=order.customer)
+        customer = _customer(systems, order.customer)
         held.append(HeldOrder(order=order, customer=customer, credit_hold=systems.erp.credit_hold(order.customer)))
         wanted |= needs
     skus: dict[str, SkuInfo] = {}
@@ -168,5 +182,43 @@ def backlog_context(
             continue
         stock[sku] = read_stock(systems, sku)
     return BacklogContext(
-        orders=held, skus=skus, stock=stock, book=book, supply=supply, network=systems.oms.network(), now=now
+        orders=held,
+        skus=skus,
+        stock=stock,
+        book=book,
+        supply=supply,
+        network=systems.oms.network(),
+        now=now,
+        waves=read_waves(systems, cutoff_after=now),
+        wave_window_hours=wave_window_hours,
+    )
+
+
+RELEASED = ["released", "partially_released"]
+
+
+def wave_context(systems: Systems, now: datetime, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> WaveContext:
+    """Released orders with a reservation on no wave, and the waves each zone already has.
+
+    Orders are read before waves: a release creates its wave before it sets the status, so an
+    order read as released is either on a wave this read sees or on none.
+    """
+    views = systems.oms.orders(RELEASED)
+    waves = read_waves(systems)
+    waved = on_a_wave(waves)
+    waiting = [
+        v
+        for v in views
+        if any((v.order.id, a.node) not in waved for ln in v.lines for a in ln.allocations if a.qty > 0)
+    ]
+    stock: dict[str, list[NodeStock]] = {}
+    for sku in sorted({ln.substituted_by or ln.sku for v in waiting for ln in v.lines}):
+        stock[sku] = read_stock(systems, sku)
+    return WaveContext(
+        orders=[AwaitingWave(view=v, customer=_customer(systems, v.order.customer)) for v in waiting],
+        stock=stock,
+        network=systems.oms.network(),
+        waves=waves,
+        now=now,
+        window_hours=wave_window_hours,
     )

@@ -7,12 +7,14 @@ Every write route turns its path and body into a contract ``Action`` and applies
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from domain.decisions import Action, System
+from domain.engines.clock import as_utc
 from domain.errors import UnknownOrder, UnknownSku
 from twin.state import TwinNotFound, TwinRejected, TwinState
 
@@ -59,9 +61,13 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
         return [s.model_dump(mode="json") for s in state.stock(sku)]
 
     @r.get("/waves")
-    def waves() -> list[dict[str, Any]]:
-        """Released waves."""
-        return list(state.export_state()["wms"]["waves"])
+    def waves(cutoff_after: datetime | None = None) -> list[dict[str, Any]]:
+        """Released waves; with ``cutoff_after``, only those whose truck leaves later (or has no cutoff)."""
+        found = list(state.export_state()["wms"]["waves"])
+        if cutoff_after is None:
+            return found
+        after = as_utc(cutoff_after)
+        return [w for w in found if (at := _cutoff_of(w)) is None or at > after]
 
     @r.post("/waves")
     def create_wave(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
@@ -230,3 +236,12 @@ def _twin_routes(state: TwinState) -> APIRouter:
         return {"status": "ok", "scenario": state.scenario_name}
 
     return r
+
+
+def _cutoff_of(wave: dict[str, Any]) -> datetime | None:
+    """A wave's cutoff as a time, or None when it has none (or not an RFC 3339 one)."""
+    raw = (wave.get("parameters") or {}).get("cutoffTime")
+    try:
+        return as_utc(datetime.fromisoformat(str(raw).replace("Z", "+00:00"))) if raw else None
+    except ValueError:
+        return None

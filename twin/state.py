@@ -393,6 +393,9 @@ class TwinState:
                     "sku": sku,
                     "allocated": allocated,
                     "physical": physical,
+                    "order_id": rec["order"].id,
+                    "line": line["line"],
+                    "qty_over": min(qty, allocated - physical),
                     "idempotency_key": key,
                 }
             )

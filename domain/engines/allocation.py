@@ -41,7 +41,7 @@ from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
 
 from domain.context import BookPosition, Network, NodeStock, SkuInfo
-from domain.engines.clock import as_utc, next_cutoff
+from domain.engines.clock import as_utc, ship_carrier
 from domain.models import Lane
 
 ENGINE_VERSION = "allocation/1.0.0"
@@ -297,13 +297,11 @@ class _Net:
         key = (node, carrier)
         got = self._cut.get(key)
         if got is None:
-            n = self.nodes.get(node)
-            options = n.carriers if n else []
-            chosen = [c for c in options if c.code == carrier] or options
-            if not chosen:
+            ships = ship_carrier(self.nodes.get(node), carrier, self.now)
+            if ships is None:
                 got = (None, "no carrier")
             else:
-                at, c = min(((next_cutoff(self.now, c.cutoff), c) for c in chosen), key=lambda x: (x[0], x[1].code))
+                c, at = ships
                 got = (at, f"{c.cutoff} {c.code}")
             self._cut[key] = got
         return got

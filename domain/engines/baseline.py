@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from domain.decisions import Action, Proposal, ticket
-from domain.engines.release import ReleaseContext, _wave_action, validate_order
-from domain.models import Node
+from domain.engines.clock import ship_carrier
+from domain.engines.release import ReleaseContext, busiest_zone, validate_order
+from domain.engines.waves import rfc3339
 
 ENGINE_VERSION = "baseline/1.0.0"
 
@@ -44,7 +45,7 @@ def decide_baseline_release(ctx: ReleaseContext) -> Proposal:
         cost += lanes[node].cost_per_unit * ln.qty
     nodes = {n.id: n for n in ctx.network.nodes}
     for node, node_lines in sorted(per_node.items()):
-        actions.append(_wave_action(ctx, nodes.get(node) or Node(id=node, region=""), node_lines))
+        actions.append(_fifo_wave(ctx, node, nodes, node_lines))
     actions.append(
         Action(system="oms", type="update_order_status", payload={"order_id": order.id, "status": "released"})
     )
@@ -73,4 +74,23 @@ def escalate(subject: str, why: str, workflow: str) -> Proposal:
         actions=[ticket("planning", f"Escalated: {subject}", why, [subject])],
         review_required=True,
         review_reason="the baseline policy escalates everything it cannot place",
+    )
+
+
+def _fifo_wave(ctx: ReleaseContext, node: str, nodes: dict[str, Any], node_lines: list[dict[str, Any]]) -> Action:
+    """The order's own wave, no capacity check and no score (FIFO: first come, first picked)."""
+    ships = ship_carrier(nodes.get(node), ctx.order.carrier, ctx.now)
+    return Action(
+        system="wms",
+        type="create_wave",
+        payload={
+            "waveId": f"WV-{ctx.order.id}-{node}",
+            "node": node,
+            "orders": [{"orderId": ctx.order.id, "priorityScore": 0.0, "lines": node_lines}],
+            "parameters": {
+                "workZone": busiest_zone(ctx.stock, node, {x["sku"] for x in node_lines}),
+                "carrierCode": ships[0].code if ships else None,
+                "cutoffTime": rfc3339(ships[1]) if ships else None,
+            },
+        },
     )

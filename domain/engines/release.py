@@ -4,27 +4,33 @@ Input is the context gathered from the three systems (WMS pickable stock, ERP bl
 credit holds and planned supply, OMS order and network); output is one or two
 proposals. No I/O happens here, so every branch is unit-testable.
 
-Sourcing is deliberately simple (cheapest lane that can fill): the batch optimiser
-replaces node choice later without changing this interface.
+Sourcing is the allocation engine's greedy real-time path for one order (the batch
+optimiser re-sources held orders on ticks, see ``backlog``); each released part is offered
+to the wave planner beside the lines its zone already has to pick (``waves``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from domain.context import BookPosition, Network, NodeStock, SkuInfo, Supply
+from domain.context import BookPosition, Network, NodeStock, SkuInfo, Supply, WaveView
 from domain.decisions import Action, Proposal
 from domain.engines import allocation as alloc
-from domain.engines.clock import next_cutoff
-from domain.engines.waves import ReleasableOrder, score
+from domain.engines.clock import ship_carrier
+from domain.engines.waves import ENGINE_VERSION as WAVE_ENGINE
+from domain.engines.waves import ReleasableOrder, committed_lines, plan_waves
 from domain.errors import InvalidOrder, UnknownSku
 from domain.models import Customer, Lane, Node, Order
+from domain.models import Settings as Policy
 
-ENGINE_VERSION = "release/1.0.0"
+ENGINE_VERSION = "release/1.1.0"
 WORKFLOW = "order_release"
+# How far ahead a release may commit pick work (the policy's ``wave_window_hours``).
+DEFAULT_WAVE_WINDOW_H = Policy.model_fields["wave_window_hours"].default
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,14 @@ class ReleaseContext:
     supply: dict[str, list[Supply]]
     network: Network
     now: datetime
+    # Released waves (what each zone already has to pick) and the planning window; a batch
+    # of releases passes ``committed`` so each plan counts the waves the ones before it made.
+    waves: list[WaveView] = field(default_factory=list)
+    committed: dict[tuple[str, str], float] | None = None
+    wave_window_hours: float = DEFAULT_WAVE_WINDOW_H
+
+    def committed_lines(self) -> dict[tuple[str, str], float]:
+        return self.committed if self.committed is not None else committed_lines(self.waves, self.now)
 
 
 @dataclass
@@ -281,11 +295,12 @@ def _release_proposal(
         fulfil = lines[line_no].qty - qty
         actions.append(_act("oms", "split_line", order_id=order.id, line=line_no, fulfil_qty=fulfil, backorder_qty=qty))
     nodes = _nodes_by_id(ctx.network)
-    for node, node_lines in sorted(per_node.items()):
-        actions.append(_wave_action(ctx, nodes.get(node) or Node(id=node, region=""), node_lines))
+    wave_actions, wave_evidence, wave_promise = _plan_waves_for(ctx, per_node, nodes)
+    actions.extend(wave_actions)
     late_promise = _late_promise(ctx, sourcing, nodes, lanes)
-    if late_promise is not None:
-        actions.append(_act("oms", "update_promise_date", order_id=order.id, line=None, promise_date=late_promise))
+    promise = max(filter(None, [late_promise, wave_promise]), default=None)
+    if promise is not None:
+        actions.append(_act("oms", "update_promise_date", order_id=order.id, line=None, promise_date=promise))
     status = "partially_released" if short else "released"
     actions.append(_act("oms", "update_order_status", order_id=order.id, status=status))
 
@@ -307,6 +322,7 @@ def _release_proposal(
         rationale += f" Substituted {subs} (the first allowed substitute with stock)."
     if late_promise is not None:
         rationale += f" No node with stock ships by ship-by; the promise date moves to {late_promise}."
+    rationale += _wave_sentence(wave_evidence, wave_promise)
     if short and not safety_ok:
         rationale += _safety_kept_back(ctx, views, {lines[n].sku for n in short})
     if used_safety:
@@ -314,6 +330,7 @@ def _release_proposal(
     if disagree:
         rationale += f" ERP book stock is below the allocation at {', '.join(disagree)}: books lag the warehouse."
     evidence = _evidence(ctx, views, plan=sourcing.plan, short=short, safety_ok=safety_ok, disagree=disagree)
+    evidence["waves"] = wave_evidence
     evidence["sourcing"] = {
         "binding_constraint": {str(k): v for k, v in sorted(sourcing.why.items())},
         "cost": sourcing.cost,
@@ -340,14 +357,9 @@ def _late_promise(
     dates = []
     for late_nodes in sourcing.late.values():
         for node_id in late_nodes:
-            node = nodes.get(node_id)
-            carriers = [c for c in (node.carriers if node else []) if c.code == ctx.order.carrier] or (
-                node.carriers if node else []
-            )
-            if not carriers:
-                continue
-            ships = min(next_cutoff(ctx.now, c.cutoff) for c in carriers)
-            dates.append(ships.date() + timedelta(days=lanes[node_id].transit_days))
+            ships = ship_carrier(nodes.get(node_id), ctx.order.carrier, ctx.now)
+            if ships is not None:
+                dates.append(ships[1].date() + timedelta(days=lanes[node_id].transit_days))
     return max(dates).isoformat() if dates else None
 
 
@@ -535,44 +547,108 @@ def _evidence(
     }
 
 
-def _wave_action(ctx: ReleaseContext, node: Node, node_lines: list[dict[str, Any]]) -> Action:
-    order = ctx.order
-    carrier = next((c for c in node.carriers if c.code == order.carrier), node.carriers[0] if node.carriers else None)
-    zone = _busiest_zone(ctx, node.id, {x["sku"] for x in node_lines})
-    cutoff_at = next_cutoff(ctx.now, carrier.cutoff) if carrier else None
-    priority = 0.0
-    if cutoff_at is not None:
-        releasable = ReleasableOrder(
-            order_id=order.id,
-            node=node.id,
-            zone=zone or "",
-            carrier=carrier.code if carrier else "",
-            lines=[(x["line"], x["sku"], x["qty"]) for x in node_lines],
-            priority=order.priority,
-            tier=ctx.customer.tier,
-            ship_by=order.ship_by,
-            created=order.created or ctx.now,
-            allow_split=order.allow_split,
+def releasable_parts(
+    order: Order,
+    customer: Customer,
+    per_node: Mapping[str, list[dict[str, Any]]],
+    nodes: Mapping[str, Node],
+    stock: Mapping[str, list[NodeStock]],
+    now: datetime,
+) -> tuple[list[ReleasableOrder], dict[str, str]]:
+    """The order's part at each node as the wave planner sees it (zone, carrier, lines).
+
+    A part with no carrier or no zone at its node cannot be planned; it comes back in the
+    second value with the reason, keyed by node.
+    """
+    parts: list[ReleasableOrder] = []
+    unplanned: dict[str, str] = {}
+    for node_id, node_lines in sorted(per_node.items()):
+        ships = ship_carrier(nodes.get(node_id), order.carrier, now)
+        zone = busiest_zone(stock, node_id, {x["sku"] for x in node_lines})
+        if ships is None or zone is None:
+            unplanned[node_id] = f"{node_id} has no carrier" if ships is None else f"no stock location at {node_id}"
+            continue
+        parts.append(
+            ReleasableOrder(
+                order_id=order.id,
+                node=node_id,
+                zone=zone,
+                carrier=ships[0].code,
+                lines=[(int(x["line"]), str(x["sku"]), float(x["qty"])) for x in node_lines],
+                priority=order.priority,
+                tier=customer.tier,
+                ship_by=order.ship_by,
+                created=order.created or now,
+                allow_split=order.allow_split,
+                split=len(per_node) > 1,
+            )
         )
-        priority, _ = score(releasable, ctx.now, cutoff_at)
-    return _act(
-        "wms",
-        "create_wave",
-        waveId=f"WV-{order.id}-{node.id}",
-        node=node.id,
-        orders=[{"orderId": order.id, "priorityScore": priority, "lines": node_lines}],
-        parameters={
-            "workZone": zone,
-            "carrierCode": carrier.code if carrier else None,
-            "cutoffTime": cutoff_at.isoformat().replace("+00:00", "Z") if cutoff_at else None,
-        },
-    )
+    return parts, unplanned
 
 
-def _busiest_zone(ctx: ReleaseContext, node: str, skus: set[str]) -> str | None:
+def _plan_waves_for(
+    ctx: ReleaseContext, per_node: dict[str, list[dict[str, Any]]], nodes: dict[str, Node]
+) -> tuple[list[Action], dict[str, Any], str | None]:
+    """Wave this order now if its zone can pick it before its truck; otherwise leave it for a plan.
+
+    The wave planner sees the order beside the lines already released to each zone: a part
+    that fits the planning window is waved at once (its own wave, ``WV-<order>-<node>``); a part
+    that would miss its cutoff is not waved and the promise moves to the following cutoff's
+    day; a part the window cannot take yet waits for the next tick's plan.
+    """
+    order = ctx.order
+    parts, unplanned = releasable_parts(order, ctx.customer, per_node, nodes, ctx.stock, ctx.now)
+    plan = plan_waves(parts, ctx.network.nodes, ctx.now, ctx.wave_window_hours, ctx.committed_lines())
+    actions: list[Action] = []
+    evidence: dict[str, Any] = {"engine": WAVE_ENGINE, "window_hours": ctx.wave_window_hours}
+    for wave in plan.actions:
+        if wave.name != "wms.create_wave":
+            continue
+        node_id = str(wave.payload["node"])
+        actions.append(wave.model_copy(update={"payload": {**wave.payload, "waveId": f"WV-{order.id}-{node_id}"}}))
+    for part in parts:
+        ev = plan.evidence.get(part.key, {})
+        evidence[part.node] = {
+            k: ev[k] for k in ("outcome", "reason", "score", "cutoff", "zone", "carrier", "capacity") if k in ev
+        }
+    for node_id, why in unplanned.items():
+        # Nothing to plan against: release to the WMS as before and say the wave is unchecked.
+        actions.append(
+            _act(
+                "wms",
+                "create_wave",
+                waveId=f"WV-{order.id}-{node_id}",
+                node=node_id,
+                orders=[{"orderId": order.id, "priorityScore": 0.0, "lines": per_node[node_id]}],
+                parameters={"workZone": None, "carrierCode": None, "cutoffTime": None},
+            )
+        )
+        evidence[node_id] = {"outcome": "waved_unplanned", "reason": why}
+    promise = max((m.promise_date for m in plan.missed), default=None)
+    return actions, evidence, promise.isoformat() if promise else None
+
+
+def _wave_sentence(evidence: dict[str, Any], promise: str | None) -> str:
+    missed = sorted(n for n, ev in evidence.items() if isinstance(ev, dict) and ev.get("outcome") == "missed")
+    deferred = sorted(n for n, ev in evidence.items() if isinstance(ev, dict) and ev.get("outcome") == "deferred")
+    text = ""
+    if missed:
+        text += (
+            f" Not waved at {', '.join(missed)}: the zone cannot pick it before the truck"
+            f" ({evidence[missed[0]].get('cutoff')}); the promise moves to {promise}."
+        )
+    if deferred:
+        text += (
+            f" Stock reserved at {', '.join(deferred)}; the wave waits for the next plan (the zone's window is full)."
+        )
+    return text
+
+
+def busiest_zone(stock: Mapping[str, list[NodeStock]], node: str, skus: set[str]) -> str | None:
+    """The zone at ``node`` holding most free units of ``skus``: where the order is picked."""
     by_zone: dict[str, float] = defaultdict(float)
     for sku in skus:
-        for ns in ctx.stock.get(sku, []):
+        for ns in stock.get(sku, []):
             if ns.node == node:
                 for loc in ns.locations:
                     by_zone[loc.zone] += loc.on_hand - loc.locked

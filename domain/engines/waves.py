@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
+from domain.context import WaveView
 from domain.decisions import Action
 from domain.engines.clock import as_utc, next_cutoff
 from domain.models import Carrier, Node, Zone
@@ -189,6 +190,7 @@ def plan_waves(
     committed_lines: Mapping[tuple[str, str], float] | None = None,
     *,
     protect_priority: bool = True,
+    wave_tag: str | None = None,
 ) -> WavePlan:
     """Build waves per (node, zone, carrier) that meet cutoffs and fit the planning window.
 
@@ -196,6 +198,8 @@ def plan_waves(
     (node, zone): they are picked first and take capacity from both the cutoff and the window.
     ``protect_priority`` (default) drops a standard order before an express/gold one whenever
     that alone frees enough lines; off, the largest order goes whatever its priority.
+    ``wave_tag`` names this plan in the wave ids (default: ``now`` to the minute); give each
+    plan its own, so two plans in the same minute never reuse a wave id.
 
     Keep ``window_hours`` close to the re-plan interval (about 1.5 of it): lines released
     beyond the next plan are picked before any order that arrives meanwhile, earlier truck or
@@ -306,7 +310,7 @@ def plan_waves(
             groups.setdefault(item.order.carrier, []).append(item)
         for carrier_code, items in groups.items():
             wave_no += 1
-            wave_id = f"WV-{node_id}-{zone_id}-{carrier_code}-{now:%Y%m%d%H%M}-{wave_no}"
+            wave_id = f"WV-{node_id}-{zone_id}-{carrier_code}-{wave_tag or f'{now:%Y%m%d%H%M}'}-{wave_no}"
             for item in items:
                 plan.evidence[item.order.key]["wave_id"] = wave_id
             plan.actions.append(_wave(wave_id, node_id, zone_id, carrier_code, items[0].cutoff_at, items))
@@ -335,6 +339,39 @@ class _Drop:
     load: float  # lines due by that cutoff, queued lines included, before the drop
     limit: float  # lines the zone picks by that cutoff
     reason: str
+
+
+def committed_lines(waves: Iterable[WaveView], now: datetime) -> dict[tuple[str, str], float]:
+    """Lines still to pick per (node, zone): every released wave whose truck has not left.
+
+    A wave's lines count until its cutoff, whatever has been picked of it already (the WMS
+    reports waves, not pick progress), so the estimate errs on the side of less new work.
+    """
+    now = as_utc(now)
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for w in waves:
+        if w.zone is None or w.status in _CLOSED_WAVE or (w.cutoff is not None and as_utc(w.cutoff) <= now):
+            continue
+        out[(w.node, w.zone)] += sum(w.orders.values())
+    return dict(out)
+
+
+def add_committed(committed: dict[tuple[str, str], float], wave: Action) -> None:
+    """Count a wave about to be released against its zone (plans made one after another)."""
+    params = wave.payload.get("parameters") or {}
+    zone = params.get("workZone")
+    if wave.name != "wms.create_wave" or not zone:
+        return
+    key = (str(wave.payload["node"]), str(zone))
+    committed[key] = committed.get(key, 0.0) + sum(len(o.get("lines") or []) for o in wave.payload["orders"])
+
+
+def on_a_wave(waves: Iterable[WaveView]) -> set[tuple[str, str]]:
+    """(order id, node) pairs already on a released wave: a planner must not wave them again."""
+    return {(order_id, w.node) for w in waves if w.status != "cancelled" for order_id in w.orders}
+
+
+_CLOSED_WAVE = {"cancelled", "shipped", "closed"}
 
 
 def _is_protected(order: ReleasableOrder) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -146,8 +147,33 @@ def test_writes_reach_each_system(adapters: Adapters, twin: Twin) -> None:
             },
         )
     )
+    wms.apply(
+        Action(
+            system="wms",
+            type="create_wave",
+            idempotency_key="it-wave-2",
+            payload={
+                "waveId": "W-2",
+                "node": "DC-EAST",
+                "orders": [{"orderId": "SO-1002", "priorityScore": 50, "lines": [{"line": 1, "sku": "SKU-100"}]}],
+                "parameters": {"workZone": "PICK-ZONE-A", "cutoffTime": "2026-03-21T14:00:00Z"},
+            },
+        )
+    )
     exported = state.export_state()
     assert exported["wms"]["waves"][0]["waveId"] == "W-1"
+    w1, w2 = wms.waves()
+    assert (w1.wave_id, w1.zone, w1.carrier, w1.cutoff, w1.orders) == (
+        "W-1",
+        "PICK-ZONE-A",
+        "FEDX_GROUND",
+        None,
+        {"SO-1001": 1},  # "14:00" is no RFC 3339 time
+    )
+    assert w2.cutoff == datetime(2026, 3, 21, 14, 0, tzinfo=UTC)
+    # Only the work still ahead: W-2's truck has left by 15:00; W-1 has no cutoff to judge by.
+    assert [w.wave_id for w in wms.waves(cutoff_after=datetime(2026, 3, 21, 13, 0, tzinfo=UTC))] == ["W-1", "W-2"]
+    assert [w.wave_id for w in wms.waves(cutoff_after=datetime(2026, 3, 21, 15, 0, tzinfo=UTC))] == ["W-1"]
     assert oms.order("SO-1003").hold_reason == "credit_hold"
     assert [s.date.isoformat() for s in erp.planned_supply("SKU-200")] == ["2026-03-22"]
     assert exported["tickets"][0]["team"] == "finance"

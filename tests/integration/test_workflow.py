@@ -27,7 +27,7 @@ def test_a_feasible_order_is_allocated_waved_and_released(stack: Stack) -> None:
     assert job["status"] == "done"
     [decision] = job["decisions"]
     assert decision["outcome"] == "released" and decision["status"] == "executed"
-    assert decision["workflow"] == "order_release" and decision["engine_version"] == "release/1.0.0"
+    assert decision["workflow"] == "order_release" and decision["engine_version"] == "release/1.1.0"
     order = stack.state.order("SO-1")
     assert order.status == "released"
     assert [(a.node, a.qty) for a in order.lines[0].allocations] == [("DC-EAST", 4)]
@@ -233,8 +233,11 @@ def test_a_tick_re_sources_orders_held_for_stock_once_stock_arrives(stack: Stack
     }
     resp = stack.publish(tick)
     stack.drain()
-    summary, release = job_of(stack, resp)["decisions"]
+    summary, release, waves = job_of(stack, resp)["decisions"]
     assert (summary["workflow"], summary["outcome"], summary["status"]) == ("allocation", "reoptimised", "observed")
+    # The release waved SO-21 itself; the tick's wave plan found nothing else waiting.
+    assert (waves["subject"], waves["outcome"]) == ("waves", "no_action")
+    assert any(o["orderId"] == "SO-21" for w in stack.state.export_state()["wms"]["waves"] for o in w["orders"])
     assert summary["evidence"]["considered"] == 2 and summary["evidence"]["released"] == ["SO-21"]
     # The gold customer's order gets the scarce units; the other stays held, untouched.
     assert (release["subject"], release["outcome"], release["status"]) == ("SO-21", "released", "executed")
@@ -242,3 +245,37 @@ def test_a_tick_re_sources_orders_held_for_stock_once_stock_arrives(stack: Stack
     assert [(a.node, a.qty) for a in stack.state.order("SO-21").lines[0].allocations] == [("DC-EAST", 9)]
     assert stack.state.order("SO-20").hold_reason == "no_stock"
     assert stack.state.export_state()["oversells"]["count"] == 0
+
+
+def test_a_capacity_change_waves_an_order_the_full_window_had_left_waiting(stack: Stack) -> None:
+    # DC-EAST/PICK-ZONE-A picks 300 lines/h; a 0.01 h window holds 3 lines.
+    stack.set_policy(wave_window_hours=0.01)
+    stack.publish(order_event("SO-30", [("SKU-100", 2), ("SKU-200", 1)]))
+    stack.publish(order_event("SO-31", [("SKU-100", 1), ("SKU-200", 1)]))
+    stack.drain()
+    waved = {o["orderId"] for w in stack.state.export_state()["wms"]["waves"] for o in w["orders"]}
+    assert waved == {"SO-30"}
+    assert stack.state.order("SO-31").status == "released"  # reserved, waiting for room in the window
+    assert [(a.node, a.qty) for a in stack.state.order("SO-31").lines[0].allocations] == [("DC-EAST", 1)]
+
+    resp = stack.publish(
+        {
+            "specversion": "1.0",
+            "id": "evt-cap",
+            "source": "wms/test",
+            "type": "wms.capacity.changed",
+            "time": "2026-03-21T08:30:00Z",
+            "data": {"node": "DC-EAST", "zone": "PICK-ZONE-A", "pick_capacity_per_hour": 600},
+        }
+    )
+    stack.drain()
+    [plan] = job_of(stack, resp)["decisions"]
+    assert (plan["subject"], plan["outcome"], plan["status"]) == ("waves", "waves_planned", "executed")
+    assert plan["evidence"]["committed_lines"] == {"DC-EAST/PICK-ZONE-A": 2}
+    [wave] = [w for w in stack.state.export_state()["wms"]["waves"] if w["waveId"] != "WV-SO-30-DC-EAST"]
+    assert [o["orderId"] for o in wave["orders"]] == ["SO-31"]
+    assert wave["parameters"] == {
+        "workZone": "PICK-ZONE-A",
+        "carrierCode": "FEDX_GROUND",
+        "cutoffTime": "2026-03-21T14:00:00Z",
+    }

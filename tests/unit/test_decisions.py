@@ -83,7 +83,7 @@ def test_a_decisions_report_dict_follows_the_report_contract() -> None:
         rationale="ok",
         evidence={"a": 1},
         actions=with_idempotency_keys("dec-1", [ALLOC]),
-        engine_version="release/1.0.0",
+        engine_version="release/1.1.0",
     )
 
     out = d.report_dict()

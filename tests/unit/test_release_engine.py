@@ -13,10 +13,10 @@ import pytest
 from domain.context import BookPosition, LocationStock, Network, NodeStock, SkuInfo, Supply
 from domain.decisions import Proposal
 from domain.engines.baseline import decide_baseline_release
+from domain.engines.clock import next_cutoff
 from domain.engines.release import (
     ReleaseContext,
     decide_release,
-    next_cutoff,
     promise_date,
     validate_order,
 )
@@ -663,15 +663,16 @@ def test_the_wave_payload_has_the_wms_wave_api_shape() -> None:
     assert wave["parameters"] == {"workZone": "B", "carrierCode": "DHL", "cutoffTime": "2026-03-21T15:00:00Z"}
 
 
-def test_the_wave_falls_back_to_the_nodes_first_carrier_and_the_next_days_cutoff() -> None:
+def test_the_wave_falls_back_to_the_nodes_earliest_carrier_and_the_next_days_cutoff() -> None:
+    # The order's FEDEX does not serve N1; at 17:30 both trucks have left, DHL's 15:00 is first tomorrow.
     late = datetime(2026, 3, 21, 17, 30, tzinfo=UTC)
     ctx = make_ctx([("SKU-1", 5)], stock=[ns("N1", 10)], carrier="FEDEX", now=late)
 
     [p] = decide_release(ctx)
 
     [wave] = actions(p, "wms.create_wave")
-    assert wave["parameters"]["carrierCode"] == "UPS"
-    assert wave["parameters"]["cutoffTime"] == "2026-03-22T17:00:00Z"
+    assert wave["parameters"]["carrierCode"] == "DHL"
+    assert wave["parameters"]["cutoffTime"] == "2026-03-22T15:00:00Z"
 
 
 def test_next_cutoff_is_the_first_utc_cutoff_at_or_after_now() -> None:

@@ -96,6 +96,9 @@ def test_allocating_beyond_physical_stock_counts_an_oversell(state: TwinState) -
         "sku": "SKU-100",
         "allocated": 26,
         "physical": 25,
+        "order_id": "SO-1001",
+        "line": 1,
+        "qty_over": 1,
         "idempotency_key": "too-many",
     }
 
