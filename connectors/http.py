@@ -12,10 +12,20 @@ from urllib.parse import quote
 
 import httpx
 
-from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply, WaveView
+from domain.context import (
+    BookPosition,
+    Movement,
+    Network,
+    NodeStock,
+    OrderView,
+    PurchaseOrderView,
+    SkuInfo,
+    Supply,
+    WaveView,
+)
 from domain.decisions import Action
-from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
-from domain.models import Customer
+from domain.errors import ConnectorError, PermanentConnectorError, UnknownDocument, UnknownOrder, UnknownSku
+from domain.models import Asn, Customer, PurchaseOrder, Receipt
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 
@@ -31,6 +41,7 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "erp.expedite_po": ("/api/v1/purchase-orders/{po_id}/lines/{line}/expedite", ("po_id", "line")),
     "erp.update_safety_stock": ("/api/v1/safety-stock", ()),
     "oms.allocate": ("/api/v1/orders/{order_id}/allocations", ("order_id",)),
+    "oms.release_allocation": ("/api/v1/orders/{order_id}/allocations/release", ("order_id",)),
     "oms.update_order_status": ("/api/v1/orders/{order_id}/status", ("order_id",)),
     "oms.hold_order": ("/api/v1/orders/{order_id}/hold", ("order_id",)),
     "oms.split_line": ("/api/v1/orders/{order_id}/lines/{line}/split", ("order_id", "line")),
@@ -122,6 +133,15 @@ class HttpWms(_HttpSystem):
     def stock(self, sku: str) -> list[NodeStock]:
         return [NodeStock.model_validate(s) for s in self._get("/api/v1/inventory", {"sku": sku})]
 
+    def movements(self, sku: str, node: str) -> list[Movement]:
+        return [Movement.model_validate(m) for m in self._get("/api/v1/movements", {"sku": sku, "node": node})]
+
+    def asns(self, po_id: str) -> list[Asn]:
+        return [Asn.model_validate(a) for a in self._get("/api/v1/asns", {"po_id": po_id})]
+
+    def receipts(self, po_id: str) -> list[Receipt]:
+        return [Receipt.model_validate(r) for r in self._get("/api/v1/receipts", {"po_id": po_id})]
+
     def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
         params = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else None
         out = []
@@ -168,6 +188,29 @@ class HttpErp(_HttpSystem):
     def credit_hold(self, customer: str) -> bool:
         body = self._get(f"/api/v1/customers/{quote(customer, safe='')}/credit")
         return bool(body["credit_hold"])
+
+    def postings(self, sku: str, node: str) -> list[Movement]:
+        return [Movement.model_validate(m) for m in self._get("/api/v1/postings", {"sku": sku, "node": node})]
+
+    def purchase_order(self, po_id: str) -> PurchaseOrderView:
+        path = f"/api/v1/purchase-orders/{quote(po_id, safe='')}"
+        response = self._request("GET", path)
+        if response.status_code == 404:
+            raise UnknownDocument("purchase order", po_id)
+        return _po_view(self._ok(response, "GET", path))
+
+    def open_purchase_orders(self) -> list[PurchaseOrderView]:
+        return [_po_view(p) for p in self._get("/api/v1/purchase-orders", {"status": "open"})]
+
+
+def _po_view(raw: dict[str, Any]) -> PurchaseOrderView:
+    lines = raw.get("lines") or []
+    return PurchaseOrderView(
+        po=PurchaseOrder.model_validate(raw),
+        status=str(raw.get("status", "open")),
+        closed_lines=[int(ln["line"]) for ln in lines if ln.get("status") == "closed"],
+        received={int(ln["line"]): float(ln.get("received") or 0) for ln in lines},
+    )
 
 
 class HttpOms(_HttpSystem):

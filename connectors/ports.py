@@ -10,15 +10,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo, Supply, WaveView
+from domain.context import (
+    BookPosition,
+    Movement,
+    Network,
+    NodeStock,
+    OrderView,
+    PurchaseOrderView,
+    SkuInfo,
+    Supply,
+    WaveView,
+)
 from domain.decisions import Action
-from domain.models import Customer
+from domain.models import Asn, Customer, Receipt
 
 
 @runtime_checkable
 class WmsPort(Protocol):
     def stock(self, sku: str) -> list[NodeStock]:
         """Location-level stock of ``sku`` at every node, with pickable per node."""
+        ...
+
+    def movements(self, sku: str, node: str) -> list[Movement]:
+        """Adjustments and receipts of ``sku`` at ``node`` as the WMS recorded them."""
+        ...
+
+    def asns(self, po_id: str) -> list[Asn]:
+        """Advance shipping notices recorded for a purchase order."""
+        ...
+
+    def receipts(self, po_id: str) -> list[Receipt]:
+        """Goods receipts posted against a purchase order, duplicates included, as posted."""
         ...
 
     def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
@@ -44,6 +66,18 @@ class ErpPort(Protocol):
         ...
 
     def credit_hold(self, customer: str) -> bool: ...
+
+    def postings(self, sku: str, node: str) -> list[Movement]:
+        """Inventory postings of ``sku`` at ``node`` as the ERP booked them."""
+        ...
+
+    def purchase_order(self, po_id: str) -> PurchaseOrderView:
+        """A purchase order with its line status; raises ``UnknownDocument`` if the ERP lacks it."""
+        ...
+
+    def open_purchase_orders(self) -> list[PurchaseOrderView]:
+        """Every purchase order not fully closed (what a reconciliation sweep looks at)."""
+        ...
 
     def apply(self, action: Action) -> dict[str, Any]: ...
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from crews.backlog import BacklogSpecialist, WavePlanningSpecialist
+from crews.discrepancy import DiscrepancySpecialist
 from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
-from domain.engines.release import DEFAULT_WAVE_WINDOW_H
 from domain.events import CloudEvent
+from domain.models import Settings as Policy
 from tools.context import Systems
 
 WORKFLOW_BY_TYPE: dict[str, Workflow] = {
@@ -78,9 +79,12 @@ class BaselineEscalation(NoSpecialist):
         ]
 
 
-def route(event_type: str, policy: str = "crossdock", wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> Specialist:
+def route(event_type: str, policy: Policy | None = None) -> Specialist:
+    """The specialist for an event type under the policy (the crossdock policy by default)."""
+    policy = policy or Policy()
     workflow = WORKFLOW_BY_TYPE[event_type]
-    if policy == "baseline":
+    wave_window_hours = policy.wave_window_hours
+    if policy.policy == "baseline":
         if event_type == "oms.order.created":
             return BaselineReleaseSpecialist()
         return BaselineEscalation(workflow)
@@ -90,4 +94,6 @@ def route(event_type: str, policy: str = "crossdock", wave_window_hours: float =
         return BacklogSpecialist(wave_window_hours)
     if event_type == "wms.capacity.changed":
         return WavePlanningSpecialist(wave_window_hours)
+    if event_type in ("erp.inventory.posted", "wms.inventory.adjusted"):
+        return DiscrepancySpecialist(policy.posting_grace_hours)
     return NoSpecialist(workflow)

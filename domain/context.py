@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from domain.models import Customer, Lane, Model, Node, Order, TransferLane
+from domain.models import Customer, Lane, Model, Node, Order, PurchaseOrder, TransferLane
 
 
 class LocationStock(Model):
@@ -94,6 +94,26 @@ class WaveView(Model):
     orders: dict[str, int] = {}  # order id -> lines (picks) of that order on the wave
 
 
+class Movement(Model):
+    """A stock movement one system recorded: a WMS adjustment or receipt, an ERP posting."""
+
+    kind: Literal["adjustment", "receipt", "posting"]
+    node: str
+    sku: str
+    qty_delta: float
+    at: datetime | None = None
+    ref: str | None = None
+
+
+class PurchaseOrderView(Model):
+    """A purchase order as the ERP holds it now: the order and which lines are still open."""
+
+    po: PurchaseOrder
+    status: str = "open"
+    closed_lines: list[int] = []
+    received: dict[int, float] = {}  # po line -> quantity the ERP has booked as received
+
+
 class Network(Model):
     """Sourcing configuration: nodes, customer lanes and transfer lanes."""
 
@@ -115,10 +135,12 @@ __all__ = [
     "Customer",
     "LineAllocation",
     "LocationStock",
+    "Movement",
     "Network",
     "NodeStock",
     "OrderLineView",
     "OrderView",
+    "PurchaseOrderView",
     "SkuInfo",
     "WaveView",
     "Supply",

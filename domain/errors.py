@@ -19,6 +19,15 @@ class UnknownSku(CrossdockError):
         super().__init__(f"{sku} is not in the ERP material master")
 
 
+class UnknownDocument(CrossdockError):
+    """A purchase order (or another document) the system does not know."""
+
+    def __init__(self, kind: str, doc_id: str) -> None:
+        self.kind = kind
+        self.doc_id = doc_id
+        super().__init__(f"{kind} {doc_id} is not known")
+
+
 class UnknownOrder(CrossdockError):
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id

@@ -197,6 +197,9 @@ class Settings(Model):
     # Extension: how many hours of pick work a release may commit to a zone ahead of its
     # truck; about 1.5 tick intervals (the generated scenarios tick every 2 h).
     wave_window_hours: float = Field(default=3.0, gt=0, le=24)
+    # Extension: how long a movement one system recorded may wait for the other's posting
+    # before a stock gap counts as a true variance rather than a timing difference.
+    posting_grace_hours: float = Field(default=4.0, ge=0, le=168)
 
 
 class WmsSnapshot(Model):

@@ -51,7 +51,7 @@ class Pipeline:
             dedup_key=f"event:{event.key}",
         )
         policy = self.store.get_policy()
-        specialist = route(event.type, policy.policy, policy.wave_window_hours)
+        specialist = route(event.type, policy)
         with self.locks.hold(specialist.lock_keys(event, self.systems)):
             decisions = self._decide(job_id, job, event, specialist, policy, accepted_at)
             for decision in decisions:

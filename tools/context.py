@@ -13,6 +13,7 @@ from datetime import datetime
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.engines.backlog import AwaitingWave, BacklogContext, HeldOrder, WaveContext
+from domain.engines.discrepancy import Reservation, StockPicture
 from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext
 from domain.engines.waves import on_a_wave
 from domain.errors import PermanentConnectorError, UnknownSku
@@ -41,6 +42,7 @@ SCOPES = {
     "substitute_map": "erp:read",
     "backlog_context": "oms:read wms:read erp:read",
     "read_waves": "wms:read",
+    "stock_picture": "oms:read wms:read erp:read",
     "wave_context": "oms:read wms:read",
 }
 
@@ -222,3 +224,52 @@ def wave_context(systems: Systems, now: datetime, wave_window_hours: float = DEF
         now=now,
         window_hours=wave_window_hours,
     )
+
+
+RESERVING = ["released", "partially_released", "held", "backordered", "open"]
+
+
+def stock_picture(systems: Systems, sku: str, node: str, now: datetime, grace_hours: float) -> StockPicture:
+    """One SKU@node from all three systems: physical, book, each side's movements, reservations."""
+    wms = next((s for s in read_stock(systems, sku) if s.node == node), None)
+    try:
+        info, book, _ = systems.erp.sku(sku), systems.erp.book_stock(sku), None
+    except UnknownSku:
+        info, book = None, []
+    reservations = []
+    tiers: dict[str, str] = {}
+    for view in systems.oms.orders(RESERVING):
+        for ln in view.lines:
+            if (ln.substituted_by or ln.sku) != sku:
+                continue
+            for a in ln.allocations:
+                if a.node == node and a.qty > 0:
+                    reservations.append(
+                        Reservation(
+                            order_id=view.order.id,
+                            line=ln.line,
+                            qty=a.qty,
+                            priority=view.order.priority,
+                            tier=_tier(systems, view.order.customer, tiers),
+                            created=view.order.created,
+                        )
+                    )
+    return StockPicture(
+        sku=sku,
+        node=node,
+        now=now,
+        unit_cost=info.unit_cost if info else 0.0,
+        wms=wms,
+        book=next((b for b in book if b.node == node), None),
+        wms_moves=systems.wms.movements(sku, node),
+        erp_postings=systems.erp.postings(sku, node),
+        reservations=reservations,
+        grace_hours=grace_hours,
+    )
+
+
+def _tier(systems: Systems, customer_id: str, known: dict[str, str]) -> str:
+    """A customer's tier, read once per customer per call."""
+    if customer_id not in known:
+        known[customer_id] = _customer(systems, customer_id).tier
+    return known[customer_id]

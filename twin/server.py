@@ -69,6 +69,21 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
         after = as_utc(cutoff_after)
         return [w for w in found if (at := _cutoff_of(w)) is None or at > after]
 
+    @r.get("/movements")
+    def wms_movements(sku: str, node: str) -> list[dict[str, Any]]:
+        """Adjustments and receipts of a sku at a node, as the WMS recorded them."""
+        return state.movements("wms", sku, node)
+
+    @r.get("/asns")
+    def asns(po_id: str | None = None) -> list[dict[str, Any]]:
+        """Advance shipping notices received, optionally for one purchase order."""
+        return state.asns(po_id)
+
+    @r.get("/receipts")
+    def receipts(po_id: str | None = None) -> list[dict[str, Any]]:
+        """Goods receipts posted (a receipt posted twice appears twice), optionally for one PO."""
+        return state.receipts(po_id)
+
     @r.post("/waves")
     def create_wave(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
         """Release a wave."""
@@ -109,6 +124,20 @@ def _erp_routes(state: TwinState, act: Act) -> APIRouter:
     def credit(customer: str) -> dict[str, Any]:
         """Credit status of a customer."""
         return {"customer": customer, "credit_hold": state.credit_hold(customer)}
+
+    @r.get("/postings")
+    def erp_postings(sku: str, node: str) -> list[dict[str, Any]]:
+        """Inventory postings of a sku at a node, as the ERP booked them."""
+        return state.movements("erp", sku, node)
+
+    @r.get("/purchase-orders")
+    def purchase_orders(status: str | None = None) -> list[dict[str, Any]]:
+        """Purchase orders with line status and received quantity; ``status=open`` for the open ones."""
+        return state.purchase_orders(status)
+
+    @r.get("/purchase-orders/{po}")
+    def purchase_order(po: str) -> dict[str, Any]:
+        return state.purchase_order(po)
 
     @r.post("/backorders")
     def backorder(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
@@ -171,6 +200,11 @@ def _oms_routes(state: TwinState, act: Act) -> APIRouter:
     def allocate(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
         """Reserve stock for a line at a node."""
         return order_action("allocate", order_id, key, body)
+
+    @r.post("/orders/{order_id}/allocations/release")
+    def release_allocation(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Give back (part of) a line's reservation at a node."""
+        return order_action("release_allocation", order_id, key, body)
 
     @r.post("/orders/{order_id}/status")
     def status(order_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:

@@ -29,7 +29,7 @@ from domain.context import (
 )
 from domain.decisions import Action
 from domain.errors import UnknownOrder, UnknownSku
-from domain.models import Customer, Node, Order, PurchaseOrder, Scenario
+from domain.models import Asn, Customer, Node, Order, PurchaseOrder, Receipt, Scenario
 
 ORDER_STATUSES = frozenset({"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"})
 # Reservations on these orders no longer hold stock.
@@ -97,6 +97,13 @@ class TwinState:
         self._waves: list[dict[str, Any]] = []
         self._tasks: list[dict[str, Any]] = []
         self._transfers: list[dict[str, Any]] = []
+        # Stock movements each side recorded (WMS adjustments and receipts, ERP postings), so a
+        # reader can tell a posting still in flight from a true variance.
+        self._wms_moves: list[dict[str, Any]] = []
+        self._erp_postings: list[dict[str, Any]] = []
+        # Inbound documents as the WMS recorded them (a receipt posted twice is kept twice).
+        self._asns: dict[str, dict[str, Any]] = {a.id: a.model_dump(mode="json") for a in scenario.asns}
+        self._receipts: list[dict[str, Any]] = [r.model_dump(mode="json") for r in scenario.receipts]
         # ERP.
         self._skus: dict[str, SkuInfo] = {s.id: SkuInfo.model_validate(s.model_dump()) for s in scenario.skus}
         self._book: list[dict[str, Any]] = [b.model_dump() for b in scenario.erp.book_stock]
@@ -422,6 +429,23 @@ class TwinState:
         self._set_status(rec, str(_req(p, "status")))
         return {"order_id": rec["order"].id, "status": rec["status"]}
 
+    def _oms_release_allocation(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        node = str(_req(p, "node"))
+        qty = _num(p, "qty", positive=True)
+        held = sum(a["qty"] for a in line["allocations"] if a["node"] == node)
+        if held + 1e-9 < qty:
+            raise TwinRejected(f"order {rec['order'].id} line {line['line']} holds {held:g} at {node}, not {qty:g}")
+        left = qty
+        for alloc in line["allocations"]:
+            if alloc["node"] == node and left > 0:
+                take = min(alloc["qty"], left)
+                alloc["qty"] -= take
+                left -= take
+        line["allocations"] = [a for a in line["allocations"] if a["qty"] > 1e-9]
+        return {"order_id": rec["order"].id, "line": line["line"], "node": node, "released": qty}
+
     def _oms_hold_order(self, p: dict[str, Any], key: str) -> dict[str, Any]:
         rec = self._order_rec(p)
         self._set_status(rec, "held")
@@ -604,6 +628,7 @@ class TwinState:
 
     _HANDLERS: dict[str, Callable[[TwinState, dict[str, Any], str], dict[str, Any]]] = {
         "oms.allocate": _oms_allocate,
+        "oms.release_allocation": _oms_release_allocation,
         "oms.update_order_status": _oms_update_order_status,
         "oms.hold_order": _oms_hold_order,
         "oms.split_line": _oms_split_line,
@@ -644,11 +669,25 @@ class TwinState:
                         self._add_po(po)
                 elif etype == "erp.inventory.posted":
                     self._book_record(str(data["node"]), str(data["sku"]))["qty"] += float(data["qty_delta"])
+                    self._erp_postings.append(
+                        _movement("posting", data, data.get("posted_at") or event.get("time"), data.get("document_id"))
+                    )
                 elif etype == "wms.inventory.adjusted":
                     rec = self._location(str(data["node"]), str(data["sku"]), data.get("location"))
                     rec["on_hand"] = max(0.0, rec["on_hand"] + float(data["qty_delta"]))
+                    self._wms_moves.append(_movement("adjustment", data, event.get("time"), event.get("id")))
+                elif etype == "wms.asn.received":
+                    asn = Asn.model_validate(data)
+                    self._asns[asn.id] = asn.model_dump(mode="json")
                 elif etype == "wms.receipt.posted":
+                    self._receipts.append(Receipt.model_validate(data).model_dump(mode="json"))
                     self._receive(data)
+                    for line in data["lines"]:
+                        good = float(line["qty"]) - float(line.get("damaged") or 0)
+                        if good > 0:
+                            moved = {"node": data["node"], "sku": line["sku"], "qty_delta": good}
+                            at = data.get("received_at") or event.get("time")
+                            self._wms_moves.append(_movement("receipt", moved, at, data.get("id")))
                 elif etype == "wms.capacity.changed":
                     self._set_capacity(str(data["node"]), str(data["zone"]), float(data["pick_capacity_per_hour"]))
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
@@ -700,6 +739,31 @@ class TwinState:
         self._nodes[node] = found.model_copy(update={"zones": zones})
 
     # ------------------------------------------------------------------ export
+
+    def movements(self, side: str, sku: str, node: str) -> list[dict[str, Any]]:
+        """Stock movements of ``sku`` at ``node`` recorded by the WMS or the ERP, oldest first."""
+        with self._lock:
+            found = self._wms_moves if side == "wms" else self._erp_postings
+            return copy.deepcopy([m for m in found if m["sku"] == sku and m["node"] == node])
+
+    def asns(self, po_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy([a for a in self._asns.values() if po_id is None or a["po_id"] == po_id])
+
+    def receipts(self, po_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy([r for r in self._receipts if po_id is None or r["po_id"] == po_id])
+
+    def purchase_order(self, po_id: str) -> dict[str, Any]:
+        with self._lock:
+            po = self._pos.get(po_id)
+            if po is None:
+                raise TwinNotFound(f"purchase order {po_id} is not known to the ERP")
+            return copy.deepcopy(po)
+
+    def purchase_orders(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy([po for po in self._pos.values() if status is None or po["status"] == status])
 
     def export_state(self) -> dict[str, Any]:
         """The world now, in the shape of the report's ``final_state`` plus tickets and oversells."""
@@ -755,3 +819,14 @@ class TwinState:
                 "oversells": {"count": len(self._oversells), "events": self._oversells},
             }
             return copy.deepcopy(state)
+
+
+def _movement(kind: str, data: dict[str, Any], at: Any, ref: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "node": str(data["node"]),
+        "sku": str(data["sku"]),
+        "qty_delta": float(data["qty_delta"]),
+        "at": str(at) if at else None,
+        "ref": str(ref) if ref else None,
+    }

@@ -279,3 +279,56 @@ def test_a_capacity_change_waves_an_order_the_full_window_had_left_waiting(stack
         "carrierCode": "FEDX_GROUND",
         "cutoffTime": "2026-03-21T14:00:00Z",
     }
+
+
+def stock_event(kind: str, node: str, sku: str, delta: float, at: str, event_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"node": node, "sku": sku, "qty_delta": delta}
+    if kind == "erp.inventory.posted":
+        data.update(movement_type="701", document_id=f"MAT-{event_id}", posted_at=at)
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "wms/test" if kind.startswith("wms") else "erp/test",
+        "type": kind,
+        "time": at,
+        "data": data,
+    }
+
+
+def test_a_count_the_erp_has_not_booked_yet_is_a_timing_difference_and_uncovered_orders_go_back(
+    stack: Stack,
+) -> None:
+    stack.publish(order_event("SO-40", [("SKU-200", 6)]))
+    stack.drain()
+    assert [(a.node, a.qty) for a in stack.state.order("SO-40").lines[0].allocations] == [("DC-EAST", 6)]
+
+    # The WMS counts 3 fewer SKU-200 at DC-EAST (7 -> 4): the ERP has not booked it yet.
+    adjusted = stock_event("wms.inventory.adjusted", "DC-EAST", "SKU-200", -3, "2026-03-21T09:00:00Z", "e1")
+    adjusted["data"]["location"] = "A-02-02"  # 6 there (1 in A-02-01)
+    resp = stack.publish(adjusted)
+    stack.drain()
+    stock, held = job_of(stack, resp)["decisions"]
+    assert (stock["subject"], stock["outcome"], stock["actions"]) == ("SKU-200@DC-EAST", "timing_difference", [])
+    # SO-40 reserved 6, the warehouse has 4: its reservation goes back and the tick will re-source it.
+    assert (held["subject"], held["outcome"], held["status"]) == ("SO-40", "held", "executed")
+    order = stack.state.order("SO-40")
+    assert (order.status, order.hold_reason, order.lines[0].allocations) == ("held", "no_stock", [])
+
+    # The ERP books the same count an hour later: both sides agree, nothing was corrected twice.
+    resp = stack.publish(stock_event("erp.inventory.posted", "DC-EAST", "SKU-200", -3, "2026-03-21T10:00:00Z", "e2"))
+    stack.drain()
+    [stock] = job_of(stack, resp)["decisions"]
+    assert stock["outcome"] == "in_sync"
+    assert stack.state.export_state()["erp"]["adjustments"] == []
+
+
+def test_a_true_variance_corrects_the_erp_book_to_the_wms_count(stack: Stack) -> None:
+    stack.set_policy(posting_grace_hours=0)  # nothing waits for the other side's posting
+    resp = stack.publish(stock_event("wms.inventory.adjusted", "DC-WEST", "SKU-100", -2, "2026-03-21T09:00:00Z", "e3"))
+    stack.drain()
+    [stock] = job_of(stack, resp)["decisions"]
+    assert (stock["outcome"], stock["status"]) == ("discrepancy", "executed")
+    [adjustment] = stack.state.export_state()["erp"]["adjustments"]
+    assert (adjustment["node"], adjustment["sku"], adjustment["qty_delta"]) == ("DC-WEST", "SKU-100", -2)
+    book = {(b["node"], b["sku"]): b["qty"] for b in stack.state.export_state()["erp"]["book_stock"]}
+    assert book[("DC-WEST", "SKU-100")] == 58
