@@ -1,0 +1,1 @@
+"""Tryton (open-source ERP) over JSON-RPC: client, test server, scenario loader and adapters."""
