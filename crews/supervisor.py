@@ -11,6 +11,7 @@ from typing import Protocol
 from crews.backlog import BacklogSpecialist, WavePlanningSpecialist
 from crews.discrepancy import DiscrepancySpecialist
 from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
+from crews.reconciliation import ReconciliationSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
 from domain.events import CloudEvent
@@ -94,6 +95,8 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
         return BacklogSpecialist(wave_window_hours)
     if event_type == "wms.capacity.changed":
         return WavePlanningSpecialist(wave_window_hours)
+    if event_type in ("wms.asn.received", "wms.receipt.posted"):
+        return ReconciliationSpecialist(policy.receipt_tolerance_pct, wave_window_hours)
     if event_type in ("erp.inventory.posted", "wms.inventory.adjusted"):
         return DiscrepancySpecialist(policy.posting_grace_hours)
     return NoSpecialist(workflow)

@@ -38,6 +38,7 @@ console = Console(stderr=True)
 out = Console()
 
 Size = Literal["small", "medium", "large"]
+Systems = Literal["twin", "tryton"]
 Policy = Literal["crossdock", "baseline"]
 
 
@@ -100,16 +101,23 @@ def scenario_run(
     policy: Annotated[Policy, typer.Option(help="crossdock, or the naive baseline as a yardstick.")] = "crossdock",
     report: Annotated[Path | None, typer.Option(help="Write the report JSON here.")] = None,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker threads consuming the queue.")] = 1,
+    systems: Annotated[
+        Systems,
+        typer.Option(
+            help="twin: the digital twin plays WMS, ERP and OMS. tryton: a local trytond (template cached "
+            "under .cache/tryton) seeded from FILE."
+        ),
+    ] = "twin",
 ) -> None:
-    """Replay FILE through HTTP intake → Redis → worker → twin and write the report."""
-    report_data = _run(file, policy, workers)
+    """Replay FILE through HTTP intake → Redis → worker → twin (or Tryton) and write the report."""
+    report_data = _run(file, policy, workers, systems)
     if report is not None:
         report.write_text(json.dumps(report_data, indent=1, default=str))
         console.print(f"wrote {report}")
     _kpi_table({policy: report_data["kpis"]})
 
 
-def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str, Any]:
+def _run(file: Path | dict[str, Any], policy: str, workers: int = 1, systems: str = "twin") -> dict[str, Any]:
     from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario
 
     try:
@@ -117,7 +125,8 @@ def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str
     except ScenarioError as exc:
         fail(str(exc))
     with _progress() as progress:
-        task = progress.add_task(f"{policy}: replaying events", total=len(events))
+        label = f"{policy}: replaying events" + (" against Tryton" if systems == "tryton" else "")
+        task = progress.add_task(label, total=len(events))
         options = RunOptions(
             policy=policy,
             workers=workers,
@@ -126,6 +135,14 @@ def _run(file: Path | dict[str, Any], policy: str, workers: int = 1) -> dict[str
             progress=lambda done, total: progress.update(task, completed=done),
         )
         try:
+            if systems == "tryton":
+                from connectors.tryton.server import TrytonServerError
+                from runtime.replay_tryton import run_scenario_tryton
+
+                try:
+                    return run_scenario_tryton(file, options)
+                except TrytonServerError as exc:
+                    fail(f"Tryton: {exc}")
             return run_scenario(file, options)
         except ScenarioError as exc:
             fail(str(exc))
@@ -336,6 +353,21 @@ def bench_release(
         progress.add_task("bench release", total=None)
         result = run_release_bench(orders=orders, seed=seed)
     _print_bench("Release benchmark (measured in this run)", result)
+
+
+@bench_app.command("reconciliation")
+def bench_reconciliation(
+    lines: Annotated[int, typer.Option(min=100, help="PO lines to generate (with ASNs and receipts).")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random document seed.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs of the matcher (the median is reported).")] = 5,
+) -> None:
+    """Three-way match on documents with planted differences: precision/recall per class, auto-close share, lines/s."""
+    from runtime.bench_reconciliation import run_reconciliation_bench
+
+    with _progress() as progress:
+        progress.add_task("bench reconciliation", total=None)
+        result = run_reconciliation_bench(lines=lines, seed=seed, runs=runs)
+    _print_bench("Reconciliation benchmark (measured in this run)", result)
 
 
 def _print_bench(title: str, result: dict[str, Any]) -> None:

@@ -92,22 +92,79 @@ def test_an_unknown_sku_holds_the_order_with_a_clear_reason_instead_of_retrying(
 def test_an_event_with_no_specialist_is_recorded_as_observed_no_action(stack: Stack) -> None:
     event = {
         "specversion": "1.0",
-        "id": "evt-asn",
-        "source": "wms/test",
-        "type": "wms.asn.received",
-        "subject": "ASN-1",
-        "data": {"id": "ASN-1", "po_id": "PO-9001", "lines": [{"po_line": 10, "sku": "SKU-100", "qty": 100}]},
+        "id": "evt-pay",
+        "source": "oms/test",
+        "type": "oms.payment.failed",
+        "subject": "SO-1001",
+        "data": {"order_id": "SO-1001", "reason": "card declined"},
     }
     resp = stack.post_events(event)
     stack.drain()
     [decision] = job_of(stack, resp)["decisions"]
     assert (decision["workflow"], decision["outcome"], decision["status"]) == (
-        "reconciliation",
+        "exception_triage",
         "no_action",
         "observed",
     )
-    assert "No reconciliation specialist" in decision["rationale"]
+    assert "No exception_triage specialist" in decision["rationale"]
     assert stack.state.applied_actions() == []
+
+
+def inbound(kind: str, doc: dict[str, Any], at: str) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"evt-{doc['id']}", "source": "wms/test", "type": kind, "time": at, "data": doc}
+
+
+def test_a_receipt_within_tolerance_closes_its_po_line_and_a_short_wrong_lot_line_goes_to_review(
+    stack: Stack,
+) -> None:
+    asn = {
+        "id": "ASN-1",
+        "po_id": "PO-9001",
+        "expected": "2026-03-21",
+        "lines": [
+            {"po_line": 10, "sku": "SKU-100", "qty": 100},
+            {"po_line": 20, "sku": "SKU-200", "qty": 50, "lot": "L-77"},
+        ],
+    }
+    resp = stack.publish(inbound("wms.asn.received", asn, "2026-03-21T09:00:00Z"))
+    stack.drain()
+    [waiting] = job_of(stack, resp)["decisions"]
+    assert (waiting["workflow"], waiting["outcome"]) == ("reconciliation", "no_action")  # goods still awaited
+
+    receipt = {
+        "id": "GR-1",
+        "po_id": "PO-9001",
+        "asn_id": "ASN-1",
+        "node": "DC-EAST",
+        "received_at": "2026-03-21T10:30:00Z",
+        "lines": [
+            {"po_line": 10, "sku": "SKU-100", "qty": 98},  # 2 % short: exactly at tolerance
+            {"po_line": 20, "sku": "SKU-200", "qty": 40, "lot": "L-78"},
+        ],
+    }
+    resp = stack.publish(inbound("wms.receipt.posted", receipt, "2026-03-21T10:30:00Z"))
+    stack.drain()
+    decisions = {d["subject"]: d for d in job_of(stack, resp)["decisions"] if d["workflow"] == "reconciliation"}
+    closed, short = decisions["PO-9001/10"], decisions["PO-9001/20"]
+    assert (closed["outcome"], closed["status"]) == ("matched", "executed")
+    assert [a["type"] for a in closed["actions"]] == ["close_po_line"]
+    assert (short["outcome"], short["status"], short["human_review_required"]) == (
+        "discrepancy",
+        "pending_review",
+        True,
+    )
+    teams = sorted(a["payload"]["team"] for a in short["actions"] if a["type"] == "ticket")
+    assert teams and all(t in {"receiving", "finance"} for t in teams)
+    [po] = stack.state.export_state()["erp"]["purchase_orders"]
+    assert [ln["status"] for ln in po["lines"]] == ["closed", "open"]
+
+    # The same receipt posted again is a duplicate: it is named, and nothing is counted twice.
+    again = inbound("wms.receipt.posted", receipt, "2026-03-21T11:00:00Z")
+    again["id"] = "evt-GR-1-again"
+    resp = stack.publish(again)
+    stack.drain()
+    [dup] = [d for d in job_of(stack, resp)["decisions"] if d["workflow"] == "reconciliation"]
+    assert (dup["subject"], dup["outcome"], dup["evidence"]["finding"]) == ("GR-1", "discrepancy", "duplicate_receipt")
 
 
 def test_propose_mode_waits_for_review_and_concurrent_approvals_execute_once(stack: Stack) -> None:
