@@ -11,11 +11,13 @@ import dataclasses
 import hashlib
 
 from crews.order_release import event_now
+from crews.sweeps import due_stock_rechecks, sweep
 from domain.decisions import Proposal
 from domain.engines.backlog import decide_backlog, decide_waves
 from domain.engines.release import DEFAULT_WAVE_WINDOW_H
 from domain.engines.waves import add_committed, committed_lines
 from domain.events import CloudEvent, Tick
+from domain.models import Settings as Policy
 from tools.context import Systems, backlog_context, held_orders, order_needs, substitute_map, wave_context
 
 # One planner at a time: two concurrent plans could put one order on two waves.
@@ -45,15 +47,17 @@ class WavePlanningSpecialist:
 
 
 class BacklogSpecialist:
-    """Time passed: release held orders that stock now lets ship (one solve), then plan waves."""
+    """Time passed: release held orders that stock now lets ship (one solve), plan waves, sweep."""
 
     workflow = "allocation"
     verify_stock = True
 
-    def __init__(self, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> None:
-        self.wave_window_hours = wave_window_hours
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.wave_window_hours = self.policy.wave_window_hours
         self.locked: set[str] | None = None
         self.subs: dict[str, list[str]] | None = None
+        self.rechecks: list[str] = []
 
     def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         # Every SKU a held order could take, substitutes included, so no release races this batch.
@@ -62,7 +66,9 @@ class BacklogSpecialist:
             systems, {ln.sku for v in views if v.order.allow_substitution for ln in v.order.lines}
         )
         self.locked = {sku for v in views for sku in order_needs(v.order, self.subs)}
-        return [WAVE_PLAN_LOCK, *sorted(f"sku:{s}" for s in self.locked)]
+        # Stock re-checks may release reservations: their SKUs are locked too.
+        rechecks = {sku for sku, _ in due_stock_rechecks(systems, Tick.model_validate(event.data).now)}
+        return [WAVE_PLAN_LOCK, *sorted(f"sku:{s}" for s in self.locked | rechecks)]
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         now = Tick.model_validate(event.data).now
@@ -78,4 +84,6 @@ class BacklogSpecialist:
         for p in backlog:
             for a in p.actions:
                 add_committed(committed, a)
-        return [*backlog, decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)]
+        plan = decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)
+        swept = sweep(systems, now, self.policy.posting_grace_hours, self.policy.receipt_tolerance_pct)
+        return [*backlog, plan, *swept]

@@ -8,6 +8,7 @@ difference from a true variance. It holds the SKU's stock lock: it may release r
 from __future__ import annotations
 
 from crews.order_release import event_now
+from crews.sweeps import schedule_recheck
 from domain.decisions import Proposal
 from domain.engines.discrepancy import decide_discrepancy
 from domain.events import CloudEvent
@@ -28,6 +29,7 @@ class DiscrepancySpecialist:
         sku, node = str(event.data["sku"]), str(event.data["node"])
         picture = stock_picture(systems, sku, node, event_now(event), self.posting_grace_hours)
         proposals = decide_discrepancy(picture)
+        schedule_recheck(systems, picture)  # a gap left as in flight is judged again later
         for p in proposals:
             p.evidence["trigger"] = {"event_id": event.id, "type": event.type, "qty_delta": event.data.get("qty_delta")}
         return proposals

@@ -92,7 +92,7 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
     if event_type == "oms.order.created":
         return OrderReleaseSpecialist(wave_window_hours)
     if event_type == "crossdock.tick":
-        return BacklogSpecialist(wave_window_hours)
+        return BacklogSpecialist(policy)
     if event_type == "wms.capacity.changed":
         return WavePlanningSpecialist(wave_window_hours)
     if event_type in ("wms.asn.received", "wms.receipt.posted"):

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors.http import http_connectors
+from connectors.ports import ErpPort, OmsPort, WmsPort
 from runtime.executor import Executor
 from runtime.locks import StockLocks
+from runtime.memo import RedisMemo
 from runtime.pipeline import Pipeline
 from runtime.queue import JobQueue
 from runtime.settings import Settings, disable_telemetry
@@ -46,8 +49,12 @@ class Container:
     http: httpx.Client
     aredis: Any = None
     _embedded: Any = field(default=None, repr=False)
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
+        for closer in self.closers:
+            closer()
+        self.closers = []
         self.http.close()
         self.store.close()
         self.redis.close()
@@ -112,7 +119,24 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
     return redis.Redis(unix_socket_path=server.socket_file), server
 
 
-def bootstrap(settings: Settings | None = None) -> Container:
+def tryton_ports(overlay: Any = None, config: Any = None) -> tuple[WmsPort, ErpPort, OmsPort, Callable[[], None]]:
+    """WMS, ERP and OMS adapters on one Tryton database, and the function that closes their client.
+
+    ``config`` (``connectors.tryton.rpc.TrytonConfig``) defaults to the ``TRYTON_*`` variables;
+    ``overlay`` (``connectors.tryton.adapters.Overlay``) carries what Tryton does not store: lanes,
+    carriers, regions, substitutes."""
+    from connectors.tryton.adapters import tryton_connectors  # only this path needs them
+    from connectors.tryton.rpc import TrytonClient, TrytonConfig
+
+    client = TrytonClient(config if config is not None else TrytonConfig.from_env())
+    wms, erp, oms = tryton_connectors(client, overlay)
+    return wms, erp, oms, client.close
+
+
+def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_config: Any = None) -> Container:
+    """Wire the container; with ``settings.erp == "tryton"`` the WMS, ERP and OMS ports are the
+    Tryton adapters (``overlay``, ``tryton_config``: see ``tryton_ports``) and only notify goes
+    over HTTP."""
     disable_telemetry()
     settings = settings or Settings()
     client, embedded = connect_redis(settings)
@@ -121,10 +145,17 @@ def bootstrap(settings: Settings | None = None) -> Container:
     store = Store(settings.store_url())
     store.create_schema()
     http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False)
+    wms: WmsPort
+    erp: ErpPort
+    oms: OmsPort
     wms, erp, oms, notify = http_connectors(
         settings.wms_url, settings.erp_url, settings.oms_url, settings.notify_url, http
     )
-    systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify)
+    closers: list[Callable[[], None]] = []
+    if settings.erp == "tryton":
+        wms, erp, oms, close_tryton = tryton_ports(overlay, tryton_config)
+        closers.append(close_tryton)
+    systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify, memo=RedisMemo(client, settings.stream_prefix))
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
     pipeline = Pipeline(store, queue, systems, executor, locks)
@@ -133,4 +164,6 @@ def bootstrap(settings: Settings | None = None) -> Container:
         if settings.redis_url
         else redis.asyncio.Redis(unix_socket_path=embedded.socket_file)
     )
-    return Container(settings, client, queue, store, systems, executor, locks, pipeline, http, aclient, embedded)
+    return Container(
+        settings, client, queue, store, systems, executor, locks, pipeline, http, aclient, embedded, closers
+    )

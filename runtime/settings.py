@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     erp_url: str = "http://127.0.0.1:8100/erp"
     oms_url: str = "http://127.0.0.1:8100/oms"
     notify_url: str = "http://127.0.0.1:8100/notify"
+    # Which systems serve WMS, ERP and OMS: the HTTP adapters (the twin or REST systems at the URLs
+    # above) or one Tryton database. Tryton's URL and credentials stay in TRYTON_* variables, read
+    # by ``connectors.tryton.rpc.TrytonConfig.from_env``; notify stays HTTP either way.
+    erp: Literal["twin", "tryton"] = Field(default="twin", validation_alias="CROSSDOCK_ERP")
     # "key:role,key:role" — hashed at load.
     api_keys: str = ""
     # "source=secret,source=secret" — HMAC secrets per event source.

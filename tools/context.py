@@ -6,9 +6,10 @@ its role allows (enforced where agents are built), so text in an event cannot wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply, WaveView
@@ -20,6 +21,18 @@ from domain.errors import PermanentConnectorError, UnknownSku
 from domain.models import Customer, Order
 
 
+class Memo(Protocol):
+    """Crossdock's own memory (``runtime.memo.RedisMemo``): findings raised once, re-checks due."""
+
+    def first_time(self, key: str) -> bool: ...
+
+    def schedule(self, queue: str, member: str, due: float) -> None: ...
+
+    def due(self, queue: str, now: float) -> list[str]: ...
+
+    def done(self, queue: str, members: Iterable[str]) -> None: ...
+
+
 @dataclass(frozen=True)
 class Systems:
     """The connector ports a specialist may use, injected (never global)."""
@@ -28,6 +41,7 @@ class Systems:
     erp: ErpPort
     oms: OmsPort
     notify: NotifyPort
+    memo: Memo | None = None  # without it, sweeps re-raise findings and nothing is re-checked
 
 
 MAX_SUBSTITUTES = 3

@@ -26,6 +26,7 @@ from runtime.bootstrap import Container, bootstrap
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key
 from runtime.worker import Worker
+from tests.integration.tryton.harness import tryton_template  # noqa: F401  (one template per session)
 from twin.server import create_twin_app
 from twin.state import TwinState
 

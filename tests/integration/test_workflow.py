@@ -389,3 +389,59 @@ def test_a_true_variance_corrects_the_erp_book_to_the_wms_count(stack: Stack) ->
     assert (adjustment["node"], adjustment["sku"], adjustment["qty_delta"]) == ("DC-WEST", "SKU-100", -2)
     book = {(b["node"], b["sku"]): b["qty"] for b in stack.state.export_state()["erp"]["book_stock"]}
     assert book[("DC-WEST", "SKU-100")] == 58
+
+
+def tick_at(now: str, event_id: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "crossdock/clock",
+        "type": "crossdock.tick",
+        "time": now,
+        "data": {"now": now},
+    }
+
+
+def test_a_posting_that_never_comes_becomes_a_true_variance_when_the_grace_window_ends(stack: Stack) -> None:
+    adjusted = stock_event("wms.inventory.adjusted", "DC-EAST", "SKU-200", -3, "2026-03-21T09:00:00Z", "e5")
+    adjusted["data"]["location"] = "A-02-02"
+    stack.publish(adjusted)
+    stack.drain()
+    # 12:00 is inside the 4 h grace window: nothing is re-checked yet.
+    resp = stack.publish(tick_at("2026-03-21T12:00:00Z", "t-12"))
+    stack.drain()
+    assert not [d for d in job_of(stack, resp)["decisions"] if d["workflow"] == "discrepancy"]
+    # 14:00: the ERP never booked the count. The book moves to the WMS figure, once.
+    resp = stack.publish(tick_at("2026-03-21T14:00:00Z", "t-14"))
+    stack.drain()
+    [variance] = [d for d in job_of(stack, resp)["decisions"] if d["workflow"] == "discrepancy"]
+    assert (variance["subject"], variance["outcome"], variance["status"]) == (
+        "SKU-200@DC-EAST",
+        "discrepancy",
+        "executed",
+    )
+    assert variance["evidence"]["sweep"].startswith("stock re-check")
+    [adjustment] = stack.state.export_state()["erp"]["adjustments"]
+    assert (adjustment["sku"], adjustment["qty_delta"]) == ("SKU-200", -3)
+    resp = stack.publish(tick_at("2026-03-21T16:00:00Z", "t-16"))
+    stack.drain()
+    assert not [d for d in job_of(stack, resp)["decisions"] if d["workflow"] == "discrepancy"]
+
+
+def test_an_overdue_asn_is_raised_once_by_the_tick_sweep(stack: Stack) -> None:
+    asn = {
+        "id": "ASN-9",
+        "po_id": "PO-9001",
+        "expected": "2026-03-19",
+        "lines": [{"po_line": 10, "sku": "SKU-100", "qty": 100}],
+    }
+    stack.publish(inbound("wms.asn.received", asn, "2026-03-19T08:00:00Z"))
+    stack.drain()
+    resp = stack.publish(tick_at("2026-03-21T12:00:00Z", "t-a"))
+    stack.drain()
+    [overdue] = [d for d in job_of(stack, resp)["decisions"] if d["subject"] == "ASN-9"]
+    assert (overdue["outcome"], overdue["evidence"]["finding"]) == ("discrepancy", "asn_overdue")
+    assert [a["payload"]["team"] for a in overdue["actions"]] == ["planning"]
+    resp = stack.publish(tick_at("2026-03-21T14:00:00Z", "t-b"))
+    stack.drain()
+    assert not [d for d in job_of(stack, resp)["decisions"] if d["subject"] == "ASN-9"]

@@ -1,60 +1,8 @@
-"""A real trytond on 127.0.0.1: the database is initialised once per session (about 20 s) into a
-template file, and every test module serves its own copy of it."""
+"""A real trytond on 127.0.0.1: the fixtures live in ``harness`` (shared with the connector contract
+tests); the session template comes from ``tests/integration/conftest.py``."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from .harness import EXAMPLE, Tryton, tryton, tryton_server
 
-import pytest
-
-from connectors.tryton.adapters import Overlay, TrytonErp, TrytonOms, TrytonWms, tryton_connectors
-from connectors.tryton.loader import LoadResult, load_scenario
-from connectors.tryton.rpc import TrytonClient
-from connectors.tryton.server import TrytonServer, TrytonTemplate, start_server
-
-EXAMPLE = Path(__file__).resolve().parents[4] / "shared" / "contracts" / "example-scenario.json"
-
-
-@dataclass
-class Tryton:
-    server: TrytonServer
-    client: TrytonClient
-    loaded: LoadResult
-    scenario: dict[str, Any]
-    wms: TrytonWms
-    erp: TrytonErp
-    oms: TrytonOms
-
-
-@pytest.fixture(scope="session")
-def tryton_template(tmp_path_factory: pytest.TempPathFactory) -> TrytonTemplate:
-    return TrytonTemplate.create(tmp_path_factory.mktemp("tryton-template"))
-
-
-@pytest.fixture(scope="module")
-def tryton_server(tryton_template: TrytonTemplate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonServer]:
-    server = start_server(tryton_template, tmp_path_factory.mktemp("tryton-server"))
-    try:
-        yield server
-    finally:
-        server.stop()
-    with pytest.raises(ProcessLookupError):  # stopped by its PID: nothing is left running
-        os.kill(server.pid, 0)
-
-
-@pytest.fixture(scope="module")
-def tryton(tryton_server: TrytonServer) -> Iterator[Tryton]:
-    """The example scenario loaded into the module's server, and the three adapters on it."""
-    scenario: dict[str, Any] = json.loads(EXAMPLE.read_text())
-    client = TrytonClient(tryton_server.config())
-    loaded = load_scenario(client, scenario)
-    wms, erp, oms = tryton_connectors(client, Overlay.from_scenario(scenario))
-    try:
-        yield Tryton(tryton_server, client, loaded, scenario, wms, erp, oms)
-    finally:
-        client.close()
+__all__ = ["EXAMPLE", "Tryton", "tryton", "tryton_server"]
