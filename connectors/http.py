@@ -24,8 +24,10 @@ from domain.context import (
     WaveView,
 )
 from domain.decisions import Action
+from domain.engines.forecast import TransferView
+from domain.engines.triage import WmsTask
 from domain.errors import ConnectorError, PermanentConnectorError, UnknownDocument, UnknownOrder, UnknownSku
-from domain.models import Asn, Customer, PurchaseOrder, Receipt
+from domain.models import Asn, Customer, DemandPoint, PurchaseOrder, Receipt
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 
@@ -142,6 +144,14 @@ class HttpWms(_HttpSystem):
     def receipts(self, po_id: str) -> list[Receipt]:
         return [Receipt.model_validate(r) for r in self._get("/api/v1/receipts", {"po_id": po_id})]
 
+    def tasks(self, sku: str | None = None, node: str | None = None) -> list[WmsTask]:
+        params = {k: v for k, v in (("sku", sku), ("node", node)) if v is not None}
+        return [WmsTask.model_validate(t) for t in self._get("/api/v1/tasks", params or None)]
+
+    def transfers(self, sku: str | None = None) -> list[TransferView]:
+        params = {"sku": sku} if sku is not None else None
+        return [TransferView.model_validate(t) for t in self._get("/api/v1/transfers", params)]
+
     def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
         params = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else None
         out = []
@@ -184,6 +194,10 @@ class HttpErp(_HttpSystem):
 
     def planned_supply(self, sku: str) -> list[Supply]:
         return [Supply.model_validate(s) for s in self._get("/api/v1/supply", {"sku": sku})]
+
+    def demand_history(self, sku: str | None = None, node: str | None = None) -> list[DemandPoint]:
+        params = {k: v for k, v in (("sku", sku), ("node", node)) if v is not None}
+        return [DemandPoint.model_validate(d) for d in self._get("/api/v1/demand-history", params or None)]
 
     def credit_hold(self, customer: str) -> bool:
         body = self._get(f"/api/v1/customers/{quote(customer, safe='')}/credit")

@@ -22,7 +22,9 @@ from domain.context import (
     WaveView,
 )
 from domain.decisions import Action
-from domain.models import Asn, Customer, Receipt
+from domain.engines.forecast import TransferView
+from domain.engines.triage import WmsTask
+from domain.models import Asn, Customer, DemandPoint, Receipt
 
 
 @runtime_checkable
@@ -105,4 +107,29 @@ class OmsPort(Protocol):
 class NotifyPort(Protocol):
     def apply(self, action: Action) -> dict[str, Any]:
         """Deliver a ``notify.ticket`` to a team's queue."""
+        ...
+
+
+# Optional reads (extensions). They are separate Protocols so that an adapter without them
+# (Tryton has no task model) still satisfies the core ports; callers check with isinstance.
+
+
+@runtime_checkable
+class WmsTaskReader(Protocol):
+    def tasks(self, sku: str | None = None, node: str | None = None) -> list[WmsTask]:
+        """Warehouse tasks (re-picks, cycle counts, ...), optionally for one sku and/or node."""
+        ...
+
+
+@runtime_checkable
+class WmsTransferReader(Protocol):
+    def transfers(self, sku: str | None = None) -> list[TransferView]:
+        """Stock transfers created between nodes, optionally for one sku."""
+        ...
+
+
+@runtime_checkable
+class DemandHistoryReader(Protocol):
+    def demand_history(self, sku: str | None = None, node: str | None = None) -> list[DemandPoint]:
+        """Units shipped per day (the ERP's demand history), optionally for one sku and/or node."""
         ...

@@ -12,6 +12,7 @@ from crews.backlog import BacklogSpecialist, WavePlanningSpecialist
 from crews.discrepancy import DiscrepancySpecialist
 from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
 from crews.reconciliation import ReconciliationSpecialist
+from crews.triage import TRIAGE_TYPES, TriageSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
 from domain.events import CloudEvent
@@ -99,4 +100,6 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
         return ReconciliationSpecialist(policy.receipt_tolerance_pct, wave_window_hours)
     if event_type in ("erp.inventory.posted", "wms.inventory.adjusted"):
         return DiscrepancySpecialist(policy.posting_grace_hours)
+    if event_type in TRIAGE_TYPES:
+        return TriageSpecialist()
     return NoSpecialist(workflow)

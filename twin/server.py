@@ -84,6 +84,16 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
         """Goods receipts posted (a receipt posted twice appears twice), optionally for one PO."""
         return state.receipts(po_id)
 
+    @r.get("/tasks")
+    def tasks(sku: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        """Warehouse tasks, optionally for one sku and/or node."""
+        return state.tasks(sku, node)
+
+    @r.get("/transfers")
+    def transfers(sku: str | None = None) -> list[dict[str, Any]]:
+        """Stock transfers created, optionally for one sku."""
+        return state.transfers(sku)
+
     @r.post("/waves")
     def create_wave(key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
         """Release a wave."""
@@ -119,6 +129,11 @@ def _erp_routes(state: TwinState, act: Act) -> APIRouter:
     def supply(sku: str) -> list[dict[str, Any]]:
         """Open PO lines and transfers in transit."""
         return [s.model_dump(mode="json") for s in state.planned_supply(sku)]
+
+    @r.get("/demand-history")
+    def demand_history(sku: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        """Units shipped per day, optionally for one sku and/or node."""
+        return [d.model_dump(mode="json") for d in state.demand_history(sku, node)]
 
     @r.get("/customers/{customer}/credit")
     def credit(customer: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from domain.context import (
 )
 from domain.decisions import Action
 from domain.errors import UnknownOrder, UnknownSku
-from domain.models import Asn, Customer, Node, Order, PurchaseOrder, Receipt, Scenario
+from domain.models import Asn, Customer, DemandPoint, Node, Order, PurchaseOrder, Receipt, Scenario
 
 ORDER_STATUSES = frozenset({"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"})
 # Reservations on these orders no longer hold stock.
@@ -114,6 +114,7 @@ class TwinState:
         for po in scenario.erp.purchase_orders:
             self._add_po(po)
         self._credit_holds: set[str] = set(scenario.erp.credit_holds)
+        self._demand: list[DemandPoint] = [d.model_copy() for d in scenario.erp.demand_history]
         self._backorders: list[dict[str, Any]] = []
         self._adjustments: list[dict[str, Any]] = []
         # OMS.
@@ -264,6 +265,24 @@ class TwinState:
     def credit_hold(self, customer: str) -> bool:
         with self._lock:
             return customer in self._credit_holds
+
+    def demand_history(self, sku: str | None = None, node: str | None = None) -> list[DemandPoint]:
+        """Units shipped per day (ERP), optionally for one sku and/or node, oldest first."""
+        with self._lock:
+            found = [d for d in self._demand if (sku is None or d.sku == sku) and (node is None or d.node == node)]
+            return [d.model_copy() for d in sorted(found, key=lambda d: (d.date, d.node, d.sku))]
+
+    def tasks(self, sku: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        """Warehouse tasks created so far, optionally for one sku and/or node."""
+        with self._lock:
+            return copy.deepcopy(
+                [t for t in self._tasks if (sku is None or t["sku"] == sku) and (node is None or t["node"] == node)]
+            )
+
+    def transfers(self, sku: str | None = None) -> list[dict[str, Any]]:
+        """Stock transfers the WMS created, optionally for one sku."""
+        with self._lock:
+            return copy.deepcopy([t for t in self._transfers if sku is None or t["sku"] == sku])
 
     def order(self, order_id: str) -> OrderView:
         with self._lock:
@@ -521,6 +540,9 @@ class TwinState:
             "qty": _num(p, "qty") if p.get("qty") is not None else None,
             "reason": p.get("reason"),
             "status": "open",
+            # Extension: the order a re-pick serves and the triage case a task belongs to.
+            "order_id": p.get("order_id"),
+            "case_key": p.get("case_key"),
         }
         self._tasks.append(task)
         return {"task_id": task["id"], "status": "open"}
@@ -537,6 +559,8 @@ class TwinState:
             "to": dst,
             "qty": _num(p, "qty", positive=True),
             "status": "created",
+            # Extension: when the transfer is expected to land (so a planner does not send it twice).
+            "eta": _date(p["eta"], "eta") if p.get("eta") else None,
         }
         self._transfers.append(transfer)
         return {"transfer_id": transfer["id"], "status": "created"}

@@ -92,21 +92,26 @@ def test_an_unknown_sku_holds_the_order_with_a_clear_reason_instead_of_retrying(
 def test_an_event_with_no_specialist_is_recorded_as_observed_no_action(stack: Stack) -> None:
     event = {
         "specversion": "1.0",
-        "id": "evt-pay",
-        "source": "oms/test",
-        "type": "oms.payment.failed",
-        "subject": "SO-1001",
-        "data": {"order_id": "SO-1001", "reason": "card declined"},
+        "id": "evt-po",
+        "source": "erp/test",
+        "type": "erp.po.created",
+        "subject": "PO-9100",
+        "data": {
+            "id": "PO-9100",
+            "supplier": "SUP-1",
+            "node": "DC-EAST",
+            "lines": [{"line": 10, "sku": "SKU-100", "qty": 5}],
+        },
     }
     resp = stack.post_events(event)
     stack.drain()
     [decision] = job_of(stack, resp)["decisions"]
     assert (decision["workflow"], decision["outcome"], decision["status"]) == (
-        "exception_triage",
+        "backorder_prevention",
         "no_action",
         "observed",
     )
-    assert "No exception_triage specialist" in decision["rationale"]
+    assert "No backorder_prevention specialist" in decision["rationale"]
     assert stack.state.applied_actions() == []
 
 
@@ -290,7 +295,7 @@ def test_a_tick_re_sources_orders_held_for_stock_once_stock_arrives(stack: Stack
     }
     resp = stack.publish(tick)
     stack.drain()
-    summary, release, waves = job_of(stack, resp)["decisions"]
+    summary, release, waves = [d for d in job_of(stack, resp)["decisions"] if d["workflow"] != "backorder_prevention"]
     assert (summary["workflow"], summary["outcome"], summary["status"]) == ("allocation", "reoptimised", "observed")
     # The release waved SO-21 itself; the tick's wave plan found nothing else waiting.
     assert (waves["subject"], waves["outcome"]) == ("waves", "no_action")
