@@ -1,1 +1,2 @@
-"""CrewAI agent definitions and the scoped-tool factory — not built yet (issue 7); see README."""
+"""CrewAI agent definitions (``agents.yaml``), their settings and bounds, and the rules an agent's
+proposal must pass. Nothing here imports CrewAI; ``crews.agent_runtime`` builds the agents."""

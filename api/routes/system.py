@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.settings import llm_mode
 from api.deps import AdminRole, ContainerDep, OrderReaderRole, PlannerRole
 from domain.errors import ConnectorError, UnknownOrder
 from domain.models import Settings as Policy
@@ -35,7 +36,7 @@ async def readyz(container: ContainerDep, response: Response) -> dict[str, Any]:
         checks["store"] = f"unreachable: {type(exc).__name__}"
     ready = all(v is True for v in checks.values())
     response.status_code = 200 if ready else 503
-    return {"status": "ready" if ready else "not_ready", **checks}
+    return {"status": "ready" if ready else "not_ready", **checks, "llm": llm_mode()}
 
 
 @router.get("/metrics", tags=["system"])

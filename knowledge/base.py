@@ -1,0 +1,391 @@
+"""The knowledge base: one Qdrant collection of SOP sections and past decisions, searched hybrid.
+
+Each point carries two named vectors: ``dense`` (all-MiniLM-L6-v2, cosine) and ``bm25`` (sparse
+term frequencies; Qdrant applies IDF through ``Modifier.IDF``). A search runs both as prefetches
+of one Query API call, with the same payload filter in each, and fuses them with reciprocal rank
+fusion (``FusionQuery(fusion=RRF)``). Qdrant local mode (an on-disk path) is the default;
+``url`` (or ``QDRANT_URL``) points at a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from qdrant_client import QdrantClient, models
+
+from domain.decisions import Decision
+from knowledge.documents import Chunk, chunk_document, load_documents
+from knowledge.embedder import Embedder, default_embedder
+from knowledge.sparse import SparseVec, document_vector, query_vector
+
+COLLECTION = "crossdock_knowledge"
+DEFAULT_PATH = ".cache/knowledge"
+DENSE = "dense"
+SPARSE = "bm25"
+FILTER_FIELDS = ("doc_type", "sku", "node", "workflow")
+SearchMode = Literal["hybrid", "dense", "sparse"]
+_NAMESPACE = uuid.UUID("4f6c1b0e-8a63-4d0b-9a52-6f1d2b7c9e10")
+_SUBJECT_AT = re.compile(r"^([A-Za-z0-9][\w.-]*)@([A-Za-z0-9][\w.-]*)$")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``section`` is the SOP section number (cite as ``doc_id §section``)."""
+
+    id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def citation(self) -> str:
+        return f"{self.doc_id} §{self.section}" if self.section and self.section != "0" else self.doc_id
+
+    @property
+    def source(self) -> str:
+        """Where the passage comes from, as an agent should cite it."""
+        return self.citation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "section": self.section,
+            "citation": self.citation,
+            "text": self.text,
+            "score": round(self.score, 6),
+            "payload": self.payload,
+        }
+
+
+def point_id(chunk_id: str) -> str:
+    """A stable point id, so re-ingesting a chunk overwrites it instead of duplicating it."""
+    return str(uuid.uuid5(_NAMESPACE, chunk_id))
+
+
+def default_location() -> tuple[str | None, str | None]:
+    """(url, path): ``QDRANT_URL`` if set, else ``CROSSDOCK_KNOWLEDGE_PATH`` or ``.cache/knowledge``."""
+    url = os.environ.get("QDRANT_URL") or None
+    if url:
+        return url, None
+    return None, os.environ.get("CROSSDOCK_KNOWLEDGE_PATH") or DEFAULT_PATH
+
+
+def build_filter(
+    doc_type: str | None = None,
+    sku: str | None = None,
+    node: str | None = None,
+    workflow: str | None = None,
+) -> models.Filter | None:
+    """All given fields must match (a list-valued payload field matches if any element does)."""
+    given = {"doc_type": doc_type, "sku": sku, "node": node, "workflow": workflow}
+    must: list[models.Condition] = [
+        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in given.items() if v is not None
+    ]
+    return models.Filter(must=must) if must else None
+
+
+def _sparse(v: SparseVec) -> models.SparseVector:
+    return models.SparseVector(indices=v.indices, values=v.values)
+
+
+class KnowledgeBase:
+    """SOPs and decision history in one Qdrant collection, shared by all agents.
+
+    ``KnowledgeBase()`` opens the default location (see :func:`default_location`); a path opens
+    Qdrant local mode there, an ``http(s)://`` path or ``url=`` a Qdrant server, and
+    ``KnowledgeBase(":memory:")`` an in-process collection that vanishes on close.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        url: str | None = None,
+        embedder: Embedder | None = None,
+        collection: str = COLLECTION,
+        api_key: str | None = None,
+    ) -> None:
+        if path is None and url is None:
+            url, default_path = default_location()
+            path = default_path
+        elif url is None and str(path).startswith(("http://", "https://")):
+            url, path = str(path), None
+        self.embedder: Embedder = embedder if embedder is not None else default_embedder()
+        self.collection = collection
+        self.local = url is None
+        self.location = url if url is not None else str(path)
+        # Local mode is plain Python over shared dicts and SQLite: one call at a time. (Embedding
+        # happens outside the lock; a server needs none.)
+        self._lock: threading.RLock | contextlib.nullcontext[None] = (
+            threading.RLock() if self.local else contextlib.nullcontext()
+        )
+        if url is not None:
+            self.client = QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY"))
+        elif str(path) == ":memory:":
+            self.client = QdrantClient(location=":memory:")
+        else:
+            Path(str(path)).mkdir(parents=True, exist_ok=True)
+            self.client = QdrantClient(path=str(path))
+        self._ensure_collection()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _ensure_collection(self) -> None:
+        if self.client.collection_exists(self.collection):
+            info = self.client.get_collection(self.collection)
+            params = info.config.params.vectors
+            size = params[DENSE].size if isinstance(params, dict) and DENSE in params else None
+            if size != self.embedder.dim:
+                raise ValueError(
+                    f"collection {self.collection!r} holds {size}-d vectors, the embedder makes {self.embedder.dim}-d"
+                )
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config={DENSE: models.VectorParams(size=self.embedder.dim, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        )
+        if not self.local:  # payload indexes only exist on a server; local mode scans
+            for key in (*FILTER_FIELDS, "doc_id"):
+                self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
+
+    def clear(self) -> None:
+        """Drop every point: the collection is deleted and created anew."""
+        with self._lock:
+            self.client.delete_collection(self.collection)
+            self._ensure_collection()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def count(self, doc_type: str | None = None) -> int:
+        with self._lock:
+            return self.client.count(self.collection, count_filter=build_filter(doc_type=doc_type), exact=True).count
+
+    # --- ingestion -------------------------------------------------------------------------
+
+    def ingest_chunks(
+        self,
+        chunks: Sequence[Chunk],
+        *,
+        vectors: Sequence[list[float]] | None = None,
+        batch_size: int = 256,
+    ) -> int:
+        """Embed and upsert chunks (idempotent by chunk id); returns how many were written.
+
+        ``vectors`` supplies precomputed dense vectors (one per chunk) instead of embedding.
+        """
+        if vectors is not None and len(vectors) != len(chunks):
+            raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            if vectors is None:
+                dense = self.embedder.embed([c.embed_text for c in batch])
+            else:
+                dense = list(vectors[start : start + batch_size])
+            points = [
+                models.PointStruct(
+                    id=point_id(c.id),
+                    vector={DENSE: vec, SPARSE: _sparse(document_vector(c.embed_text))},
+                    payload={**c.payload, "chunk_id": c.id, "doc_id": c.doc_id, "title": c.title, "text": c.text},
+                )
+                for c, vec in zip(batch, dense, strict=True)
+            ]
+            with self._lock:
+                self.client.upsert(self.collection, points=points, wait=True)
+        return len(chunks)
+
+    def ingest_path(self, path: str | Path) -> int:
+        """Ingest a markdown file or every ``*.md`` under a directory; returns the chunk count.
+
+        A document's earlier chunks are deleted first, so a section removed from the file does
+        not linger in the index.
+        """
+        docs = load_documents(path)
+        chunks: list[Chunk] = []
+        for doc in docs:
+            chunks.extend(chunk_document(doc))
+        ids = [d.id for d in docs]
+        if ids:
+            with self._lock:
+                self.client.delete(
+                    self.collection,
+                    points_selector=models.FilterSelector(
+                        filter=models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=ids))])
+                    ),
+                    wait=True,
+                )
+        return self.ingest_chunks(chunks)
+
+    def ingest_decisions(self, decisions: Iterable[Decision]) -> int:
+        """Ingest decisions as ``history`` chunks so 'similar past cases' can be retrieved."""
+        return self.ingest_chunks([decision_chunk(d) for d in decisions])
+
+    # --- retrieval -------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        doc_type: str | None = None,
+        sku: str | None = None,
+        node: str | None = None,
+        workflow: str | None = None,
+        *,
+        mode: SearchMode = "hybrid",
+        candidates: int | None = None,
+        **unknown: Any,
+    ) -> list[Hit]:
+        """The k best chunks for a query; ``mode`` picks hybrid (RRF), dense-only or BM25-only.
+
+        Filters are exact matches on payload fields; a list-valued field (an SOP's workflows)
+        matches if any element does. Any other keyword is an error, never silently ignored.
+        """
+        if unknown:
+            raise TypeError(f"unknown search filter(s) {sorted(unknown)}; allowed: {list(FILTER_FIELDS)}")
+        if k <= 0 or not query.strip():
+            return []
+        flt = build_filter(doc_type, sku, node, workflow)
+        limit = candidates or max(4 * k, 20)
+        sparse = query_vector(query)
+        dense: list[float] | None = None
+        if mode != "sparse":
+            dense = self.embedder.embed([query])[0]
+        request: dict[str, Any]
+        if mode == "dense" or (mode == "hybrid" and not sparse.indices):
+            request = {"query": dense, "using": DENSE, "query_filter": flt}
+        elif mode == "sparse":
+            if not sparse.indices:
+                return []
+            request = {"query": _sparse(sparse), "using": SPARSE, "query_filter": flt}
+        else:
+            request = {
+                "prefetch": [
+                    models.Prefetch(query=dense, using=DENSE, filter=flt, limit=limit),
+                    models.Prefetch(query=_sparse(sparse), using=SPARSE, filter=flt, limit=limit),
+                ],
+                "query": models.FusionQuery(fusion=models.Fusion.RRF),  # candidates are already filtered
+            }
+        with self._lock:
+            resp = self.client.query_points(self.collection, limit=k, with_payload=True, **request)
+        return [_hit(p) for p in resp.points]
+
+
+def _hit(p: models.ScoredPoint) -> Hit:
+    payload = dict(p.payload or {})
+    return Hit(
+        id=str(payload.get("chunk_id", p.id)),
+        doc_id=str(payload.get("doc_id", "")),
+        title=str(payload.get("title", "")),
+        section=str(payload.get("section", "")),
+        text=str(payload.get("text", "")),
+        score=float(p.score),
+        payload=payload,
+    )
+
+
+def _find(evidence: Any, key: str) -> str | None:
+    """A string value for ``key`` at the top of the evidence, or one level down."""
+    if not isinstance(evidence, dict):
+        return None
+    value = evidence.get(key)
+    if isinstance(value, str) and value:
+        return value
+    for inner in evidence.values():
+        if isinstance(inner, dict):
+            v = inner.get(key)
+            if isinstance(v, str) and v:
+                return v
+    return None
+
+
+def _scalars(evidence: dict[str, Any], limit: int = 12) -> str:
+    parts = []
+    for key, value in evidence.items():
+        if isinstance(value, str | int | float | bool) and key not in ("engine",):
+            parts.append(f"{key}={value}")
+        if len(parts) >= limit:
+            break
+    return ", ".join(parts)
+
+
+def decision_chunk(d: Decision) -> Chunk:
+    """A decision as a history chunk: what was decided, on what, why, and how it ended."""
+    sku = _find(d.evidence, "sku")
+    node = _find(d.evidence, "node")
+    at = _SUBJECT_AT.match(d.subject)
+    if at:
+        sku, node = sku or at.group(1), node or at.group(2)
+    if sku is None or node is None:
+        for a in d.actions:
+            sku = sku or (a.payload.get("sku") if isinstance(a.payload.get("sku"), str) else None)
+            node = node or (a.payload.get("node") if isinstance(a.payload.get("node"), str) else None)
+    action_names = sorted({a.name for a in d.actions})
+    lines = [
+        f"{d.workflow.replace('_', ' ')} decision on {d.subject}: {d.outcome} ({d.status}, by {d.actor}).",
+        d.rationale,
+    ]
+    facts = _scalars(d.evidence)
+    if facts:
+        lines.append(f"Evidence: {facts}.")
+    if action_names:
+        lines.append(f"Actions: {', '.join(action_names)}.")
+    if d.error:
+        lines.append(f"Error: {d.error}")
+    text = "\n".join(line for line in lines if line)
+    title = f"Past decision {d.id}"
+    payload: dict[str, Any] = {
+        "doc_type": "history",
+        "doc_id": d.id,
+        "title": title,
+        "section": "",
+        "heading": "",
+        "workflow": d.workflow,
+        "subject": d.subject,
+        "outcome": d.outcome,
+        "status": d.status,
+        "actor": d.actor,
+        "confidence": d.confidence,
+        "actions": action_names,
+    }
+    if d.event_id:
+        payload["event_id"] = d.event_id
+    if d.created_at is not None:
+        payload["created_at"] = d.created_at.isoformat()
+    if sku:
+        payload["sku"] = sku
+    if node:
+        payload["node"] = node
+    return Chunk(f"history:{d.id}", d.id, title, "", "", text, payload)
+
+
+def ingest_sops(kb: KnowledgeBase) -> int:
+    """Ingest the SOPs shipped in ``knowledge/sops``."""
+    from knowledge.documents import SOP_DIR
+
+    return kb.ingest_path(SOP_DIR)
+
+
+def silence_local_mode_size_warning() -> None:
+    """Qdrant local mode warns above 20,000 points; the benchmark goes there on purpose."""
+    warnings.filterwarnings("ignore", message=".*[Ll]ocal mode is not recommended.*")
