@@ -1,0 +1,182 @@
+"""Customer-service chat (deterministic mode) and the at-risk order list.
+
+A request to change an order is never executed by the chat: it becomes a ``customer_service``
+proposal that goes through the governance gate, the store and the executor exactly like a
+decision the worker takes, and the rep's role decides whether it waits for review.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.deps import ContainerDep, OrderReaderRole
+from domain.decisions import Decision, Proposal, decision_id, with_idempotency_keys
+from domain.errors import ConnectorError
+from domain.governance import gate
+from runtime.bootstrap import Container
+from tools.chat.conversations import Conversation, ConversationStore, new_id
+from tools.chat.facts import KnowledgeSearch
+from tools.chat.risk import at_risk, clock_of
+from tools.chat.service import ChatReply, ChatService, Outcome
+
+router = APIRouter(tags=["chat"])
+ACTOR_PREFIX = "chat"
+
+
+class ChatRequest(BaseModel):
+    conversation_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    message: str = Field(min_length=1, max_length=4000)
+    customer_id: str | None = Field(default=None, max_length=128)
+
+
+def submit_through_gate(container: Container, role: str) -> Any:
+    """The chat's ``submit``: gate → store (insert-once) → audit → executor, as the pipeline does."""
+
+    def submit(proposal: Proposal, key: str) -> Decision:
+        actor = f"{role}:{ACTOR_PREFIX}"
+        policy = container.store.get_policy()
+        verdict = gate(proposal, policy)
+        did = decision_id(key, proposal.workflow)
+        now = datetime.now(UTC)
+        decision = Decision(
+            id=did,
+            event_id=None,
+            workflow=proposal.workflow,
+            subject=proposal.subject,
+            outcome=proposal.outcome,
+            confidence=proposal.confidence,
+            cost_impact=proposal.cost_impact,
+            human_review_required=verdict.human_review_required,
+            status="executing" if verdict.status == "executed" else verdict.status,
+            rationale=proposal.rationale,
+            evidence={**proposal.evidence, "governance": verdict.reason},
+            actions=with_idempotency_keys(did, proposal.actions),
+            engine_version=str(proposal.evidence.get("engine", "chat")),
+            actor=actor,
+            created_at=now,
+            decided_at=now,
+            accepted_at=now,
+        )
+        if not container.store.save_decision(decision):
+            return container.store.get_decision(did) or decision
+        container.store.append_audit(
+            "decision.recorded",
+            decision.subject,
+            actor,
+            {"decision": did, "outcome": decision.outcome, "status": decision.status, "gate": verdict.reason},
+            dedup_key=f"decision:{did}",
+        )
+        if decision.status != "executing":
+            return decision
+        skus = [f"sku:{s}" for s in proposal.evidence.get("skus", []) if isinstance(s, str)]
+        with container.locks.hold(sorted(skus)):
+            # Releases create waves under these locks: re-check the policy's premise now.
+            late = _waved_since(container, decision)
+            if late is not None:
+                failed = container.store.transition(did, to="failed", from_={"executing"}, actor=actor, error=late)
+                container.store.append_audit(
+                    "decision.failed", decision.subject, actor, {"decision": did, "error": late}
+                )
+                return failed or decision
+            return container.executor.execute(decision, actor, verify_stock=False)
+
+    return submit
+
+
+def _waved_since(container: Container, decision: Decision) -> str | None:
+    """Why a direct order change may no longer run: the order joined a released wave meanwhile."""
+    if not any(a.name == "oms.update_order_status" for a in decision.actions):
+        return None
+    waves = [w.wave_id for w in container.systems.wms.waves() if decision.subject in w.orders]
+    if not waves:
+        return None
+    return f"{decision.subject} joined wave {', '.join(waves)} before the change ran; ask again for a warehouse ticket"
+
+
+def _knowledge(request: Request, container: Container) -> KnowledgeSearch | None:
+    kb = getattr(request.app.state, "knowledge", None) or getattr(container, "knowledge", None)
+    return kb
+
+
+def _converse(container: Container, kb: KnowledgeSearch | None, body: ChatRequest, role: str) -> Outcome:
+    store = ConversationStore(container.redis, container.settings.stream_prefix)
+    conv = store.load(body.conversation_id) if body.conversation_id else None
+    if conv is None:
+        conv = Conversation(id=body.conversation_id or new_id(), customer_id=body.customer_id)
+    elif body.customer_id is not None and conv.customer_id not in (None, body.customer_id):
+        raise HTTPException(409, f"conversation {conv.id} is scoped to another customer")
+    elif conv.customer_id is None and body.customer_id is not None:
+        conv.customer_id = body.customer_id
+    service = ChatService(
+        container.systems,
+        container.store,
+        knowledge=kb,
+        submit=submit_through_gate(container, role),
+        policy=container.store.get_policy,
+    )
+    try:
+        out = service.respond(conv, body.message, role)
+    except ConnectorError as exc:
+        raise HTTPException(502, f"a system could not be reached: {exc}") from None
+    store.save(conv)
+    return out
+
+
+@router.post("/v1/chat")
+async def chat(body: ChatRequest, request: Request, container: ContainerDep, role: OrderReaderRole) -> ChatReply:
+    """Answer one message from live OMS/WMS/ERP data and the decision store, with citations."""
+    out = await run_in_threadpool(_converse, container, _knowledge(request, container), body, role)
+    return out.reply
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def chunks(text: str, size: int = 6) -> list[str]:
+    """The answer in word groups (what a token stream would deliver)."""
+    words = text.split(" ")
+    return [" ".join(words[i : i + size]) + (" " if i + size < len(words) else "") for i in range(0, len(words), size)]
+
+
+@router.post("/v1/chat/stream")
+async def chat_stream(
+    body: ChatRequest, request: Request, container: ContainerDep, role: OrderReaderRole
+) -> StreamingResponse:
+    """The same answer as Server-Sent Events: ``token`` events, then one ``final`` with citations."""
+    out = await run_in_threadpool(_converse, container, _knowledge(request, container), body, role)
+
+    async def events() -> AsyncIterator[str]:
+        for piece in chunks(out.reply.answer):
+            yield _sse("token", {"text": piece})
+        yield _sse("final", out.reply.model_dump(mode="json"))
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/v1/orders/at-risk", tags=["orders"])
+async def orders_at_risk(
+    container: ContainerDep, _role: OrderReaderRole, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Open orders whose promise is in danger (held, backordered, late supply, missed cutoff,
+    open exceptions), each with a drafted customer message. ``now`` defaults to the latest
+    clock an engine decided at (the scenario's), else the wall clock."""
+
+    def run() -> list[dict[str, Any]]:
+        when = now or clock_of(container.store) or datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return at_risk(container.systems, container.store, when)
+
+    try:
+        return await run_in_threadpool(run)
+    except ConnectorError as exc:
+        raise HTTPException(502, f"a system could not be reached: {exc}") from None

@@ -1,0 +1,131 @@
+"""What a rep may do to an order from chat, and the proposals that carry it through the gate.
+
+Policy: an order may be cancelled or changed until a wave holding it is released; after that
+the warehouse is already picking it, so the request becomes a ticket to the warehouse. Nothing
+here executes: it builds a ``Proposal`` (workflow ``customer_service``) that the caller stores
+and sends through ``domain.governance.gate`` like every other decision. The rep's role, not the
+message, decides whether an order-changing proposal needs review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from domain.decisions import Action, Proposal, ticket
+from domain.models import Settings as Policy
+from tools.chat.facts import OrderFacts
+
+FINAL = frozenset({"cancelled", "shipped"})
+ChatAction = Literal["cancel", "change", "address_change", "ticket"]
+# Roles whose order-changing requests may execute without a second person.
+TRUSTED_ROLES = frozenset({"planner", "admin"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool  # the change may be made in the OMS (before release to a wave)
+    via_ticket: bool  # the request goes to a team instead
+    reason: str
+
+
+def change_verdict(of: OrderFacts) -> Verdict:
+    """May this order still be cancelled or changed directly?"""
+    status = of.view.status
+    if status in FINAL:
+        return Verdict(False, False, f"{of.order_id} is already {status}")
+    if of.on_wave:
+        waves = ", ".join(w.wave_id for w in of.waves)
+        return Verdict(False, True, f"{of.order_id} is on released wave {waves}; the warehouse must stop the pick")
+    return Verdict(True, False, f"{of.order_id} is {status} and not yet on a released wave")
+
+
+def needs_review(role: str, action: ChatAction, policy: Policy) -> str | None:
+    """Why a proposal from this role needs a human, or None.
+
+    A cs_rep's request that changes an order waits for review unless the operator set the
+    customer_service workflow to autonomous explicitly; tickets change no order."""
+    if action == "ticket" or role in TRUSTED_ROLES:
+        return None
+    if policy.modes.get("customer_service") == "autonomous":
+        return None
+    return f"a {role} request to {action.replace('_', ' ')} an order needs review"
+
+
+def build_proposal(
+    action: ChatAction,
+    of: OrderFacts | None,
+    *,
+    role: str,
+    policy: Policy,
+    conversation_id: str,
+    detail: str = "",
+    line: int | None = None,
+    qty: float | None = None,
+) -> Proposal:
+    """The proposal for one chat request; the verdict decides OMS change or ticket."""
+    refs = [conversation_id]
+    subject = conversation_id
+    evidence: dict[str, object] = {"engine": "chat/1.0.0", "conversation": conversation_id, "role": role}
+    actions: list[Action]
+    if of is not None:
+        subject = of.order_id
+        refs = [of.order_id, of.view.order.customer, conversation_id]
+        verdict = change_verdict(of)
+        evidence.update(
+            order_status=of.view.status,
+            waves=[w.wave_id for w in of.waves],
+            policy=verdict.reason,
+            skus=sorted({ln.substituted_by or ln.sku for ln in of.view.lines}),
+        )
+    else:
+        verdict = Verdict(False, True, "no order named")
+    if action == "cancel" and verdict.allowed:
+        assert of is not None
+        actions = [
+            Action(system="oms", type="update_order_status", payload={"order_id": of.order_id, "status": "cancelled"})
+        ]
+        outcome, rationale = "cancel", f"Cancel {of.order_id} at the customer's request: {verdict.reason}."
+    elif action == "change" and verdict.allowed and of is not None:
+        # The action vocabulary has no line-quantity change: order management makes it in the OMS.
+        what = f"line {line}" if line is not None else "the order"
+        to = f" to {qty:g}" if qty is not None else ""
+        actions = [
+            ticket(
+                "customer_service",
+                f"{of.order_id}: change {what}{to}",
+                f"Customer asks to change {what} of {of.order_id}{to} before release. {detail}".strip(),
+                refs,
+            )
+        ]
+        outcome, rationale = "change_requested", f"Change {what} of {of.order_id}{to}: {verdict.reason}."
+    elif action in ("cancel", "change", "address_change") and of is not None and verdict.via_ticket:
+        summary = f"Customer asks to {action.replace('_', ' ')} {of.order_id}; {verdict.reason}. {detail}".strip()
+        actions = [ticket("warehouse", f"{of.order_id}: {action.replace('_', ' ')} after wave release", summary, refs)]
+        outcome, rationale = "ticket_opened", f"{verdict.reason}: ticket to the warehouse."
+    elif action == "address_change" and of is not None and verdict.allowed:
+        summary = f"Customer asks for a new delivery address on {of.order_id}. {detail}".strip()
+        actions = [ticket("customer_service", f"{of.order_id}: address change", summary, refs)]
+        outcome, rationale = "ticket_opened", f"Address change for {of.order_id}: {verdict.reason}."
+    elif action == "ticket":
+        about = of.order_id if of is not None else "a customer request"
+        actions = [ticket("customer_service", f"Customer request about {about}", detail or "Chat request.", refs)]
+        outcome, rationale = "ticket_opened", f"Ticket for {about} opened from chat."
+    else:
+        actions = []
+        outcome, rationale = "no_action", f"Nothing to do: {verdict.reason}."
+    kind: ChatAction = "ticket" if outcome == "ticket_opened" and action != "cancel" else action
+    reason = needs_review(role, kind, policy) if actions and actions[0].system == "oms" else None
+    if outcome == "change_requested":
+        reason = needs_review(role, "change", policy)
+    return Proposal(
+        workflow="customer_service",
+        subject=subject,
+        outcome=outcome,
+        confidence=1.0,
+        rationale=rationale,
+        evidence=evidence,
+        actions=actions,
+        review_required=reason is not None,
+        review_reason=reason,
+    )
