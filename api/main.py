@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import audit, decisions, events, jobs, system
+from api.routes import audit, chat, decisions, events, jobs, system
+from api.routes import crews as crew_routes
 from runtime.bootstrap import Container, bootstrap
 from runtime.settings import Settings
 
@@ -44,6 +45,8 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    app.include_router(chat.router)  # before system: /v1/orders/at-risk must precede /v1/orders/{id}
     for module in (events, jobs, decisions, audit, system):
         app.include_router(module.router)
+    app.include_router(crew_routes.router)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+from crews.backorder import backorder_proposals
 from crews.order_release import event_now
 from crews.sweeps import due_stock_rechecks, sweep
 from domain.decisions import Proposal
@@ -86,4 +87,11 @@ class BacklogSpecialist:
                 add_committed(committed, a)
         plan = decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)
         swept = sweep(systems, now, self.policy.posting_grace_hours, self.policy.receipt_tolerance_pct)
-        return [*backlog, plan, *swept]
+        prevent = [p for p in backorder_proposals(systems, now, self.policy) if _fresh(systems, p)]
+        return [*backlog, plan, *swept, *prevent]
+
+
+def _fresh(systems: Systems, p: Proposal) -> bool:
+    """A prevention proposal with a dedupe key is raised once (the memory remembers it)."""
+    key = p.evidence.get("dedupe_key")
+    return key is None or systems.memo is None or systems.memo.first_time(f"prevent:{key}")

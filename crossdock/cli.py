@@ -34,6 +34,10 @@ twin_app = typer.Typer(help="The digital twin: a simulated WMS, ERP and OMS over
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(bench_app, name="bench")
 app.add_typer(twin_app, name="twin")
+knowledge_app = typer.Typer(help="The knowledge base: SOPs and decision history in Qdrant.", no_args_is_help=True)
+triage_app = typer.Typer(help="Exception triage: the planner-override model.", no_args_is_help=True)
+app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(triage_app, name="triage")
 console = Console(stderr=True)
 out = Console()
 
@@ -232,9 +236,13 @@ def serve(
         worker = Worker(container.queue, container.pipeline.handle, settings)
         worker.name = f"{worker.name}-{n}"
         threading.Thread(target=worker.run, args=(stop,), daemon=True).start()
+    api = create_app(container)
+    kb = _open_knowledge()
+    if kb is not None:
+        api.state.knowledge = kb
     try:
         uvicorn.run(
-            create_app(container),
+            api,
             host=host or settings.host,
             port=port or settings.port,
             log_level="info",
@@ -368,6 +376,127 @@ def bench_reconciliation(
         progress.add_task("bench reconciliation", total=None)
         result = run_reconciliation_bench(lines=lines, seed=seed, runs=runs)
     _print_bench("Reconciliation benchmark (measured in this run)", result)
+
+
+@bench_app.command("knowledge")
+def bench_knowledge(
+    rounds: Annotated[int, typer.Option(min=1, help="Passes over the labelled query set.")] = 2,
+) -> None:
+    """Knowledge retrieval: top-3 hit rate on the labelled SOP queries, p50/p95 at 1k and 20k chunks, embeddings/s."""
+    from runtime.bench_knowledge import run_knowledge_bench
+
+    with _progress() as progress:
+        progress.add_task("bench knowledge", total=None)
+        result = run_knowledge_bench(rounds=rounds)
+    _print_bench("Knowledge benchmark (measured in this run; BM25-only is the baseline)", result)
+
+
+@bench_app.command("chat")
+def bench_chat(
+    seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
+    size: Annotated[str, typer.Option(help="Scenario size: small, medium or large.")] = "small",
+    rounds: Annotated[int, typer.Option(min=1, help="Times the evaluation set is asked.")] = 1,
+) -> None:
+    """Customer-service chat (deterministic): accuracy, leaks, unsupported claims, p50/p95 over the evaluation set."""
+    from runtime.bench_chat import run_chat_bench
+
+    with _progress() as progress:
+        progress.add_task("bench chat", total=None)
+        result = run_chat_bench(seed=seed, size=size, rounds=rounds)
+    _print_bench("Chat benchmark (measured in this run)", result)
+
+
+@bench_app.command("triage")
+def bench_triage(
+    seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
+    cases: Annotated[int, typer.Option(min=10, help="Planted exception situations.")] = 300,
+) -> None:
+    """Exception triage on planted cases: auto-resolved share, wrong actions, grouped vs ungrouped tickets."""
+    from runtime.bench_triage import run_triage_bench
+
+    with _progress() as progress:
+        progress.add_task("bench triage", total=None)
+        result = run_triage_bench(seed=seed, cases=cases)
+    _print_bench("Triage benchmark (measured in this run; the baseline tickets everything)", result)
+
+
+@bench_app.command("backorders")
+def bench_backorders(
+    seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
+    pairs: Annotated[int, typer.Option(min=10, help="SKU@node pairs with a hidden future.")] = 200,
+) -> None:
+    """Stockout prevention: planted stockouts prevented or announced >= 2 days ahead, transfer cost, vs reactive."""
+    from runtime.bench_backorders import run_backorder_bench
+
+    with _progress() as progress:
+        progress.add_task("bench backorders", total=None)
+        result = run_backorder_bench(seed=seed, pairs=pairs)
+    _print_bench("Backorder-prevention benchmark (measured in this run)", result)
+
+
+@knowledge_app.command("ingest")
+def knowledge_ingest(
+    path: Annotated[Path | None, typer.Argument(help="A markdown file or folder (default: the shipped SOPs).")] = None,
+) -> None:
+    """Chunk markdown SOPs by section, embed them (dense + BM25) and upsert them into the knowledge base."""
+    from knowledge.commands import ingest_command
+
+    if path is not None and not path.exists():
+        fail(f"{path}: no such file or folder")
+    with _progress() as progress:
+        progress.add_task("ingest", total=None)
+        result = ingest_command(path)
+    out.print(result)
+
+
+@knowledge_app.command("search")
+def knowledge_search(
+    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    k: Annotated[int, typer.Option(min=1, max=50, help="How many hits.")] = 5,
+    doc_type: Annotated[str | None, typer.Option(help="Only this doc type: sop or history.")] = None,
+) -> None:
+    """Hybrid search (dense + BM25, fused with RRF) over SOPs and decision history."""
+    from knowledge.commands import search_command
+
+    hits = search_command(query, k, {"doc_type": doc_type} if doc_type else None)
+    table = Table(title=f"knowledge: {query}")
+    for col in ("score", "citation", "title", "text"):
+        table.add_column(col)
+    for h in hits:
+        table.add_row(
+            f"{h.get('score', 0):.3f}",
+            str(h.get("citation", h.get("id"))),
+            str(h.get("title")),
+            str(h.get("text"))[:100],
+        )
+    out.print(table)
+
+
+@triage_app.command("retrain")
+def triage_retrain() -> None:
+    """Retrain the override model from the audit log (approved / rejected / changed triage decisions)."""
+    from runtime.learning import retrain_from_store
+    from runtime.store import Store
+
+    settings = _settings()
+    store = Store(settings.store_url())
+    try:
+        report = retrain_from_store(store, settings.data_dir / "triage_model.json")
+    finally:
+        store.close()
+    out.print(report)
+
+
+def _open_knowledge() -> Any:
+    """The knowledge base for chat and agents, if one was ingested (``crossdock knowledge ingest``)."""
+    import os
+
+    path = Path(os.environ.get("CROSSDOCK_KNOWLEDGE_PATH", ".cache/knowledge"))
+    if not os.environ.get("QDRANT_URL") and not path.exists():
+        return None
+    from knowledge import KnowledgeBase
+
+    return KnowledgeBase()
 
 
 def _print_bench(title: str, result: dict[str, Any]) -> None:

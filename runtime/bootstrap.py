@@ -24,7 +24,9 @@ from redis.retry import Retry
 
 from connectors.http import http_connectors
 from connectors.ports import ErpPort, OmsPort, WmsPort
+from crews.triage import use_override_model
 from runtime.executor import Executor
+from runtime.learning import load_model
 from runtime.locks import StockLocks
 from runtime.memo import RedisMemo
 from runtime.pipeline import Pipeline
@@ -139,6 +141,8 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     over HTTP."""
     disable_telemetry()
     settings = settings or Settings()
+    # Triage confidence uses the planner-override model when one was trained (`crossdock triage retrain`).
+    use_override_model(load_model(settings.data_dir / "triage_model.json"))
     client, embedded = connect_redis(settings)
     queue = JobQueue(client, settings.stream_prefix)
     queue.ensure_group()
