@@ -135,6 +135,27 @@ def tryton_ports(overlay: Any = None, config: Any = None) -> tuple[WmsPort, ErpP
     return wms, erp, oms, client.close
 
 
+def agent_judge(systems: Systems, store: Store, runtime: Any = None) -> Any:
+    """The LLM path for the pipeline, or None in deterministic mode (no ``CROSSDOCK_LLM_MODEL``).
+
+    CrewAI is imported only here, and only when a model is configured (or ``runtime``, an
+    ``AgentRuntime``, is given, as tests do with a scripted model)."""
+    from agents.settings import llm_mode
+
+    if runtime is None and llm_mode()["mode"] != "llm":
+        return None
+    from crews.agent_runtime import AgentRuntime
+    from crews.flow import judge, judgement_reason
+
+    agents = runtime if runtime is not None else AgentRuntime(systems=systems, audit=store)
+
+    def run(event: Any, proposals: list[Any]) -> list[Any]:
+        reason = judgement_reason(event, proposals)
+        return judge(event, proposals, agents, reason) if reason else []
+
+    return run
+
+
 def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_config: Any = None) -> Container:
     """Wire the container; with ``settings.erp == "tryton"`` the WMS, ERP and OMS ports are the
     Tryton adapters (``overlay``, ``tryton_config``: see ``tryton_ports``) and only notify goes
@@ -162,7 +183,7 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify, memo=RedisMemo(client, settings.stream_prefix))
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
-    pipeline = Pipeline(store, queue, systems, executor, locks)
+    pipeline = Pipeline(store, queue, systems, executor, locks, judge=agent_judge(systems, store))
     aclient = (
         redis.asyncio.Redis.from_url(settings.redis_url)
         if settings.redis_url

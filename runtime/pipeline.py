@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from crews.supervisor import Specialist, route
-from domain.decisions import Decision, decision_id, with_idempotency_keys
+from domain.decisions import Decision, Proposal, decision_id, with_idempotency_keys
 from domain.events import CloudEvent
 from domain.governance import gate
 from domain.models import Settings as Policy
@@ -32,13 +34,27 @@ log = structlog.get_logger("crossdock.pipeline")
 ACTOR = "crossdock-engine"
 
 
+# The LLM path (``runtime.bootstrap.agent_judge``): given the event and the engines' proposals, an
+# agent's extra proposals (gated like any other) and rejected agent outputs (stored, never executed).
+Judge = Callable[[CloudEvent, list[Proposal]], list[Any]]
+
+
 class Pipeline:
-    def __init__(self, store: Store, queue: JobQueue, systems: Systems, executor: Executor, locks: StockLocks) -> None:
+    def __init__(
+        self,
+        store: Store,
+        queue: JobQueue,
+        systems: Systems,
+        executor: Executor,
+        locks: StockLocks,
+        judge: Judge | None = None,
+    ) -> None:
         self.store = store
         self.queue = queue
         self.systems = systems
         self.executor = executor
         self.locks = locks
+        self.judge = judge
 
     def handle(self, job_id: str, job: dict[str, str]) -> list[str]:
         event = CloudEvent.model_validate_json(job["event"])
@@ -72,6 +88,11 @@ class Pipeline:
             stored = [self.store.get_decision(i) for i in json.loads(job["decided"])]
             return [d for d in stored if d is not None]
         proposals = specialist.propose(event, self.systems)
+        rejected: list[Any] = []
+        if self.judge is not None:
+            # Agent proposals come beside the engines', never instead of them, and pass the same gate.
+            for extra in self.judge(event, proposals):
+                (proposals if isinstance(extra, Proposal) else rejected).append(extra)
         decisions = []
         for i, proposal in enumerate(proposals):
             verdict = gate(proposal, policy)
@@ -92,7 +113,10 @@ class Pipeline:
                 evidence={**proposal.evidence, "governance": verdict.reason},
                 actions=with_idempotency_keys(did, proposal.actions),
                 engine_version=str(proposal.evidence.get("engine", specialist.workflow)),
-                actor=ACTOR,
+                # An agent's proposal is recorded as the agent's, so a planner sees who proposed it.
+                actor=str(proposal.evidence["engine"])
+                if str(proposal.evidence.get("engine", "")).startswith("agent:")
+                else ACTOR,
                 created_at=now,
                 decided_at=now,
                 accepted_at=datetime.fromtimestamp(accepted_at, UTC),
@@ -124,6 +148,13 @@ class Pipeline:
             else:
                 decision = self.store.get_decision(did) or decision
             decisions.append(decision)
+        for j, r in enumerate(rejected):
+            record = r.to_decision(
+                decision_id(event.key, f"agent-rejected:{r.workflow}", j), event_id=event.id, job_id=job_id
+            )
+            if not self.store.save_decision(record):
+                record = self.store.get_decision(record.id) or record
+            decisions.append(record)
         self.queue.set_fields(job_id, decided=[d.id for d in decisions])
         return decisions
 
