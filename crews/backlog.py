@@ -88,7 +88,42 @@ class BacklogSpecialist:
         plan = decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)
         swept = sweep(systems, now, self.policy.posting_grace_hours, self.policy.receipt_tolerance_pct)
         prevent = [p for p in backorder_proposals(systems, now, self.policy) if _fresh(systems, p)]
-        return [*backlog, plan, *swept, *prevent]
+        return [*backlog, plan, *swept, *fold_prevention(prevent)]
+
+
+# Outcomes a planner reads as one list per tick rather than one decision per SKU@node.
+FOLDED = {"stockout_announced": "stockouts", "safety_stock_proposed": "safety-stock"}
+
+
+def fold_prevention(proposals: list[Proposal]) -> list[Proposal]:
+    """Transfers and expedites stay one decision each (priced, gated one by one); announcements
+    and safety-stock raises become one decision per tick each, so the review queue holds one
+    list instead of hundreds of rows."""
+    kept = [p for p in proposals if p.outcome not in FOLDED]
+    for outcome, subject in FOLDED.items():
+        group = [p for p in proposals if p.outcome == outcome]
+        if not group:
+            continue
+        items = [{"subject": p.subject, "rationale": p.rationale, "cost_impact": p.cost_impact} for p in group]
+        shown = "; ".join(f"{p.subject}" for p in group[:10]) + (" …" if len(group) > 10 else "")
+        kept.append(
+            Proposal(
+                workflow="backorder_prevention",
+                subject=subject,
+                outcome=outcome,
+                confidence=min(p.confidence for p in group),
+                cost_impact=round(sum(p.cost_impact for p in group), 2),
+                rationale=(
+                    f"{len(group)} SKU@node pair(s) forecast to run short before their next supply: {shown}."
+                    + (" Raise their safety stock (one approval for the list)." if group[0].actions else "")
+                ),
+                evidence={"engine": str(group[0].evidence.get("engine", "forecast")), "items": items},
+                actions=[a for p in group for a in p.actions],
+                review_required=any(p.review_required for p in group),
+                review_reason=next((p.review_reason for p in group if p.review_reason), None),
+            )
+        )
+    return kept
 
 
 def _fresh(systems: Systems, p: Proposal) -> bool:
