@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.proposals import RejectedProposal
 from crews.supervisor import route
-from domain.decisions import Decision, Proposal, decision_id, with_idempotency_keys
+from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CloudEvent
-from domain.governance import gate
+from domain.governance import gated_decision
 from domain.models import Settings as Policy
 from tools.context import Systems
 
@@ -71,26 +71,8 @@ def _event(job_id: str, item: OpenException) -> CloudEvent:
 
 
 def _decision(proposal: Proposal, did: str, event_id: str, job_id: str, policy: Policy, actor: str) -> Decision:
-    verdict = gate(proposal, policy)
-    now = datetime.now(UTC)
-    return Decision(
-        id=did,
-        event_id=event_id,
-        job_id=job_id,
-        workflow=proposal.workflow,
-        subject=proposal.subject,
-        outcome=proposal.outcome,
-        confidence=proposal.confidence,
-        cost_impact=proposal.cost_impact,
-        human_review_required=verdict.human_review_required,
-        status="executing" if verdict.status == "executed" else verdict.status,
-        rationale=proposal.rationale,
-        evidence={**proposal.evidence, "governance": verdict.reason},
-        actions=with_idempotency_keys(did, proposal.actions),
-        engine_version=str(proposal.evidence.get("engine", proposal.workflow)),
-        actor=actor,
-        created_at=now,
-        decided_at=now,
+    return gated_decision(
+        proposal, policy, did, actor=actor, default_engine=proposal.workflow, event_id=event_id, job_id=job_id
     )
 
 

@@ -6,8 +6,9 @@ Pure function of the proposal and the policy settings, so every rule is unit-tes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from domain.decisions import DecisionStatus, Proposal
+from domain.decisions import Decision, DecisionStatus, Proposal, with_idempotency_keys
 from domain.models import Settings
 
 DEFAULT_MODE = "autonomous"
@@ -39,3 +40,41 @@ def gate(proposal: Proposal, settings: Settings) -> GateResult:
     if reasons:
         return GateResult("pending_review", True, "; ".join(reasons))
     return GateResult("executed", False, f"{proposal.workflow} is autonomous and within thresholds")
+
+
+def gated_decision(
+    proposal: Proposal,
+    settings: Settings,
+    decision_id: str,
+    *,
+    actor: str,
+    default_engine: str,
+    event_id: str | None = None,
+    job_id: str | None = None,
+    accepted_at: datetime | None = None,
+) -> Decision:
+    """The decision a proposal becomes once the gate has ruled: ``executing`` when it may run now
+    (the executor ends it executed or failed), else ``pending_review`` or ``observed``; the gate's
+    reason is kept in the evidence. Every path that records decisions builds them here."""
+    verdict = gate(proposal, settings)
+    now = datetime.now(UTC)
+    return Decision(
+        id=decision_id,
+        event_id=event_id,
+        job_id=job_id,
+        workflow=proposal.workflow,
+        subject=proposal.subject,
+        outcome=proposal.outcome,
+        confidence=proposal.confidence,
+        cost_impact=proposal.cost_impact,
+        human_review_required=verdict.human_review_required,
+        status="executing" if verdict.status == "executed" else verdict.status,
+        rationale=proposal.rationale,
+        evidence={**proposal.evidence, "governance": verdict.reason},
+        actions=with_idempotency_keys(decision_id, proposal.actions),
+        engine_version=str(proposal.evidence.get("engine", default_engine)),
+        actor=actor,
+        created_at=now,
+        decided_at=now,
+        accepted_at=accepted_at,
+    )

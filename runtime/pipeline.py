@@ -19,9 +19,9 @@ from typing import Any
 import structlog
 
 from crews.supervisor import Specialist, route
-from domain.decisions import Decision, Proposal, decision_id, with_idempotency_keys
+from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CloudEvent
-from domain.governance import gate
+from domain.governance import gated_decision
 from domain.models import Settings as Policy
 from runtime.executor import Executor
 from runtime.locks import StockLocks
@@ -95,35 +95,22 @@ class Pipeline:
                 (proposals if isinstance(extra, Proposal) else rejected).append(extra)
         decisions = []
         for i, proposal in enumerate(proposals):
-            verdict = gate(proposal, policy)
             did = decision_id(event.key, proposal.workflow, i)
-            now = datetime.now(UTC)
-            decision = Decision(
-                id=did,
+            engine = str(proposal.evidence.get("engine", ""))
+            decision = gated_decision(
+                proposal,
+                policy,
+                did,
+                # An agent's proposal is recorded as the agent's, so a planner sees who proposed it.
+                actor=engine if engine.startswith("agent:") else ACTOR,
+                default_engine=specialist.workflow,
                 event_id=event.id,
                 job_id=job_id,
-                workflow=proposal.workflow,
-                subject=proposal.subject,
-                outcome=proposal.outcome,
-                confidence=proposal.confidence,
-                cost_impact=proposal.cost_impact,
-                human_review_required=verdict.human_review_required,
-                status="executing" if verdict.status == "executed" else verdict.status,
-                rationale=proposal.rationale,
-                evidence={**proposal.evidence, "governance": verdict.reason},
-                actions=with_idempotency_keys(did, proposal.actions),
-                engine_version=str(proposal.evidence.get("engine", specialist.workflow)),
-                # An agent's proposal is recorded as the agent's, so a planner sees who proposed it.
-                actor=str(proposal.evidence["engine"])
-                if str(proposal.evidence.get("engine", "")).startswith("agent:")
-                else ACTOR,
-                created_at=now,
-                decided_at=now,
                 accepted_at=datetime.fromtimestamp(accepted_at, UTC),
             )
             if self.store.save_decision(decision):
                 DECISIONS.labels(workflow=decision.workflow, outcome=decision.outcome, status=decision.status).inc()
-                DECISION_LATENCY.observe(max(0.0, now.timestamp() - accepted_at))
+                DECISION_LATENCY.observe(max(0.0, (decision.decided_at or datetime.now(UTC)).timestamp() - accepted_at))
                 self.store.append_audit(
                     "decision.recorded",
                     decision.subject,
@@ -133,7 +120,7 @@ class Pipeline:
                         "outcome": decision.outcome,
                         "status": decision.status,
                         "confidence": decision.confidence,
-                        "gate": verdict.reason,
+                        "gate": decision.evidence["governance"],
                     },
                     dedup_key=f"decision:{did}",
                 )

@@ -100,7 +100,25 @@ def run_scenario(source: Path | dict[str, Any], options: RunOptions | None = Non
     state = TwinState(scenario)
     stack = _start(state, options)
     try:
-        client = httpx.Client(base_url=stack.api.url, timeout=30.0, trust_env=False)
+        replay_events(stack, scenario, events, options, state.apply_event)
+        decisions = stack.container.store.list_decisions(limit=1_000_000)
+        return build_report(scenario, options.policy, decisions, state.export_state())
+    finally:
+        _stop(stack)
+
+
+def replay_events(
+    stack: _Stack,
+    scenario: Scenario,
+    events: list[CloudEvent],
+    options: RunOptions,
+    apply_source: Callable[[dict[str, Any]], Any],
+) -> None:
+    """Set the scenario's policy, then post each event as the gateway would and wait for its job.
+
+    ``apply_source`` first applies the event to the system that emitted it (the twin, or Tryton).
+    """
+    with httpx.Client(base_url=stack.api.url, timeout=30.0, trust_env=False) as client:
         admin = {"Authorization": f"Bearer {stack.keys['admin']}"}
         gateway = {"Authorization": f"Bearer {stack.keys['gateway']}"}
         policy = scenario.settings.model_copy(update={"policy": options.policy})
@@ -108,19 +126,13 @@ def run_scenario(source: Path | dict[str, Any], options: RunOptions | None = Non
         total = len(events)
         for i, event in enumerate(events, 1):
             payload = event.model_dump(mode="json", exclude_none=True)
-            state.apply_event(payload)
+            apply_source(payload)
             resp = client.post("/v1/events", json=payload, headers=gateway)
             if resp.status_code != 202:
                 raise ScenarioError(f"event {event.id} refused by the API: {resp.status_code} {resp.text}")
             _wait(client, resp.json()["job_id"], gateway, options.job_timeout_s)
             if options.progress:
                 options.progress(i, total)
-        decisions = stack.container.store.list_decisions(limit=1_000_000)
-        report = build_report(scenario, options.policy, decisions, state.export_state())
-        client.close()
-        return report
-    finally:
-        _stop(stack)
 
 
 def _wait(client: httpx.Client, job_id: str, headers: dict[str, str], timeout_s: float) -> None:

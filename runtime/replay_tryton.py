@@ -30,7 +30,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 
 from api.main import create_app
@@ -43,7 +42,7 @@ from domain.errors import ConnectorError, UnknownDocument, UnknownOrder
 from domain.events import CloudEvent
 from domain.models import Asn, Order, Receipt, Scenario
 from runtime.bootstrap import bootstrap
-from runtime.replay import RunOptions, ScenarioError, _Stack, _stop, _wait, load_scenario
+from runtime.replay import RunOptions, _Stack, _stop, load_scenario, replay_events
 from runtime.report import build_report, scenario_orders
 from runtime.servers import serve_in_thread
 from runtime.settings import Settings, hash_key
@@ -91,27 +90,19 @@ def _replay(
     notify_twin = TwinState(scenario)  # only its /notify is used
     stack = _start(notify_twin, options, Overlay.from_scenario(scenario), config, workdir)
     source_errors: list[dict[str, str]] = []
+
+    def apply_source(payload: dict[str, Any]) -> None:
+        try:
+            apply_source_event(client, payload)
+        except (ConnectorError, ValueError) as exc:
+            # The source system refused its own change: recorded, and the event still goes in.
+            log.warning("tryton.source_event_failed", event=payload.get("id"), error=str(exc))
+            source_errors.append(
+                {"event_id": str(payload.get("id")), "type": str(payload.get("type")), "error": str(exc)}
+            )
+
     try:
-        api = httpx.Client(base_url=stack.api.url, timeout=30.0, trust_env=False)
-        admin = {"Authorization": f"Bearer {stack.keys['admin']}"}
-        gateway = {"Authorization": f"Bearer {stack.keys['gateway']}"}
-        policy = scenario.settings.model_copy(update={"policy": options.policy})
-        api.put("/v1/policy", json=policy.model_dump(), headers=admin).raise_for_status()
-        total = len(events)
-        for i, event in enumerate(events, 1):
-            payload = event.model_dump(mode="json", exclude_none=True)
-            try:
-                apply_source_event(client, payload)
-            except (ConnectorError, ValueError) as exc:
-                # The source system refused its own change: recorded, and the event still goes in.
-                log.warning("tryton.source_event_failed", event=event.id, error=str(exc))
-                source_errors.append({"event_id": event.id, "type": event.type, "error": str(exc)})
-            resp = api.post("/v1/events", json=payload, headers=gateway)
-            if resp.status_code != 202:
-                raise ScenarioError(f"event {event.id} refused by the API: {resp.status_code} {resp.text}")
-            _wait(api, resp.json()["job_id"], gateway, options.job_timeout_s)
-            if options.progress:
-                options.progress(i, total)
+        replay_events(stack, scenario, events, options, apply_source)
         decisions = stack.container.store.list_decisions(limit=1_000_000)
         systems = stack.container.systems
         assert isinstance(systems.wms, TrytonWms) and isinstance(systems.erp, TrytonErp)
@@ -121,7 +112,6 @@ def _replay(
         report = build_report(scenario, options.policy, decisions, state)
         report["systems"] = "tryton"
         report["source_errors"] = source_errors
-        api.close()
         return report
     finally:
         _stop(stack)

@@ -18,9 +18,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, OrderReaderRole
-from domain.decisions import Decision, Proposal, decision_id, with_idempotency_keys
+from domain.decisions import Decision, Proposal, decision_id
 from domain.errors import ConnectorError
-from domain.governance import gate
+from domain.governance import gated_decision
 from runtime.bootstrap import Container
 from tools.chat.conversations import Conversation, ConversationStore, new_id
 from tools.chat.facts import KnowledgeSearch
@@ -43,27 +43,9 @@ def submit_through_gate(container: Container, role: str) -> Any:
     def submit(proposal: Proposal, key: str) -> Decision:
         actor = f"{role}:{ACTOR_PREFIX}"
         policy = container.store.get_policy()
-        verdict = gate(proposal, policy)
         did = decision_id(key, proposal.workflow)
-        now = datetime.now(UTC)
-        decision = Decision(
-            id=did,
-            event_id=None,
-            workflow=proposal.workflow,
-            subject=proposal.subject,
-            outcome=proposal.outcome,
-            confidence=proposal.confidence,
-            cost_impact=proposal.cost_impact,
-            human_review_required=verdict.human_review_required,
-            status="executing" if verdict.status == "executed" else verdict.status,
-            rationale=proposal.rationale,
-            evidence={**proposal.evidence, "governance": verdict.reason},
-            actions=with_idempotency_keys(did, proposal.actions),
-            engine_version=str(proposal.evidence.get("engine", "chat")),
-            actor=actor,
-            created_at=now,
-            decided_at=now,
-            accepted_at=now,
+        decision = gated_decision(
+            proposal, policy, did, actor=actor, default_engine="chat", accepted_at=datetime.now(UTC)
         )
         if not container.store.save_decision(decision):
             return container.store.get_decision(did) or decision
@@ -71,7 +53,12 @@ def submit_through_gate(container: Container, role: str) -> Any:
             "decision.recorded",
             decision.subject,
             actor,
-            {"decision": did, "outcome": decision.outcome, "status": decision.status, "gate": verdict.reason},
+            {
+                "decision": did,
+                "outcome": decision.outcome,
+                "status": decision.status,
+                "gate": decision.evidence["governance"],
+            },
             dedup_key=f"decision:{did}",
         )
         if decision.status != "executing":
