@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain connectors tools crews runtime api twin crossdock
+	$(BIN)/mypy domain connectors tools agents crews knowledge runtime api twin crossdock
 
 # Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth), as on the dev machines.
 test: $(STAMP) lint

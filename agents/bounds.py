@@ -1,4 +1,4 @@
-"""Bounds on one agent run, enforced by code: wall time, tool calls, tokens, and a loop detector.
+"""Bounds on one agent run, enforced by code: wall time, tool calls, tokens, dollars, and a loop detector.
 
 A ``RunGuard`` belongs to one agent run. The bounded model wrapper (``crews.agent_runtime``)
 consults it before and after every model call and for every tool call the model asks for;
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Bound = Literal["wall_time", "tool_calls", "tokens", "loop", "scope", "cancelled"]
+Bound = Literal["wall_time", "tool_calls", "tokens", "cost", "loop", "scope", "cancelled"]
 
 
 class AgentBoundExceeded(RuntimeError):
@@ -42,6 +42,8 @@ class Bounds:
     max_seconds: float = 60.0
     max_tool_calls: int = 8
     max_tokens: int = 20_000
+    # US dollars per run, priced from the model's token prices (``agents.pricing``); None: no cost bound.
+    max_cost_usd: float | None = None
 
 
 def estimate_tokens(value: Any) -> int:
@@ -63,6 +65,7 @@ class RunGuard:
     started: float = 0.0
     tool_calls: int = 0
     tokens: int = 0
+    cost_usd: float = 0.0
     llm_calls: int = 0
     tripped: AgentBoundExceeded | None = None
     _seen: set[str] = field(default_factory=set)
@@ -103,14 +106,22 @@ class RunGuard:
                 AgentBoundExceeded("wall_time", self.agent, f"{self.elapsed():.2f}s > {self.bounds.max_seconds:g}s")
             )
 
-    def add_tokens(self, n: int) -> None:
+    def add_tokens(self, n: int, cost_usd: float = 0.0) -> None:
+        """Count one model call's tokens and what they cost; trips the token or the cost budget."""
         self.tokens += max(0, n)
+        self.cost_usd += max(0.0, cost_usd)
         if self.tokens > self.bounds.max_tokens:
             raise self.trip(AgentBoundExceeded("tokens", self.agent, f"{self.tokens} > {self.bounds.max_tokens}"))
+        limit = self.bounds.max_cost_usd
+        if limit is not None and self.cost_usd > limit:
+            raise self.trip(AgentBoundExceeded("cost", self.agent, f"${self.cost_usd:.4f} > ${limit:g}"))
 
     @staticmethod
     def _key(tool: str, args: Mapping[str, Any]) -> str:
-        return f"{tool}:{json.dumps(dict(args), sort_keys=True, default=str)}"
+        # An argument left out and the same argument given as null are one call: the tool
+        # receives its schema's defaults filled in, the model's request does not carry them.
+        given = {k: v for k, v in args.items() if v is not None}
+        return f"{tool}:{json.dumps(given, sort_keys=True, default=str)}"
 
     def tool_call(self, tool: str, args: Mapping[str, Any], needed_scope: str | None) -> None:
         """Count one tool call the model asked for; refuse it when out of scope, over the count, or a repeat."""
@@ -153,6 +164,7 @@ class RunGuard:
         return {
             "tool_calls": self.tool_calls,
             "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 6),
             "llm_calls": self.llm_calls,
             "seconds": round(self.elapsed(), 3),
         }

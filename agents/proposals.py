@@ -18,7 +18,9 @@ from agents.specs import AgentSpec
 from domain.decisions import Action, Decision, Proposal, Workflow
 
 QTY_KEYS = ("qty", "quantity", "qty_delta")
-REF_KEYS = ("order_id", "subject")
+# Payload fields that name a record: it must be one of the case's subjects. (A ticket's
+# ``subject`` is its title, free text; the records a ticket is about are its ``refs``.)
+REF_KEYS = ("order_id",)
 MAX_ACTIONS = 20
 
 
@@ -137,6 +139,13 @@ def validate(spec: AgentSpec, proposal: AgentProposal, known_subjects: Iterable[
             ref = pa.payload.get(key)
             if ref is not None and str(ref) not in known:
                 raise ProposalRejected(f"action {i} {name}: unknown {key} {ref!r}")
+        refs = pa.payload.get("refs", [])
+        if name == "notify.ticket":
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise ProposalRejected(f"action {i} {name}: refs must be a list of record ids")
+            unknown = [r for r in refs if r not in known]
+            if unknown:
+                raise ProposalRejected(f"action {i} {name}: unknown refs {unknown}")
         actions.append(Action(system=pa.system, type=pa.type, payload=pa.payload))
     return proposal.workflow, actions  # type: ignore[return-value]  # membership checked above
 

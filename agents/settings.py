@@ -22,6 +22,11 @@ class AgentSettings(BaseSettings):
     agent_max_seconds: float = Field(default=60.0, gt=0)
     agent_max_tool_calls: int = Field(default=8, ge=0)
     agent_max_tokens: int = Field(default=20_000, gt=0)
+    agent_max_cost_usd: float | None = Field(default=0.25, gt=0, description="dollars per agent run; unset: none")
+    # Token prices in US dollars per million tokens. Unset: litellm's bundled price list for the
+    # model (read offline); a model it does not know has no cost bound, only the token budget.
+    llm_input_cost_per_mtok: float | None = Field(default=None, ge=0)
+    llm_output_cost_per_mtok: float | None = Field(default=None, ge=0)
     agent_max_output_chars: int = Field(default=4_000, gt=0, description="cap on one tool result fed back")
     # An LLM's proposal waits for a human unless this is switched off (the gate still applies).
     agent_review_required: bool = True

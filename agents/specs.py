@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.scopes import TOOL_SCOPES
 
-AgentName = Literal["allocation", "reconciliation", "exception_triage", "customer_service", "backorder_prevention"]
+AgentName = Literal[
+    "allocation", "reconciliation", "exception_triage", "customer_service", "backorder_prevention", "triage_supervisor"
+]
 AGENT_NAMES: tuple[AgentName, ...] = (
     "allocation",
     "reconciliation",
@@ -23,6 +25,9 @@ AGENT_NAMES: tuple[AgentName, ...] = (
     "customer_service",
     "backorder_prevention",
 )
+# Managers of hierarchical crews: no data tools, only CrewAI's delegation to the crew's specialists.
+SUPERVISOR_NAMES: tuple[AgentName, ...] = ("triage_supervisor",)
+DELEGATE_SCOPE = "crew:delegate"
 
 # Every ``system.type`` an executor knows how to apply.
 ACTION_VOCABULARY = frozenset(
@@ -76,7 +81,7 @@ def allows(scopes: frozenset[str] | set[str], needed: str) -> bool:
 def load_specs(path: Path = SPEC_FILE) -> dict[str, AgentSpec]:
     raw = yaml.safe_load(path.read_text())
     specs = {name: AgentSpec(name=name, **body) for name, body in raw.items()}
-    missing = set(AGENT_NAMES) - set(specs)
+    missing = set(AGENT_NAMES + SUPERVISOR_NAMES) - set(specs)
     if missing:
         raise ValueError(f"{path.name}: no agent for {sorted(missing)}")
     return specs

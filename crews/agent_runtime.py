@@ -32,9 +32,10 @@ with crewai_import():
 from pydantic import ConfigDict, Field  # noqa: E402
 
 from agents.bounds import AgentBoundExceeded, Bounds, RunGuard, estimate_tokens  # noqa: E402
+from agents.pricing import TokenPrices, token_prices  # noqa: E402
 from agents.proposals import AgentProposal, RejectedProposal, to_proposal  # noqa: E402
 from agents.settings import AgentSettings, llm_mode  # noqa: E402
-from agents.specs import AgentSpec, default_specs  # noqa: E402
+from agents.specs import DELEGATE_SCOPE, AgentSpec, default_specs  # noqa: E402
 from domain.decisions import Proposal  # noqa: E402
 from tools.agent_tools import tools_for  # noqa: E402
 from tools.context import Systems  # noqa: E402
@@ -47,6 +48,15 @@ for _noisy in ("crewai.llms.base_llm", "root"):
 log = logging.getLogger("crossdock.agents")
 
 AgentResult = Proposal | RejectedProposal
+
+# CrewAI's delegation tools as a hierarchical crew's manager sees them (native calls use the
+# sanitised name): the only tools a supervisor has, each needing the delegate scope.
+DELEGATION_TOOLS: dict[str, str] = {
+    "delegate_work_to_coworker": DELEGATE_SCOPE,
+    "ask_question_to_coworker": DELEGATE_SCOPE,
+    "Delegate work to coworker": DELEGATE_SCOPE,
+    "Ask question to coworker": DELEGATE_SCOPE,
+}
 
 
 class AuditSink(Protocol):
@@ -98,6 +108,7 @@ class BoundedLLM(BaseLLM):
     inner: Any = Field(exclude=True)
     guard: Any = Field(exclude=True)
     allowed_tools: dict[str, str] = Field(default_factory=dict)
+    prices: Any = Field(default=None, exclude=True)  # agents.pricing.TokenPrices, or None: unpriced
 
     def supports_function_calling(self) -> bool:
         return bool(self.inner.supports_function_calling())
@@ -115,7 +126,7 @@ class BoundedLLM(BaseLLM):
         guard: RunGuard = self.guard
         guard.check_time()
         guard.llm_calls += 1
-        before = _total_tokens(self.inner)
+        before = _usage(self.inner)
         reply = self.inner.call(
             messages,
             tools=tools,
@@ -125,8 +136,12 @@ class BoundedLLM(BaseLLM):
             from_agent=from_agent,
             response_model=response_model,
         )
-        used = _total_tokens(self.inner) - before
-        guard.add_tokens(used if used > 0 else estimate_tokens(messages) + estimate_tokens(reply))
+        after = _usage(self.inner)
+        prompt, completion = after[0] - before[0], after[1] - before[1]
+        if prompt + completion <= 0:  # the model reports no usage: estimate it
+            prompt, completion = estimate_tokens(messages), estimate_tokens(reply)
+        prices: TokenPrices | None = self.prices
+        guard.add_tokens(prompt + completion, prices.cost(prompt, completion) if prices is not None else 0.0)
         guard.check_time()
         if _is_tool_calls(reply):
             for call in reply:
@@ -138,11 +153,15 @@ class BoundedLLM(BaseLLM):
         return self.call(*args, **kwargs)
 
 
-def _total_tokens(llm: Any) -> int:
+def _usage(llm: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens the model has reported so far; a total alone counts as prompt."""
     try:
-        return int(llm.get_token_usage_summary().total_tokens)
+        summary = llm.get_token_usage_summary()
+        prompt, completion = int(summary.prompt_tokens or 0), int(summary.completion_tokens or 0)
+        total = int(summary.total_tokens or 0)
     except Exception:  # noqa: BLE001 - a model without usage accounting: estimate instead
-        return 0
+        return 0, 0
+    return (prompt, completion) if prompt + completion else (total, 0)
 
 
 class ParseOnlyConverter(Converter):
@@ -244,7 +263,10 @@ class AgentRuntime:
             max_seconds=self.settings.agent_max_seconds,
             max_tool_calls=self.settings.agent_max_tool_calls,
             max_tokens=self.settings.agent_max_tokens,
+            max_cost_usd=self.settings.agent_max_cost_usd,
         )
+        self._prices: TokenPrices | None = None
+        self._priced = False
 
     @property
     def model(self) -> BaseLLM:
@@ -257,6 +279,25 @@ class AgentRuntime:
         if self._model is not None:
             return str(self._model.model)
         return str(llm_mode(self.settings).get("model", "none"))
+
+    @property
+    def prices(self) -> TokenPrices | None:
+        """The model's token prices (settings, else litellm's bundled list); None: unknown."""
+        if not self._priced:
+            self._priced = True
+            self._prices = token_prices(self.model_name, self.settings)
+            if self._prices is None and self.bounds.max_cost_usd is not None:
+                self.audit.append_audit(
+                    "agent.cost_unpriced",
+                    self.model_name,
+                    "crossdock-agents",
+                    {
+                        "model": self.model_name,
+                        "detail": "no token price known: runs are bounded by tokens, not dollars; "
+                        "set CROSSDOCK_LLM_INPUT_COST_PER_MTOK and CROSSDOCK_LLM_OUTPUT_COST_PER_MTOK",
+                    },
+                )
+        return self._prices
 
     # -- building -------------------------------------------------------------------------
     def guard(self, spec: AgentSpec, subject: str) -> RunGuard:
@@ -283,6 +324,7 @@ class AgentRuntime:
             inner=self.model,
             guard=guard,
             allowed_tools={t.name: TOOL_SCOPES[t.name] for t in tools},
+            prices=self.prices,
         )
         return Agent(
             role=spec.role,
@@ -298,7 +340,30 @@ class AgentRuntime:
             max_retry_limit=0,
         )
 
-    def _task(self, spec: AgentSpec, agent: Agent, case: Case, nonce: str, context: list[Task] | None = None) -> Task:
+    def build_manager(self, spec: AgentSpec, guard: RunGuard) -> Agent:
+        """A hierarchical crew's manager: no tools of its own; CrewAI hands it delegation tools,
+        which its bounded model counts and checks like any tool call."""
+        allowed = {name: scope for name, scope in DELEGATION_TOOLS.items() if scope in spec.scopes}
+        llm = BoundedLLM(
+            model=str(self.model.model), inner=self.model, guard=guard, allowed_tools=allowed, prices=self.prices
+        )
+        return Agent(
+            role=spec.role,
+            goal=spec.goal,
+            backstory=spec.backstory,
+            llm=llm,
+            tools=[],
+            allow_delegation=True,
+            verbose=False,
+            cache=False,
+            memory=False,
+            max_iter=self.bounds.max_tool_calls + 2,
+            max_retry_limit=0,
+        )
+
+    def _task(
+        self, spec: AgentSpec, agent: Agent | None, case: Case, nonce: str, context: list[Task] | None = None
+    ) -> Task:
         return Task(
             description=task_description(spec, case, nonce),
             expected_output="One JSON object: an AgentProposal.",
@@ -327,8 +392,16 @@ class AgentRuntime:
                 evidence={"bound": exc.bound, "model": self.model_name},
             )
 
-    def run_crew(self, cases: Sequence[Case], context_from_previous: bool = False) -> list[AgentResult]:
-        """A sequential crew, one task per case (agents may differ); one guard per agent."""
+    def run_crew(
+        self, cases: Sequence[Case], context_from_previous: bool = False, *, manager: str | None = None
+    ) -> list[AgentResult]:
+        """A crew with one task per case (agents may differ); one guard per agent.
+
+        Sequential by default: each task goes to its case's agent. With ``manager`` (a supervisor
+        spec such as ``triage_supervisor``) the crew is hierarchical: the manager gets every task
+        and delegates it to the specialist it chooses; its answer is still validated against the
+        case's agent (workflows, actions, subjects), so delegation cannot widen what is allowed.
+        """
         nonce = secrets.token_hex(8)
         guards: dict[str, RunGuard] = {}
         agents: dict[str, Agent] = {}
@@ -339,14 +412,22 @@ class AgentRuntime:
                 guards[spec.name] = self.guard(spec, case.subjects[0] if case.subjects else "crew")
                 agents[spec.name] = self.build_agent(spec, guards[spec.name])
             context = list(tasks) if context_from_previous and tasks else None
-            tasks.append(self._task(spec, agents[spec.name], case, nonce, context))
+            tasks.append(self._task(spec, None if manager else agents[spec.name], case, nonce, context))
+        process_kwargs: dict[str, Any] = {"process": Process.sequential}
+        if manager is not None:
+            boss = self.specs[manager]
+            guards[boss.name] = self.guard(boss, "crew")
+            process_kwargs = {
+                "process": Process.hierarchical,
+                "manager_agent": self.build_manager(boss, guards[boss.name]),
+            }
         crew = Crew(
             agents=list(agents.values()),
             tasks=tasks,
-            process=Process.sequential,
             verbose=False,
             memory=False,
             cache=False,
+            **process_kwargs,
         )
         outputs = self._kickoff(crew, guards)
         results: list[AgentResult] = []
@@ -362,7 +443,7 @@ class AgentRuntime:
                 [*case.subjects, *case.extra_subjects],
                 model=self.model_name,
                 review_required=self.settings.agent_review_required,
-                usage=guard.usage(),
+                usage=guard.usage() if manager is None else {**guard.usage(), "manager": guards[manager].usage()},
             )
             if isinstance(result, RejectedProposal):
                 self.audit.append_audit(

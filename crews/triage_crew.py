@@ -1,10 +1,13 @@
 """A planner's triage crew over a batch of open exceptions.
 
-Each exception first goes to the deterministic triage specialist (the same ``route`` the worker
-uses). With a model configured, a sequential multi-agent crew then looks at the whole batch: the
-exception-triage agent takes every exception, and the customer-service agent every one tied to an
-order (with the triage tasks as its context). Every proposal, the engine's or an agent's, goes
-through the governance gate; a rejected agent output is stored as a ``rejected`` decision.
+Runs in a worker, as a queued job (``crossdock.crew.triage``, see ``runtime.pipeline``). Each
+exception first goes to the deterministic triage specialist (the same ``route`` every event takes).
+With a model configured, a hierarchical crew then looks at the whole batch: the exception-desk
+supervisor gets one task per exception (and one customer follow-up per exception tied to an order)
+and delegates each to the exception-triage or the customer-service agent. Every answer is validated
+against the specialist the task belongs to, whoever wrote it; every proposal, the engine's or an
+agent's, goes through the governance gate; a rejected agent output is stored as a ``rejected``
+decision.
 
 No CrewAI import at module level: deterministic mode never loads it.
 """
@@ -28,6 +31,7 @@ from tools.context import Systems
 
 MAX_BATCH = 50
 ACTOR = "crossdock-crew"
+MANAGER = "triage_supervisor"
 
 
 class OpenException(BaseModel):
@@ -149,7 +153,9 @@ def _agent_decisions(
                 )
             )
     try:
-        results: list[Proposal | RejectedProposal] = runtime.run_crew(cases, context_from_previous=True)
+        results: list[Proposal | RejectedProposal] = runtime.run_crew(
+            cases, context_from_previous=True, manager=MANAGER
+        )
     except AgentBoundExceeded as exc:
         results = [
             RejectedProposal(

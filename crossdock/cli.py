@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import structlog
 import typer
@@ -66,9 +68,20 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+@contextmanager
+def _knowledge_errors() -> Iterator[None]:
+    """A knowledge base another process holds (Qdrant local mode) is a clear error, not a traceback."""
+    from knowledge.base import KnowledgeBaseBusy
+
+    try:
+        yield
+    except KnowledgeBaseBusy as exc:
+        fail(str(exc))
 
 
 @app.callback()
@@ -240,6 +253,15 @@ def serve(
     kb = _open_knowledge()
     if kb is not None:
         api.state.knowledge = kb
+        if container.pipeline.agents is not None:  # the in-process workers' agents search it too
+            container.pipeline.agents.knowledge = kb
+        if settings.knowledge_sync_s > 0:
+            from knowledge.history import HistorySync
+
+            sync = HistorySync.for_base(kb, container.store, container.redis, settings.stream_prefix)
+            threading.Thread(
+                target=sync.run_forever, args=(stop, settings.knowledge_sync_s), name="kb-history", daemon=True
+            ).start()
     try:
         uvicorn.run(
             api,
@@ -445,8 +467,40 @@ def knowledge_ingest(
         fail(f"{path}: no such file or folder")
     with _progress() as progress:
         progress.add_task("ingest", total=None)
-        result = ingest_command(path)
+        with _knowledge_errors():
+            result = ingest_command(path)
     out.print(result)
+
+
+@knowledge_app.command("sync-history")
+def knowledge_sync_history(
+    full: Annotated[bool, typer.Option("--full", help="Forget the watermark and re-read every decision.")] = False,
+) -> None:
+    """Copy executed, failed and planner-rejected decisions from the store into the knowledge base
+    (`crossdock serve` does this every CROSSDOCK_KNOWLEDGE_SYNC_S seconds by itself)."""
+    import redis
+
+    from knowledge.commands import open_base
+    from knowledge.history import HistorySync
+    from runtime.store import Store
+
+    settings = _settings()
+    store = Store(settings.store_url())
+    kv = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    if kv is None:
+        fail("sync-history keeps its watermark in Redis: set REDIS_URL")
+    try:
+        with _knowledge_errors(), open_base() as kb, _progress() as progress:
+            progress.add_task("sync decision history", total=None)
+            sync = HistorySync.for_base(kb, store, kv, settings.stream_prefix)
+            if full:
+                sync.reset()
+            written = sync.run_once()
+            total = kb.count("history")
+    finally:
+        store.close()
+        kv.close()
+    out.print({"written": written, "history_points": total})
 
 
 @knowledge_app.command("search")
@@ -458,7 +512,8 @@ def knowledge_search(
     """Hybrid search (dense + BM25, fused with RRF) over SOPs and decision history."""
     from knowledge.commands import search_command
 
-    hits = search_command(query, k, {"doc_type": doc_type} if doc_type else None)
+    with _knowledge_errors():
+        hits = search_command(query, k, {"doc_type": doc_type} if doc_type else None)
     table = Table(title=f"knowledge: {query}")
     for col in ("score", "citation", "title", "text"):
         table.add_column(col)

@@ -57,6 +57,19 @@ class Tick(Model):
     now: datetime
 
 
+class CrewTriage(Model):
+    """A planner's triage crew over open exceptions (each checked by ``crews.triage_crew.OpenException``)."""
+
+    exceptions: list[dict[str, Any]] = Field(min_length=1, max_length=50)
+    requested_by: str = Field(min_length=1)
+
+
+CREW_TRIAGE = "crossdock.crew.triage"
+# Job types only Crossdock itself queues (a planner's request through its own route); a source
+# system posting one to /v1/events is refused.
+INTERNAL_TYPES = frozenset({CREW_TRIAGE})
+
+
 DATA_SCHEMAS: dict[str, type[Model]] = {
     "oms.order.created": Order,
     "oms.order.cancelled": OrderRef,
@@ -69,6 +82,7 @@ DATA_SCHEMAS: dict[str, type[Model]] = {
     "wms.inventory.adjusted": InventoryAdjusted,
     "wms.capacity.changed": CapacityChanged,
     "crossdock.tick": Tick,
+    CREW_TRIAGE: CrewTriage,
 }
 
 
@@ -117,16 +131,21 @@ class EventError(ValueError):
         super().__init__("; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
 
 
-def parse_event(raw: Any, prefix: tuple[str | int, ...] = ()) -> CloudEvent:
+def parse_event(raw: Any, prefix: tuple[str | int, ...] = (), *, allow_internal: bool = False) -> CloudEvent:
     """Validate an envelope and its data against the type's schema.
 
     Errors carry a dotted location such as ``data.lines.0.qty`` (prefixed with the batch
-    index when given) so that the 422 answer names the field.
+    index when given) so that the 422 answer names the field. An internal job type is refused
+    unless ``allow_internal`` (Crossdock's own routes).
     """
     try:
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         raise EventError(_errors(exc, prefix)) from None
+    if event.type in INTERNAL_TYPES and not allow_internal:
+        loc = ".".join(str(p) for p in (*prefix, "type"))
+        msg = f"{event.type!r} is queued by Crossdock itself (POST /v1/crews/triage), not posted as an event"
+        raise EventError([{"loc": loc, "msg": msg, "type": "internal_type"}])
     try:
         event.typed_data()
     except ValidationError as exc:

@@ -102,6 +102,10 @@ def _sparse(v: SparseVec) -> models.SparseVector:
     return models.SparseVector(indices=v.indices, values=v.values)
 
 
+class KnowledgeBaseBusy(RuntimeError):
+    """Qdrant local mode is one process at a time, and another process has this base open."""
+
+
 class KnowledgeBase:
     """SOPs and decision history in one Qdrant collection, shared by all agents.
 
@@ -139,7 +143,15 @@ class KnowledgeBase:
             self.client = QdrantClient(location=":memory:")
         else:
             Path(str(path)).mkdir(parents=True, exist_ok=True)
-            self.client = QdrantClient(path=str(path))
+            try:
+                self.client = QdrantClient(path=str(path))
+            except RuntimeError as exc:
+                if "already accessed" not in str(exc):
+                    raise
+                raise KnowledgeBaseBusy(
+                    f"the knowledge base at {path} is open in another process (a running `crossdock serve`?); "
+                    "Qdrant local mode allows one: stop it, or run a Qdrant server and set QDRANT_URL"
+                ) from None
         self._ensure_collection()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -329,6 +341,15 @@ def _scalars(evidence: dict[str, Any], limit: int = 12) -> str:
     return ", ".join(parts)
 
 
+def review_of(d: Decision) -> Literal["rejected", "approved", "automatic"]:
+    """How a settled decision was reviewed: a planner rejected it (an override), approved it, or no one had to."""
+    if d.status == "rejected" and not d.actor.startswith("agent:"):
+        return "rejected"
+    if d.human_review_required and d.actor.endswith(":api"):
+        return "approved"
+    return "automatic"
+
+
 def decision_chunk(d: Decision) -> Chunk:
     """A decision as a history chunk: what was decided, on what, why, and how it ended."""
     sku = _find(d.evidence, "sku")
@@ -341,8 +362,14 @@ def decision_chunk(d: Decision) -> Chunk:
             sku = sku or (a.payload.get("sku") if isinstance(a.payload.get("sku"), str) else None)
             node = node or (a.payload.get("node") if isinstance(a.payload.get("node"), str) else None)
     action_names = sorted({a.name for a in d.actions})
+    review = review_of(d)
+    said = {
+        "rejected": f"rejected by {d.actor}, a planner override" + (f": {d.error}" if d.error else ""),
+        "approved": f"approved by {d.actor} after review, then {d.status}",
+        "automatic": f"{d.status}, by {d.actor}",
+    }[review]
     lines = [
-        f"{d.workflow.replace('_', ' ')} decision on {d.subject}: {d.outcome} ({d.status}, by {d.actor}).",
+        f"{d.workflow.replace('_', ' ')} decision on {d.subject}: {d.outcome} ({said}).",
         d.rationale,
     ]
     facts = _scalars(d.evidence)
@@ -350,7 +377,7 @@ def decision_chunk(d: Decision) -> Chunk:
         lines.append(f"Evidence: {facts}.")
     if action_names:
         lines.append(f"Actions: {', '.join(action_names)}.")
-    if d.error:
+    if d.error and review != "rejected":
         lines.append(f"Error: {d.error}")
     text = "\n".join(line for line in lines if line)
     title = f"Past decision {d.id}"
@@ -365,6 +392,7 @@ def decision_chunk(d: Decision) -> Chunk:
         "outcome": d.outcome,
         "status": d.status,
         "actor": d.actor,
+        "review": review,
         "confidence": d.confidence,
         "actions": action_names,
     }

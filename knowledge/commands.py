@@ -10,7 +10,7 @@ from knowledge.base import FILTER_FIELDS, KnowledgeBase
 from knowledge.documents import SOP_DIR
 
 
-def _open(kb_path: str | Path | None, url: str | None) -> KnowledgeBase:
+def open_base(kb_path: str | Path | None = None, url: str | None = None) -> KnowledgeBase:
     if url is not None:
         return KnowledgeBase(url=url)
     return KnowledgeBase(kb_path)  # None: QDRANT_URL, else CROSSDOCK_KNOWLEDGE_PATH, else .cache/knowledge
@@ -21,7 +21,7 @@ def ingest_command(
 ) -> dict[str, Any]:
     """Ingest a markdown file or directory (default: the shipped SOPs); returns what was written."""
     source = Path(path) if path is not None else SOP_DIR
-    with _open(kb_path, url) as kb:
+    with open_base(kb_path, url) as kb:
         chunks = kb.ingest_path(source)
         total = kb.count()
         location = kb.location
@@ -41,7 +41,7 @@ def search_command(
     unknown = sorted(set(given) - set(FILTER_FIELDS))
     if unknown:
         raise ValueError(f"unknown filter(s) {unknown}; allowed: {list(FILTER_FIELDS)}")
-    with _open(kb_path, url) as kb:
+    with open_base(kb_path, url) as kb:
         hits = kb.search(
             query,
             k=k,

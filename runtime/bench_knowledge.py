@@ -9,6 +9,9 @@ Measured in one run, on this machine, with the real embedder (all-MiniLM-L6-v2 i
   embedding included) at each corpus size (default 1k and 20k chunks), unfiltered (``rounds``
   passes over the queries) and with the ``doc_type`` payload filter (one pass).
 * **Embedding throughput** — chunks per second for the SOP chunks, embedded in batches.
+* **History sync** — ``knowledge.history.HistorySync`` over a SQLite decision store: the first
+  pass over ``history_decisions`` settled decisions (decisions/s), then an incremental pass after
+  ``history_new`` more settle, beside the naive alternative of re-ingesting every decision.
 
 The corpus is the shipped SOPs plus synthetic filler: history-like chunks about random orders,
 SKUs and nodes, written from templates in the warehouse's own vocabulary so they compete with the
@@ -172,6 +175,82 @@ def _run_queries(
     }
 
 
+class _DictKV:
+    """The watermark store for the bench (Redis in the product)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def set(self, name: str, value: str) -> Any:
+        self.data[name] = value
+
+
+def _bench_decision(n: int, seed: int) -> Any:
+    from domain.decisions import Decision
+
+    rng = random.Random(seed * 100_003 + n)
+    _, chunk = filler_chunks(1, seed * 7919 + n)[0]
+    return Decision.model_validate(
+        {
+            "id": f"dec-bench-{n:06d}",
+            "event_id": f"evt-{n}",
+            "workflow": rng.choice(["order_release", "exception_triage", "discrepancy", "reconciliation"]),
+            "subject": f"SKU-{rng.randint(1, 500):04d}@{rng.choice(_NODES)}",
+            "outcome": rng.choice(["released", "held", "adjust", "count", "ticket"]),
+            "status": rng.choice(["executed", "executed", "executed", "rejected", "failed"]),
+            "confidence": round(rng.uniform(0.5, 1.0), 2),
+            "cost_impact": 0.0,
+            "human_review_required": False,
+            "rationale": chunk.text,
+            "evidence": {"engine": "bench"},
+            "actions": [],
+            "actor": "crossdock-engine",
+        }
+    )
+
+
+def run_history_sync_bench(decisions: int, new: int, emb: Embedder, seed: int = 7) -> dict[str, Any]:
+    """Time the history sync: a first pass, an incremental pass, and a full re-ingest (the baseline)."""
+    from knowledge.history import HistorySync
+    from runtime.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="kb-history-bench-") as tmp:
+        store = Store(f"sqlite:///{tmp}/store.db")
+        store.create_schema()
+        kb = KnowledgeBase(":memory:", embedder=emb, collection="bench_history")
+        try:
+            for n in range(decisions):
+                store.save_decision(_bench_decision(n, seed))
+            sync = HistorySync(kb, store, _DictKV(), "bench", lag_s=0)
+            t0 = time.perf_counter()
+            first = sync.run_once()
+            first_s = time.perf_counter() - t0
+            for n in range(decisions, decisions + new):
+                store.save_decision(_bench_decision(n, seed))
+            t0 = time.perf_counter()
+            incremental = sync.run_once()
+            incremental_s = time.perf_counter() - t0
+            everything = [d for d, _ in store.decisions_updated_since(None, ("executed", "failed", "rejected"), 10**9)]
+            t0 = time.perf_counter()
+            kb.ingest_decisions(everything)
+            full_s = time.perf_counter() - t0
+        finally:
+            kb.close()
+            store.close()
+    return {
+        "decisions_in_store": decisions + new,
+        "settled_first_pass": first,
+        "first_pass_s": round(first_s, 2),
+        "first_pass_decisions_per_s": round(first / first_s, 1) if first_s else 0.0,
+        "new_settled": incremental,
+        "incremental_pass_ms": round(incremental_s * 1000, 1),
+        "baseline_full_reingest_ms": round(full_s * 1000, 1),
+    }
+
+
 def run_knowledge_bench(
     sizes: tuple[int, ...] = (1000, 20000),
     rounds: int = 2,
@@ -180,6 +259,8 @@ def run_knowledge_bench(
     path: str | Path | None = None,
     embedder: Embedder | None = None,
     max_queries: int | None = None,
+    history_decisions: int = 2000,
+    history_new: int = 20,
 ) -> dict[str, Any]:
     """Measure hit rate, latency and embedding throughput; see the module docstring.
 
@@ -266,6 +347,7 @@ def run_knowledge_bench(
         "sop_ingest_s_on_disk": round(ingest_s, 2),
         "filler_upsert_s": round(upsert_s, 2),
         "rounds": rounds,
+        "history_sync": run_history_sync_bench(history_decisions, history_new, emb, seed),
         "baseline": result["baseline"],
         "crossdock": result["crossdock"],
         "dense_only": result["dense_only"],

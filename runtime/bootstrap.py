@@ -135,19 +135,27 @@ def tryton_ports(overlay: Any = None, config: Any = None) -> tuple[WmsPort, ErpP
     return wms, erp, oms, client.close
 
 
+def agent_runtime(systems: Systems, store: Store) -> Any:
+    """The agent runtime in LLM mode (``CROSSDOCK_LLM_MODEL`` set), else None. CrewAI is imported
+    only here, and only when a model is configured."""
+    from agents.settings import llm_mode
+
+    if llm_mode()["mode"] != "llm":
+        return None
+    from crews.agent_runtime import AgentRuntime
+
+    return AgentRuntime(systems=systems, audit=store)
+
+
 def agent_judge(systems: Systems, store: Store, runtime: Any = None) -> Any:
     """The LLM path for the pipeline, or None in deterministic mode (no ``CROSSDOCK_LLM_MODEL``).
 
-    CrewAI is imported only here, and only when a model is configured (or ``runtime``, an
-    ``AgentRuntime``, is given, as tests do with a scripted model)."""
-    from agents.settings import llm_mode
-
-    if runtime is None and llm_mode()["mode"] != "llm":
+    ``runtime`` is an ``AgentRuntime`` (tests give one with a scripted model); None: the
+    configured one, if any."""
+    agents = runtime if runtime is not None else agent_runtime(systems, store)
+    if agents is None:
         return None
-    from crews.agent_runtime import AgentRuntime
     from crews.flow import judge, judgement_reason
-
-    agents = runtime if runtime is not None else AgentRuntime(systems=systems, audit=store)
 
     def run(event: Any, proposals: list[Any]) -> list[Any]:
         reason = judgement_reason(event, proposals)
@@ -183,7 +191,10 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify, memo=RedisMemo(client, settings.stream_prefix))
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
-    pipeline = Pipeline(store, queue, systems, executor, locks, judge=agent_judge(systems, store))
+    agents = agent_runtime(systems, store)
+    pipeline = Pipeline(
+        store, queue, systems, executor, locks, judge=agent_judge(systems, store, agents), agents=agents
+    )
     aclient = (
         redis.asyncio.Redis.from_url(settings.redis_url)
         if settings.redis_url

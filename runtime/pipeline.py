@@ -20,7 +20,7 @@ import structlog
 
 from crews.supervisor import Specialist, route
 from domain.decisions import Decision, Proposal, decision_id
-from domain.events import CloudEvent
+from domain.events import CREW_TRIAGE, CloudEvent
 from domain.governance import gated_decision
 from domain.models import Settings as Policy
 from runtime.executor import Executor
@@ -48,6 +48,7 @@ class Pipeline:
         executor: Executor,
         locks: StockLocks,
         judge: Judge | None = None,
+        agents: Any = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -55,9 +56,14 @@ class Pipeline:
         self.executor = executor
         self.locks = locks
         self.judge = judge
+        # The agent runtime (``crews.agent_runtime.AgentRuntime``) in LLM mode, else None: the
+        # planner's triage crews run their agents with it.
+        self.agents = agents
 
     def handle(self, job_id: str, job: dict[str, str]) -> list[str]:
         event = CloudEvent.model_validate_json(job["event"])
+        if event.type == CREW_TRIAGE:
+            return self._crew_triage(job_id, job, event)
         accepted_at = float(job.get("accepted_at") or time.time())
         self.store.append_audit(
             "event.accepted",
@@ -73,6 +79,42 @@ class Pipeline:
             for decision in decisions:
                 if decision.status == "executing":
                     self.executor.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
+        return [d.id for d in decisions]
+
+    def _crew_triage(self, job_id: str, job: dict[str, str], event: CloudEvent) -> list[str]:
+        """A planner's triage crew (``POST /v1/crews/triage``): engine first for every exception,
+        then the hierarchical agent crew when a model is configured; all gated, stored, executed."""
+        from crews.triage_crew import ACTOR as CREW_ACTOR
+        from crews.triage_crew import OpenException, triage_batch
+
+        policy = self.store.get_policy()
+        requested_by = str(event.data.get("requested_by", "planner"))
+        if job.get("decided"):  # a redelivery resumes: execute what was decided, never decide again
+            stored = [self.store.get_decision(i) for i in json.loads(job["decided"])]
+            decisions = [d for d in stored if d is not None]
+        else:
+            items = [OpenException.model_validate(x) for x in event.data.get("exceptions", [])]
+            # The mode is the worker's: it is the process that has (or has not) a model.
+            if self.agents is not None:
+                self.queue.set_fields(job_id, mode="llm", model=self.agents.model_name)
+            else:
+                self.queue.set_fields(job_id, mode="deterministic", model="")
+            decisions = triage_batch(
+                items, self.systems, policy, self.store, job_id=job_id, runtime=self.agents, hold=self.locks.hold
+            )
+            self.queue.set_fields(job_id, decided=[d.id for d in decisions])
+        for decision in decisions:
+            if decision.status == "executing":
+                keys = sorted({f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"})
+                with self.locks.hold(keys):
+                    self.executor.execute(decision, CREW_ACTOR, verify_stock=policy.policy != "baseline")
+        self.store.append_audit(
+            "crew.triage.finished",
+            job_id,
+            CREW_ACTOR,
+            {"job_id": job_id, "requested_by": requested_by, "decisions": [d.id for d in decisions]},
+            dedup_key=f"crew:{job_id}",
+        )
         return [d.id for d in decisions]
 
     def _decide(

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     block_ms: int = 1000
     workers: int = 1
     lock_ttl_s: float = 30.0
+    # How often `crossdock serve` copies settled decisions into the knowledge base's history (0: never).
+    knowledge_sync_s: float = Field(default=30.0, ge=0)
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,7 +135,7 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("cost_impact", sa.Float, nullable=False),
         sa.Column("human_review_required", sa.Boolean, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False, index=True),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False, index=True),
         sa.Column("data", _JSON, nullable=False),
     )
     action_log = sa.Table(
@@ -369,6 +369,26 @@ class Store:
                 stmt = stmt.where(col == value)
         with self._read() as conn:
             return [Decision.model_validate(row) for row in conn.execute(stmt).scalars()]
+
+    def decisions_updated_since(
+        self, after: tuple[datetime, str] | None, statuses: Iterable[str], limit: int = 200
+    ) -> list[tuple[Decision, datetime]]:
+        """Decisions in ``statuses`` changed after ``after`` = (updated_at, id), oldest change first,
+        each with its ``updated_at``: a keyset page for followers such as the knowledge base's
+        history sync (pass the last row's (updated_at, id) to get the next page)."""
+        c = self.decisions.c
+        stmt = (
+            sa.select(c.data, c.updated_at, c.id)
+            .where(c.status.in_(sorted(set(statuses))))
+            .order_by(c.updated_at, c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            at, last_id = as_utc(after[0]), after[1]
+            stmt = stmt.where(sa.or_(c.updated_at > at, sa.and_(c.updated_at == at, c.id > last_id)))
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [(Decision.model_validate(data), as_utc(updated)) for data, updated, _ in rows]
 
     def transition(self, id: str, *, to: str, from_: set[str], actor: str, error: str | None = None) -> Decision | None:
         """Compare-and-set a decision's status; the updated decision, or None if it did not move."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,9 @@ class SearchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=500, description="what to look for in the SOPs and history")
     k: int = Field(default=5, ge=1, le=10, description="how many passages")
+    doc_type: Literal["sop", "history"] | None = Field(
+        default=None, description="'sop' for procedures, 'history' for similar past decisions; omit for both"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -178,7 +181,8 @@ class SearchKnowledgeTool(ScopedTool):
         search: KnowledgeSearch | None = self.knowledge
         if search is None:
             return []
-        hits = search.search(kwargs["query"], kwargs["k"])
+        filters = {"doc_type": kwargs["doc_type"]} if kwargs.get("doc_type") else {}
+        hits = search.search(kwargs["query"], kwargs["k"], **filters)
         return [
             {"text": h.text, "score": round(float(h.score), 4), "source": str(getattr(h, "source", ""))} for h in hits
         ]

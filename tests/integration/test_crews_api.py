@@ -22,13 +22,15 @@ EXCEPTIONS = [
 ]
 
 
-def wait_for(stack: Stack, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = stack.client.get(f"/v1/crews/triage/{job_id}", headers=stack.headers("planner")).json()
-        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
+def get_job(stack: Stack, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = stack.client.get(f"/v1/crews/triage/{job_id}", headers=stack.headers("planner")).json()
+    return body
+
+
+def wait_for(stack: Stack, job_id: str) -> dict[str, Any]:
+    """The job after a worker has drained the queue (the crew runs in a worker, not in the API)."""
+    stack.drain()
+    return get_job(stack, job_id)
 
 
 def test_a_planner_starts_a_deterministic_triage_crew(stack: Stack) -> None:
@@ -37,6 +39,10 @@ def test_a_planner_starts_a_deterministic_triage_crew(stack: Stack) -> None:
     assert resp.status_code == 202, resp.text
     accepted = resp.json()
     assert accepted["mode"] == "deterministic" and accepted["exceptions"] == 2
+    # queued on the Redis stream: nothing happens until a worker takes it
+    time.sleep(0.2)
+    assert get_job(stack, accepted["job_id"])["status"] == "queued"
+    assert get_job(stack, accepted["job_id"])["decisions"] == []
     job = wait_for(stack, accepted["job_id"])
     assert job["status"] == "done", job
     assert job["decisions"] and {d["workflow"] for d in job["decisions"]} == {"exception_triage"}
@@ -62,12 +68,27 @@ def test_triage_requests_are_checked(stack: Stack, role: str, body: dict[str, An
 
 def test_an_unknown_triage_job_is_404(stack: Stack) -> None:
     assert stack.client.get("/v1/crews/triage/crew-nope", headers=stack.headers("planner")).status_code == 404
+    # an event's job is not a triage job
+    job_id = stack.publish(order_event("SO-404", [("SKU-100", 1)])).json()["job_id"]
+    assert stack.client.get(f"/v1/crews/triage/{job_id}", headers=stack.headers("planner")).status_code == 404
 
 
-def test_with_a_model_the_crew_adds_gated_agent_proposals_and_stores_rejected_ones(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+def test_the_gateway_cannot_post_a_crew_job_as_an_event(stack: Stack) -> None:
+    event = {
+        "specversion": "1.0",
+        "id": "evt-crew-1",
+        "source": "wms/gateway",
+        "type": "crossdock.crew.triage",
+        "data": {"exceptions": EXCEPTIONS, "requested_by": "planner"},
+    }
+    resp = stack.post_events(event)
+    assert resp.status_code == 422 and resp.json()["detail"][0]["type"] == "internal_type"
+    assert stack.drain() == 0
+
+
+def test_with_a_model_a_worker_runs_the_hierarchical_crew_gates_proposals_and_stores_rejected_ones(
+    stack: Stack,
 ) -> None:
-    import api.routes.crews as crews_route
     from crews.agent_runtime import AgentRuntime
     from crews.scripted_llm import ScriptedLLM, tool_call
 
@@ -83,27 +104,30 @@ def test_with_a_model_the_crew_adds_gated_agent_proposals_and_stores_rejected_on
             }
         )
 
+    def delegate(task: str) -> list[dict[str, Any]]:
+        return [tool_call("delegate_work_to_coworker", task=task, context=task, coworker="Warehouse exception triager")]
+
     count = {"system": "wms", "type": "create_task", "payload": {"sku": "SKU-100", "node": "DC-EAST"}}
+    # the second exception's note is obeyed: an action outside the triage agent's vocabulary
+    obeyed = answer("T-901", [{"system": "erp", "type": "post_adjustment", "payload": {"sku": "SKU-200", "qty": 500}}])
     llm = ScriptedLLM.replaying(
-        exception_triage=[
-            [tool_call("read_stock", sku="SKU-100")],
-            answer("T-900", [count]),
-            # the second exception's note is obeyed: an action outside the agent's vocabulary
-            answer("T-901", [{"system": "erp", "type": "post_adjustment", "payload": {"sku": "SKU-200", "qty": 500}}]),
-        ]
+        exception_desk_supervisor=[delegate("T-900"), answer("T-900", [count]), delegate("T-901"), obeyed],
+        exception_triage=[[tool_call("read_stock", sku="SKU-100")], answer("T-900", [count]), obeyed],
     )
-    monkeypatch.setattr(
-        crews_route,
-        "runtime_factory",
-        lambda c: AgentRuntime(systems=c.systems, audit=c.store, model=llm),
+    stack.container.pipeline.agents = AgentRuntime(
+        systems=stack.container.systems, audit=stack.container.store, model=llm
     )
     before = {k: v for k, v in stack.state.export_state()["wms"].items() if k != "waves"}
     resp = stack.client.post("/v1/crews/triage", json={"exceptions": EXCEPTIONS}, headers=stack.headers("planner"))
     job = wait_for(stack, resp.json()["job_id"])
     assert job["status"] == "done", job
+    assert (job["mode"], job["model"]) == ("llm", "scripted/replay")  # the worker's mode, not the API's
     agent = [d for d in job["decisions"] if d["actor"].startswith("agent:")]
     assert [(d["subject"], d["status"]) for d in agent] == [("T-900", "pending_review"), ("T-901", "rejected")]
     assert agent[1]["actions"] == [] and "not allowed" in agent[1]["error"]
+    assert agent[0]["evidence"]["manager"]["tool_calls"] == 2  # the supervisor delegated both
+    roles = [c["role"] for c in llm.calls]
+    assert roles[0] == "Exception desk supervisor" and "Warehouse exception triager" in roles
     kinds = [e["kind"] for e in stack.client.get("/v1/audit", headers=stack.headers("admin")).json()]
     assert "agent.proposed" in kinds and "agent.proposal_rejected" in kinds
     # nothing the agents proposed reached the WMS: its stock is what it was

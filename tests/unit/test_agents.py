@@ -42,8 +42,10 @@ def make_runtime(rt: Any, llm: Any, **settings: Any) -> Any:
     agent_runtime, _ = rt
     knowledge = InMemoryKnowledge()
     knowledge.add("Held orders: tell the customer the new promise date and open a ticket.", source="sop-cs-1")
+    # The scripted model is priced like a small hosted model, so the dollar budget is live.
+    priced = {"llm_input_cost_per_mtok": 0.15, "llm_output_cost_per_mtok": 0.60}
     return agent_runtime.AgentRuntime(
-        AgentSettings(**{"agent_max_seconds": 10, **settings}),
+        AgentSettings(**{"agent_max_seconds": 10, **priced, **settings}),
         systems=recording_systems(),
         knowledge=knowledge,
         audit=agent_runtime.ListAudit(),
@@ -96,7 +98,8 @@ def test_llm_mode_is_deterministic_without_a_model(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------------------------------------
 def test_one_agent_per_specialist_each_with_only_scoped_tools() -> None:
     specs = default_specs()
-    assert set(specs) == set(AGENT_NAMES)
+    assert set(specs) == set(AGENT_NAMES) | {"triage_supervisor"}
+    assert specs["triage_supervisor"].tools == () and specs["triage_supervisor"].scopes == {"crew:delegate"}
     cs, rec = specs["customer_service"], specs["reconciliation"]
     assert set(cs.tools) == {"read_order", "search_knowledge"}
     assert not {a for a in cs.actions if a.startswith(("wms.", "erp.", "oms.allocate"))}
@@ -171,6 +174,8 @@ def test_the_in_memory_knowledge_search_satisfies_the_port() -> None:
         ({"actions": [{"system": "notify", "type": "ticket", "payload": {"qty": -2}}]}, "positive number"),
         ({"actions": [{"system": "notify", "type": "ticket", "payload": {"qty": 0}}]}, "positive number"),
         ({"actions": [{"system": "notify", "type": "ticket", "payload": {"order_id": "SO-9"}}]}, "unknown order_id"),
+        ({"actions": [{"system": "notify", "type": "ticket", "payload": {"refs": ["SO-1", "SO-9"]}}]}, "unknown refs"),
+        ({"actions": [{"system": "notify", "type": "ticket", "payload": {"refs": "SO-1"}}]}, "list of record ids"),
         ({"approved": True}, "malformed output"),
         ({"confidence": 1.5}, "malformed output"),
     ],
@@ -181,6 +186,14 @@ def test_agent_output_breaking_a_rule_is_rejected(override: dict[str, Any], reas
     assert isinstance(result, RejectedProposal) and reason in result.reason
     decision = result.to_decision("dec-x", job_id="j")
     assert decision.status == "rejected" and decision.actions == [] and decision.error == result.reason
+
+
+def test_a_tickets_title_is_free_text_and_its_refs_name_the_records() -> None:
+    spec = default_specs()["customer_service"]
+    payload = {"team": "customer_service", "subject": "Customer asks about a late delivery", "refs": ["SO-1"]}
+    body = proposal_json(actions=[{"system": "notify", "type": "ticket", "payload": payload}])
+    result = to_proposal(spec, body, ["SO-1"], model="m")
+    assert isinstance(result, Proposal) and result.actions[0].payload["subject"].startswith("Customer asks")
 
 
 def test_a_valid_output_becomes_a_proposal_that_waits_for_review_by_default() -> None:
@@ -267,6 +280,100 @@ def test_the_token_budget_stops_the_run(rt: Any) -> None:
     assert err.value.bound == "tokens"
     assert port_calls(runtime.systems) == set()  # the tool call asked for in that reply never ran
     assert runtime.audit.kinds() == ["agent.bound_exceeded"]
+
+
+def test_a_hierarchical_triage_crew_delegates_and_is_validated_against_the_specialist(rt: Any) -> None:
+    agent_runtime, scripted = rt
+    triage = json.loads(proposal_json(workflow="exception_triage", subject="T-1", outcome="count"))
+    triage["actions"] = [{"system": "wms", "type": "create_task", "payload": {"sku": "SKU-1", "node": "DC-EAST"}}]
+    # the manager passes on, for the customer follow-up, a proposal with a stock write the
+    # customer-service agent may not make: rejected, though the supervisor's own spec is wider
+    widened = json.loads(proposal_json())
+    widened["actions"].append({"system": "wms", "type": "create_task", "payload": {"sku": "SKU-1"}})
+    delegate = "delegate_work_to_coworker"
+    llm = scripted.ScriptedLLM.replaying(
+        exception_desk_supervisor=[
+            [
+                scripted.tool_call(
+                    delegate, task="Triage T-1", context="short pick", coworker="Warehouse exception triager"
+                )
+            ],
+            json.dumps(triage),
+            [scripted.tool_call(delegate, task="Follow up SO-1", context="T-1", coworker="Customer service assistant")],
+            json.dumps(widened),
+        ],
+        exception_triage=[[scripted.tool_call("read_stock", sku="SKU-1")], json.dumps(triage)],
+        customer_service=[[scripted.tool_call("read_order", order_id="SO-1")], proposal_json()],
+    )
+    runtime = make_runtime(rt, llm)
+    cases = [
+        agent_runtime.Case("exception_triage", "Triage.", {"task_id": "T-1", "reason": "short_pick"}, ["T-1"]),
+        agent_runtime.Case("customer_service", "Follow up.", {"order_id": "SO-1"}, ["SO-1"]),
+    ]
+    results = runtime.run_crew(cases, context_from_previous=True, manager="triage_supervisor")
+    assert isinstance(results[0], Proposal) and results[0].subject == "T-1"
+    assert results[0].evidence["manager"]["tool_calls"] == 2  # both delegations counted on the manager
+    assert isinstance(results[1], RejectedProposal) and "not allowed" in results[1].reason
+    sequence = [(c["role"], c["tools"]) for c in llm.calls]
+    assert sequence[0] == ("Exception desk supervisor", ["delegate_work_to_coworker", "ask_question_to_coworker"])
+    assert [role for role, _ in sequence] == [
+        "Exception desk supervisor",
+        "Warehouse exception triager",
+        "Warehouse exception triager",
+        "Exception desk supervisor",
+        "Exception desk supervisor",
+        "Customer service assistant",
+        "Customer service assistant",
+        "Exception desk supervisor",
+    ]
+    assert port_calls(runtime.systems) == {"wms.stock", "oms.order"}  # reads only, by the specialists
+
+
+def test_a_supervisor_asking_for_a_data_tool_is_stopped(rt: Any) -> None:
+    agent_runtime, scripted = rt
+    llm = scripted.ScriptedLLM.replaying(exception_desk_supervisor=[[scripted.tool_call("read_stock", sku="SKU-1")]])
+    runtime = make_runtime(rt, llm)
+    case = agent_runtime.Case("exception_triage", "Triage.", {"task_id": "T-1"}, ["T-1"])
+    with pytest.raises(AgentBoundExceeded) as err:
+        runtime.run_crew([case], manager="triage_supervisor")
+    assert err.value.bound == "scope" and err.value.agent == "triage_supervisor"
+    assert port_calls(runtime.systems) == set()
+
+
+def test_the_dollar_budget_stops_the_run(rt: Any) -> None:
+    _, scripted = rt
+    # 0.15 $/Mtok in: 400,000 prompt tokens cost $0.06, over a $0.05 budget (and under the token cap)
+    llm = scripted.ScriptedLLM.replaying(
+        customer_service=[scripted.WithUsage(400_000, [scripted.tool_call("read_order", order_id="SO-1")])]
+    )
+    runtime = make_runtime(rt, llm, agent_max_tokens=1_000_000, agent_max_cost_usd=0.05)
+    with pytest.raises(AgentBoundExceeded) as err:
+        runtime.run(cs_case(rt))
+    assert err.value.bound == "cost" and "$0.0600" in err.value.detail
+    assert port_calls(runtime.systems) == set()
+    assert runtime.audit.entries[0]["payload"]["cost_usd"] == pytest.approx(0.06)
+
+
+def test_an_unpriced_model_is_said_so_once_and_bounded_by_tokens(rt: Any) -> None:
+    agent_runtime, scripted = rt
+    llm = scripted.ScriptedLLM.replaying(customer_service=[proposal_json(), proposal_json()])
+    runtime = agent_runtime.AgentRuntime(
+        AgentSettings(agent_max_seconds=10), systems=recording_systems(), audit=agent_runtime.ListAudit(), model=llm
+    )
+    runtime.run(cs_case(rt))
+    runtime.run(cs_case(rt))
+    assert runtime.audit.kinds().count("agent.cost_unpriced") == 1
+    assert runtime.prices is None
+
+
+def test_known_models_are_priced_offline_from_litellms_bundled_list() -> None:
+    from agents.pricing import token_prices
+
+    prices = token_prices("openai/gpt-4o-mini", AgentSettings())
+    assert prices is not None and prices.source == "litellm" and prices.input_per_token > 0
+    assert token_prices("scripted/replay", AgentSettings()) is None
+    given = token_prices("scripted/replay", AgentSettings(llm_input_cost_per_mtok=2.0))
+    assert given is not None and given.cost(1_000_000, 10) == pytest.approx(2.0)
 
 
 def test_the_same_tool_with_the_same_arguments_twice_is_a_loop(rt: Any) -> None:

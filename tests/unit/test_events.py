@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from domain.events import DATA_SCHEMAS, CloudEvent, EventError, parse_event
+from domain.events import DATA_SCHEMAS, INTERNAL_TYPES, CloudEvent, EventError, parse_event
 from domain.models import Order
 
 ORDER = {
@@ -65,7 +65,15 @@ def error_locs(raw: Any, prefix: tuple[str | int, ...] = ()) -> list[str]:
 
 
 def test_every_event_type_in_the_contract_is_known() -> None:
-    assert set(DATA_SCHEMAS) == set(DATA)
+    assert set(DATA_SCHEMAS) - INTERNAL_TYPES == set(DATA)
+
+
+def test_an_internal_job_type_is_refused_from_outside_and_accepted_from_crossdock() -> None:
+    raw = envelope(type_="crossdock.tick", type="crossdock.crew.triage", data={"exceptions": [{}], "requested_by": "x"})
+    with pytest.raises(EventError) as exc:
+        parse_event(raw, (3,))
+    assert exc.value.errors[0]["loc"] == "3.type" and exc.value.errors[0]["type"] == "internal_type"
+    assert parse_event(raw, allow_internal=True).type == "crossdock.crew.triage"
 
 
 @pytest.mark.parametrize("type_", sorted(DATA))

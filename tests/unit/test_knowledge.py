@@ -378,8 +378,13 @@ def test_ingest_and_search_commands(tmp_path: Path) -> None:
 
 def test_bench_smoke() -> None:
     emb = TableEmbedder({"default": [1.0, 0.0, 0.0], "RCV": [0.0, 1.0, 0.0]})
-    result = run_knowledge_bench(sizes=(150, 300), rounds=1, filler_embedded=8, embedder=emb, max_queries=5)
+    result = run_knowledge_bench(
+        sizes=(150, 300), rounds=1, filler_embedded=8, embedder=emb, max_queries=5, history_decisions=30, history_new=5
+    )
     assert result["points_at_end"] == 300
     assert set(result["baseline"]) >= {"hit_rate_top3_sops_only", "p50_ms_300", "p95_ms_150"}
     assert result["crossdock"]["mode"] == "hybrid" and result["baseline"]["mode"] == "sparse"
     assert result["embedding_chunks_per_s"] > 0
+    history = result["history_sync"]
+    assert history["decisions_in_store"] == 35 and 0 < history["settled_first_pass"] <= 30
+    assert 0 <= history["new_settled"] <= 5
