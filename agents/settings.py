@@ -20,6 +20,8 @@ class AgentSettings(BaseSettings):
     llm_base_url: str | None = None
     # Per agent run, enforced by code (crews.agent_runtime), never by the prompt.
     agent_max_seconds: float = Field(default=60.0, gt=0)
+    # The chat's LLM rewrite (one call) has its own, shorter bound: a rep is waiting for the answer.
+    chat_max_seconds: float = Field(default=10.0, gt=0)
     agent_max_tool_calls: int = Field(default=8, ge=0)
     agent_max_tokens: int = Field(default=20_000, gt=0)
     agent_max_cost_usd: float | None = Field(default=0.25, gt=0, description="dollars per agent run; unset: none")

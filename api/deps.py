@@ -39,13 +39,15 @@ def require(*roles: Role) -> Callable[[Request, Container], Awaitable[Role]]:
                 "missing API key (Authorization: Bearer <key>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        role = container.settings.key_hashes.get(hash_key(key))
+        hashed = hash_key(key)
+        role = container.settings.key_hashes.get(hashed)
         if role is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"role {role!r} may not do this; needs one of {sorted(allowed)}"
             )
+        request.state.key_id = hashed[:16]  # who asks, for what a key owns (chat conversations); never the key
         return role
 
     return check

@@ -48,6 +48,7 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "oms.hold_order": ("/api/v1/orders/{order_id}/hold", ("order_id",)),
     "oms.split_line": ("/api/v1/orders/{order_id}/lines/{line}/split", ("order_id", "line")),
     "oms.substitute_line": ("/api/v1/orders/{order_id}/lines/{line}/substitute", ("order_id", "line")),
+    "oms.update_line_qty": ("/api/v1/orders/{order_id}/lines/{line}/qty", ("order_id", "line")),
     "oms.update_promise_date": ("/api/v1/orders/{order_id}/promise-date", ("order_id",)),
     "notify.ticket": ("/api/v1/tickets", ()),
 }

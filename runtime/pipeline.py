@@ -26,6 +26,7 @@ from domain.models import Settings as Policy
 from runtime.executor import Executor
 from runtime.locks import StockLocks
 from runtime.metrics import DECISION_LATENCY, DECISIONS
+from runtime.order_changes import fail_if_waved, order_change_locks
 from runtime.queue import JobQueue
 from runtime.store import Store
 from tools.context import Systems
@@ -193,12 +194,17 @@ class Pipeline:
         if decision is None:
             return None
         policy = self.store.get_policy()
-        keys = sorted({f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"})
-        with self.locks.hold(keys):
+        keys = {f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"}
+        # An order change (a chat cancel or line change) is checked against new waves under the order's SKUs.
+        keys |= set(order_change_locks(decision))
+        with self.locks.hold(sorted(keys)):
             claimed = self.store.transition(decision_id_, to="executing", from_={"pending_review"}, actor=actor)
             if claimed is None:
                 return None
             self.store.append_audit("decision.approved", decision.subject, actor, {"decision": decision_id_})
+            failed = fail_if_waved(self.store, self.systems.wms, claimed, actor)
+            if failed is not None:
+                return failed
             return self.executor.execute(claimed, actor, verify_stock=policy.policy != "baseline")
 
     def reject(self, decision_id_: str, actor: str, reason: str | None) -> Decision | None:

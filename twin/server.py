@@ -236,6 +236,11 @@ def _oms_routes(state: TwinState, act: Act) -> APIRouter:
         """Split a line into a part fulfilled now and a backordered part."""
         return order_action("split_line", order_id, key, body, line=line)
 
+    @r.post("/orders/{order_id}/lines/{line}/qty")
+    def line_qty(order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Set a line's quantity before release; reservations above it are given back."""
+        return order_action("update_line_qty", order_id, key, body, line=line)
+
     @r.post("/orders/{order_id}/lines/{line}/substitute")
     def substitute(order_id: str, line: int, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
         """Replace a line's sku by a substitute."""

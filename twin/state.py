@@ -465,6 +465,65 @@ class TwinState:
         line["allocations"] = [a for a in line["allocations"] if a["qty"] > 1e-9]
         return {"order_id": rec["order"].id, "line": line["line"], "node": node, "released": qty}
 
+    def _oms_update_line_qty(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        """Set a line's ordered quantity; reservations above it are given back, newest first."""
+        rec = self._order_rec(p)
+        line = self._line_rec(rec, p)
+        qty = _num(p, "qty", positive=True)
+        order_id = rec["order"].id
+        if rec["status"] in _CLOSED_STATUSES:
+            raise TwinRejected(f"order {order_id} is {rec['status']}; cannot change line {line['line']}")
+        waves = self._waves_with_line(order_id, line["line"])
+        if waves:
+            raise TwinRejected(
+                f"order {order_id} line {line['line']} is on released wave {', '.join(waves)}; "
+                "the warehouse is picking it"
+            )
+        previous = float(line["qty"])
+        excess = sum(a["qty"] for a in line["allocations"]) - qty
+        released: list[dict[str, Any]] = []
+        for alloc in reversed(line["allocations"]):  # appended in order: newest last
+            if excess <= 1e-9:
+                break
+            take = min(alloc["qty"], excess)
+            alloc["qty"] -= take
+            excess -= take
+            released.append({"node": alloc["node"], "sku": alloc["sku"], "qty": take})
+        line["allocations"] = [a for a in line["allocations"] if a["qty"] > 1e-9]
+        line["qty"] = qty
+        left = max(0.0, qty - sum(a["qty"] for a in line["allocations"]))
+        line["backordered"] = min(float(line["backordered"]), left)
+        # The order itself carries the demand the engines read.
+        order: Order = rec["order"]
+        rec["order"] = order.model_copy(
+            update={
+                "lines": [ln.model_copy(update={"qty": qty}) if ln.line == line["line"] else ln for ln in order.lines]
+            }
+        )
+        return {
+            "order_id": order_id,
+            "line": line["line"],
+            "qty": qty,
+            "previous_qty": previous,
+            "released": released,
+        }
+
+    def _waves_with_line(self, order_id: str, line_no: int) -> list[str]:
+        """Released waves that carry this line (a wave entry without lines carries the whole order)."""
+        found = []
+        for wave in self._waves:
+            if wave.get("status", "released") in ("cancelled", "done", "shipped", "closed"):
+                continue
+            for entry in wave["orders"]:
+                if not isinstance(entry, dict) or entry.get("orderId") != order_id:
+                    continue
+                lines = entry.get("lines")
+                numbers = [x.get("line") for x in lines if isinstance(x, dict)] if isinstance(lines, list) else []
+                if not numbers or line_no in numbers:
+                    found.append(str(wave["waveId"]))
+                    break
+        return found
+
     def _oms_hold_order(self, p: dict[str, Any], key: str) -> dict[str, Any]:
         rec = self._order_rec(p)
         self._set_status(rec, "held")
@@ -653,6 +712,7 @@ class TwinState:
     _HANDLERS: dict[str, Callable[[TwinState, dict[str, Any], str], dict[str, Any]]] = {
         "oms.allocate": _oms_allocate,
         "oms.release_allocation": _oms_release_allocation,
+        "oms.update_line_qty": _oms_update_line_qty,
         "oms.update_order_status": _oms_update_order_status,
         "oms.hold_order": _oms_hold_order,
         "oms.split_line": _oms_split_line,

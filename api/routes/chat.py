@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +23,11 @@ from domain.decisions import Decision, Proposal, decision_id
 from domain.errors import ConnectorError
 from domain.governance import gated_decision
 from runtime.bootstrap import Container
+from runtime.order_changes import fail_if_waved, order_change_locks
 from tools.chat.conversations import Conversation, ConversationStore, new_id
 from tools.chat.facts import KnowledgeSearch
 from tools.chat.risk import at_risk, clock_of
-from tools.chat.service import ChatReply, ChatService, Outcome
+from tools.chat.service import ChatReply, ChatService, Outcome, Writer, chat_writer
 
 router = APIRouter(tags=["chat"])
 ACTOR_PREFIX = "chat"
@@ -64,40 +66,43 @@ def submit_through_gate(container: Container, role: str) -> Any:
         if decision.status != "executing":
             return decision
         skus = [f"sku:{s}" for s in proposal.evidence.get("skus", []) if isinstance(s, str)]
-        with container.locks.hold(sorted(skus)):
+        with container.locks.hold(sorted(set(skus) | set(order_change_locks(decision)))):
             # Releases create waves under these locks: re-check the policy's premise now.
-            late = _waved_since(container, decision)
-            if late is not None:
-                failed = container.store.transition(did, to="failed", from_={"executing"}, actor=actor, error=late)
-                container.store.append_audit(
-                    "decision.failed", decision.subject, actor, {"decision": did, "error": late}
-                )
-                return failed or decision
+            failed = fail_if_waved(container.store, container.systems.wms, decision, actor)
+            if failed is not None:
+                return failed
             return container.executor.execute(decision, actor, verify_stock=False)
 
     return submit
 
 
-def _waved_since(container: Container, decision: Decision) -> str | None:
-    """Why a direct order change may no longer run: the order joined a released wave meanwhile."""
-    if not any(a.name == "oms.update_order_status" for a in decision.actions):
-        return None
-    waves = [w.wave_id for w in container.systems.wms.waves() if decision.subject in w.orders]
-    if not waves:
-        return None
-    return f"{decision.subject} joined wave {', '.join(waves)} before the change ran; ask again for a warehouse ticket"
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: the role, the API key's identity (a hash, never the key), and what the app holds."""
+
+    role: str
+    key_id: str
+    knowledge: KnowledgeSearch | None
+    writer: Writer | None
 
 
-def _knowledge(request: Request, container: Container) -> KnowledgeSearch | None:
-    kb = getattr(request.app.state, "knowledge", None) or getattr(container, "knowledge", None)
-    return kb
+def _caller(request: Request, container: Container, role: str) -> Caller:
+    """Built in a worker thread: the first LLM-mode writer imports CrewAI (3-4 s), once per app."""
+    state = request.app.state
+    if not hasattr(state, "chat_writer"):
+        state.chat_writer = chat_writer(audit=container.store)
+    kb = getattr(state, "knowledge", None) or getattr(container, "knowledge", None)
+    return Caller(role, str(getattr(request.state, "key_id", "")), kb, state.chat_writer)
 
 
-def _converse(container: Container, kb: KnowledgeSearch | None, body: ChatRequest, role: str) -> Outcome:
+def _converse(container: Container, caller: Caller, body: ChatRequest) -> Outcome:
     store = ConversationStore(container.redis, container.settings.stream_prefix)
     conv = store.load(body.conversation_id) if body.conversation_id else None
+    if conv is not None and conv.owner not in (None, caller.key_id):
+        # A conversation belongs to the API key that started it: another rep gets nothing of it.
+        raise HTTPException(404, f"no conversation {conv.id} for this API key")
     if conv is None:
-        conv = Conversation(id=body.conversation_id or new_id(), customer_id=body.customer_id)
+        conv = Conversation(id=body.conversation_id or new_id(), customer_id=body.customer_id, owner=caller.key_id)
     elif body.customer_id is not None and conv.customer_id not in (None, body.customer_id):
         raise HTTPException(409, f"conversation {conv.id} is scoped to another customer")
     elif conv.customer_id is None and body.customer_id is not None:
@@ -105,12 +110,13 @@ def _converse(container: Container, kb: KnowledgeSearch | None, body: ChatReques
     service = ChatService(
         container.systems,
         container.store,
-        knowledge=kb,
-        submit=submit_through_gate(container, role),
+        knowledge=caller.knowledge,
+        submit=submit_through_gate(container, caller.role),
         policy=container.store.get_policy,
+        writer=caller.writer,
     )
     try:
-        out = service.respond(conv, body.message, role)
+        out = service.respond(conv, body.message, caller.role)
     except ConnectorError as exc:
         raise HTTPException(502, f"a system could not be reached: {exc}") from None
     store.save(conv)
@@ -120,7 +126,8 @@ def _converse(container: Container, kb: KnowledgeSearch | None, body: ChatReques
 @router.post("/v1/chat")
 async def chat(body: ChatRequest, request: Request, container: ContainerDep, role: OrderReaderRole) -> ChatReply:
     """Answer one message from live OMS/WMS/ERP data and the decision store, with citations."""
-    out = await run_in_threadpool(_converse, container, _knowledge(request, container), body, role)
+    caller = await run_in_threadpool(_caller, request, container, role)
+    out = await run_in_threadpool(_converse, container, caller, body)
     return out.reply
 
 
@@ -139,7 +146,8 @@ async def chat_stream(
     body: ChatRequest, request: Request, container: ContainerDep, role: OrderReaderRole
 ) -> StreamingResponse:
     """The same answer as Server-Sent Events: ``token`` events, then one ``final`` with citations."""
-    out = await run_in_threadpool(_converse, container, _knowledge(request, container), body, role)
+    caller = await run_in_threadpool(_caller, request, container, role)
+    out = await run_in_threadpool(_converse, container, caller, body)
 
     async def events() -> AsyncIterator[str]:
         for piece in chunks(out.reply.answer):

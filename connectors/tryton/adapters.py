@@ -93,6 +93,9 @@ MAPPED: dict[str, str] = {
     "oms.release_allocation": "reduce the line's open stock.shipment.out at the node (wait, write the outgoing "
     "move's quantity, wait, assign_try), or cancel and delete a shipment released whole; the target quantities "
     "are noted (ir.note) before anything changes, so a retry sets the same",
+    "oms.update_line_qty": "write sale.line quantity while the sale is draft or quotation (back to draft, write, "
+    "quote again; noted first so a retry ends in the same state); a confirmed or processing sale's lines are "
+    "read-only, so the change fails with that reason",
     "wms.create_wave": "assign_try on the orders' stock.shipment.out at the node, tagged with an ir.note (wave id, "
     "priority, parameters)",
     "wms.create_transfer": "stock.shipment.internal (reference = key) storage → storage, wait → assign_try",
@@ -1182,6 +1185,7 @@ class TrytonOms:
             "oms.update_order_status": self._update_status,
             "oms.hold_order": self._hold,
             "oms.release_allocation": self._release_allocation,
+            "oms.update_line_qty": self._update_line_qty,
         }.get(action.name)
         if handler is None:
             raise PermanentConnectorError(f"unknown action type {action.name!r}")
@@ -1459,6 +1463,40 @@ class TrytonOms:
                 c.button("stock.shipment.out", "wait", [sid])
             c.button("stock.shipment.out", "assign_try", [sid])
         return {"order_id": order_id, "line": line_no, "node": wh.code, "released": qty}
+
+    def _update_line_qty(self, action: Action) -> dict[str, Any]:
+        """A line's quantity, while the sale is still a draft or quotation (Tryton's own rule)."""
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        order_id, line_no = str(_req(p, "order_id", action)), int(_req(p, "line", action))
+        qty = _qty(p, "qty", action, positive=True)
+        sale = self._sale(order_id)
+        line = self._line(sale, line_no, order_id)
+        note = self.b.find_note(key)
+        if note is not None:
+            (rec,) = c.read("ir.note", [note], ["message"])
+            body = json.loads(str(rec["message"]).partition("\n")[2])
+            state, previous = str(body["state"]), float(body["previous_qty"])
+        else:
+            state, previous = str(sale["state"]), float(line["quantity"])
+            if state not in ("draft", "quotation"):
+                raise PermanentConnectorError(
+                    f"order {order_id} is {state} in Tryton: a confirmed sale's lines are read-only, "
+                    f"change line {line_no} in Tryton or cancel the order"
+                )
+            self.b.note(
+                f"sale.sale,{sale['id']}",
+                key,
+                {"kind": "line_qty", "line": line_no, "qty": qty, "previous_qty": previous, "state": state},
+            )
+        if abs(float(line["quantity"]) - qty) > 1e-9:
+            if sale["state"] == "quotation":
+                c.button("sale.sale", "draft", [sale["id"]])
+                sale["state"] = "draft"
+            c.write("sale.line", [int(line["id"])], {"quantity": qty})
+        if state == "quotation" and sale["state"] == "draft":
+            c.button("sale.sale", "quote", [sale["id"]])
+        # A draft or quotation has no customer shipment yet: nothing is reserved to give back.
+        return {"order_id": order_id, "line": line_no, "qty": qty, "previous_qty": previous, "released": []}
 
     def _update_status(self, action: Action) -> dict[str, Any]:
         p, key, c = action.payload, action.idempotency_key, self.b.client

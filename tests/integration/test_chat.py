@@ -185,3 +185,152 @@ def test_the_chat_bench_meets_its_goals(redis_url: str) -> None:
     assert result["accuracy"] >= 0.95 and result["leaks"] == 0 and result["unsupported_claims"] == 0
     assert result["baseline"]["leaks"] > 0  # the naive responder answers about anyone's order
     assert result["p95_ms"] > 0 and result["baseline"]["order_lookup_ms"]["p50"] > 0
+
+
+def seed_waiting(stack: Stack) -> None:
+    """SO-30 fills the 0.01 h wave window; SO-31 is reserved at DC-EAST, waiting for room on a wave."""
+    stack.set_policy(wave_window_hours=0.01)
+    stack.publish(order_event("SO-30", [("SKU-100", 2), ("SKU-200", 1)]))
+    stack.publish(order_event("SO-31", [("SKU-100", 3), ("SKU-200", 2)]))
+    stack.drain()
+    assert stack.state.order("SO-31").status == "released"
+    assert not waves_of(stack, "SO-31")
+
+
+def waves_of(stack: Stack, order_id: str) -> list[str]:
+    waves = stack.state.export_state()["wms"]["waves"]
+    return [w["waveId"] for w in waves if any(o["orderId"] == order_id for o in w["orders"])]
+
+
+def reserved(stack: Stack, order_id: str, line: int) -> list[tuple[str, float]]:
+    [ln] = [ln for ln in stack.state.order(order_id).lines if ln.line == line]
+    return [(a.node, a.qty) for a in ln.allocations]
+
+
+def make_room_on_a_wave(stack: Stack) -> None:
+    """A capacity change lets the wave plan take SO-31 (what the tick or a release would do)."""
+    stack.publish(
+        {
+            "specversion": "1.0",
+            "id": "evt-cap",
+            "source": "wms/test",
+            "type": "wms.capacity.changed",
+            "time": "2026-03-21T08:30:00Z",
+            "data": {"node": "DC-EAST", "zone": "PICK-ZONE-A", "pick_capacity_per_hour": 600},
+        }
+    )
+    stack.drain()
+    assert waves_of(stack, "SO-31")
+
+
+def test_a_planner_lowers_a_line_before_release_and_the_reservation_shrinks(stack: Stack) -> None:
+    seed_waiting(stack)
+    assert reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
+    east = next(s for s in stack.state.stock("SKU-100") if s.node == "DC-EAST").allocated
+    reply = chat(stack, "change line 1 of SO-31 to 1", role="planner")
+    assert reply["intent"] == "change" and "done" in reply["answer"]
+    [decision] = chat_decisions(stack)
+    assert (decision.status, decision.outcome) == ("executed", "change_line_qty")
+    assert [(a.name, a.payload) for a in decision.actions] == [
+        ("oms.update_line_qty", {"order_id": "SO-31", "line": 1, "qty": 1})
+    ]
+    [line1, line2] = stack.state.order("SO-31").lines
+    assert (line1.qty, line2.qty) == (1, 2)
+    assert reserved(stack, "SO-31", 1) == [("DC-EAST", 1)] and reserved(stack, "SO-31", 2) == [("DC-EAST", 2)]
+    assert next(s for s in stack.state.stock("SKU-100") if s.node == "DC-EAST").allocated == east - 2
+    assert stack.state.order("SO-31").status == "released"
+
+
+def test_a_cs_rep_line_change_waits_for_review_then_executes_on_approval(stack: Stack) -> None:
+    seed_waiting(stack)
+    reply = chat(stack, "please change line 2 of SO-31 to 1")
+    [decision] = chat_decisions(stack)
+    assert (decision.status, decision.outcome) == ("pending_review", "change_line_qty")
+    assert "waiting for review" in reply["answer"] and reserved(stack, "SO-31", 2) == [("DC-EAST", 2)]
+    approved = stack.client.post(f"/v1/decisions/{decision.id}/approve", headers=stack.headers("planner"))
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "executed"
+    assert stack.state.order("SO-31").lines[1].qty == 1 and reserved(stack, "SO-31", 2) == [("DC-EAST", 1)]
+
+
+def test_an_increase_becomes_a_ticket_and_changes_nothing(stack: Stack) -> None:
+    seed_waiting(stack)
+    before = stack.state.order("SO-31")
+    reply = chat(stack, "change line 1 of SO-31 to 7", role="planner")
+    [decision] = chat_decisions(stack)
+    assert (decision.status, decision.outcome) == ("executed", "ticket_opened")
+    assert [a.name for a in decision.actions] == ["notify.ticket"]
+    assert "an increase to 7 needs stock" in reply["answer"]
+    assert stack.state.order("SO-31") == before
+    [t] = [t for t in stack.state.export_state()["tickets"] if t["team"] == "customer_service"]
+    assert "SO-31" in t["refs"] and "increase" in t["summary"]
+
+
+def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(stack: Stack) -> None:
+    seed_waiting(stack)
+    chat(stack, "cancel SO-31")
+    [decision] = chat_decisions(stack)
+    assert (decision.status, decision.outcome) == ("pending_review", "cancel")
+    make_room_on_a_wave(stack)
+    [wave] = waves_of(stack, "SO-31")
+    applied = len(stack.state.applied_actions())
+    approved = stack.client.post(f"/v1/decisions/{decision.id}/approve", headers=stack.headers("planner"))
+    assert approved.status_code == 409, approved.text
+    assert f"SO-31 joined wave {wave} before the change ran" in approved.json()["detail"]
+    stored = stack.container.store.get_decision(decision.id)
+    assert stored is not None and stored.status == "failed" and wave in (stored.error or "")
+    assert stack.state.order("SO-31").status == "released" and reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
+    assert len(stack.state.applied_actions()) == applied  # nothing reached the OMS
+    [entry] = stack.container.store.audit(subject="SO-31", kind="decision.failed")
+    assert entry.payload == {"decision": decision.id, "error": stored.error}
+
+
+def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stack) -> None:
+    seed_waiting(stack)
+    chat(stack, "change line 1 of SO-31 to 2")
+    [decision] = chat_decisions(stack)
+    assert decision.status == "pending_review"
+    make_room_on_a_wave(stack)
+    approved = stack.client.post(f"/v1/decisions/{decision.id}/approve", headers=stack.headers("planner"))
+    assert approved.status_code == 409 and "joined wave" in approved.json()["detail"]
+    assert stack.state.order("SO-31").lines[0].qty == 3 and reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
+
+
+def test_a_conversation_belongs_to_the_api_key_that_started_it(stack: Stack) -> None:
+    seed(stack)
+    conv = chat(stack, "Where is my order SO-1?", customer_id="CUST-1")["conversation_id"]
+    assert chat(stack, "and line 2?", conversation_id=conv)["intent"] == "status"  # same key: follows up
+    other = stack.client.post(
+        "/v1/chat", json={"message": "and line 2?", "conversation_id": conv}, headers=stack.headers("planner")
+    )
+    assert other.status_code == 404 and conv in other.json()["detail"]
+    assert "SKU-200" not in other.text  # nothing of the conversation leaks
+    # nor can another key take over the id: the first key's conversation is unchanged
+    key = f"{stack.container.settings.stream_prefix}:chat:{conv}"
+    stored = json.loads(stack.container.redis.get(key))
+    assert len(stored["turns"]) == 2 and stored["customer_id"] == "CUST-1"
+
+
+def test_with_a_model_the_api_answers_in_llm_mode_and_a_false_claim_falls_back(stack: Stack) -> None:
+    from crews.scripted_llm import ScriptedLLM
+    from tools.chat.service import chat_writer
+
+    seed(stack)
+    template = chat(stack, "Where is my order SO-1?", customer_id="CUST-1")
+    faithful = json.dumps({"answer": "Good news: " + template["answer"]})
+    false_claim = json.dumps({"answer": "SO-1 shipped yesterday and I refunded the customer."})
+    llm = ScriptedLLM.replaying(customer_service=[faithful, false_claim])
+    app = stack.api.server.config.app
+    app.state.chat_writer = chat_writer(model=llm, audit=stack.container.store)
+
+    resp = stack.client.post("/v1/chat", json={"message": "Where is my order SO-1?"}, headers=stack.headers("cs_rep"))
+    llm_reply = resp.json()
+    assert (llm_reply["mode"], llm_reply["answer"]) == ("llm", "Good news: " + template["answer"])
+    assert llm_reply["citations"] == template["citations"]
+
+    resp = stack.client.post("/v1/chat", json={"message": "Where is my order SO-1?"}, headers=stack.headers("cs_rep"))
+    fallback = resp.json()
+    assert (fallback["mode"], fallback["answer"]) == ("deterministic", template["answer"])
+    audit = stack.client.get("/v1/audit", headers=stack.headers("admin")).json()
+    [entry] = [e for e in audit if e["kind"] == "chat.llm_fallback"]
+    assert entry["subject"] == "SO-1" and entry["payload"]["reasons"]

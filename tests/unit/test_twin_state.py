@@ -197,3 +197,90 @@ def test_export_state_has_the_report_final_state_shape(state: TwinState) -> None
     po = out["erp"]["purchase_orders"][0]
     assert po["status"] == "open" and po["lines"][0]["status"] == "closed"
     assert out["tickets"][0]["team"] == "planning"
+
+
+def line_qty(order: str, line: int, qty: float, key: str) -> Action:
+    return Action(
+        system="oms", type="update_line_qty", payload={"order_id": order, "line": line, "qty": qty}, idempotency_key=key
+    )
+
+
+def test_lowering_a_line_gives_back_the_newest_reservations_above_it_once(state: TwinState) -> None:
+    # SO-1002: 30 × SKU-100.
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 10, "k-a"))
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-WEST", 12, "k-b"))
+    state.apply(
+        Action(
+            system="oms",
+            type="split_line",
+            payload={"order_id": "SO-1002", "line": 1, "backorder_qty": 8},
+            idempotency_key="k-c",
+        )
+    )
+    result = state.apply(line_qty("SO-1002", 1, 15, "k-q"))
+    assert (result["qty"], result["previous_qty"]) == (15, 30)
+    assert result["released"] == [{"node": "DC-WEST", "sku": "SKU-100", "qty": 7}]
+    view = state.order("SO-1002")
+    [line] = view.lines
+    assert (line.qty, line.backordered) == (15, 0)
+    assert [(a.node, a.qty) for a in line.allocations] == [("DC-EAST", 10), ("DC-WEST", 5)]
+    assert view.order.lines[0].qty == 15  # the demand the engines read shrinks too
+    assert at(state, "SKU-100", "DC-WEST").allocated == 5
+    # A replay with the same key changes nothing; the same quantity again is a no-op.
+    assert state.apply(line_qty("SO-1002", 1, 15, "k-q")) == result and state.application_count("k-q") == 1
+    assert state.apply(line_qty("SO-1002", 1, 15, "k-r"))["released"] == []
+    # Below the newest reservation, the older one is reduced as well.
+    state.apply(line_qty("SO-1002", 1, 4, "k-s"))
+    assert [(a.node, a.qty) for a in state.order("SO-1002").lines[0].allocations] == [("DC-EAST", 4)]
+    exported = next(o for o in state.export_state()["oms"]["orders"] if o["id"] == "SO-1002")
+    assert exported["lines"][0]["qty"] == 4 and exported["lines"][0]["allocations"] == [{"node": "DC-EAST", "qty": 4}]
+
+
+def test_a_line_qty_change_keeps_the_unreserved_backorder_within_the_line(state: TwinState) -> None:
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 6, "k-a"))
+    state.apply(
+        Action(
+            system="oms",
+            type="split_line",
+            payload={"order_id": "SO-1002", "line": 1, "backorder_qty": 24},
+            idempotency_key="k-b",
+        )
+    )
+    state.apply(line_qty("SO-1002", 1, 10, "k-q"))
+    [line] = state.order("SO-1002").lines
+    assert (line.qty, line.backordered, [(a.node, a.qty) for a in line.allocations]) == (10, 4, [("DC-EAST", 6)])
+
+
+def test_a_line_qty_change_is_refused_for_unknown_lines_closed_orders_and_waved_lines(state: TwinState) -> None:
+    with pytest.raises(TwinRejected, match="order SO-404 is not known"):
+        state.apply(line_qty("SO-404", 1, 1, "k-1"))
+    with pytest.raises(TwinRejected, match="order SO-1001 has no line 9"):
+        state.apply(line_qty("SO-1001", 9, 1, "k-2"))
+    with pytest.raises(TwinRejected, match=r"payload\.qty must be > 0"):
+        state.apply(line_qty("SO-1001", 1, 0, "k-3"))
+    state.apply(
+        Action(
+            system="wms",
+            type="create_wave",
+            payload={
+                "waveId": "WV-1",
+                "node": "DC-EAST",
+                "orders": [{"orderId": "SO-1001", "lines": [{"line": 1, "sku": "SKU-100", "qty": 4}]}],
+            },
+            idempotency_key="k-4",
+        )
+    )
+    with pytest.raises(TwinRejected, match="SO-1001 line 1 is on released wave WV-1"):
+        state.apply(line_qty("SO-1001", 1, 2, "k-5"))
+    assert state.apply(line_qty("SO-1001", 2, 0.5, "k-6"))["qty"] == 0.5  # line 2 is not on the wave
+    state.apply(
+        Action(
+            system="oms",
+            type="update_order_status",
+            payload={"order_id": "SO-1003", "status": "shipped"},
+            idempotency_key="k-7",
+        )
+    )
+    with pytest.raises(TwinRejected, match="order SO-1003 is shipped"):
+        state.apply(line_qty("SO-1003", 1, 1, "k-8"))
+    assert state.order("SO-1003").lines[0].qty == 2

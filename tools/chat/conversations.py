@@ -30,6 +30,7 @@ class Turn(BaseModel):
 
 class Conversation(BaseModel):
     id: str
+    owner: str | None = None  # the identity (a hash) of the API key that started it; None: older records
     customer_id: str | None = None
     order_id: str | None = None  # the order the conversation is about now
     lines: list[int] = []  # the lines the last answer talked about

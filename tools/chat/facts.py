@@ -1,7 +1,7 @@
 """Facts a chat answer may state, read live through the connector ports and the decision store.
 
 Every fact carries the record it came from, so an answer can cite it and a generated answer
-can be checked against it (:func:`tools.chat.answers.check_answer`).
+can be checked against it (:func:`tools.chat.check.unsupported_claims`).
 """
 
 from __future__ import annotations
@@ -69,11 +69,13 @@ class KnowledgeSearch(Protocol):
 
 @dataclass
 class Facts:
-    """What the records read for one answer support: statuses, dates and quantities."""
+    """What the records read for one answer support: statuses, dates, quantities, and the ids
+    (order, customer, SKUs, nodes, waves, decisions, supply) an answer may name."""
 
     statuses: set[str] = field(default_factory=set)
     dates: set[str] = field(default_factory=set)
     quantities: set[float] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
 
     def add_date(self, value: date | datetime | str | None) -> None:
         if value is None:
@@ -89,8 +91,17 @@ class Facts:
         if value is not None:
             self.quantities.add(round(float(value), 3))
 
+    def add_id(self, value: str | None) -> None:
+        if value:
+            self.ids.add(value.upper())
+
     def merge(self, other: Facts) -> Facts:
-        return Facts(self.statuses | other.statuses, self.dates | other.dates, self.quantities | other.quantities)
+        return Facts(
+            self.statuses | other.statuses,
+            self.dates | other.dates,
+            self.quantities | other.quantities,
+            self.ids | other.ids,
+        )
 
 
 OPEN_STATUSES = ["open", "released", "partially_released", "held", "backordered"]
@@ -122,25 +133,33 @@ class OrderFacts:
     def facts(self) -> Facts:
         f = Facts()
         v = self.view
+        f.add_id(self.order_id)
+        f.add_id(v.order.customer)
         f.statuses.add(v.status)
         if v.hold_reason:
             f.statuses.add("held")
         for ln in v.lines:
             if ln.backordered > 0:
                 f.statuses.add("backordered")
+            f.add_id(ln.sku)
+            f.add_id(ln.substituted_by)
             f.add_qty(ln.qty)
             f.add_qty(ln.backordered)
             f.add_qty(ln.qty - ln.backordered)
             f.add_qty(sum(a.qty for a in ln.allocations))
             for a in ln.allocations:
+                f.add_id(a.node)
                 f.add_qty(a.qty)
             f.add_date(ln.promise_date)
         f.add_date(v.order.ship_by)
         f.add_date(v.order.created)
         for w in self.waves:
+            f.add_id(w.wave_id)
+            f.add_id(w.node)
             f.add_date(w.cutoff)
             f.statuses.add(w.status)
         for d in self.decisions:
+            f.add_id(d.id)
             f.statuses.add(d.status)
             f.statuses.add(d.outcome)
             promised, short = d.evidence.get("promise_dates"), d.evidence.get("short")
@@ -149,8 +168,11 @@ class OrderFacts:
             for qty in short.values() if isinstance(short, dict) else [short]:
                 if isinstance(qty, int | float) and not isinstance(qty, bool):
                     f.add_qty(qty)
-        for supplies in self.supply.values():
+        for sku, supplies in self.supply.items():
+            f.add_id(sku)
             for s in supplies:
+                f.add_id(s.id)
+                f.add_id(s.node)
                 f.add_date(s.date)
                 f.add_qty(s.qty)
         return f
@@ -229,12 +251,16 @@ class AvailabilityFacts:
 
     def facts(self) -> Facts:
         f = Facts()
+        f.add_id(self.sku)
         f.add_qty(self.pickable)
         for n in self.nodes:
+            f.add_id(n.node)
             f.add_qty(n.pickable)
             if n.transit_days is not None:
                 f.add_qty(n.transit_days)
         for s in self.supply:
+            f.add_id(s.supply.id)
+            f.add_id(s.supply.node)
             f.add_qty(s.supply.qty)
             f.add_date(s.supply.date)
             f.add_date(s.arrives)

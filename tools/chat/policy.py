@@ -1,7 +1,10 @@
 """What a rep may do to an order from chat, and the proposals that carry it through the gate.
 
 Policy: an order may be cancelled or changed until a wave holding it is released; after that
-the warehouse is already picking it, so the request becomes a ticket to the warehouse. Nothing
+the warehouse is already picking it, so the request becomes a ticket to the warehouse. A line's
+quantity may be lowered directly (``oms.update_line_qty``); an increase needs stock, so it goes
+to order management as a ticket. A change that runs later (after review) is checked again
+against the waves (``waved_since``). Nothing
 here executes: it builds a ``Proposal`` (workflow ``customer_service``) that the caller stores
 and sends through ``domain.governance.gate`` like every other decision. The rep's role, not the
 message, decides whether an order-changing proposal needs review.
@@ -12,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from domain.decisions import Action, Proposal, ticket
+from connectors.ports import WmsPort
+from domain.decisions import Action, Decision, Proposal, ticket
 from domain.models import Settings as Policy
 from tools.chat.facts import OrderFacts
 
@@ -38,6 +42,60 @@ def change_verdict(of: OrderFacts) -> Verdict:
         waves = ", ".join(w.wave_id for w in of.waves)
         return Verdict(False, True, f"{of.order_id} is on released wave {waves}; the warehouse must stop the pick")
     return Verdict(True, False, f"{of.order_id} is {status} and not yet on a released wave")
+
+
+@dataclass(frozen=True)
+class LineChange:
+    """What a line-quantity request becomes: a direct OMS change (``action``) or a ticket (``reason``)."""
+
+    action: Action | None
+    reason: str
+    current: float | None = None
+
+
+def line_change(of: OrderFacts, line: int | None, qty: float | None) -> LineChange:
+    """A decrease of one named line is a direct change (its excess reservation is given back);
+    anything else (no line or quantity, an unknown line, an increase, zero) is not."""
+    if line is None or qty is None:
+        return LineChange(None, "which line and which quantity were not both given")
+    found = next((ln for ln in of.view.lines if ln.line == line), None)
+    if found is None:
+        return LineChange(None, f"{of.order_id} has no line {line}")
+    current = found.qty
+    if qty <= 0:
+        return LineChange(None, f"a quantity of {qty:g} removes line {line}; cancel the order to drop it all", current)
+    if qty > current + 1e-9:
+        return LineChange(None, f"line {line} is {current:g}; an increase to {qty:g} needs stock re-sourced", current)
+    if abs(qty - current) <= 1e-9:
+        return LineChange(None, f"line {line} is already {current:g}", current)
+    payload: dict[str, object] = {"order_id": of.order_id, "line": line, "qty": qty}
+    action = Action(system="oms", type="update_line_qty", payload=payload)
+    return LineChange(action, f"line {line} is {current:g}; the reservation above {qty:g} is given back", current)
+
+
+def changes_order(action: Action) -> bool:
+    """An order change the chat policy allows only before release to a wave."""
+    return action.name == "oms.update_line_qty" or (
+        action.name == "oms.update_order_status" and action.payload.get("status") == "cancelled"
+    )
+
+
+def order_change_locks(decision: Decision) -> list[str]:
+    """The SKU lock keys an order change runs under: the order's SKUs, from the proposal's evidence."""
+    if decision.workflow != "customer_service" or not any(changes_order(a) for a in decision.actions):
+        return []
+    return sorted({f"sku:{s}" for s in decision.evidence.get("skus", []) if isinstance(s, str)})
+
+
+def waved_since(wms: WmsPort, decision: Decision) -> str | None:
+    """Why a chat order change may no longer run: the order joined a released wave since the
+    proposal (call it under ``order_change_locks``, which wave releases take too), or None."""
+    if decision.workflow != "customer_service" or not any(changes_order(a) for a in decision.actions):
+        return None
+    waves = [w.wave_id for w in wms.waves() if decision.subject in w.orders]
+    if not waves:
+        return None
+    return f"{decision.subject} joined wave {', '.join(waves)} before the change ran; ask again for a warehouse ticket"
 
 
 def needs_review(role: str, action: ChatAction, policy: Policy) -> str | None:
@@ -87,18 +145,27 @@ def build_proposal(
         ]
         outcome, rationale = "cancel", f"Cancel {of.order_id} at the customer's request: {verdict.reason}."
     elif action == "change" and verdict.allowed and of is not None:
-        # The action vocabulary has no line-quantity change: order management makes it in the OMS.
         what = f"line {line}" if line is not None else "the order"
         to = f" to {qty:g}" if qty is not None else ""
-        actions = [
-            ticket(
-                "customer_service",
-                f"{of.order_id}: change {what}{to}",
-                f"Customer asks to change {what} of {of.order_id}{to} before release. {detail}".strip(),
-                refs,
-            )
-        ]
-        outcome, rationale = "change_requested", f"Change {what} of {of.order_id}{to}: {verdict.reason}."
+        change = line_change(of, line, qty)
+        evidence.update(line=line, qty=qty, current_qty=change.current)
+        if change.action is not None:
+            actions = [change.action]
+            outcome = "change_line_qty"
+            rationale = f"Change {what} of {of.order_id}{to} ({change.reason}): {verdict.reason}."
+        else:
+            # Order management makes the change (or answers the customer) in the OMS.
+            actions = [
+                ticket(
+                    "customer_service",
+                    f"{of.order_id}: change {what}{to}",
+                    f"Customer asks to change {what} of {of.order_id}{to} before release; "
+                    f"not changed directly: {change.reason}. {detail}".strip(),
+                    refs,
+                )
+            ]
+            outcome = "ticket_opened"
+            rationale = f"Change {what} of {of.order_id}{to} not made directly: {change.reason}"
     elif action in ("cancel", "change", "address_change") and of is not None and verdict.via_ticket:
         summary = f"Customer asks to {action.replace('_', ' ')} {of.order_id}; {verdict.reason}. {detail}".strip()
         actions = [ticket("warehouse", f"{of.order_id}: {action.replace('_', ' ')} after wave release", summary, refs)]
@@ -116,7 +183,8 @@ def build_proposal(
         outcome, rationale = "no_action", f"Nothing to do: {verdict.reason}."
     kind: ChatAction = "ticket" if outcome == "ticket_opened" and action != "cancel" else action
     reason = needs_review(role, kind, policy) if actions and actions[0].system == "oms" else None
-    if outcome == "change_requested":
+    if action == "change" and outcome == "ticket_opened" and verdict.allowed:
+        # A change request order management makes by hand waits for review like a direct one.
         reason = needs_review(role, "change", policy)
     return Proposal(
         workflow="customer_service",

@@ -3,16 +3,21 @@
 Actions never execute here: a request becomes a ``Proposal`` handed to ``submit`` (the API
 wires it to the governance gate, the store and the executor), and the answer reports what the
 gate did with it.
+
+LLM mode: an optional ``writer`` (:func:`chat_writer`, ``crews.chat_writer.ChatWriter``) may
+reword a factual answer; it keeps the template answer whenever its draft fails the claim check.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from agents.settings import AgentSettings
 from domain.decisions import Decision, Proposal
 from domain.errors import ConnectorError, UnknownOrder, UnknownSku
 from domain.models import Settings as Policy
@@ -45,6 +50,7 @@ from tools.chat.policy import ChatAction, build_proposal, change_verdict
 from tools.context import Systems
 
 Submit = Callable[[Proposal, str], Decision]
+log = logging.getLogger("crossdock.chat")
 ORDER_INTENTS = frozenset({"status", "why_split", "why_held", "why_late", "why", "change", "cancel", "address_change"})
 KB_NOT_LOADED = "The knowledge base is not loaded, so I can't look up SOPs right now."
 REFUSE_INJECTION = (
@@ -72,6 +78,22 @@ class Outcome:
     decision: Decision | None = None
 
 
+Writer = Callable[[Outcome, str], Outcome]
+
+
+def chat_writer(settings: AgentSettings | None = None, model: Any = None, audit: Any = None) -> Writer | None:
+    """The LLM-mode writer for ``ChatService.writer``, or None in deterministic mode (no
+    ``CROSSDOCK_LLM_MODEL`` and no ``model`` given). CrewAI is imported only when a writer is
+    built (``model``: a CrewAI ``BaseLLM``, e.g. a scripted one in tests; ``audit``: an
+    ``AuditSink`` such as the store, which records ``chat.llm_fallback``)."""
+    settings = settings or AgentSettings()
+    if model is None and not settings.llm_enabled:
+        return None
+    from crews.chat_writer import ChatWriter
+
+    return ChatWriter(settings, model=model, audit=audit)
+
+
 @dataclass
 class ChatService:
     systems: Systems
@@ -79,10 +101,17 @@ class ChatService:
     knowledge: KnowledgeSearch | None = None
     submit: Submit | None = None
     policy: Callable[[], Policy] = Policy
+    # LLM mode: rewrites a factual answer (never a refusal or an action's answer); None: templates only.
+    writer: Writer | None = None
 
     def respond(self, conv: Conversation, message: str, role: str) -> Outcome:
         parsed = extract(message)
         out = self._dispatch(conv, parsed, message, role)
+        if self.writer is not None and not out.refused and out.decision is None:
+            try:
+                out = self.writer(out, message)
+            except Exception:  # noqa: BLE001 - the template answer stands whatever the writer did
+                log.exception("chat writer failed; keeping the template answer")
         conv.last_intent = out.reply.intent
         conv.turns.append(
             Turn(

@@ -300,3 +300,22 @@ def test_asn_and_receipt_are_one_supplier_shipment_and_the_rest_stays_on_order(t
     erp_posts = tryton.erp.postings("SKU-100", "STORE-12")
     assert [(m.kind, m.qty_delta) for m in wms_moves] == [("adjustment", -3)]
     assert [(m.qty_delta, m.ref) for m in erp_posts] == [(m.qty_delta, m.ref) for m in wms_moves]
+
+
+def test_update_line_qty_writes_a_quotation_and_refuses_a_confirmed_sale(tryton: Tryton) -> None:
+    c = tryton.client
+    create_sale(c, order_data(tryton, 0))  # SO-1001, confirmed: its lines are read-only in Tryton
+    with pytest.raises(PermanentConnectorError, match="SO-1001 is processing in Tryton: a confirmed sale's lines"):
+        act(tryton, "oms", "update_line_qty", "dec-q-0", order_id="SO-1001", line=1, qty=2)
+    (sid,) = c.search("sale.sale", [("reference", "=", "SO-1001")], limit=1)
+    (quote,) = c.call("sale.sale", "copy", [sid], {"reference": "SO-Q1"})
+    c.button("sale.sale", "quote", [quote])
+    for _ in range(2):  # a retry changes nothing and ends in the same state
+        result = act(tryton, "oms", "update_line_qty", "dec-q-1", order_id="SO-Q1", line=1, qty=2)
+        assert result == {"order_id": "SO-Q1", "line": 1, "qty": 2, "previous_qty": 4, "released": []}
+        (sale,) = c.read("sale.sale", [quote], ["state"])
+        assert sale["state"] == "quotation"
+        (line,) = c.search_read("sale.line", [("sale", "=", quote), ("sequence", "=", 1)], ["quantity"])
+        assert float(line["quantity"]) == 2
+    with pytest.raises(PermanentConnectorError, match="has no line 9"):
+        act(tryton, "oms", "update_line_qty", "dec-q-2", order_id="SO-Q1", line=9, qty=1)
