@@ -326,13 +326,17 @@ class AgentRuntime:
             allowed_tools={t.name: TOOL_SCOPES[t.name] for t in tools},
             prices=self.prices,
         )
+        return self._agent(spec, llm, tools, delegates=False)
+
+    def _agent(self, spec: AgentSpec, llm: BaseLLM, tools: list[Any], *, delegates: bool) -> Agent:
+        """A CrewAI agent with no memory, no cache, no retries; iterations capped by the tool-call bound."""
         return Agent(
             role=spec.role,
             goal=spec.goal,
             backstory=spec.backstory,
             llm=llm,
             tools=tools,
-            allow_delegation=False,
+            allow_delegation=delegates,
             verbose=False,
             cache=False,
             memory=False,
@@ -347,19 +351,7 @@ class AgentRuntime:
         llm = BoundedLLM(
             model=str(self.model.model), inner=self.model, guard=guard, allowed_tools=allowed, prices=self.prices
         )
-        return Agent(
-            role=spec.role,
-            goal=spec.goal,
-            backstory=spec.backstory,
-            llm=llm,
-            tools=[],
-            allow_delegation=True,
-            verbose=False,
-            cache=False,
-            memory=False,
-            max_iter=self.bounds.max_tool_calls + 2,
-            max_retry_limit=0,
-        )
+        return self._agent(spec, llm, [], delegates=True)
 
     def _task(
         self, spec: AgentSpec, agent: Agent | None, case: Case, nonce: str, context: list[Task] | None = None

@@ -190,6 +190,20 @@ def stack(tmp_path: Path, redis_url: str, example: dict[str, Any]) -> Iterator[S
     close_stack(s)
 
 
+def capacity_event(
+    pick_capacity_per_hour: float, *, node: str = "DC-EAST", zone: str = "PICK-ZONE-A", event_id: str = "evt-cap"
+) -> dict[str, Any]:
+    """A WMS ``wms.capacity.changed`` event (a zone's pick rate changed)."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "wms/test",
+        "type": "wms.capacity.changed",
+        "time": "2026-03-21T08:30:00Z",
+        "data": {"node": node, "zone": zone, "pick_capacity_per_hour": pick_capacity_per_hour},
+    }
+
+
 def order_event(
     order_id: str,
     lines: list[tuple[str, float]],

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tests.integration.conftest import Stack, order_event
+from tests.integration.conftest import Stack, capacity_event, order_event
 
 
 def chat(stack: Stack, message: str, role: str = "cs_rep", **body: Any) -> dict[str, Any]:
@@ -209,16 +209,7 @@ def reserved(stack: Stack, order_id: str, line: int) -> list[tuple[str, float]]:
 
 def make_room_on_a_wave(stack: Stack) -> None:
     """A capacity change lets the wave plan take SO-31 (what the tick or a release would do)."""
-    stack.publish(
-        {
-            "specversion": "1.0",
-            "id": "evt-cap",
-            "source": "wms/test",
-            "type": "wms.capacity.changed",
-            "time": "2026-03-21T08:30:00Z",
-            "data": {"node": "DC-EAST", "zone": "PICK-ZONE-A", "pick_capacity_per_hour": 600},
-        }
-    )
+    stack.publish(capacity_event(600))
     stack.drain()
     assert waves_of(stack, "SO-31")
 

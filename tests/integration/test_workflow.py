@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import Stack, order_event
+from tests.integration.conftest import Stack, capacity_event, order_event
 
 
 def job_of(stack: Stack, resp: httpx.Response) -> dict[str, Any]:
@@ -320,16 +320,7 @@ def test_a_capacity_change_waves_an_order_the_full_window_had_left_waiting(stack
     assert stack.state.order("SO-31").status == "released"  # reserved, waiting for room in the window
     assert [(a.node, a.qty) for a in stack.state.order("SO-31").lines[0].allocations] == [("DC-EAST", 1)]
 
-    resp = stack.publish(
-        {
-            "specversion": "1.0",
-            "id": "evt-cap",
-            "source": "wms/test",
-            "type": "wms.capacity.changed",
-            "time": "2026-03-21T08:30:00Z",
-            "data": {"node": "DC-EAST", "zone": "PICK-ZONE-A", "pick_capacity_per_hour": 600},
-        }
-    )
+    resp = stack.publish(capacity_event(600))
     stack.drain()
     [plan] = job_of(stack, resp)["decisions"]
     assert (plan["subject"], plan["outcome"], plan["status"]) == ("waves", "waves_planned", "executed")

@@ -8,6 +8,7 @@ falls back to the template answer when it returns anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 
 from domain.decisions import Decision
@@ -38,9 +39,16 @@ _STATUS_WORDS: dict[str, str] = {
     "executed": "executed",
     "rejected": "rejected",
 }
-_STATUS_RE = re.compile(
-    r"\b(" + "|".join(re.escape(w) for w in sorted(_STATUS_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE
-)
+
+
+def words_re(words: Iterable[str]) -> re.Pattern[str]:
+    """Any of these words or phrases as a whole, longest first, case-insensitive."""
+    return re.compile(
+        r"\b(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b", re.IGNORECASE
+    )
+
+
+_STATUS_RE = words_re(_STATUS_WORDS)
 _NEGATION = re.compile(
     r"\b(?:not|no|never|isn't|wasn't|aren't|cannot|can't|won't|before|until|unless|once|if|after|yet|whether"
     r"|can|could|may|might|would|will|to be)\W+"

@@ -37,6 +37,7 @@ from tools.chat.answers import (
     _STATUS_WORDS,
     _TIME,
     check_answer,
+    words_re,
 )
 from tools.chat.facts import Citation, Facts, as_date
 
@@ -58,9 +59,7 @@ _MORE_STATUSES: dict[str, str] = {
     "allocated in full": "released",
     "fully allocated": "released",
 }
-_MORE_STATUS_RE = re.compile(
-    r"\b(" + "|".join(re.escape(w) for w in sorted(_MORE_STATUSES, key=len, reverse=True)) + r")\b", re.IGNORECASE
-)
+_MORE_STATUS_RE = words_re(_MORE_STATUSES)
 _ACTED = re.compile(
     r"\b(?:I|we)(?:'ve|’ve|\s+have|\s+had)?\s+(?:just\s+|already\s+|now\s+|also\s+|successfully\s+)?"
     r"(?:gone\s+ahead\s+and\s+)?"
