@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from domain.decisions import Decision, DecisionStatus, Proposal, with_idempotency_keys
 from domain.models import Settings
+from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
 
 DEFAULT_MODE = "autonomous"
 
@@ -55,7 +56,9 @@ def gated_decision(
 ) -> Decision:
     """The decision a proposal becomes once the gate has ruled: ``executing`` when it may run now
     (the executor ends it executed or failed), else ``pending_review`` or ``observed``; the gate's
-    reason is kept in the evidence. Every path that records decisions builds them here."""
+    reason is kept in the evidence. Every path that records decisions builds them here, so every
+    decision names the SOP section it follows and quotes it (``knowledge.citations``)."""
+    proposal = cite_sop(proposal)
     verdict = gate(proposal, settings)
     now = datetime.now(UTC)
     return Decision(

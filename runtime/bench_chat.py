@@ -29,6 +29,7 @@ import httpx
 from api.main import create_app
 from domain.context import OrderView, WaveView
 from domain.decisions import Decision
+from knowledge.citations import engine_rationale
 from runtime.bootstrap import bootstrap
 from runtime.replay import load_scenario
 from runtime.servers import serve_in_thread
@@ -257,7 +258,11 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
     # Why held / split / late, and a bare "why?" follow-up.
     for oid in by_status.get("held", [])[:4]:
         d = world.latest(oid, "held")
-        check = _all(_intent("why_held"), _has(d.rationale), _cites("decision", d.id)) if d else _intent("why_held")
+        check = (
+            _all(_intent("why_held"), _has(engine_rationale(d.rationale, d.evidence)), _cites("decision", d.id))
+            if d
+            else _intent("why_held")
+        )
         cust = views[oid].order.customer
         for text in (f"Why is {oid} on hold?", f"how come {oid} is stuck?", f"explain why {oid} is held"):
             qs.append(Question("why_held", text, check, cust, facts=world.facts(oid)))

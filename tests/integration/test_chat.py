@@ -54,8 +54,12 @@ def test_why_held_comes_from_the_decision_rationale(stack: Stack) -> None:
     [held] = [d for d in stack.container.store.list_decisions(subject="SO-4") if d.outcome == "held"]
     reply = chat(stack, "Why is SO-4 on hold?", customer_id="CUST-2")
     assert reply["intent"] == "why_held"
-    assert held.rationale in reply["answer"]
+    # the engine's reason, and the SOP it followed named and cited (its quote stays in the decision)
+    engine_reason = held.rationale.split(" Per SOP-")[0]
+    assert f"{engine_reason} (policy {held.evidence['sop']})" in reply["answer"]
+    assert held.evidence["sop_quote"] in held.rationale and held.evidence["sop_quote"] not in reply["answer"]
     assert {"kind": "decision", "id": held.id, "field": "rationale"} in reply["citations"]
+    assert {"kind": "sop", "id": "SOP-WAV-001#2", "field": "section"} in reply["citations"]
     again = chat(stack, "why?", conversation_id=reply["conversation_id"])
     assert again["intent"] == "why_held" and held.id in again["answer"]
 

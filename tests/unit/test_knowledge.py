@@ -368,7 +368,7 @@ def test_ingest_and_search_commands(tmp_path: Path) -> None:
         (src / name).write_text((SOP_DIR / name).read_text())
     kb_path = tmp_path / "kb"
     result = ingest_command(src, kb_path)
-    assert result["chunks"] == 8 and result["total_points"] == 8
+    assert result["chunks"] == 9 and result["total_points"] == 9  # 5 + 4 sections
     rows = search_command("cancel after the wave was released", 2, {"doc_type": "sop"}, kb_path=kb_path)
     assert rows[0]["citation"] == "SOP-CS-001 §2"
     assert set(rows[0]) >= {"id", "doc_id", "title", "section", "text", "score", "payload"}

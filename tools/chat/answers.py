@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import date
 
 from domain.decisions import Decision
+from knowledge.citations import engine_rationale
 from tools.chat.facts import AvailabilityFacts, Citation, Facts, OrderFacts, as_date
 from tools.chat.policy import Verdict
 
@@ -193,8 +194,16 @@ def status_answer(of: OrderFacts, only: list[int] | None = None) -> tuple[str, l
     return " ".join([head + ".", *lines]), [Citation(kind="order", id=of.order_id, field="status"), *cites]
 
 
-def _rationale(d: Decision) -> tuple[str, Citation]:
-    return d.rationale, Citation(kind="decision", id=d.id, field="rationale")
+def _rationale(d: Decision) -> tuple[str, list[Citation]]:
+    """The engine's reason, and the SOP section it followed named (cited apart, not quoted)."""
+    text = engine_rationale(d.rationale, d.evidence)
+    cites = [Citation(kind="decision", id=d.id, field="rationale")]
+    ref = d.evidence.get("sop")
+    if isinstance(ref, str) and " §" in ref:
+        doc, section = ref.split(" §", 1)
+        text = f"{text.rstrip()} (policy {ref})"
+        cites.append(Citation(kind="sop", id=f"{doc}#{section}", field="section"))
+    return text, cites
 
 
 def why_held_answer(of: OrderFacts) -> tuple[str, list[Citation]]:
@@ -206,8 +215,8 @@ def why_held_answer(of: OrderFacts) -> tuple[str, list[Citation]]:
     head = f"{of.order_id} is held ({words(v.hold_reason or 'no reason given')})."
     if d is None:
         return head + " No recorded decision explains it yet.", cites
-    text, cite = _rationale(d)
-    return f"{head} Decision {d.id}: {text}", [*cites, cite]
+    text, more = _rationale(d)
+    return f"{head} Decision {d.id}: {text}", [*cites, *more]
 
 
 def why_split_answer(of: OrderFacts) -> tuple[str, list[Citation]]:
@@ -220,15 +229,15 @@ def why_split_answer(of: OrderFacts) -> tuple[str, list[Citation]]:
     parts = []
     release = of.latest("partially_released", "released")
     if release is not None:
-        text, cite = _rationale(release)
+        text, more = _rationale(release)
         parts.append(f"Decision {release.id}: {text}")
-        cites.append(cite)
+        cites += more
     backorder = _backorder_decision(of)
     if backorder is not None:
-        text, cite = _rationale(backorder)
+        text, more = _rationale(backorder)
         state = "awaiting review" if backorder.status == "pending_review" else words(backorder.status)
         parts.append(f"Decision {backorder.id} ({state}): {text}")
-        cites.append(cite)
+        cites += more
     lines, line_cites = line_sentences(of, [ln.line for ln in short] or None)
     head = f"{of.order_id} is {words(v.status)} and ships in parts."
     return " ".join([head, *parts, *lines]), cites + line_cites
@@ -290,7 +299,7 @@ def action_answer(of: OrderFacts | None, decision: Decision, action: str) -> str
     }[action]
     subject = of.order_id if of is not None else decision.subject
     if decision.outcome == "ticket_opened" and action in ("cancel", "change", "address_change"):
-        what = f"{what} for {subject} went to a ticket ({decision.rationale})"
+        what = f"{what} for {subject} went to a ticket ({engine_rationale(decision.rationale, decision.evidence)})"
     else:
         what = f"{what} for {subject}"
     if decision.status == "executed":

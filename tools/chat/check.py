@@ -159,7 +159,10 @@ def _asserted_statuses(text: str) -> set[str]:
 def support(facts: Facts, citations: Iterable[Citation] = (), template: str = "") -> Facts:
     """What a draft may state: the facts, the cited ids, and what the template answer states."""
     plain = _IDS.sub(" ", template)
-    extra = Facts(ids={c.id.upper() for c in citations} | ids_in(template), statuses=_asserted_statuses(template))
+    extra = Facts(
+        ids={i for c in citations for i in (c.id.upper(), c.id.split("#")[0].upper())} | ids_in(template),
+        statuses=_asserted_statuses(template),
+    )
     for m in _ISO_DATE.finditer(plain):
         extra.dates.add(m.group(0))
     for m in _MONTH_DATE.finditer(plain):
