@@ -41,7 +41,7 @@ class TriageAccepted(BaseModel):
 class TriageJob(BaseModel):
     job_id: str
     status: str
-    mode: str
+    mode: str | None = Field(default=None, description="the worker's mode; None until a worker takes the job")
     model: str | None = None
     exceptions: int = 0
     requested_by: str = ""
@@ -68,13 +68,9 @@ async def start_triage(body: TriageRequest, container: ContainerDep, role: Plann
     [queued] = await container.queue.enqueue_many_async(
         container.aredis, [(event.key, event.type, event.model_dump_json(), repr(time.time()))]
     )
+    # The mode is left to the worker that runs the job (it may run with another configuration).
     await run_in_threadpool(
-        container.queue.set_fields,
-        queued.job_id,
-        mode=mode["mode"],
-        model=mode.get("model") or "",
-        exceptions=len(body.exceptions),
-        requested_by=role,
+        container.queue.set_fields, queued.job_id, exceptions=len(body.exceptions), requested_by=role
     )
     await run_in_threadpool(
         container.store.append_audit,
@@ -102,7 +98,7 @@ async def get_triage(job_id: str, container: ContainerDep, _role: PlannerRole) -
     return TriageJob(
         job_id=job_id,
         status=job.get("status", "unknown"),
-        mode=job.get("mode") or "deterministic",
+        mode=job.get("mode") or None,
         model=job.get("model") or None,
         exceptions=int(job.get("exceptions") or 0),
         requested_by=job.get("requested_by", ""),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,8 +23,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["system"])
-async def readyz(container: ContainerDep, response: Response) -> dict[str, Any]:
-    """Readiness: Redis and the store are reachable (open, for probes)."""
+async def readyz(container: ContainerDep, request: Request, response: Response) -> dict[str, Any]:
+    """Readiness: Redis and the store are reachable (open, for probes); also says which LLM mode
+    runs and whether a knowledge base is loaded (neither makes the service not ready)."""
     checks: dict[str, Any] = {}
     try:
         checks["redis"] = bool(await run_in_threadpool(container.redis.ping))
@@ -36,7 +37,9 @@ async def readyz(container: ContainerDep, response: Response) -> dict[str, Any]:
         checks["store"] = f"unreachable: {type(exc).__name__}"
     ready = all(v is True for v in checks.values())
     response.status_code = 200 if ready else 503
-    return {"status": "ready" if ready else "not_ready", **checks, "llm": llm_mode()}
+    kb = getattr(request.app.state, "knowledge", None)
+    knowledge = {"loaded": kb is not None, "location": getattr(kb, "location", None)}
+    return {"status": "ready" if ready else "not_ready", **checks, "llm": llm_mode(), "knowledge": knowledge}
 
 
 @router.get("/metrics", tags=["system"])

@@ -99,6 +99,9 @@ def test_health_readiness_and_metrics(stack: Stack) -> None:
     assert stack.client.get("/healthz").json() == {"status": "ok"}
     ready = stack.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["redis"] is True and ready.json()["store"] is True
+    assert ready.json()["knowledge"] == {"loaded": False, "location": None}
+    stack.api.server.config.app.state.knowledge = type("KB", (), {"location": "/srv/kb"})()
+    assert stack.client.get("/readyz").json()["knowledge"] == {"loaded": True, "location": "/srv/kb"}
     stack.post_events(order_event("SO-1", [("SKU-100", 1)]))
     metrics = stack.client.get("/metrics", headers=stack.headers("admin")).text
     assert 'crossdock_events_total{result="accepted"}' in metrics

@@ -41,10 +41,10 @@ def test_a_planner_starts_a_deterministic_triage_crew(stack: Stack) -> None:
     assert accepted["mode"] == "deterministic" and accepted["exceptions"] == 2
     # queued on the Redis stream: nothing happens until a worker takes it
     time.sleep(0.2)
-    assert get_job(stack, accepted["job_id"])["status"] == "queued"
-    assert get_job(stack, accepted["job_id"])["decisions"] == []
+    queued = get_job(stack, accepted["job_id"])
+    assert (queued["status"], queued["mode"], queued["decisions"]) == ("queued", None, [])
     job = wait_for(stack, accepted["job_id"])
-    assert job["status"] == "done", job
+    assert (job["status"], job["mode"]) == ("done", "deterministic"), job
     assert job["decisions"] and {d["workflow"] for d in job["decisions"]} == {"exception_triage"}
     assert all(d["actor"] == "crossdock-crew" for d in job["decisions"])
     kinds = [e["kind"] for e in stack.client.get("/v1/audit", headers=stack.headers("admin")).json()]
