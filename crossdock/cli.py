@@ -285,6 +285,11 @@ def worker(
     from runtime.worker import Worker
 
     container = bootstrap(_settings())
+    if container.pipeline.agents is not None and os.environ.get("QDRANT_URL"):
+        # A Qdrant server is shared by every process; local mode belongs to `crossdock serve`.
+        from knowledge import KnowledgeBase
+
+        container.pipeline.agents.knowledge = KnowledgeBase()
     stop = threading.Event()
     # SIGTERM finishes the job in hand, then exits; anything unacknowledged is re-claimed by a peer.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
