@@ -50,6 +50,18 @@ def words_re(words: Iterable[str]) -> re.Pattern[str]:
 
 
 _STATUS_RE = words_re(_STATUS_WORDS)
+
+
+def unsupported_statuses(text: str, regex: re.Pattern[str], vocab: dict[str, str], known: set[str]) -> list[str]:
+    """Each status word of ``vocab`` that ``text`` asserts (not negated or hypothetical) beyond ``known``."""
+    problems = []
+    for m in regex.finditer(text):
+        if vocab[m.group(1).lower()] in known or _NEGATION.search(text[: m.start()]):
+            continue
+        problems.append(f"unsupported status {m.group(1)!r}")
+    return problems
+
+
 _NEGATION = re.compile(
     r"\b(?:not|no|never|isn't|wasn't|aren't|cannot|can't|won't|before|until|unless|once|if|after|yet|whether"
     r"|can|could|may|might|would|will|to be)\W+"
@@ -110,11 +122,7 @@ def check_answer(answer_text: str, facts: Facts) -> list[str]:
         if not ok:
             problems.append(f"unsupported date {m.group(0)}")
     text = _TIME.sub(" ", _ISO_DATE.sub(" ", text))
-    for m in _STATUS_RE.finditer(text):
-        status = _STATUS_WORDS[m.group(1).lower()]
-        if status in facts.statuses or _NEGATION.search(text[: m.start()]):
-            continue
-        problems.append(f"unsupported status {m.group(1)!r}")
+    problems += unsupported_statuses(text, _STATUS_RE, _STATUS_WORDS, facts.statuses)
     for m in _QTY.finditer(text):
         qty = round(float(m.group(1) or m.group(2)), 3)
         if qty not in facts.quantities:

@@ -37,6 +37,7 @@ from tools.chat.answers import (
     _STATUS_WORDS,
     _TIME,
     check_answer,
+    unsupported_statuses,
     words_re,
 )
 from tools.chat.facts import Citation, Facts, as_date
@@ -238,11 +239,7 @@ def unsupported_claims(draft: str, facts: Facts, citations: Iterable[Citation] =
     for raw, value in _numbers(judged):
         if round(value, 3) not in ok.quantities:
             problems.append(f"unsupported number {raw!r}")
-    for m in _MORE_STATUS_RE.finditer(rest):
-        status = _MORE_STATUSES[m.group(1).lower()]
-        if status in ok.statuses or _NEGATION.search(rest[: m.start()]):
-            continue
-        problems.append(f"unsupported status {m.group(1)!r}")
+    problems += unsupported_statuses(rest, _MORE_STATUS_RE, _MORE_STATUSES, ok.statuses)
     for m in _ACTED.finditer(draft):
         problems.append(f"unsupported action {m.group(0)!r}")
     return problems
