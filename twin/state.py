@@ -493,6 +493,10 @@ class TwinState:
         line["qty"] = qty
         left = max(0.0, qty - sum(a["qty"] for a in line["allocations"]))
         line["backordered"] = min(float(line["backordered"]), left)
+        self._trim_backorders(order_id, line["line"], line["backordered"])
+        fully = all(sum(a["qty"] for a in ln["allocations"]) >= ln["qty"] - 1e-9 for ln in rec["lines"].values())
+        if fully and rec["status"] in ("partially_released", "backordered"):
+            self._set_status(rec, "released")  # what was short is no longer ordered
         # The order itself carries the demand the engines read.
         order: Order = rec["order"]
         rec["order"] = order.model_copy(
@@ -507,6 +511,18 @@ class TwinState:
             "previous_qty": previous,
             "released": released,
         }
+
+    def _trim_backorders(self, order_id: str, line_no: int, keep: float) -> None:
+        """The ERP's backorders of one line hold at most ``keep`` units (newest trimmed first)."""
+        mine = [b for b in self._backorders if b["order_id"] == order_id and b["line"] == line_no]
+        excess = sum(b["qty"] for b in mine) - keep
+        for b in reversed(mine):
+            if excess <= 1e-9:
+                break
+            take = min(b["qty"], excess)
+            b["qty"] -= take
+            excess -= take
+        self._backorders = [b for b in self._backorders if b["qty"] > 1e-9]
 
     def _waves_with_line(self, order_id: str, line_no: int) -> list[str]:
         """Released waves that carry this line (a wave entry without lines carries the whole order)."""

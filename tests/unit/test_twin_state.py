@@ -251,6 +251,37 @@ def test_a_line_qty_change_keeps_the_unreserved_backorder_within_the_line(state:
     assert (line.qty, line.backordered, [(a.node, a.qty) for a in line.allocations]) == (10, 4, [("DC-EAST", 6)])
 
 
+def test_lowering_a_short_line_to_what_is_reserved_clears_its_backorder_and_releases_the_order(
+    state: TwinState,
+) -> None:
+    state.apply(allocate("SO-1002", 1, "SKU-100", "DC-EAST", 6, "k-a"))
+    state.apply(
+        Action(
+            system="oms",
+            type="split_line",
+            payload={"order_id": "SO-1002", "line": 1, "backorder_qty": 24},
+            idempotency_key="k-b",
+        )
+    )
+    state.apply(
+        Action(
+            system="oms",
+            type="update_order_status",
+            payload={"order_id": "SO-1002", "status": "partially_released"},
+            idempotency_key="k-c",
+        )
+    )
+    backorder = {"order_id": "SO-1002", "line": 1, "qty": 24, "promise_date": "2026-03-30"}
+    state.apply(Action(system="erp", type="create_backorder", payload=backorder, idempotency_key="k-d"))
+    state.apply(line_qty("SO-1002", 1, 10, "k-q"))  # still 4 short: the backorder shrinks to 4
+    assert [b["qty"] for b in state.export_state()["erp"]["backorders"]] == [4]
+    assert state.order("SO-1002").status == "partially_released"
+    state.apply(line_qty("SO-1002", 1, 6, "k-r"))  # nothing short any more
+    assert state.export_state()["erp"]["backorders"] == []
+    view = state.order("SO-1002")
+    assert (view.status, view.lines[0].backordered) == ("released", 0)
+
+
 def test_a_line_qty_change_is_refused_for_unknown_lines_closed_orders_and_waved_lines(state: TwinState) -> None:
     with pytest.raises(TwinRejected, match="order SO-404 is not known"):
         state.apply(line_qty("SO-404", 1, 1, "k-1"))
