@@ -155,29 +155,7 @@ class HttpWms(_HttpSystem):
 
     def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
         params = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else None
-        out = []
-        for w in self._get("/api/v1/waves", params):
-            params = w.get("parameters") or {}
-            out.append(
-                WaveView(
-                    wave_id=w["waveId"],
-                    node=w["node"],
-                    zone=params.get("workZone"),
-                    carrier=params.get("carrierCode"),
-                    cutoff=_rfc3339_or_none(params.get("cutoffTime")),
-                    status=w.get("status", "released"),
-                    orders={o["orderId"]: len(o.get("lines") or []) or 1 for o in w.get("orders", [])},
-                )
-            )
-        return out
-
-
-def _rfc3339_or_none(raw: Any) -> datetime | None:
-    """A wave's cutoff: an RFC 3339 time, or None for a missing or other-shaped value."""
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
-    except ValueError:
-        return None
+        return [WaveView.from_wms(w) for w in self._get("/api/v1/waves", params)]
 
 
 class HttpErp(_HttpSystem):

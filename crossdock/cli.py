@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -370,10 +370,11 @@ def bench_allocation(
     """Batch optimiser wall time and cost beside a second solver's optimum; greedy path p50/p99 and cost gap."""
     from runtime.bench_allocation import run_allocation_bench
 
-    with _progress() as progress:
-        progress.add_task("bench allocation", total=None)
-        result = run_allocation_bench(lines=lines, nodes=nodes, seed=seed)
-    _print_bench("Allocation benchmark (measured in this run)", result)
+    _bench(
+        "allocation",
+        "Allocation benchmark (measured in this run)",
+        lambda: run_allocation_bench(lines=lines, nodes=nodes, seed=seed),
+    )
 
 
 @bench_app.command("release")
@@ -384,10 +385,7 @@ def bench_release(
     """A simulated day of wave planning: crossdock scoring vs static 2-hour FIFO waves, side by side."""
     from runtime.bench_release import run_release_bench
 
-    with _progress() as progress:
-        progress.add_task("bench release", total=None)
-        result = run_release_bench(orders=orders, seed=seed)
-    _print_bench("Release benchmark (measured in this run)", result)
+    _bench("release", "Release benchmark (measured in this run)", lambda: run_release_bench(orders=orders, seed=seed))
 
 
 @bench_app.command("reconciliation")
@@ -399,10 +397,11 @@ def bench_reconciliation(
     """Three-way match on documents with planted differences: precision/recall per class, auto-close share, lines/s."""
     from runtime.bench_reconciliation import run_reconciliation_bench
 
-    with _progress() as progress:
-        progress.add_task("bench reconciliation", total=None)
-        result = run_reconciliation_bench(lines=lines, seed=seed, runs=runs)
-    _print_bench("Reconciliation benchmark (measured in this run)", result)
+    _bench(
+        "reconciliation",
+        "Reconciliation benchmark (measured in this run)",
+        lambda: run_reconciliation_bench(lines=lines, seed=seed, runs=runs),
+    )
 
 
 @bench_app.command("knowledge")
@@ -412,10 +411,11 @@ def bench_knowledge(
     """Knowledge retrieval: top-3 hit rate on the labelled SOP queries, p50/p95 at 1k and 20k chunks, embeddings/s."""
     from runtime.bench_knowledge import run_knowledge_bench
 
-    with _progress() as progress:
-        progress.add_task("bench knowledge", total=None)
-        result = run_knowledge_bench(rounds=rounds)
-    _print_bench("Knowledge benchmark (measured in this run; BM25-only is the baseline)", result)
+    _bench(
+        "knowledge",
+        "Knowledge benchmark (measured in this run; BM25-only is the baseline)",
+        lambda: run_knowledge_bench(rounds=rounds),
+    )
 
 
 @bench_app.command("chat")
@@ -427,10 +427,7 @@ def bench_chat(
     """Customer-service chat (deterministic): accuracy, leaks, unsupported claims, p50/p95 over the evaluation set."""
     from runtime.bench_chat import run_chat_bench
 
-    with _progress() as progress:
-        progress.add_task("bench chat", total=None)
-        result = run_chat_bench(seed=seed, size=size, rounds=rounds)
-    _print_bench("Chat benchmark (measured in this run)", result)
+    _bench("chat", "Chat benchmark (measured in this run)", lambda: run_chat_bench(seed=seed, size=size, rounds=rounds))
 
 
 @bench_app.command("triage")
@@ -441,10 +438,11 @@ def bench_triage(
     """Exception triage on planted cases: auto-resolved share, wrong actions, grouped vs ungrouped tickets."""
     from runtime.bench_triage import run_triage_bench
 
-    with _progress() as progress:
-        progress.add_task("bench triage", total=None)
-        result = run_triage_bench(seed=seed, cases=cases)
-    _print_bench("Triage benchmark (measured in this run; the baseline tickets everything)", result)
+    _bench(
+        "triage",
+        "Triage benchmark (measured in this run; the baseline tickets everything)",
+        lambda: run_triage_bench(seed=seed, cases=cases),
+    )
 
 
 @bench_app.command("backorders")
@@ -455,10 +453,11 @@ def bench_backorders(
     """Stockout prevention: planted stockouts prevented or announced >= 2 days ahead, transfer cost, vs reactive."""
     from runtime.bench_backorders import run_backorder_bench
 
-    with _progress() as progress:
-        progress.add_task("bench backorders", total=None)
-        result = run_backorder_bench(seed=seed, pairs=pairs)
-    _print_bench("Backorder-prevention benchmark (measured in this run)", result)
+    _bench(
+        "backorders",
+        "Backorder-prevention benchmark (measured in this run)",
+        lambda: run_backorder_bench(seed=seed, pairs=pairs),
+    )
 
 
 @knowledge_app.command("ingest")
@@ -557,6 +556,14 @@ def _open_knowledge() -> Any:
     from knowledge import KnowledgeBase
 
     return KnowledgeBase()
+
+
+def _bench(name: str, title: str, run: Callable[[], dict[str, Any]]) -> None:
+    """Run one benchmark under a spinner, then print its table."""
+    with _progress() as progress:
+        progress.add_task(f"bench {name}", total=None)
+        result = run()
+    _print_bench(title, result)
 
 
 def _print_bench(title: str, result: dict[str, Any]) -> None:

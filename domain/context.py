@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Literal
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -92,6 +93,30 @@ class WaveView(Model):
     cutoff: datetime | None = None
     status: str = "released"
     orders: dict[str, int] = {}  # order id -> lines (picks) of that order on the wave
+
+    @classmethod
+    def from_wms(cls, w: Mapping[str, Any]) -> WaveView:
+        """A wave in the WMS wave API's shape (``waveId``, ``node``, ``status``, ``orders`` with
+        ``lines``, ``parameters`` with ``workZone``, ``carrierCode``, ``cutoffTime``)."""
+        params = w.get("parameters") or {}
+        return cls(
+            wave_id=w["waveId"],
+            node=w["node"],
+            zone=params.get("workZone"),
+            carrier=params.get("carrierCode"),
+            cutoff=_cutoff(params.get("cutoffTime")),
+            status=w.get("status", "released"),
+            orders={o["orderId"]: len(o.get("lines") or []) or 1 for o in w.get("orders", [])},
+        )
+
+
+def _cutoff(raw: Any) -> datetime | None:
+    """A wave's cutoff: an RFC 3339 time (naive read as UTC), or None for a missing or other-shaped value."""
+    try:
+        at = datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 class Movement(Model):

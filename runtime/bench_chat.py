@@ -206,6 +206,10 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
         by_status.setdefault(v.status, []).append(oid)
     customers = sorted({v.order.customer for v in views.values()})
 
+    def about(kind: str, oid: str, message: str, check: Check, **kw: Any) -> Question:
+        """A question from the order's own customer, with the facts of that order."""
+        return Question(kind, message, check, views[oid].order.customer, facts=world.facts(oid), **kw)
+
     def status_check(oid: str) -> Check:
         v = views[oid]
         needles = [f"{oid} is {_words(v.status)}"] + [ln.substituted_by or ln.sku for ln in v.lines]
@@ -227,32 +231,29 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
         "Has {oid} shipped yet?",
     ]
     for i, oid in enumerate(picked[:14]):
-        cust = views[oid].order.customer
         text = phrasings[i % len(phrasings)].format(oid=oid, num=oid.removeprefix("SO-"))
-        qs.append(Question("status", text, status_check(oid), cust, facts=world.facts(oid)))
+        qs.append(about("status", oid, text, status_check(oid)))
     # Follow-ups on multi-line orders: one line, then "the other line".
     multi = [oid for oid, v in views.items() if len(v.lines) > 1][:5]
     for oid in multi:
-        v, cust, thread = views[oid], views[oid].order.customer, f"lines-{oid}"
-        first, rest = v.lines[0], v.lines[1:]
+        thread = f"lines-{oid}"
+        first, rest = views[oid].lines[0], views[oid].lines[1:]
         qs.append(
-            Question(
+            about(
                 "follow_up",
+                oid,
                 f"what about line {first.line} of {oid}?",
                 _all(_intent("status"), _has(f"Line {first.line}:"), _lacks(f"Line {rest[0].line}:")),
-                cust,
                 thread=thread,
-                facts=world.facts(oid),
             )
         )
         qs.append(
-            Question(
+            about(
                 "follow_up",
+                oid,
                 "and the other line?",
                 _all(_intent("status"), _has(*[f"Line {ln.line}:" for ln in rest]), _lacks(f"Line {first.line}:")),
-                cust,
                 thread=thread,
-                facts=world.facts(oid),
             )
         )
     # Why held / split / late, and a bare "why?" follow-up.
@@ -263,15 +264,10 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
             if d
             else _intent("why_held")
         )
-        cust = views[oid].order.customer
         for text in (f"Why is {oid} on hold?", f"how come {oid} is stuck?", f"explain why {oid} is held"):
-            qs.append(Question("why_held", text, check, cust, facts=world.facts(oid)))
-        qs.append(
-            Question(
-                "follow_up", f"status of {oid}", status_check(oid), cust, thread=f"why-{oid}", facts=world.facts(oid)
-            )
-        )
-        qs.append(Question("follow_up", "why?", check, cust, thread=f"why-{oid}", facts=world.facts(oid)))
+            qs.append(about("why_held", oid, text, check))
+        qs.append(about("follow_up", oid, f"status of {oid}", status_check(oid), thread=f"why-{oid}"))
+        qs.append(about("follow_up", oid, "why?", check, thread=f"why-{oid}"))
     split = [oid for oid, v in views.items() if any(ln.backordered > 0 for ln in v.lines)][:4]
     for oid in split:
         v = views[oid]
@@ -282,7 +278,7 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
             checks.append(_cites("decision", d.id))
         texts = (f"Why was {oid} split?", f"why did I only get part of {oid}?", f"why is part of {oid} backordered?")
         for text in texts:
-            qs.append(Question("why_split", text, _all(*checks), v.order.customer, facts=world.facts(oid)))
+            qs.append(about("why_split", oid, text, _all(*checks)))
     plain = [oid for oid in by_status.get("released", []) if oid not in split][:3]
     late_texts = ("Why is {oid} late?", "why is {oid} taking so long?", "why hasn't {oid} shipped?")
     for i, oid in enumerate(plain):
@@ -290,13 +286,7 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
         late = [w for w in world.waves_of(oid) if w.cutoff and v.order.ship_by and w.cutoff > v.order.ship_by]
         want = _has(late[0].wave_id) if late else _has("nothing recorded says it is late")
         qs.append(
-            Question(
-                "why_late",
-                late_texts[i % len(late_texts)].format(oid=oid),
-                _all(_intent("why_late"), want),
-                v.order.customer,
-                facts=world.facts(oid),
-            )
+            about("why_late", oid, late_texts[i % len(late_texts)].format(oid=oid), _all(_intent("why_late"), want))
         )
     # May it be cancelled? (policy question, nothing recorded)
     cancel_texts = ("Can I cancel {oid}?", "is it still possible to cancel {oid}?", "could the customer cancel {oid}?")
@@ -310,12 +300,11 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
         else:
             want = _has("Yes:")
         qs.append(
-            Question(
+            about(
                 "can_cancel",
+                oid,
                 cancel_texts[i % len(cancel_texts)].format(oid=oid),
                 _all(_intent("cancel"), want),
-                v.order.customer,
-                facts=world.facts(oid),
                 expect_no_decision=True,
             )
         )
@@ -382,52 +371,30 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
     qs.append(Question("greeting", "hi there", _intent("greeting")))
     # Requests that go through the gate (last: they record decisions).
     for oid in by_status.get("released", [])[:2]:
-        v = views[oid]
         qs.append(
-            Question(
+            about(
                 "ticket",
+                oid,
                 f"open a ticket for {oid}, the customer says the box was damaged",
                 _all(_intent("ticket"), _has("ticket sent")),
-                v.order.customer,
-                facts=world.facts(oid),
             )
         )
     for oid in by_status.get("released", [])[2:4]:
-        v = views[oid]
         needle = "ticket" if world.waves_of(oid) else "Address change request"
         qs.append(
-            Question(
+            about(
                 "address_change",
+                oid,
                 f"Please ship {oid} to a different address",
                 _all(_intent("address_change"), _has(needle)),
-                v.order.customer,
-                facts=world.facts(oid),
             )
         )
     for oid in by_status.get("held", [])[:2] + by_status.get("released", [])[4:5]:
-        v = views[oid]
         needle = "ticket" if world.waves_of(oid) else "waiting for review"
-        qs.append(
-            Question(
-                "change",
-                f"change line 1 of {oid} to 1 unit",
-                _all(_intent("change"), _has(needle)),
-                v.order.customer,
-                facts=world.facts(oid),
-            )
-        )
+        qs.append(about("change", oid, f"change line 1 of {oid} to 1 unit", _all(_intent("change"), _has(needle))))
     for oid in by_status.get("held", [])[:2] + by_status.get("released", [])[5:6]:
-        v = views[oid]
         needle = "ticket" if world.waves_of(oid) else "waiting for review"
-        qs.append(
-            Question(
-                "cancel",
-                f"cancel {oid}",
-                _all(_intent("cancel"), _has(needle)),
-                v.order.customer,
-                facts=world.facts(oid),
-            )
-        )
+        qs.append(about("cancel", oid, f"cancel {oid}", _all(_intent("cancel"), _has(needle))))
     return qs
 
 

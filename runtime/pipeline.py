@@ -40,6 +40,13 @@ ACTOR = "crossdock-engine"
 Judge = Callable[[CloudEvent, list[Proposal]], list[Any]]
 
 
+def execution_locks(decision: Decision) -> list[str]:
+    """The SKU locks a decision executes under outside its event: the SKUs it allocates, and for an
+    order change (a chat cancel or line change) the order's SKUs, so waves are checked again safely."""
+    keys = {f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"}
+    return sorted(keys | set(order_change_locks(decision)))
+
+
 class Pipeline:
     def __init__(
         self,
@@ -106,8 +113,7 @@ class Pipeline:
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
         for decision in decisions:
             if decision.status == "executing":
-                keys = sorted({f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"})
-                with self.locks.hold(keys):
+                with self.locks.hold(execution_locks(decision)):
                     self.executor.execute(decision, CREW_ACTOR, verify_stock=policy.policy != "baseline")
         self.store.append_audit(
             "crew.triage.finished",
@@ -194,10 +200,7 @@ class Pipeline:
         if decision is None:
             return None
         policy = self.store.get_policy()
-        keys = {f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"}
-        # An order change (a chat cancel or line change) is checked against new waves under the order's SKUs.
-        keys |= set(order_change_locks(decision))
-        with self.locks.hold(sorted(keys)):
+        with self.locks.hold(execution_locks(decision)):
             claimed = self.store.transition(decision_id_, to="executing", from_={"pending_review"}, actor=actor)
             if claimed is None:
                 return None

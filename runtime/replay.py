@@ -174,13 +174,18 @@ def _start(state: TwinState, options: RunOptions) -> _Stack:
     container = bootstrap(settings)
     api = serve_in_thread(create_app(container))
     stop = threading.Event()
+    return _Stack(container, twin, api, stop, start_workers(container, options.workers, stop), keys, tmp)
+
+
+def start_workers(container: Container, count: int, stop: threading.Event) -> list[threading.Thread]:
+    """``count`` worker threads consuming the container's queue until ``stop`` is set."""
     threads = []
-    for n in range(options.workers):
-        worker = Worker(container.queue, container.pipeline.handle, settings, name=f"replay-worker-{n}")
+    for n in range(count):
+        worker = Worker(container.queue, container.pipeline.handle, container.settings, name=f"replay-worker-{n}")
         thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{n}", daemon=True)
         thread.start()
         threads.append(thread)
-    return _Stack(container, twin, api, stop, threads, keys, tmp)
+    return threads
 
 
 def _stop(stack: _Stack) -> None:

@@ -42,11 +42,10 @@ from domain.errors import ConnectorError, UnknownDocument, UnknownOrder
 from domain.events import CloudEvent
 from domain.models import Asn, Order, Receipt, Scenario
 from runtime.bootstrap import bootstrap
-from runtime.replay import RunOptions, _Stack, _stop, load_scenario, replay_events
+from runtime.replay import RunOptions, _Stack, _stop, load_scenario, replay_events, start_workers
 from runtime.report import build_report, scenario_orders
 from runtime.servers import serve_in_thread
 from runtime.settings import Settings, hash_key
-from runtime.worker import Worker
 from twin.server import create_twin_app
 from twin.state import TwinState
 
@@ -272,10 +271,4 @@ def _start(notify_twin: TwinState, options: RunOptions, overlay: Overlay, config
         raise
     api = serve_in_thread(create_app(container))
     stop = threading.Event()
-    threads = []
-    for n in range(options.workers):
-        worker = Worker(container.queue, container.pipeline.handle, settings, name=f"replay-worker-{n}")
-        thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{n}", daemon=True)
-        thread.start()
-        threads.append(thread)
-    return _Stack(container, twin, api, stop, threads, keys, None)
+    return _Stack(container, twin, api, stop, start_workers(container, options.workers, stop), keys, None)

@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -428,6 +429,17 @@ class TrytonBackend:
         return value if isinstance(value, dt.date) else dt.date.today()
 
 
+def _dispatch(
+    action: Action, system: str, handlers: Mapping[str, Callable[[Action], dict[str, Any]]]
+) -> dict[str, Any]:
+    """Apply ``action`` with the handler for its name, after the checks every write passes."""
+    _refuse(action, system)
+    handler = handlers.get(action.name)
+    if handler is None:
+        raise PermanentConnectorError(f"unknown action type {action.name!r}")
+    return handler(action)
+
+
 def _refuse(action: Action, system: str) -> None:
     if action.system != system:
         raise PermanentConnectorError(f"the {system} adapter cannot apply {action.name}")
@@ -558,28 +570,11 @@ class TrytonWms:
         """Released waves: customer shipments Tryton has assigned (stock reserved, ready to pick),
         grouped by the wave ``wms.create_wave`` tagged them with, else one wave per shipment. With
         ``cutoff_after``, only waves whose cutoff is later (or that have none)."""
-        out = []
-        for w in self.wave_dicts(states=("assigned",)):
-            params = w["parameters"]
-            cutoff = _dt(str(params.get("cutoffTime") or "").replace("Z", "+00:00"))
-            if cutoff is not None and cutoff.tzinfo is None:
-                cutoff = cutoff.replace(tzinfo=dt.UTC)
-            if cutoff_after is not None and cutoff is not None:
-                after = cutoff_after if cutoff_after.tzinfo else cutoff_after.replace(tzinfo=dt.UTC)
-                if cutoff <= after:
-                    continue
-            out.append(
-                WaveView(
-                    wave_id=w["waveId"],
-                    node=w["node"],
-                    zone=params.get("workZone"),
-                    carrier=params.get("carrierCode"),
-                    cutoff=cutoff,
-                    status=w["status"],
-                    orders={o["orderId"]: len(o["lines"]) or 1 for o in w["orders"]},
-                )
-            )
-        return out
+        waves = [WaveView.from_wms(w) for w in self.wave_dicts(states=("assigned",))]
+        if cutoff_after is None:
+            return waves
+        after = cutoff_after if cutoff_after.tzinfo else cutoff_after.replace(tzinfo=dt.UTC)
+        return [w for w in waves if w.cutoff is None or w.cutoff > after]
 
     def wave_dicts(self, states: tuple[str, ...] = ("waiting", "assigned")) -> list[dict[str, Any]]:
         """Open customer shipments as waves in the twin's shape (``waveId``, ``node``, ``status``,
@@ -643,12 +638,8 @@ class TrytonWms:
         return list(waves.values())
 
     def apply(self, action: Action) -> dict[str, Any]:
-        _refuse(action, self.system)
-        if action.name == "wms.create_transfer":
-            return self._create_transfer(action)
-        if action.name == "wms.create_wave":
-            return self._create_wave(action)
-        raise PermanentConnectorError(f"unknown action type {action.name!r}")
+        handlers = {"wms.create_transfer": self._create_transfer, "wms.create_wave": self._create_wave}
+        return _dispatch(action, self.system, handlers)
 
     def _create_transfer(self, action: Action) -> dict[str, Any]:
         p, key, c = action.payload, action.idempotency_key, self.b.client
@@ -892,12 +883,8 @@ class TrytonErp:
         return PurchaseOrderView(po=po, status=status, closed_lines=closed, received=received)
 
     def apply(self, action: Action) -> dict[str, Any]:
-        _refuse(action, self.system)
-        if action.name == "erp.post_adjustment":
-            return self._post_adjustment(action)
-        if action.name == "erp.expedite_po":
-            return self._expedite_po(action)
-        raise PermanentConnectorError(f"unknown action type {action.name!r}")
+        handlers = {"erp.post_adjustment": self._post_adjustment, "erp.expedite_po": self._expedite_po}
+        return _dispatch(action, self.system, handlers)
 
     def _post_adjustment(self, action: Action) -> dict[str, Any]:
         p, key, c = action.payload, action.idempotency_key, self.b.client
@@ -1178,18 +1165,15 @@ class TrytonOms:
     # -- writes --------------------------------------------------------------------------------
 
     def apply(self, action: Action) -> dict[str, Any]:
-        _refuse(action, self.system)
-        handler = {
+        handlers = {
             "oms.allocate": self._allocate,
             "oms.split_line": self._split_line,
             "oms.update_order_status": self._update_status,
             "oms.hold_order": self._hold,
             "oms.release_allocation": self._release_allocation,
             "oms.update_line_qty": self._update_line_qty,
-        }.get(action.name)
-        if handler is None:
-            raise PermanentConnectorError(f"unknown action type {action.name!r}")
-        return handler(action)
+        }
+        return _dispatch(action, self.system, handlers)
 
     def _sale(self, order_id: str) -> dict[str, Any]:
         rows = self.b.client.search_read(

@@ -60,7 +60,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from domain.context import Network, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.decisions import Action, Proposal, ticket
@@ -83,18 +83,7 @@ Play = Literal[
     "cancel",
     "no_action",
 ]
-PLAYS: tuple[str, ...] = (
-    "repick",
-    "reallocate",
-    "substitute",
-    "backorder",
-    "escalate",
-    "correct",
-    "count",
-    "hold_payment",
-    "cancel",
-    "no_action",
-)
+PLAYS: tuple[str, ...] = get_args(Play)
 REASONS: tuple[str, ...] = ("short_pick", "damaged", "location_locked", "not_found", "payment_failed", "cancelled")
 
 # How sure each play is by construction (before planners' overrides are taken into account).

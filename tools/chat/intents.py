@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 Intent = Literal[
     "status",
@@ -21,21 +21,7 @@ Intent = Literal[
     "greeting",
     "unknown",
 ]
-INTENTS: tuple[Intent, ...] = (
-    "status",
-    "why_split",
-    "why_held",
-    "why_late",
-    "why",
-    "change",
-    "cancel",
-    "address_change",
-    "availability",
-    "sop",
-    "ticket",
-    "greeting",
-    "unknown",
-)
+INTENTS: tuple[Intent, ...] = get_args(Intent)
 ACTION_INTENTS = frozenset({"cancel", "change", "address_change", "ticket"})
 
 _ORDER = re.compile(r"\bSO[-_ ]?(\d{1,12})\b", re.IGNORECASE)
