@@ -25,7 +25,6 @@ from agents.proposals import RejectedProposal
 from crews.supervisor import route
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CloudEvent
-from domain.governance import gated_decision
 from domain.models import Settings as Policy
 from tools.context import Systems
 
@@ -50,10 +49,22 @@ class OpenException(BaseModel):
     note: str | None = Field(default=None, max_length=2000, description="free text; data to agents, never instructions")
 
 
-class DecisionSink(Protocol):
-    def save_decision(self, d: Decision) -> bool: ...
+class DecisionRecorder(Protocol):
+    """The decision service (``runtime.lifecycle.DecisionService``): gate → save → audit."""
 
-    def append_audit(self, kind: str, subject: str, actor: str, payload: dict[str, Any]) -> Any: ...
+    def record(
+        self,
+        proposal: Proposal,
+        policy: Policy,
+        did: str,
+        *,
+        actor: str,
+        default_engine: str,
+        event_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Decision | None: ...
+
+    def save_rejected(self, decision: Decision) -> Decision: ...
 
 
 Hold = Callable[[list[str]], AbstractContextManager[Any]]
@@ -74,23 +85,18 @@ def _event(job_id: str, item: OpenException) -> CloudEvent:
     )
 
 
-def _decision(proposal: Proposal, did: str, event_id: str, job_id: str, policy: Policy, actor: str) -> Decision:
-    return gated_decision(
-        proposal, policy, did, actor=actor, default_engine=proposal.workflow, event_id=event_id, job_id=job_id
-    )
-
-
 def triage_batch(
     items: Sequence[OpenException],
     systems: Systems,
     policy: Policy,
-    sink: DecisionSink,
+    recorder: DecisionRecorder,
     *,
     job_id: str,
     runtime: Any = None,
     hold: Hold | None = None,
 ) -> list[Decision]:
-    """Decide every exception (engine, then agents when ``runtime`` is given); save and return the decisions."""
+    """Decide every exception (engine, then agents when ``runtime`` is given); record and return the
+    decisions. The engine decides and records under each case's locks; the agents run outside them."""
     hold = hold or (lambda keys: nullcontext())
     decisions: list[Decision] = []
     engine: dict[str, list[Proposal]] = {}
@@ -99,27 +105,45 @@ def triage_batch(
         specialist = route(event.type, policy)
         with hold(specialist.lock_keys(event, systems)):
             proposals = specialist.propose(event, systems)
+            for i, proposal in enumerate(proposals):
+                did = decision_id(event.key, proposal.workflow, i)
+                recorded = recorder.record(
+                    proposal,
+                    policy,
+                    did,
+                    actor=ACTOR,
+                    default_engine=proposal.workflow,
+                    event_id=event.id,
+                    job_id=job_id,
+                )
+                if recorded is not None:
+                    decisions.append(recorded)
         engine[item.task_id] = proposals
-        for i, proposal in enumerate(proposals):
-            decisions.append(
-                _decision(proposal, decision_id(event.key, proposal.workflow, i), event.id, job_id, policy, ACTOR)
+    if runtime is None:
+        return decisions
+    for did, event_id, agent, result in _agent_decisions(items, engine, job_id, runtime):
+        if isinstance(result, RejectedProposal):
+            decisions.append(recorder.save_rejected(result.to_decision(did, event_id=event_id, job_id=job_id)))
+            continue
+        with hold(sorted({f"sku:{a.payload['sku']}" for a in result.actions if a.payload.get("sku")})):
+            recorded = recorder.record(
+                result,
+                policy,
+                did,
+                actor=f"agent:{agent}",
+                default_engine=result.workflow,
+                event_id=event_id,
+                job_id=job_id,
             )
-    if runtime is not None:
-        decisions.extend(_agent_decisions(items, engine, policy, job_id, runtime))
-    for decision in decisions:
-        if sink.save_decision(decision):
-            sink.append_audit(
-                "decision.recorded",
-                decision.subject,
-                decision.actor,
-                {"decision": decision.id, "outcome": decision.outcome, "status": decision.status, "job_id": job_id},
-            )
+        if recorded is not None:
+            decisions.append(recorded)
     return decisions
 
 
 def _agent_decisions(
-    items: Sequence[OpenException], engine: dict[str, list[Proposal]], policy: Policy, job_id: str, runtime: Any
-) -> list[Decision]:
+    items: Sequence[OpenException], engine: dict[str, list[Proposal]], job_id: str, runtime: Any
+) -> list[tuple[str, str, str, Proposal | RejectedProposal]]:
+    """The agents' answers, each with its decision id and event id (runs outside every lock)."""
     from agents.bounds import AgentBoundExceeded
     from crews.agent_runtime import Case  # CrewAI only on this path
 
@@ -167,11 +191,7 @@ def _agent_decisions(
             )
             for case in cases
         ]
-    out = []
-    for n, (case, result) in enumerate(zip(cases, results, strict=True)):
-        did = decision_id(f"{job_id}#agent", case.agent, n)
-        if isinstance(result, RejectedProposal):
-            out.append(result.to_decision(did, event_id=case.event_id, job_id=job_id))
-        else:
-            out.append(_decision(result, did, case.event_id or job_id, job_id, policy, f"agent:{case.agent}"))
-    return out
+    return [
+        (decision_id(f"{job_id}#agent", case.agent, n), case.event_id or job_id, case.agent, result)
+        for n, (case, result) in enumerate(zip(cases, results, strict=True))
+    ]

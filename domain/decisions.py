@@ -8,6 +8,7 @@ redelivering an event reproduces the same keys and never applies an effect twice
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -22,8 +23,23 @@ Workflow = Literal[
     "backorder_prevention",
     "customer_service",
 ]
-# "executing" is internal (extension): approved, actions under way; it ends as executed or failed.
-DecisionStatus = Literal["executed", "pending_review", "observed", "rejected", "failed", "executing"]
+# The lifecycle (README "Decision lifecycle"). Extensions to the report contract's statuses:
+# "executing" (approved, actions under way; it ends executed or failed) and "awaiting_planner" (a
+# planner rejected the plan and the engines have nothing else to offer: a person must decide; the
+# report shows it as pending_review). An approval that finds the facts moved ends the proposal
+# ``superseded`` by the fresh one, with ``review.kind == "stale"``.
+DecisionStatus = Literal[
+    "executed",
+    "pending_review",
+    "observed",
+    "rejected",
+    "failed",
+    "superseded",
+    "executing",
+    "awaiting_planner",
+]
+# At most one decision per live key is in one of these states (a database constraint).
+LIVE_STATUSES: frozenset[str] = frozenset({"pending_review", "awaiting_planner"})
 System = Literal["wms", "erp", "oms", "notify"]
 Mode = Literal["observe", "propose", "autonomous"]
 
@@ -81,6 +97,18 @@ class Decision(BaseModel):
     decided_at: datetime | None = None
     accepted_at: datetime | None = None
     error: str | None = None
+    # The lifecycle's links and records (extensions): the proposal this one replaced and the one
+    # that replaced it; what the decision stood on (``runtime.premises``); how a person reviewed
+    # it; what was compensated when it failed half-way.
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    facts: dict[str, Any] = {}
+    review: dict[str, Any] | None = None
+    undone: list[dict[str, Any]] = []
+
+    @property
+    def live_key(self) -> str:
+        return live_key(self.workflow, self.subject, self.outcome)
 
     def report_dict(self) -> dict[str, Any]:
         """The decision in the shape of the report contract."""
@@ -93,11 +121,31 @@ class Decision(BaseModel):
             "confidence": round(self.confidence, 4),
             "cost_impact": round(self.cost_impact, 2),
             "human_review_required": self.human_review_required,
-            "status": self.status,
+            "status": "pending_review" if self.status == "awaiting_planner" else self.status,
             "rationale": self.rationale,
             "evidence": self.evidence,
             "actions": [a.model_dump() for a in self.actions],
         }
+
+
+# Release and re-sourcing decide the same thing about an order: one live proposal between them.
+_FAMILY = {"allocation": "order_release"}
+
+
+def live_key(workflow: str, subject: str, outcome: str = "") -> str:
+    """The key under which at most one proposal is live: the workflow (family) and the subject.
+
+    A release that is short comes as two proposals on one order, the release of what is there and
+    the backorder of the rest (``decide_release``): they act on different units, so the backorder
+    half has a key of its own and does not replace the release half."""
+    part = ":backorder" if outcome == "backordered" else ""
+    return f"{_FAMILY.get(workflow, workflow)}:{subject}{part}"
+
+
+def plan_signature(actions: list[Action]) -> str:
+    """A hash of what a plan would write (actions and payloads, not their keys): equal plans act alike."""
+    body = json.dumps([[a.name, a.payload] for a in actions], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
 def decision_id(event_key: str, workflow: str, index: int = 0) -> str:

@@ -28,7 +28,7 @@ class ReportDecision(_Open):
     confidence: float = Field(ge=0, le=1)
     cost_impact: float
     human_review_required: bool
-    status: Literal["executed", "pending_review", "observed", "rejected", "failed"]
+    status: Literal["executed", "pending_review", "observed", "rejected", "failed", "superseded"]
     rationale: str = Field(min_length=1)
     evidence: dict[str, object]
     actions: list[Action]
@@ -96,6 +96,8 @@ class Kpis(_Open):
     held_orders: int = Field(ge=0)
     auto_resolved_rate: float = Field(ge=0, le=1)
     pending_review: int = Field(ge=0)
+    superseded: int = Field(default=0, ge=0)
+    stale_approvals: int = Field(default=0, ge=0)
     decision_latency_ms: Latency
 
 

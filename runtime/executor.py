@@ -14,7 +14,7 @@ import structlog
 
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.decisions import Action, Decision
-from domain.errors import PermanentConnectorError, StockConflict
+from domain.errors import ConnectorError, PermanentConnectorError, StockConflict
 from runtime.metrics import ACTIONS
 from runtime.store import Store
 
@@ -30,8 +30,10 @@ class Executor:
     def execute(self, decision: Decision, actor: str, verify_stock: bool = True) -> Decision:
         """Apply the decision's actions (status must be ``executing``); ends executed or failed.
 
-        Connector errors worth a retry propagate (the queue owns retries); a permanent
-        rejection or a stock conflict marks the decision failed with the reason.
+        All or nothing: when an action is refused for good (or stock moved), the actions already
+        applied are compensated in reverse order and the decision ends ``failed`` with the reason
+        and what was undone. A connector error worth a retry propagates and leaves the decision
+        ``executing``: the queue, a second approval or the worker's resume sweep finishes it.
         """
         try:
             if verify_stock:
@@ -39,12 +41,7 @@ class Executor:
             for action in decision.actions:
                 self._apply(decision, action, actor)
         except (PermanentConnectorError, StockConflict) as exc:
-            failed = self.store.transition(decision.id, to="failed", from_={"executing"}, actor=actor, error=str(exc))
-            self.store.append_audit(
-                "decision.failed", decision.subject, actor, {"decision": decision.id, "error": str(exc)}
-            )
-            log.warning("decision.failed", decision_id=decision.id, error=str(exc))
-            return failed or decision
+            return self.fail(decision, actor, str(exc))
         done = self.store.transition(decision.id, to="executed", from_={"executing"}, actor=actor)
         if done is not None:
             self.store.append_audit(
@@ -55,6 +52,39 @@ class Executor:
                 dedup_key=f"executed:{decision.id}",
             )
         return done or self.store.get_decision(decision.id) or decision
+
+    def fail(self, decision: Decision, actor: str, error: str) -> Decision:
+        """Undo what a decision applied, then mark it failed with the reason and the undo record."""
+        undone = self.compensate(decision, actor)
+        failed = self.store.transition(
+            decision.id, to="failed", from_={"executing"}, actor=actor, error=error, undone=undone
+        )
+        self.store.append_audit(
+            "decision.failed", decision.subject, actor, {"decision": decision.id, "error": error, "undone": undone}
+        )
+        log.warning("decision.failed", decision_id=decision.id, error=error, undone=len(undone))
+        return failed or self.store.get_decision(decision.id) or decision
+
+    def compensate(self, decision: Decision, actor: str) -> list[dict[str, Any]]:
+        """Reverse the decision's applied actions, newest first; each entry says what happened."""
+        applied = {row["idempotency_key"]: row for row in self.store.actions_of(decision.id)}
+        record: list[dict[str, Any]] = []
+        for action in reversed(decision.actions):
+            row = applied.get(action.idempotency_key)
+            if row is None:
+                continue
+            undo = compensation(action, row["result"] or {}, decision.facts)
+            if undo is None:
+                record.append({"action": action.name, "undone": False, "why": "no undo for this action"})
+                continue
+            undo = undo.model_copy(update={"idempotency_key": f"undo-{action.idempotency_key}"})
+            try:
+                self._apply(decision, undo, actor)
+            except ConnectorError as exc:
+                record.append({"action": action.name, "undone": False, "why": str(exc)})
+                continue
+            record.append({"action": action.name, "undone": True, "by": undo.name})
+        return record
 
     def verify_stock(self, decision: Decision) -> None:
         """Refuse to allocate more than is pickable now (stock may have moved since the proposal)."""
@@ -92,3 +122,26 @@ class Executor:
             dedup_key=f"action:{action.idempotency_key}",
         )
         ACTIONS.labels(action=action.name, result="ok").inc()
+
+
+def compensation(action: Action, result: dict[str, Any], facts: dict[str, Any]) -> Action | None:
+    """The action that undoes ``action`` (given what the system answered), or None if none exists."""
+    p = action.payload
+    if action.name == "oms.allocate":
+        keep = ("order_id", "line", "node", "qty", "sku")
+        return Action(system="oms", type="release_allocation", payload={k: p[k] for k in keep if k in p})
+    if action.name == "wms.create_wave" and p.get("waveId"):
+        return Action(system="wms", type="cancel_wave", payload={"waveId": p["waveId"]})
+    if action.name == "wms.create_transfer" and result.get("transfer_id"):
+        return Action(system="wms", type="cancel_transfer", payload={"transfer_id": result["transfer_id"]})
+    if action.name == "wms.create_task" and result.get("task_id"):
+        return Action(system="wms", type="cancel_task", payload={"task_id": result["task_id"]})
+    if action.name == "erp.post_adjustment" and p.get("qty_delta") is not None:
+        return Action(
+            system="erp", type="post_adjustment", payload={**p, "qty_delta": -float(p["qty_delta"]), "reason": "undo"}
+        )
+    if action.name == "oms.update_order_status" and p.get("order_id"):
+        was = (facts.get("orders", {}).get(str(p["order_id"])) or {}).get("status")
+        if was and was != p.get("status"):
+            return Action(system="oms", type="update_order_status", payload={"order_id": p["order_id"], "status": was})
+    return None

@@ -1,11 +1,16 @@
 """The job handler: event → supervisor → specialist → governance gate → store → executor.
 
 Order of effects, chosen so that a crash anywhere is recoverable by redelivery:
-1. decide under the SKU locks and save every decision (insert-once, ids derived from
-   the event), then mark the job ``decided``;
+1. decide under the SKU locks and record every decision through the decision service
+   (``runtime.lifecycle``: insert-once ids derived from the event, one live proposal per
+   subject), then mark the job ``decided``;
 2. execute the decisions the gate let through; each action is idempotent.
 A redelivered job that was already decided resumes execution instead of deciding again,
 so a half-executed decision is finished, never replaced.
+
+In LLM mode the agent's judgement runs after the locks are released (a slow model must not
+hold stock locks); what it proposes is recorded and executed under the locks again, and only
+if the orders it is about did not move meanwhile.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from typing import Any
 
 import structlog
 
+from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CREW_TRIAGE, CloudEvent
-from domain.governance import gated_decision
 from domain.models import Settings as Policy
 from runtime.executor import Executor
+from runtime.lifecycle import DecisionService, Review, execution_locks
 from runtime.locks import StockLocks
-from runtime.metrics import DECISION_LATENCY, DECISIONS
-from runtime.order_changes import fail_if_waved, order_change_locks
 from runtime.queue import JobQueue
 from runtime.store import Store
 from tools.context import Systems
+from tools.premises import moved, read_facts
 
 log = structlog.get_logger("crossdock.pipeline")
 ACTOR = "crossdock-engine"
@@ -38,13 +43,6 @@ ACTOR = "crossdock-engine"
 # The LLM path (``runtime.bootstrap.agent_judge``): given the event and the engines' proposals, an
 # agent's extra proposals (gated like any other) and rejected agent outputs (stored, never executed).
 Judge = Callable[[CloudEvent, list[Proposal]], list[Any]]
-
-
-def execution_locks(decision: Decision) -> list[str]:
-    """The SKU locks a decision executes under outside its event: the SKUs it allocates, and for an
-    order change (a chat cancel or line change) the order's SKUs, so waves are checked again safely."""
-    keys = {f"sku:{a.payload['sku']}" for a in decision.actions if a.name == "oms.allocate"}
-    return sorted(keys | set(order_change_locks(decision)))
 
 
 class Pipeline:
@@ -67,6 +65,7 @@ class Pipeline:
         # The agent runtime (``crews.agent_runtime.AgentRuntime``) in LLM mode, else None: the
         # planner's triage crews run their agents with it.
         self.agents = agents
+        self.decisions = DecisionService(store, systems, executor, locks)
 
     def handle(self, job_id: str, job: dict[str, str]) -> list[str]:
         event = CloudEvent.model_validate_json(job["event"])
@@ -82,12 +81,100 @@ class Pipeline:
         )
         policy = self.store.get_policy()
         specialist = route(event.type, policy)
-        with self.locks.hold(specialist.lock_keys(event, self.systems)):
-            decisions = self._decide(job_id, job, event, specialist, policy, accepted_at)
+        if job.get("decided"):  # a redelivery resumes: execute what was decided, never decide again
+            decisions = self._stored(job["decided"])
             for decision in decisions:
-                if decision.status == "executing":
-                    self.executor.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
+                with self.locks.hold(execution_locks(decision)):
+                    self.decisions.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
+            return [d.id for d in decisions]
+        when = datetime.fromtimestamp(accepted_at, UTC)
+        with self.locks.hold(specialist.lock_keys(event, self.systems)):
+            proposals = specialist.propose(event, self.systems)
+            decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
+            self.queue.set_fields(job_id, decided=[d.id for d in decisions])
+            self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock)
+            before = self._order_facts(proposals) if self.judge is not None else {}
+        if self.judge is not None:
+            decisions += self._judged(job_id, event, proposals, specialist, policy, when, before)
+            self.queue.set_fields(job_id, decided=[d.id for d in decisions])
         return [d.id for d in decisions]
+
+    def _stored(self, ids: str) -> list[Decision]:
+        stored = [self.store.get_decision(i) for i in json.loads(ids)]
+        return [d for d in stored if d is not None]
+
+    def _record(
+        self,
+        job_id: str,
+        event: CloudEvent,
+        proposals: list[Proposal],
+        specialist: Specialist,
+        policy: Policy,
+        accepted_at: datetime,
+        first_index: int,
+    ) -> list[Decision]:
+        out = []
+        for i, proposal in enumerate(proposals, start=first_index):
+            engine = str(proposal.evidence.get("engine", ""))
+            decision = self.decisions.record(
+                proposal,
+                policy,
+                decision_id(event.key, proposal.workflow, i),
+                # An agent's proposal is recorded as the agent's, so a planner sees who proposed it.
+                actor=engine if engine.startswith("agent:") else ACTOR,
+                default_engine=specialist.workflow,
+                event_id=event.id,
+                job_id=job_id,
+                accepted_at=accepted_at,
+            )
+            if decision is not None:
+                out.append(decision)
+        return out
+
+    def _order_facts(self, proposals: list[Proposal]) -> dict[str, Any]:
+        subjects = sorted({p.subject for p in proposals if p.workflow in ORDER_WORKFLOWS})
+        return {s: read_facts(self.systems, "order_release", s, [], orders_only=True) for s in subjects}
+
+    def _judged(
+        self,
+        job_id: str,
+        event: CloudEvent,
+        proposals: list[Proposal],
+        specialist: Specialist,
+        policy: Policy,
+        accepted_at: datetime,
+        before: dict[str, Any],
+    ) -> list[Decision]:
+        """Ask the agent outside the locks; record what it proposes under them, unless the orders
+        it judged moved meanwhile (then its proposals are stored as rejected, never executed)."""
+        assert self.judge is not None
+        extras = self.judge(event, proposals)
+        agent = [x for x in extras if isinstance(x, Proposal)]
+        rejected = [x for x in extras if not isinstance(x, Proposal)]
+        decisions: list[Decision] = []
+        if agent:
+            keys = set(specialist.lock_keys(event, self.systems))
+            keys |= {f"sku:{a.payload['sku']}" for p in agent for a in p.actions if a.payload.get("sku")}
+            with self.locks.hold(sorted(keys)):
+                reasons = [r for s, facts in before.items() for r in moved(facts, self._order_facts_of(s))]
+                if reasons:
+                    rejected += [_stale_agent(p, reasons) for p in agent]
+                else:
+                    decisions = self._record(
+                        job_id, event, agent, specialist, policy, accepted_at, first_index=len(proposals)
+                    )
+                    self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock)
+        for j, r in enumerate(rejected):
+            record = r.to_decision(
+                decision_id(event.key, f"agent-rejected:{r.workflow}", j), event_id=event.id, job_id=job_id
+            )
+            if not self.store.save_decision(record):
+                record = self.store.get_decision(record.id) or record
+            decisions.append(record)
+        return decisions
+
+    def _order_facts_of(self, subject: str) -> dict[str, Any]:
+        return read_facts(self.systems, "order_release", subject, [], orders_only=True)
 
     def _crew_triage(self, job_id: str, job: dict[str, str], event: CloudEvent) -> list[str]:
         """A planner's triage crew (``POST /v1/crews/triage``): engine first for every exception,
@@ -98,8 +185,7 @@ class Pipeline:
         policy = self.store.get_policy()
         requested_by = str(event.data.get("requested_by", "planner"))
         if job.get("decided"):  # a redelivery resumes: execute what was decided, never decide again
-            stored = [self.store.get_decision(i) for i in json.loads(job["decided"])]
-            decisions = [d for d in stored if d is not None]
+            decisions = self._stored(job["decided"])
         else:
             items = [OpenException.model_validate(x) for x in event.data.get("exceptions", [])]
             # The mode is the worker's: it is the process that has (or has not) a model.
@@ -108,13 +194,11 @@ class Pipeline:
             else:
                 self.queue.set_fields(job_id, mode="deterministic", model="")
             decisions = triage_batch(
-                items, self.systems, policy, self.store, job_id=job_id, runtime=self.agents, hold=self.locks.hold
+                items, self.systems, policy, self.decisions, job_id=job_id, runtime=self.agents, hold=self.locks.hold
             )
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
-        for decision in decisions:
-            if decision.status == "executing":
-                with self.locks.hold(execution_locks(decision)):
-                    self.executor.execute(decision, CREW_ACTOR, verify_stock=policy.policy != "baseline")
+        with self.locks.hold(sorted({k for d in decisions for k in execution_locks(d)})):
+            self.decisions.settle(decisions, CREW_ACTOR, verify_stock=policy.policy != "baseline")
         self.store.append_audit(
             "crew.triage.finished",
             job_id,
@@ -124,98 +208,26 @@ class Pipeline:
         )
         return [d.id for d in decisions]
 
-    def _decide(
-        self,
-        job_id: str,
-        job: dict[str, str],
-        event: CloudEvent,
-        specialist: Specialist,
-        policy: Policy,
-        accepted_at: float,
-    ) -> list[Decision]:
-        if job.get("decided"):
-            stored = [self.store.get_decision(i) for i in json.loads(job["decided"])]
-            return [d for d in stored if d is not None]
-        proposals = specialist.propose(event, self.systems)
-        rejected: list[Any] = []
-        if self.judge is not None:
-            # Agent proposals come beside the engines', never instead of them, and pass the same gate.
-            for extra in self.judge(event, proposals):
-                (proposals if isinstance(extra, Proposal) else rejected).append(extra)
-        decisions = []
-        for i, proposal in enumerate(proposals):
-            did = decision_id(event.key, proposal.workflow, i)
-            engine = str(proposal.evidence.get("engine", ""))
-            decision = gated_decision(
-                proposal,
-                policy,
-                did,
-                # An agent's proposal is recorded as the agent's, so a planner sees who proposed it.
-                actor=engine if engine.startswith("agent:") else ACTOR,
-                default_engine=specialist.workflow,
-                event_id=event.id,
-                job_id=job_id,
-                accepted_at=datetime.fromtimestamp(accepted_at, UTC),
-            )
-            if self.store.save_decision(decision):
-                DECISIONS.labels(workflow=decision.workflow, outcome=decision.outcome, status=decision.status).inc()
-                DECISION_LATENCY.observe(max(0.0, (decision.decided_at or datetime.now(UTC)).timestamp() - accepted_at))
-                self.store.append_audit(
-                    "decision.recorded",
-                    decision.subject,
-                    ACTOR,
-                    {
-                        "decision": did,
-                        "outcome": decision.outcome,
-                        "status": decision.status,
-                        "confidence": decision.confidence,
-                        "gate": decision.evidence["governance"],
-                    },
-                    dedup_key=f"decision:{did}",
-                )
-                log.info(
-                    "decision.recorded",
-                    decision_id=did,
-                    event_id=event.id,
-                    job_id=job_id,
-                    outcome=decision.outcome,
-                    status=decision.status,
-                )
-            else:
-                decision = self.store.get_decision(did) or decision
-            decisions.append(decision)
-        for j, r in enumerate(rejected):
-            record = r.to_decision(
-                decision_id(event.key, f"agent-rejected:{r.workflow}", j), event_id=event.id, job_id=job_id
-            )
-            if not self.store.save_decision(record):
-                record = self.store.get_decision(record.id) or record
-            decisions.append(record)
-        self.queue.set_fields(job_id, decided=[d.id for d in decisions])
-        return decisions
+    def approve(self, decision_id_: str, actor: str, changes: list[dict[str, Any]] | None = None) -> Review:
+        """Approve a pending decision (see ``DecisionService.approve``)."""
+        return self.decisions.approve(decision_id_, actor, changes)
 
-    def approve(self, decision_id_: str, actor: str) -> Decision | None:
-        """Execute a pending decision once: the first approval wins, later ones get None."""
-        decision = self.store.get_decision(decision_id_)
-        if decision is None:
-            return None
-        policy = self.store.get_policy()
-        with self.locks.hold(execution_locks(decision)):
-            claimed = self.store.transition(decision_id_, to="executing", from_={"pending_review"}, actor=actor)
-            if claimed is None:
-                return None
-            self.store.append_audit("decision.approved", decision.subject, actor, {"decision": decision_id_})
-            failed = fail_if_waved(self.store, self.systems.wms, claimed, actor)
-            if failed is not None:
-                return failed
-            return self.executor.execute(claimed, actor, verify_stock=policy.policy != "baseline")
+    def reject(self, decision_id_: str, actor: str, reason: str) -> Review:
+        """Reject a live decision with a reason (see ``DecisionService.reject``)."""
+        return self.decisions.reject(decision_id_, actor, reason)
 
-    def reject(self, decision_id_: str, actor: str, reason: str | None) -> Decision | None:
-        rejected = self.store.transition(
-            decision_id_, to="rejected", from_={"pending_review"}, actor=actor, error=reason
-        )
-        if rejected is not None:
-            self.store.append_audit(
-                "decision.rejected", rejected.subject, actor, {"decision": decision_id_, "reason": reason}
-            )
-        return rejected
+    def maintain(self, resume_after_s: float = 60.0, give_up_s: float = 900.0) -> int:
+        """The worker's periodic duty: finish (or undo) decisions left executing."""
+        return len(self.decisions.resume_stuck(resume_after_s, give_up_s))
+
+
+def _stale_agent(p: Proposal, reasons: list[str]) -> Any:
+    from agents.proposals import RejectedProposal
+
+    return RejectedProposal(
+        agent=str(p.evidence.get("engine", "agent")).removeprefix("agent:"),
+        workflow=p.workflow,
+        subject=p.subject,
+        reason="the facts moved while the agent ran: " + "; ".join(reasons),
+        evidence={"stale": reasons},
+    )

@@ -25,11 +25,10 @@ from pydantic import ValidationError
 from api.main import create_app
 from domain.events import CloudEvent, EventError, parse_event
 from domain.models import Scenario
-from runtime.bootstrap import Container, bootstrap
+from runtime.bootstrap import Container, bootstrap, make_worker
 from runtime.report import build_report
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key
-from runtime.worker import Worker
 from twin.server import create_twin_app
 from twin.state import TwinState
 
@@ -181,7 +180,7 @@ def start_workers(container: Container, count: int, stop: threading.Event) -> li
     """``count`` worker threads consuming the container's queue until ``stop`` is set."""
     threads = []
     for n in range(count):
-        worker = Worker(container.queue, container.pipeline.handle, container.settings, name=f"replay-worker-{n}")
+        worker = make_worker(container, name=f"replay-worker-{n}")
         thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{n}", daemon=True)
         thread.start()
         threads.append(thread)

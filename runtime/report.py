@@ -119,7 +119,9 @@ def kpis(scenario: Scenario, decisions: list[Decision], final_state: dict[str, A
         # Extension: orders with stock reserved at a node whose next cutoff is after ship_by.
         "orders_missing_cutoff": missing_cutoff,
         "auto_resolved_rate": round(len(auto) / len(exceptions), 4) if exceptions else 0.0,
-        "pending_review": sum(d.status == "pending_review" for d in decisions),
+        "pending_review": sum(d.status in ("pending_review", "awaiting_planner") for d in decisions),
+        "superseded": sum(d.status == "superseded" for d in decisions),
+        "stale_approvals": sum((d.review or {}).get("kind") == "stale" for d in decisions),
         "decision_latency_ms": {"p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2)},
     }
 

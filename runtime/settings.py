@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     block_ms: int = 1000
     workers: int = 1
     lock_ttl_s: float = 30.0
+    # The built-in clock: `crossdock serve` queues crossdock.tick this often (0: off; send your own).
+    tick_s: float = Field(default=60.0, ge=0)
+    # A decision left executing (a system failed mid-way, a worker died) is resumed by a worker
+    # after resume_after_s, and undone and failed after give_up_s: nothing stays executing forever.
+    resume_after_s: float = Field(default=60.0, gt=0)
+    give_up_s: float = Field(default=900.0, gt=0)
     # How often `crossdock serve` copies settled decisions into the knowledge base's history (0: never).
     knowledge_sync_s: float = Field(default=30.0, ge=0)
     host: str = "127.0.0.1"

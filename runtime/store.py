@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.pool import StaticPool
 
-from domain.decisions import Decision
+from domain.decisions import LIVE_STATUSES, Decision
 from domain.engines.clock import as_utc
 from domain.models import Settings
 
@@ -129,6 +129,8 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("job_id", sa.String(256), index=True),
         sa.Column("workflow", sa.String(64), nullable=False, index=True),
         sa.Column("subject", sa.String(256), nullable=False, index=True),
+        # (workflow family, subject): at most one live proposal per key (the partial unique index).
+        sa.Column("live_key", sa.String(330), nullable=True, index=True),
         sa.Column("outcome", sa.String(64), nullable=False),
         sa.Column("status", sa.String(32), nullable=False, index=True),
         sa.Column("confidence", sa.Float, nullable=False),
@@ -137,6 +139,14 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("created_at", UTCDateTime, nullable=False, index=True),
         sa.Column("updated_at", UTCDateTime, nullable=False, index=True),
         sa.Column("data", _JSON, nullable=False),
+    )
+    live = ["pending_review", "awaiting_planner"]
+    sa.Index(
+        "uq_decisions_live",
+        decisions.c.live_key,
+        unique=True,
+        sqlite_where=decisions.c.status.in_(live),
+        postgresql_where=decisions.c.status.in_(live),
     )
     action_log = sa.Table(
         "action_log",
@@ -309,33 +319,63 @@ class Store:
 
     # ------------------------------------------------------------------ decisions
 
+    def _decision_row(self, d: Decision, now: datetime) -> dict[str, Any]:
+        return {
+            "id": d.id,
+            "event_id": d.event_id,
+            "job_id": d.job_id,
+            "workflow": d.workflow,
+            "subject": d.subject,
+            "live_key": d.live_key,
+            "outcome": d.outcome,
+            "status": d.status,
+            "confidence": d.confidence,
+            "cost_impact": d.cost_impact,
+            "human_review_required": d.human_review_required,
+            "created_at": d.created_at or now,
+            "updated_at": now,
+            "data": d.model_dump(mode="json"),
+        }
+
     def save_decision(self, d: Decision) -> bool:
         """Insert a decision; if its id exists already, change nothing and return False."""
+        return self.record_decision(d)[0]
+
+    def record_decision(self, d: Decision) -> tuple[bool, Decision, list[Decision]]:
+        """Insert a decision once, keeping one live proposal per (workflow, subject).
+
+        A decision that may act (pending review, or executing now) supersedes the live proposal of
+        its key in the same transaction: the old one becomes ``superseded`` and both are linked.
+        Returns (inserted, the decision as stored, the proposals it superseded); a known id changes
+        nothing (a redelivery).
+        """
         now = utcnow()
-        created = as_utc(d.created_at) if d.created_at else now
-        d = d.model_copy(update={"created_at": created})
-        stmt = (
-            self._insert(self.decisions)
-            .values(
-                id=d.id,
-                event_id=d.event_id,
-                job_id=d.job_id,
-                workflow=d.workflow,
-                subject=d.subject,
-                outcome=d.outcome,
-                status=d.status,
-                confidence=d.confidence,
-                cost_impact=d.cost_impact,
-                human_review_required=d.human_review_required,
-                created_at=created,
-                updated_at=now,
-                data=d.model_dump(mode="json"),
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .execution_options(preserve_rowcount=True)
-        )
+        d = d.model_copy(update={"created_at": as_utc(d.created_at) if d.created_at else now})
+        c = self.decisions.c
+        superseded: list[Decision] = []
         with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            if self.dialect == "postgresql":
+                # Writers of one key queue here, so two of them never both see "no live proposal".
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(d.live_key))))
+            known = conn.execute(sa.select(c.data).where(c.id == d.id)).scalar()
+            if known is not None:
+                return False, Decision.model_validate(known), []
+            if d.actions and d.status in ("pending_review", "executing", "awaiting_planner"):
+                rows = conn.execute(
+                    sa.select(c.data).where(c.live_key == d.live_key, c.status.in_(sorted(LIVE_STATUSES)))
+                ).scalars()
+                for data in rows:
+                    old = Decision.model_validate({**data, "status": "superseded", "superseded_by": d.id})
+                    conn.execute(
+                        sa.update(self.decisions)
+                        .where(c.id == old.id)
+                        .values(status="superseded", updated_at=now, data=old.model_dump(mode="json"))
+                    )
+                    superseded.append(old)
+                if superseded and d.supersedes is None:
+                    d = d.model_copy(update={"supersedes": superseded[-1].id})
+            conn.execute(sa.insert(self.decisions).values(**self._decision_row(d, now)))
+        return True, d, superseded
 
     def get_decision(self, id: str) -> Decision | None:
         """The decision with this id, or None."""
@@ -390,8 +430,11 @@ class Store:
             rows = conn.execute(stmt).all()
         return [(Decision.model_validate(data), as_utc(updated)) for data, updated, _ in rows]
 
-    def transition(self, id: str, *, to: str, from_: set[str], actor: str, error: str | None = None) -> Decision | None:
-        """Compare-and-set a decision's status; the updated decision, or None if it did not move."""
+    def transition(
+        self, id: str, *, to: str, from_: set[str], actor: str, error: str | None = None, **changes: Any
+    ) -> Decision | None:
+        """Compare-and-set a decision's status (and data fields such as ``review``); the updated
+        decision, or None if it was not in ``from_``. ``to`` may equal the status (a touch)."""
         if not from_:
             return None
         c = self.decisions.c
@@ -407,9 +450,45 @@ class Store:
             if moved != 1:
                 return None
             data = conn.execute(sa.select(c.data).where(c.id == id)).scalar_one()
-            decision = Decision.model_validate({**data, "status": to, "actor": actor, "error": error})
+            update = {"status": to, "actor": actor, "error": error, **changes}
+            decision = Decision.model_validate({**data, **update})
             conn.execute(sa.update(self.decisions).where(c.id == id).values(data=decision.model_dump(mode="json")))
         return decision
+
+    def live_decision(self, key: str) -> Decision | None:
+        """The live proposal (pending review or awaiting a planner) of a (workflow, subject) key."""
+        c = self.decisions.c
+        stmt = sa.select(c.data).where(c.live_key == key, c.status.in_(sorted(LIVE_STATUSES)))
+        with self._read() as conn:
+            data = conn.execute(stmt).scalar()
+        return None if data is None else Decision.model_validate(data)
+
+    def latest(self, key: str, status: str) -> Decision | None:
+        """The newest decision of a key in ``status`` (for example the last plan a planner rejected)."""
+        c = self.decisions.c
+        stmt = sa.select(c.data).where(c.live_key == key, c.status == status).order_by(c.updated_at.desc()).limit(1)
+        with self._read() as conn:
+            data = conn.execute(stmt).scalar()
+        return None if data is None else Decision.model_validate(data)
+
+    def executing_since(self, before: datetime, limit: int = 50) -> list[Decision]:
+        """Decisions left ``executing`` since before ``before`` (a crash or a system that failed)."""
+        c = self.decisions.c
+        stmt = (
+            sa.select(c.data)
+            .where(c.status == "executing", c.updated_at < as_utc(before))
+            .order_by(c.updated_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [Decision.model_validate(row) for row in conn.execute(stmt).scalars()]
+
+    def actions_of(self, decision_id: str) -> list[dict[str, Any]]:
+        """The actions of a decision recorded as applied, in the order they were applied."""
+        c = self.action_log.c
+        stmt = sa.select(c.idempotency_key, c.action, c.result).where(c.decision_id == decision_id).order_by(c.at)
+        with self._read() as conn:
+            return [{"idempotency_key": k, "action": a, "result": r} for k, a, r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------ action log
 

@@ -29,12 +29,22 @@ Handler = Callable[[str, dict[str, str]], list[str]]
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, handler: Handler, settings: Settings, name: str | None = None) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handler: Handler,
+        settings: Settings,
+        name: str | None = None,
+        maintenance: Callable[[], object] | None = None,
+    ) -> None:
         self.queue = queue
         self.handler = handler
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
         self.processed = 0
+        # Periodic duty between jobs (the pipeline's resume of decisions left executing).
+        self.maintenance = maintenance
+        self._maintained = time.monotonic()
 
     def run(self, stop: threading.Event | None = None, burst: bool = False) -> int:
         """Consume until ``stop`` is set (or, in burst mode, until the queue is idle)."""
@@ -54,10 +64,21 @@ class Worker:
                 log.warning("worker.redis_error", worker=self.name, error=str(exc))
                 stop.wait(1.0)
                 continue
+            self._maintain()
             if burst and not batch:
                 time.sleep(0.05)
         log.info("worker.stopped", worker=self.name, processed=self.processed)
         return self.processed
+
+    def _maintain(self) -> None:
+        every = min(self.settings.resume_after_s, 30.0)
+        if self.maintenance is None or time.monotonic() - self._maintained < every:
+            return
+        self._maintained = time.monotonic()
+        try:
+            self.maintenance()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep is retried on the next beat
+            log.warning("worker.maintenance_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
 
     def _poll(self, burst: bool) -> list[Delivery]:
         self.queue.promote_due()

@@ -133,9 +133,31 @@ def release_context(
 HELD_FOR_STOCK = "no_stock"
 
 
+AWAITING_PLANNER = "awaiting"  # the memo queue of orders a planner must decide (``runtime.lifecycle``)
+
+
 def held_orders(systems: Systems) -> list[OrderView]:
-    """Orders the OMS holds for lack of stock: the backlog a tick re-sources."""
-    return [v for v in systems.oms.orders(["held"]) if v.hold_reason == HELD_FOR_STOCK]
+    """The backlog a tick re-sources: orders the OMS holds for lack of stock, and open orders with
+    nothing reserved that wait for a planner (a rejected plan and nothing else to offer)."""
+    views = [v for v in systems.oms.orders(["held"]) if v.hold_reason == HELD_FOR_STOCK]
+    if systems.memo is None:
+        return views
+    seen = {v.order.id for v in views}
+    settled = []
+    for order_id in systems.memo.due(AWAITING_PLANNER, float("inf")):
+        if order_id in seen:
+            continue
+        try:
+            view = systems.oms.order(order_id)
+        except (LookupError, PermanentConnectorError):
+            settled.append(order_id)
+            continue
+        if view.status in ("open", "held") and not any(al.qty > 0 for ln in view.lines for al in ln.allocations):
+            views.append(view)
+        else:
+            settled.append(order_id)
+    systems.memo.done(AWAITING_PLANNER, settled)
+    return views
 
 
 def substitute_map(systems: Systems, skus: set[str]) -> dict[str, list[str]]:

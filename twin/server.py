@@ -109,6 +109,21 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
         """Create a stock transfer between nodes."""
         return act("wms", "create_transfer", key, dict(body or {}))
 
+    @r.post("/waves/{wave_id}/cancel")
+    def cancel_wave(wave_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Cancel a released wave (a failed decision's compensation)."""
+        return act("wms", "cancel_wave", key, {**dict(body or {}), "waveId": wave_id})
+
+    @r.post("/tasks/{task_id}/cancel")
+    def cancel_task(task_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Cancel an open warehouse task."""
+        return act("wms", "cancel_task", key, {**dict(body or {}), "task_id": task_id})
+
+    @r.post("/transfers/{transfer_id}/cancel")
+    def cancel_transfer(transfer_id: str, key: IdempotencyKey = None, body: JsonBody = None) -> JSONResponse:
+        """Cancel a transfer not yet received."""
+        return act("wms", "cancel_transfer", key, {**dict(body or {}), "transfer_id": transfer_id})
+
     return r
 
 

@@ -640,6 +640,26 @@ class TwinState:
         self._transfers.append(transfer)
         return {"transfer_id": transfer["id"], "status": "created"}
 
+    # Compensations (extension): undo a wave, task or transfer a failed decision created.
+
+    def _cancel(self, records: list[dict[str, Any]], field: str, value: str, what: str) -> dict[str, Any]:
+        rec = next((r for r in records if r.get(field) == value), None)
+        if rec is None:
+            raise TwinRejected(f"{what} {value} does not exist")
+        if rec.get("status") in ("done", "shipped", "closed", "received"):
+            raise TwinRejected(f"{what} {value} is {rec['status']}; too late to cancel")
+        rec["status"] = "cancelled"
+        return {field: value, "status": "cancelled"}
+
+    def _wms_cancel_wave(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        return self._cancel(self._waves, "waveId", str(_req(p, "waveId")), "wave")
+
+    def _wms_cancel_task(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        return self._cancel(self._tasks, "id", str(_req(p, "task_id")), "task")
+
+    def _wms_cancel_transfer(self, p: dict[str, Any], key: str) -> dict[str, Any]:
+        return self._cancel(self._transfers, "id", str(_req(p, "transfer_id")), "transfer")
+
     # ERP ------------------------------------------------------------------
 
     def _erp_create_backorder(self, p: dict[str, Any], key: str) -> dict[str, Any]:
@@ -737,6 +757,9 @@ class TwinState:
         "wms.create_wave": _wms_create_wave,
         "wms.create_task": _wms_create_task,
         "wms.create_transfer": _wms_create_transfer,
+        "wms.cancel_wave": _wms_cancel_wave,
+        "wms.cancel_task": _wms_cancel_task,
+        "wms.cancel_transfer": _wms_cancel_transfer,
         "erp.create_backorder": _erp_create_backorder,
         "erp.post_adjustment": _erp_post_adjustment,
         "erp.expedite_po": _erp_expedite_po,

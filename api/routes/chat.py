@@ -19,11 +19,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, OrderReaderRole
-from domain.decisions import Decision, Proposal, decision_id
+from domain.decisions import Decision, Proposal, decision_id, live_key
 from domain.errors import ConnectorError
-from domain.governance import gated_decision
 from runtime.bootstrap import Container
-from runtime.order_changes import fail_if_waved, order_change_locks
 from tools.chat.conversations import Conversation, ConversationStore, new_id
 from tools.chat.facts import KnowledgeSearch
 from tools.chat.risk import at_risk, clock_of
@@ -40,38 +38,27 @@ class ChatRequest(BaseModel):
 
 
 def submit_through_gate(container: Container, role: str) -> Any:
-    """The chat's ``submit``: gate → store (insert-once) → audit → executor, as the pipeline does."""
+    """The chat's ``submit``: the decision service records it (gate → store → audit) and, when
+    the gate lets it run now, executes it under the order's locks, as the pipeline does."""
+    service = container.pipeline.decisions
 
     def submit(proposal: Proposal, key: str) -> Decision:
         actor = f"{role}:{ACTOR_PREFIX}"
         policy = container.store.get_policy()
         did = decision_id(key, proposal.workflow)
-        decision = gated_decision(
-            proposal, policy, did, actor=actor, default_engine="chat", accepted_at=datetime.now(UTC)
-        )
-        if not container.store.save_decision(decision):
-            return container.store.get_decision(did) or decision
-        container.store.append_audit(
-            "decision.recorded",
-            decision.subject,
-            actor,
-            {
-                "decision": did,
-                "outcome": decision.outcome,
-                "status": decision.status,
-                "gate": decision.evidence["governance"],
-            },
-            dedup_key=f"decision:{did}",
-        )
-        if decision.status != "executing":
-            return decision
         skus = [f"sku:{s}" for s in proposal.evidence.get("skus", []) if isinstance(s, str)]
-        with container.locks.hold(sorted(set(skus) | set(order_change_locks(decision)))):
-            # Releases create waves under these locks: re-check the policy's premise now.
-            failed = fail_if_waved(container.store, container.systems.wms, decision, actor)
-            if failed is not None:
-                return failed
-            return container.executor.execute(decision, actor, verify_stock=False)
+        with container.locks.hold(sorted(set(skus) | {f"decision:{did}"})):
+            decision = service.record(
+                proposal, policy, did, actor=actor, default_engine="chat", accepted_at=datetime.now(UTC)
+            )
+            if decision is None:  # the same change a planner refused on these facts: that refusal stands
+                refused = service.store.latest(
+                    live_key(proposal.workflow, proposal.subject, proposal.outcome), "rejected"
+                )
+                assert refused is not None
+                return refused
+            # Releases create waves under these locks: the service re-checks the policy's premise.
+            return service.execute(decision, actor, verify_stock=False)
 
     return submit
 

@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContainerDep, PlannerRole
-from domain.errors import ConnectorError
+from runtime.lifecycle import ChangeRejected, DecisionNotFound, ExecutionInterrupted, NotReviewable
+from runtime.locks import LockTimeout
 
 router = APIRouter(tags=["decisions"])
 
 
+class Change(BaseModel):
+    """One edit of a proposal's action: which action (its index) and the fields to set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: int = Field(ge=0, description="index of the action in the decision's actions")
+    node: str | None = Field(default=None, max_length=64, description="oms.allocate: the node to reserve at")
+    qty: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="oms.allocate, wms.create_transfer")
+    from_: str | None = Field(default=None, alias="from", max_length=64, description="wms.create_transfer: source")
+    promise_date: date | None = Field(default=None, description="oms.update_promise_date, erp.create_backorder")
+
+    def edits(self) -> dict[str, Any]:
+        return {"action": self.action, **self.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+class ApproveBody(BaseModel):
+    """Approve as proposed, or with changes (recorded as "approved with changes": an override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changes: list[Change] = Field(default=[], max_length=50)
+    note: str = Field(default="", max_length=2000)
+
+
 class RejectBody(BaseModel):
-    reason: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", description="why: the engines decide again with it"
+    )
 
 
 @router.get("/v1/decisions")
@@ -44,36 +74,64 @@ async def get_decision(decision_id: str, container: ContainerDep, _role: Planner
     return decision.model_dump(mode="json")
 
 
-@router.post("/v1/decisions/{decision_id}/approve")
-async def approve(decision_id: str, container: ContainerDep, role: PlannerRole) -> dict[str, Any]:
-    """Approve a pending decision: its actions execute now, exactly once."""
-    actor = f"{role}:api"
+@router.post("/v1/decisions/{decision_id}/approve", responses={409: {"description": "stale or not pending"}})
+async def approve(
+    decision_id: str, container: ContainerDep, role: PlannerRole, body: ApproveBody | None = None
+) -> dict[str, Any]:
+    """Approve a pending decision: its facts are re-checked, then its actions run exactly once.
+
+    Facts that moved answer 409 ``stale`` with the fresh proposal; an interrupted execution answers
+    503 and is resumed (approve again, or the worker resumes it); a permanent failure undoes what
+    was applied and answers 409 ``failed``."""
+    body = body or ApproveBody()
+    changes = [c.edits() for c in body.changes]
     try:
-        result = await run_in_threadpool(container.pipeline.approve, decision_id, actor)
-    except ConnectorError as exc:
-        raise HTTPException(503, f"a system could not be reached; approve again to resume: {exc}") from None
-    if result is None:
-        return _conflict(container, decision_id)
-    if result.status == "failed":
-        raise HTTPException(409, f"approved but not executed: {result.error}")
-    return result.model_dump(mode="json")
+        review = await run_in_threadpool(
+            container.pipeline.decisions.approve, decision_id, f"{role}:api", changes or None, body.note
+        )
+    except DecisionNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except NotReviewable as exc:
+        raise HTTPException(409, {"error": "not_pending", "message": str(exc)}) from None
+    except ChangeRejected as exc:
+        raise HTTPException(422, {"error": "invalid_change", "message": str(exc)}) from None
+    except (ExecutionInterrupted, LockTimeout) as exc:
+        raise HTTPException(503, {"error": "interrupted", "message": str(exc)}) from None
+    if review.outcome == "stale":
+        raise HTTPException(
+            409,
+            {
+                "error": "stale",
+                "message": "the facts this proposal stood on have moved; nothing was executed",
+                "reasons": review.reasons,
+                "decision": review.decision.model_dump(mode="json"),
+                "fresh": review.fresh.model_dump(mode="json") if review.fresh else None,
+            },
+        )
+    if review.decision.status == "failed":
+        raise HTTPException(
+            409,
+            {
+                "error": "failed",
+                "message": f"approved but not executed: {review.decision.error}",
+                "undone": review.decision.undone,
+                "decision": review.decision.model_dump(mode="json"),
+            },
+        )
+    return review.decision.model_dump(mode="json")
 
 
 @router.post("/v1/decisions/{decision_id}/reject")
-async def reject(
-    decision_id: str, container: ContainerDep, role: PlannerRole, body: RejectBody | None = None
-) -> dict[str, Any]:
-    """Reject a pending decision: nothing is executed."""
-    result = await run_in_threadpool(
-        container.pipeline.reject, decision_id, f"{role}:api", body.reason if body else None
-    )
-    if result is None:
-        return _conflict(container, decision_id)
-    return result.model_dump(mode="json")
-
-
-def _conflict(container: ContainerDep, decision_id: str) -> dict[str, Any]:
-    current = container.store.get_decision(decision_id)
-    if current is None:
-        raise HTTPException(404, f"no decision {decision_id!r}")
-    raise HTTPException(409, f"decision {decision_id} is {current.status}, not pending_review")
+async def reject(decision_id: str, body: RejectBody, container: ContainerDep, role: PlannerRole) -> dict[str, Any]:
+    """Reject a live decision with a reason: nothing is executed, and the subject is decided again
+    with the reason as an override (or waits for a planner in ``awaiting_planner``)."""
+    try:
+        review = await run_in_threadpool(container.pipeline.decisions.reject, decision_id, f"{role}:api", body.reason)
+    except DecisionNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except NotReviewable as exc:
+        raise HTTPException(409, {"error": "not_pending", "message": str(exc)}) from None
+    return {
+        **review.decision.model_dump(mode="json"),
+        "next": review.fresh.model_dump(mode="json") if review.fresh else None,
+    }

@@ -78,8 +78,9 @@ def test_cancel_before_release_is_a_gated_decision_and_the_role_decides(stack: S
     planner = chat(stack, "cancel SO-4", role="planner")
     assert "done" in planner["answer"]
     assert stack.state.order("SO-4").status == "cancelled"
+    # The planner's cancel acted: the rep's pending one is superseded (one live proposal per order).
     statuses = sorted(d.status for d in chat_decisions(stack))
-    assert statuses == ["executed", "pending_review"]
+    assert statuses == ["executed", "superseded"]
 
 
 def test_cancel_after_the_wave_is_released_opens_a_warehouse_ticket(stack: Stack) -> None:
@@ -271,13 +272,16 @@ def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(
     applied = len(stack.state.applied_actions())
     approved = stack.client.post(f"/v1/decisions/{decision.id}/approve", headers=stack.headers("planner"))
     assert approved.status_code == 409, approved.text
-    assert f"SO-31 joined wave {wave} before the change ran" in approved.json()["detail"]
+    detail = approved.json()["detail"]
+    assert detail["error"] == "stale" and f"SO-31 joined wave {wave}" in detail["reasons"]
+    assert detail["fresh"] is None  # a customer's request is not re-decided by an engine: the rep asks again
     stored = stack.container.store.get_decision(decision.id)
     assert stored is not None and stored.status == "failed" and wave in (stored.error or "")
+    assert stored.review is not None and stored.review["kind"] == "stale"
     assert stack.state.order("SO-31").status == "released" and reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
     assert len(stack.state.applied_actions()) == applied  # nothing reached the OMS
-    [entry] = stack.container.store.audit(subject="SO-31", kind="decision.failed")
-    assert entry.payload == {"decision": decision.id, "error": stored.error}
+    [entry] = stack.container.store.audit(subject="SO-31", kind="decision.stale")
+    assert entry.payload == {"decision": decision.id, "reasons": detail["reasons"]}
 
 
 def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stack) -> None:
@@ -287,7 +291,7 @@ def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stac
     assert decision.status == "pending_review"
     make_room_on_a_wave(stack)
     approved = stack.client.post(f"/v1/decisions/{decision.id}/approve", headers=stack.headers("planner"))
-    assert approved.status_code == 409 and "joined wave" in approved.json()["detail"]
+    assert approved.status_code == 409 and any("joined wave" in r for r in approved.json()["detail"]["reasons"])
     assert stack.state.order("SO-31").lines[0].qty == 3 and reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
 
 

@@ -10,6 +10,7 @@ import multiprocessing
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -130,10 +131,13 @@ def test_saving_a_decision_inserts_it_once_and_never_overwrites(store: Store) ->
 
 def test_listing_decisions_filters_by_each_field_in_creation_then_insertion_order(store: Store) -> None:
     t0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-    store.save_decision(make_decision("dec-c", created_at=t0 + timedelta(minutes=5)))
+    # Distinct subjects: one live proposal per subject (see the supersede tests below).
+    store.save_decision(make_decision("dec-c", created_at=t0 + timedelta(minutes=5), subject="SO-3"))
     store.save_decision(make_decision("dec-b", created_at=t0, status="executed", subject="SO-2"))
-    store.save_decision(make_decision("dec-a", created_at=t0, job_id="job-2", event_id="evt-2"))
-    store.save_decision(make_decision("dec-d", created_at=t0 + timedelta(minutes=1), workflow="allocation"))
+    store.save_decision(make_decision("dec-a", created_at=t0, job_id="job-2", event_id="evt-2", subject="SO-4"))
+    store.save_decision(
+        make_decision("dec-d", created_at=t0 + timedelta(minutes=1), workflow="allocation", subject="SO-5")
+    )
 
     def ids(**filters: object) -> list[str]:
         return [d.id for d in store.list_decisions(**filters)]  # type: ignore[arg-type]
@@ -148,6 +152,42 @@ def test_listing_decisions_filters_by_each_field_in_creation_then_insertion_orde
     assert ids(status="pending_review", workflow="order_release") == ["dec-a", "dec-c"]
     assert ids(limit=2, offset=1) == ["dec-a", "dec-d"]
     assert ids(subject="nobody") == []
+
+
+def test_a_newer_proposal_for_the_same_subject_supersedes_the_live_one_linked_both_ways(store: Store) -> None:
+    store.save_decision(make_decision("dec-1", subject="SO-7"))
+    # Re-sourcing on a tick (workflow allocation) decides the same thing about the order.
+    inserted, newer, superseded = store.record_decision(make_decision("dec-2", subject="SO-7", workflow="allocation"))
+    assert inserted and newer.supersedes == "dec-1" and [d.id for d in superseded] == ["dec-1"]
+    old = store.get_decision("dec-1")
+    assert old is not None and (old.status, old.superseded_by) == ("superseded", "dec-2")
+    assert [d.id for d in store.list_decisions(status="pending_review")] == ["dec-2"]
+    # Another subject, or a redelivery of a known id, supersedes nothing.
+    assert store.record_decision(make_decision("dec-3", subject="SO-8"))[2] == []
+    assert store.record_decision(make_decision("dec-2", subject="SO-7"))[:1] == (False,)
+    assert store.live_decision("order_release:SO-7") is not None
+
+
+def test_the_database_refuses_two_live_proposals_for_one_subject(store: Store) -> None:
+    store.save_decision(make_decision("dec-1", subject="SO-7"))
+    with pytest.raises(sa.exc.IntegrityError):
+        with store._write() as conn:  # noqa: SLF001 - a writer that bypasses record_decision
+            conn.execute(
+                sa.insert(store.decisions).values(
+                    **store._decision_row(make_decision("dec-9", subject="SO-7"), datetime.now(UTC))  # noqa: SLF001
+                )
+            )
+
+
+def test_concurrent_proposals_for_one_subject_leave_exactly_one_live(store: Store) -> None:
+    def record(n: int) -> None:
+        store.record_decision(make_decision(f"dec-{n}", subject="SO-9"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(record, range(16)))
+    live = store.list_decisions(status="pending_review", subject="SO-9")
+    assert len(live) == 1
+    assert len(store.list_decisions(status="superseded", subject="SO-9")) == 15
 
 
 def test_a_transition_happens_only_from_an_allowed_status_and_keeps_the_json_in_sync(store: Store) -> None:

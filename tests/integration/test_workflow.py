@@ -220,7 +220,7 @@ def test_cost_and_confidence_thresholds_send_decisions_to_review(stack: Stack) -
     assert decision["status"] == "pending_review" and "cost impact 3.3 > 1" in decision["evidence"]["governance"]
 
 
-def test_approving_stale_stock_fails_with_409_instead_of_overselling(stack: Stack) -> None:
+def test_approving_after_the_stock_moved_is_stale_and_decides_again(stack: Stack) -> None:
     stack.set_policy(modes={"order_release": "propose"})
     first = stack.publish(order_event("SO-9", [("SKU-200", 7)]))
     second = stack.publish(order_event("SO-10", [("SKU-200", 7)]))
@@ -230,7 +230,19 @@ def test_approving_stale_stock_fails_with_409_instead_of_overselling(stack: Stac
     planner = stack.headers("planner")
     assert stack.client.post(f"/v1/decisions/{d1['id']}/approve", headers=planner).status_code == 200
     conflict = stack.client.post(f"/v1/decisions/{d2['id']}/approve", headers=planner)
-    assert conflict.status_code == 409 and "only 0 pickable" in conflict.json()["detail"]
+    detail = conflict.json()["detail"]
+    assert conflict.status_code == 409 and detail["error"] == "stale"
+    assert any("only 0 pickable" in r for r in detail["reasons"])
+    # Nothing of the stale plan ran; the order was decided again at once, on today's stock.
+    assert stack.state.order("SO-10").lines[0].allocations == []
+    fresh = detail["fresh"]
+    assert fresh is not None and fresh["subject"] == "SO-10" and fresh["supersedes"] == d2["id"]
+    assert fresh["status"] == "pending_review" and not any(
+        a["type"] == "allocate" and a["payload"]["node"] == "DC-EAST" and a["payload"]["qty"] == 7
+        for a in fresh["actions"]
+    )
+    old = stack.client.get(f"/v1/decisions/{d2['id']}", headers=planner).json()
+    assert old["status"] == "superseded" and old["superseded_by"] == fresh["id"] and old["review"]["kind"] == "stale"
     assert stack.state.export_state()["oversells"]["count"] == 0
 
 

@@ -13,6 +13,7 @@ from tools.chat.facts import OPEN_STATUSES, DecisionReader, as_date
 from tools.context import Systems
 
 REVIEW = "pending_review"
+AWAITING = "awaiting_planner"
 
 
 def _name(systems: Systems, customer: str, known: dict[str, str]) -> str:
@@ -56,6 +57,8 @@ def reasons_for(
     for task in tasks or []:
         out.append({"kind": "open_exception", "detail": f"open {task['type']} task {task['id']} at {task['node']}"})
     for d in decisions:
+        if d.status == AWAITING:
+            out.append({"kind": "awaiting_planner", "detail": f"a planner must decide ({d.id}): {d.error or ''}"})
         if d.status == REVIEW and d.workflow == "exception_triage":
             out.append({"kind": "open_exception", "detail": f"exception awaiting review ({d.id})"})
     return out
@@ -87,6 +90,7 @@ def at_risk(systems: Systems, decisions: DecisionReader, now: datetime | None = 
     views = systems.oms.orders(OPEN_STATUSES)
     waves = systems.wms.waves()
     pending = decisions.list_decisions(status=REVIEW, limit=10_000)
+    pending += decisions.list_decisions(status=AWAITING, limit=10_000)
     by_subject: dict[str, list[Decision]] = {}
     for d in pending:
         by_subject.setdefault(d.subject, []).append(d)
