@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy domain connectors tools agents crews knowledge runtime api twin crossdock
 
-# Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth), as on the dev machines.
+# Needs no servers: embedded Redis and PostgreSQL, unless REDIS_URL / DATABASE_URL point at running ones.
 test: $(STAMP) lint
 	$(BIN)/pytest
 

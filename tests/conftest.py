@@ -2,16 +2,25 @@
 
 Any attempt to connect to a non-loopback address (an LLM provider, a telemetry endpoint,
 anything on the internet) raises ``NetworkBlocked`` and fails the test that made it.
+
+Servers: ``REDIS_URL`` and ``DATABASE_URL`` are taken out of the environment here; the tests use
+those servers when they are set, else embedded ones (``tests/services.py``), stopped at the end of
+the session. SIGTERM ends the session like Ctrl+C, so they are stopped then too.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 from typing import Any
 
 import pytest
+
+from tests import services
+
+services.take_env()  # before anything reads Settings from the environment
 
 for _var, _value in {
     "CREWAI_DISABLE_TELEMETRY": "true",
@@ -69,5 +78,15 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "network_guard: the network guard itself is under test")
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)  # pytest then tears down and stops the servers
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    services.stop()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from connectors.tryton.rpc import TrytonConfig
+from runtime.processes import OWNER, stop_tree
 
 # Modules the connectors need; their dependencies (stock, product, party, company, currency,
 # account...) are activated with them.
@@ -171,19 +171,14 @@ class TrytonServer:
         return self.directory / "trytond.log"
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the server by its PID, SIGKILL it if it has not gone within ``timeout``."""
+        """SIGTERM the server by its PID, SIGKILL it if it has not gone within ``timeout``; any process
+        it started goes with it."""
         proc = self._process
+        OWNER.release(self.pid)
         if proc is None or proc.poll() is not None:
             return
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
-            proc.wait(timeout)
+        stop_tree(self.pid, timeout)
+        proc.wait(timeout)  # reaped: nothing is left running, not even a zombie
 
     def __enter__(self) -> TrytonServer:
         return self
@@ -218,6 +213,8 @@ def start_server(
         admin_password=template.admin_password,
         _process=proc,
     )
+    # Stopped when this process exits, even if nobody calls server.stop() (an error, SIGTERM).
+    OWNER.adopt(proc.pid, "trytond", stop=server.stop)
     try:
         _wait_until_up(server, proc, timeout)
     except BaseException:

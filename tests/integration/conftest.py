@@ -1,4 +1,7 @@
-"""Integration fixtures: the real API over HTTP, the machine's Redis, a real store, the twin."""
+"""Integration fixtures: the real API over HTTP, a real Redis, a real store, the twin.
+
+Redis and PostgreSQL are the servers that ``REDIS_URL`` / ``DATABASE_URL`` point at, else embedded
+ones started once per session (``tests/services.py``)."""
 
 from __future__ import annotations
 
@@ -25,32 +28,37 @@ from domain.models import Scenario
 from runtime.bootstrap import Container, bootstrap
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key
+from runtime.store import normalise_url
 from runtime.worker import Worker
+from tests import services
 from tests.integration.tryton.harness import tryton_template  # noqa: F401  (one template per session)
+from twin.scenarios import EXAMPLE
 from twin.server import create_twin_app
 from twin.state import TwinState
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO.parent / "shared" / "contracts" / "example-scenario.json"
-REDIS_URL = os.environ.get("CROSSDOCK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+def pg_admin_url() -> str:
+    """A PostgreSQL server URL (psycopg driver) whose user may create databases: ``DATABASE_URL``,
+    else the session's embedded server, started on first use."""
+    return normalise_url(services.postgres_url())
 
 
 @contextmanager
 def fresh_pg_database() -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards; an unreachable server fails the test (CI starts it)."""
+    """A new PostgreSQL database, dropped afterwards; an unreachable server fails the test."""
     name = f"crossdock_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin_url = pg_admin_url()
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+        pytest.fail(f"PostgreSQL is not reachable at {admin.url!r}: {exc}")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -58,12 +66,20 @@ def fresh_pg_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The session's PostgreSQL server (``DATABASE_URL``, else embedded); stopped at session end."""
+    return pg_admin_url()
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
+    """The session's Redis (``REDIS_URL``, else embedded); stopped at session end."""
+    url = services.redis_url()
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:  # CI starts Redis; a missing server is a failure, not a skip
-        pytest.fail(f"Redis at {REDIS_URL} is not reachable: {exc}")
-    return REDIS_URL
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:  # a set REDIS_URL that does not answer is a failure, not a skip
+        pytest.fail(f"Redis at {url} is not reachable: {exc}")
+    return url
 
 
 @pytest.fixture

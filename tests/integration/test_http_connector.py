@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,12 +15,12 @@ from domain.decisions import Action
 from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
 from domain.models import Scenario
 from runtime.servers import free_port, serve_in_thread
+from twin.scenarios import EXAMPLE
 from twin.server import create_twin_app
 from twin.state import TwinState
 
 Adapters = tuple[HttpWms, HttpErp, HttpOms, HttpNotify]
 Twin = tuple[TwinState, str]
-EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared/contracts/example-scenario.json"
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from domain.decisions import Action
 from domain.errors import UnknownOrder, UnknownSku
 from domain.models import Scenario
+from twin.scenarios import EXAMPLE
 from twin.state import TwinRejected, TwinState
-
-EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared/contracts/example-scenario.json"
 
 
 @pytest.fixture

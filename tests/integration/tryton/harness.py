@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ from connectors.tryton.adapters import Overlay, TrytonErp, TrytonOms, TrytonWms,
 from connectors.tryton.loader import LoadResult, load_scenario
 from connectors.tryton.rpc import TrytonClient
 from connectors.tryton.server import TrytonServer, TrytonTemplate, start_server
-
-EXAMPLE = Path(__file__).resolve().parents[4] / "shared" / "contracts" / "example-scenario.json"
+from twin.scenarios import EXAMPLE
 
 
 @dataclass
