@@ -142,9 +142,24 @@ def live_key(workflow: str, subject: str, outcome: str = "") -> str:
     return f"{_FAMILY.get(workflow, workflow)}:{subject}{part}"
 
 
+# Payload fields that follow from the clock or the event rather than from the plan's substance.
+_VOLATILE = frozenset({"waveId", "priorityScore", "cutoffTime", "promise_date", "eta", "summary"})
+
+
+def _material(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _material(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_material(v) for v in value]
+    return value
+
+
 def plan_signature(actions: list[Action]) -> str:
-    """A hash of what a plan would write (actions and payloads, not their keys): equal plans act alike."""
-    body = json.dumps([[a.name, a.payload] for a in actions], sort_keys=True, separators=(",", ":"), default=str)
+    """A hash of what a plan would do (actions and their material payload, not their keys, wave
+    ids or dates): two plans with one signature reserve, move and change the same things."""
+    body = json.dumps(
+        [[a.name, _material(a.payload)] for a in actions], sort_keys=True, separators=(",", ":"), default=str
+    )
     return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 

@@ -360,7 +360,7 @@ class DecisionService:
 
     def _again(self, decision: Decision, actor: str, policy: Policy, override: str | None = None) -> Decision | None:
         """Decide the decision's subject again (call under its locks); the fresh live decision."""
-        now = self.clock()
+        now = self._now_for(decision)
         found = redecide(decision, self.systems, now, policy.wave_window_hours)
         if found is None:
             return None
@@ -389,6 +389,20 @@ class DecisionService:
         if fresh is None and override is not None and found is not None:
             fresh = self._awaiting(decision, actor, override)
         return fresh
+
+    def _now_for(self, decision: Decision) -> datetime:
+        """The engines' clock for deciding again: the decision's own clock (a replay runs in scenario
+        time), moved on by the wall time since it was decided."""
+        wall = self.clock()
+        raw = decision.evidence.get("now")
+        if not isinstance(raw, str) or decision.decided_at is None:
+            return wall
+        try:
+            then = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return wall
+        then = then if then.tzinfo else then.replace(tzinfo=UTC)
+        return then + max(timedelta(0), wall - decision.decided_at)
 
     def _awaiting(self, decision: Decision, actor: str, reason: str) -> Decision:
         waiting = Decision(

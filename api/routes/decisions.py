@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContainerDep, PlannerRole
 from runtime.lifecycle import ChangeRejected, DecisionNotFound, ExecutionInterrupted, NotReviewable
+from domain.errors import ConnectorError
 from runtime.locks import LockTimeout
 
 router = APIRouter(tags=["decisions"])
@@ -97,6 +98,8 @@ async def approve(
         raise HTTPException(422, {"error": "invalid_change", "message": str(exc)}) from None
     except (ExecutionInterrupted, LockTimeout) as exc:
         raise HTTPException(503, {"error": "interrupted", "message": str(exc)}) from None
+    except ConnectorError as exc:  # a read failed before anything was claimed: it is still pending
+        raise HTTPException(503, {"error": "unreachable", "message": f"a system could not be reached: {exc}"}) from None
     if review.outcome == "stale":
         raise HTTPException(
             409,
