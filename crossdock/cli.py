@@ -125,22 +125,49 @@ def scenario_run(
             "under .cache/tryton) seeded from FILE."
         ),
     ] = "twin",
+    tick_every: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Also tick every N simulated minutes, as the built-in clock would (default: only "
+            "the scenario's own ticks).",
+        ),
+    ] = None,
+    planner_lag: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="A simulated planner approves each proposal after it waited N events; the report "
+            "counts how the approvals ended (executed, stale, failed).",
+        ),
+    ] = None,
 ) -> None:
-    """Replay FILE through HTTP intake → Redis → worker → twin (or Tryton) and write the report."""
-    report_data = _run(file, policy, workers, systems)
+    """Replay FILE through HTTP intake → Redis → worker → twin (or Tryton) and write the report.
+
+    The report's KPIs include superseded proposals, stale approvals and the most live proposals one
+    subject had at any moment (``max_live_per_subject``, 1 at most by design)."""
+    report_data = _run(file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag)
     if report is not None:
         report.write_text(json.dumps(report_data, indent=1, default=str))
         console.print(f"wrote {report}")
     _kpi_table({policy: report_data["kpis"]})
 
 
-def _run(file: Path | dict[str, Any], policy: str, workers: int = 1, systems: str = "twin") -> dict[str, Any]:
-    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario
+def _run(
+    file: Path | dict[str, Any],
+    policy: str,
+    workers: int = 1,
+    systems: str = "twin",
+    tick_every: float | None = None,
+    planner_lag: int | None = None,
+) -> dict[str, Any]:
+    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario, with_ticks
 
     try:
         _, events = load_scenario(file)
     except ScenarioError as exc:
         fail(str(exc))
+    events = with_ticks(events, tick_every)
     with _progress() as progress:
         label = f"{policy}: replaying events" + (" against Tryton" if systems == "tryton" else "")
         task = progress.add_task(label, total=len(events))
@@ -150,6 +177,8 @@ def _run(file: Path | dict[str, Any], policy: str, workers: int = 1, systems: st
             redis_url=os.environ.get("REDIS_URL") or None,
             database_url=os.environ.get("DATABASE_URL") or None,
             progress=lambda done, total: progress.update(task, completed=done),
+            tick_every_min=tick_every,
+            planner_lag=planner_lag,
         )
         try:
             if systems == "tryton":
@@ -237,8 +266,8 @@ def serve(
     import uvicorn
 
     from api.main import create_app
-    from runtime.bootstrap import bootstrap
-    from runtime.worker import Worker
+    from runtime.bootstrap import bootstrap, make_worker
+    from runtime.clock import Clock
 
     settings = _settings()
     if not settings.key_hashes:
@@ -247,10 +276,12 @@ def serve(
     stop = threading.Event()
     threads = []
     for n in range(workers if workers is not None else settings.workers):
-        worker = Worker(container.queue, container.pipeline.handle, settings)
+        worker = make_worker(container)
         worker.name = f"{worker.name}-{n}"
         threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
         threads[-1].start()
+    if settings.tick_s > 0:  # the built-in clock (one instance ticks: a Redis lease)
+        threads.append(Clock(container.redis, container.queue, settings.stream_prefix, settings.tick_s).start(stop))
     api = create_app(container)
     kb = _open_knowledge()
     if kb is not None:
@@ -285,8 +316,7 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Consumer name in the group (default host-pid).")] = None,
 ) -> None:
     """Worker only: consume the queue (scale out by running more of these)."""
-    from runtime.bootstrap import bootstrap
-    from runtime.worker import Worker
+    from runtime.bootstrap import bootstrap, make_worker
 
     container = bootstrap(_settings())
     if container.pipeline.agents is not None and os.environ.get("QDRANT_URL"):
@@ -298,7 +328,7 @@ def worker(
     # SIGTERM finishes the job in hand, then exits; anything unacknowledged is re-claimed by a peer.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        worker = Worker(container.queue, container.pipeline.handle, container.settings, name=name)
+        worker = make_worker(container, name=name)
         processed = worker.run(stop, burst=burst)
         console.print(f"processed {processed} job(s)")
     finally:

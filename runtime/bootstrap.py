@@ -33,6 +33,7 @@ from runtime.pipeline import Pipeline
 from runtime.queue import JobQueue
 from runtime.settings import Settings, disable_telemetry
 from runtime.store import Store
+from runtime.worker import Worker
 from tools.context import Systems
 
 log = structlog.get_logger("crossdock.bootstrap")
@@ -147,6 +148,36 @@ def agent_runtime(systems: Systems, store: Store) -> Any:
     return AgentRuntime(systems=systems, audit=store)
 
 
+class TimingError(ValueError):
+    """The queue's claim-idle time is shorter than an agent may take: another worker would take
+    the job over while the first is still waiting for the model (a double spend)."""
+
+
+def check_agent_timing(settings: Settings, agent_max_seconds: float) -> None:
+    """Refuse to start when a job's longest run (the agent, then the locked decide-and-execute)
+    would outlast the claim-idle time. The agent runs outside the stock locks, so the lock
+    lifetime bounds only the locked phases."""
+    need_s = agent_max_seconds + 2 * settings.lock_ttl_s
+    if settings.claim_idle_ms / 1000 < need_s:
+        raise TimingError(
+            f"CROSSDOCK_CLAIM_IDLE_MS={settings.claim_idle_ms} is shorter than a job may run in LLM mode "
+            f"(agent {agent_max_seconds:g} s + 2 × lock {settings.lock_ttl_s:g} s): set CROSSDOCK_CLAIM_IDLE_MS "
+            f">= {int(need_s * 1000)} or lower CROSSDOCK_AGENT_MAX_SECONDS"
+        )
+
+
+def make_worker(container: Container, name: str | None = None) -> Worker:
+    """A worker on the container's queue that also resumes decisions left executing."""
+    s = container.settings
+    return Worker(
+        container.queue,
+        container.pipeline.handle,
+        s,
+        name=name,
+        maintenance=lambda: container.pipeline.maintain(s.resume_after_s, s.give_up_s),
+    )
+
+
 def agent_judge(systems: Systems, store: Store, runtime: Any = None) -> Any:
     """The LLM path for the pipeline, or None in deterministic mode (no ``CROSSDOCK_LLM_MODEL``).
 
@@ -192,6 +223,8 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
     agents = agent_runtime(systems, store)
+    if agents is not None:
+        check_agent_timing(settings, agents.settings.agent_max_seconds)
     pipeline = Pipeline(
         store, queue, systems, executor, locks, judge=agent_judge(systems, store, agents), agents=agents
     )

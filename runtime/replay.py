@@ -14,7 +14,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import structlog
 from pydantic import ValidationError
 
 from api.main import create_app
+from domain.decisions import live_key
 from domain.events import CloudEvent, EventError, parse_event
 from domain.models import Scenario
 from runtime.bootstrap import Container, bootstrap, make_worker
@@ -49,6 +51,11 @@ class RunOptions:
     data_dir: Path | None = None
     job_timeout_s: float = 60.0
     progress: Progress | None = None
+    # Extra ticks every this many simulated minutes between the scenario's events (None: only its own).
+    tick_every_min: float | None = None
+    # A simulated planner: approves each proposal once it has waited this many events (None: nobody
+    # reviews). What it meets (stale approvals, failures) is what a slow planner would meet.
+    planner_lag: int | None = None
 
 
 def load_scenario(source: Path | dict[str, Any]) -> tuple[Scenario, list[CloudEvent]]:
@@ -99,11 +106,72 @@ def run_scenario(source: Path | dict[str, Any], options: RunOptions | None = Non
     state = TwinState(scenario)
     stack = _start(state, options)
     try:
-        replay_events(stack, scenario, events, options, state.apply_event)
+        seen = replay_events(stack, scenario, events, options, state.apply_event)
         decisions = stack.container.store.list_decisions(limit=1_000_000)
-        return build_report(scenario, options.policy, decisions, state.export_state())
+        report = build_report(scenario, options.policy, decisions, state.export_state())
+        report["kpis"].update(seen.kpis())
+        return report
     finally:
         _stop(stack)
+
+
+def with_ticks(events: list[CloudEvent], every_min: float | None) -> list[CloudEvent]:
+    """The events with a ``crossdock.tick`` at every ``every_min`` boundary of simulated time between
+    the first and the last event (what the built-in clock sends in production)."""
+    if not every_min or not events or events[0].time is None or events[-1].time is None:
+        return events
+    step = every_min * 60
+    start, end = events[0].time.timestamp(), events[-1].time.timestamp()
+    ticks = []
+    at = (start // step + 1) * step
+    while at <= end:
+        when = datetime.fromtimestamp(at, UTC)
+        ticks.append(
+            CloudEvent.model_validate(
+                {
+                    "specversion": "1.0",
+                    "id": f"replay-tick-{int(at)}",
+                    "source": "crossdock/clock",
+                    "type": "crossdock.tick",
+                    "time": when.isoformat(),
+                    "data": {"now": when.isoformat()},
+                }
+            )
+        )
+        at += step
+    return sorted([*events, *ticks], key=lambda e: e.time.timestamp() if e.time else 0.0)
+
+
+@dataclass
+class ReviewLog:
+    """What the replay saw of the review queue: the most live proposals one subject ever had, and
+    the simulated planner's approvals by how they ended."""
+
+    max_live_per_subject: int = 0
+    approvals: dict[str, int] = field(default_factory=dict)
+    first_seen: dict[str, int] = field(default_factory=dict)
+
+    def look(self, client: httpx.Client, headers: dict[str, str], step: int, lag: int | None) -> None:
+        live: list[dict[str, Any]] = []
+        for status in ("pending_review", "awaiting_planner"):
+            live += client.get("/v1/decisions", params={"status": status, "limit": 1000}, headers=headers).json()
+        per: dict[str, int] = {}
+        for d in live:
+            key = live_key(d["workflow"], d["subject"], d["outcome"])
+            per[key] = per.get(key, 0) + 1
+            self.first_seen.setdefault(d["id"], step)
+        self.max_live_per_subject = max([self.max_live_per_subject, *per.values()])
+        if lag is None:
+            return
+        for d in live:
+            if d["status"] == "pending_review" and step - self.first_seen[d["id"]] >= lag:
+                resp = client.post(f"/v1/decisions/{d['id']}/approve", headers=headers)
+                body = resp.json()
+                kind = body.get("status") if resp.status_code == 200 else (body.get("detail") or {}).get("error")
+                self.approvals[str(kind)] = self.approvals.get(str(kind), 0) + 1
+
+    def kpis(self) -> dict[str, Any]:
+        return {"max_live_per_subject": self.max_live_per_subject, "planner_approvals": dict(self.approvals)}
 
 
 def replay_events(
@@ -112,26 +180,33 @@ def replay_events(
     events: list[CloudEvent],
     options: RunOptions,
     apply_source: Callable[[dict[str, Any]], Any],
-) -> None:
-    """Set the scenario's policy, then post each event as the gateway would and wait for its job.
+) -> ReviewLog:
+    """Set the scenario's policy, then post each event as the gateway would and wait for its job;
+    after each, look at the review queue (and let the simulated planner approve, if there is one).
 
     ``apply_source`` first applies the event to the system that emitted it (the twin, or Tryton).
     """
+    log_ = ReviewLog()
+    events = with_ticks(events, options.tick_every_min)
     with httpx.Client(base_url=stack.api.url, timeout=30.0, trust_env=False) as client:
         admin = {"Authorization": f"Bearer {stack.keys['admin']}"}
         gateway = {"Authorization": f"Bearer {stack.keys['gateway']}"}
+        planner = {"Authorization": f"Bearer {stack.keys['planner']}"}
         policy = scenario.settings.model_copy(update={"policy": options.policy})
         client.put("/v1/policy", json=policy.model_dump(), headers=admin).raise_for_status()
         total = len(events)
         for i, event in enumerate(events, 1):
             payload = event.model_dump(mode="json", exclude_none=True)
-            apply_source(payload)
+            if event.source != "crossdock/clock":
+                apply_source(payload)
             resp = client.post("/v1/events", json=payload, headers=gateway)
             if resp.status_code != 202:
                 raise ScenarioError(f"event {event.id} refused by the API: {resp.status_code} {resp.text}")
             _wait(client, resp.json()["job_id"], gateway, options.job_timeout_s)
+            log_.look(client, planner, i, options.planner_lag)
             if options.progress:
                 options.progress(i, total)
+    return log_
 
 
 def _wait(client: httpx.Client, job_id: str, headers: dict[str, str], timeout_s: float) -> None:

@@ -95,13 +95,13 @@ def _replay(
             apply_source_event(client, payload)
         except (ConnectorError, ValueError) as exc:
             # The source system refused its own change: recorded, and the event still goes in.
-            log.warning("tryton.source_event_failed", event=payload.get("id"), error=str(exc))
+            log.warning("tryton.source_event_failed", event_id=payload.get("id"), error=str(exc))
             source_errors.append(
                 {"event_id": str(payload.get("id")), "type": str(payload.get("type")), "error": str(exc)}
             )
 
     try:
-        replay_events(stack, scenario, events, options, apply_source)
+        seen = replay_events(stack, scenario, events, options, apply_source)
         decisions = stack.container.store.list_decisions(limit=1_000_000)
         systems = stack.container.systems
         assert isinstance(systems.wms, TrytonWms) and isinstance(systems.erp, TrytonErp)
@@ -109,6 +109,7 @@ def _replay(
         state = tryton_state(scenario, systems.wms, systems.erp, systems.oms)
         state["tickets"] = notify_twin.export_state()["tickets"]
         report = build_report(scenario, options.policy, decisions, state)
+        report["kpis"].update(seen.kpis())
         report["systems"] = "tryton"
         report["source_errors"] = source_errors
         return report

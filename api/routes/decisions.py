@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContainerDep, PlannerRole
-from runtime.lifecycle import ChangeRejected, DecisionNotFound, ExecutionInterrupted, NotReviewable
 from domain.errors import ConnectorError
+from runtime.lifecycle import ChangeRejected, DecisionNotFound, ExecutionInterrupted, NotReviewable
 from runtime.locks import LockTimeout
 
 router = APIRouter(tags=["decisions"])
