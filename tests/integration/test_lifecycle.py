@@ -174,6 +174,7 @@ def test_a_permanent_failure_mid_execution_undoes_what_was_applied(stack: Stack)
         ],
         review_required=True,
     )
+    stack.set_policy(modes=PROPOSE)
     policy = stack.container.store.get_policy()
     decision = service.record(proposal, policy, "dec-half", actor="test", default_engine="test")
     assert decision is not None and decision.status == "pending_review"
@@ -347,3 +348,68 @@ def test_with_two_instances_only_the_lease_holder_ticks(stack: Stack) -> None:
     stop.set()
     one.run(stop)
     assert two.beat(datetime(2026, 3, 21, 9, 2, tzinfo=UTC)) is True
+
+
+# ---------------------------------------------------------------------------- agents outside the locks
+
+
+def agent_ticket(order_id: str) -> Proposal:
+    return Proposal(
+        workflow="order_release",
+        subject=order_id,
+        outcome="ticketed",
+        confidence=0.9,
+        rationale="tell customer service about the delivery slot",
+        evidence={"engine": "agent:allocation"},
+        actions=[
+            Action(
+                system="notify",
+                type="ticket",
+                payload={"team": "customer_service", "subject": order_id, "summary": "slot", "refs": [order_id]},
+            )
+        ],
+    )
+
+
+def test_the_agent_judges_outside_the_stock_locks_and_its_proposal_is_gated_under_them(stack: Stack) -> None:
+    c = stack.container
+    held_during_judgement: list[list[str]] = []
+
+    def judge(event: Any, proposals: list[Proposal]) -> list[Any]:
+        held_during_judgement.append(
+            [k.decode() for k in c.redis.scan_iter(match=f"{c.settings.stream_prefix}:lock:*")]
+        )
+        return [agent_ticket(str(event.data["id"]))]
+
+    stack.set_policy(modes={"order_release": "autonomous", "allocation": "autonomous"})
+    c.pipeline.judge = judge
+    decisions = decide(stack, order_event("SO-40", [("SKU-100", 2)]))
+    assert held_during_judgement == [[]]  # no SKU lock while the model thinks
+    engine, agent = decisions
+    assert (engine["outcome"], engine["status"]) == ("released", "executed")  # the engines decided first
+    assert agent["engine_version"] == "agent:allocation" and agent["status"] == "executed"
+
+
+def test_an_agent_proposal_about_an_order_that_moved_while_it_thought_is_stored_rejected(stack: Stack) -> None:
+    c = stack.container
+    stack.set_policy(modes=PROPOSE)
+
+    def judge(event: Any, proposals: list[Proposal]) -> list[Any]:
+        # While the model thinks, the customer cancels the order in the OMS.
+        stack.state.apply_event(
+            {
+                "specversion": "1.0",
+                "id": "cancel-SO-41",
+                "source": "oms/test",
+                "type": "oms.order.cancelled",
+                "time": "2026-03-21T08:20:00Z",
+                "data": {"order_id": "SO-41", "reason": "customer"},
+            }
+        )
+        return [agent_ticket("SO-41")]
+
+    c.pipeline.judge = judge
+    decisions = decide(stack, order_event("SO-41", [("SKU-100", 2)]))
+    [agent] = [d for d in decisions if d["engine_version"].startswith("agent:")]
+    assert agent["status"] == "rejected" and "moved while the agent ran" in agent["error"]
+    assert agent["actions"] == [] and stack.state.export_state()["tickets"] == []
