@@ -33,6 +33,7 @@ from domain.decisions import Action, Decision, Proposal, decision_id, plan_signa
 from domain.errors import ConnectorError
 from domain.governance import gate, gated_decision
 from domain.models import Settings as Policy
+from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
 from runtime.executor import Executor
 from runtime.locks import StockLocks
 from runtime.metrics import DECISION_LATENCY, DECISIONS
@@ -57,6 +58,10 @@ class ChangeRejected(ValueError):
     """An approval's changes break a constraint (the message names the change and the rule)."""
 
 
+class SameApprover(RuntimeError):
+    """Four-eyes: the person who gave a decision its first approval may not give the second."""
+
+
 class ExecutionInterrupted(RuntimeError):
     """A system failed in a way worth retrying: the decision stays ``executing`` and is resumed."""
 
@@ -66,9 +71,26 @@ class Review:
     """What an approval or a rejection did: the decision as it ended, and what came next."""
 
     decision: Decision
-    outcome: str  # executed | failed | stale | rejected
+    outcome: str  # executed | failed | stale | rejected | pending_review (the first of two approvals)
     fresh: Decision | None = None
     reasons: list[str] = field(default_factory=list)
+
+
+def needs_four_eyes(decision: Decision, policy: Policy) -> bool:
+    """Whether a decision needs two approvers: its cost impact is above its workflow's four-eyes
+    amount in the policy (none set: no)."""
+    limit = policy.four_eyes_cost_above.get(decision.workflow)
+    return limit is not None and decision.cost_impact > limit
+
+
+def approvals_of(decision: Decision) -> list[dict[str, Any]]:
+    """The approvals recorded so far (four-eyes): ``[{by, at}]``."""
+    return list((decision.review or {}).get("approvals", []))
+
+
+def _person(actor: object) -> str:
+    """The name in ``role:name``: one person with two keys (two roles) is still one approver."""
+    return str(actor).partition(":")[2] or str(actor)
 
 
 def execution_locks(decision: Decision) -> list[str]:
@@ -123,7 +145,7 @@ class DecisionService:
         if known is not None:  # a redelivery: what was recorded stands
             return known
         decision = gated_decision(
-            proposal,
+            cite_sop(proposal),
             policy,
             did,
             actor=actor,
@@ -280,6 +302,9 @@ class DecisionService:
                 return Review(done, done.status)
             if decision.status != "pending_review":
                 raise NotReviewable(f"decision {id} is {decision.status}, not pending_review")
+            first = self._first_of_two(decision, actor, changes, note, policy)
+            if first is not None:
+                return first
             actions = decision.actions
             if changes:
                 actions = self._changed(decision, changes, policy)
@@ -289,6 +314,8 @@ class DecisionService:
             if reasons:
                 return self._stale(decision, actor, reasons, policy)
             review: dict[str, Any] = {"kind": "approved", "by": actor, "at": _now(), "note": note}
+            if needs_four_eyes(decision, policy):
+                review["approvals"] = [*approvals_of(decision), {"by": actor, "at": review["at"]}]
             update: dict[str, Any] = {"review": review}
             if changes:
                 review.update(
@@ -309,6 +336,44 @@ class DecisionService:
             )
             done = self._finish(claimed, actor, verify)
             return Review(done, done.status)
+
+    def _first_of_two(
+        self, decision: Decision, actor: str, changes: list[dict[str, Any]] | None, note: str, policy: Policy
+    ) -> Review | None:
+        """Four-eyes (``policy.four_eyes_cost_above``): the first approval of a decision above its
+        workflow's amount is recorded in ``review.approvals`` and the decision stays pending
+        (outcome ``pending_review``); the same name again is refused (``SameApprover``); None when
+        this approval may execute (no four-eyes, or a second name). Call under the decision's locks."""
+        if not needs_four_eyes(decision, policy):
+            return None
+        approvals = approvals_of(decision)
+        if any(_person(a.get("by")) == _person(actor) for a in approvals):
+            raise SameApprover(f"{actor} already approved {decision.id}; it needs a second approver with another name")
+        if approvals:
+            return None
+        if changes:
+            raise ChangeRejected(
+                f"{decision.id} needs two approvers: the first approves it as proposed (or rejects it with a reason)"
+            )
+        at = _now()
+        review = {**(decision.review or {}), "kind": "first_approval", "approvals": [{"by": actor, "at": at}]}
+        if note:
+            review["note"] = note
+        # A touch: the decision stays pending (and keeps the actor that proposed it).
+        kept = self.store.transition(
+            decision.id, to="pending_review", from_={"pending_review"}, actor=decision.actor, review=review
+        )
+        if kept is None:
+            now = self.store.get_decision(decision.id)
+            raise NotReviewable(f"decision {decision.id} is {now.status if now else 'gone'}, not pending_review")
+        self.store.append_audit(
+            "decision.first_approval",
+            decision.subject,
+            actor,
+            {"decision": decision.id, "needs": "second approver", "note": note},
+        )
+        log.info("decision.first_approval", decision=decision.id, actor=actor)
+        return Review(kept, "pending_review")
 
     def _stale(self, decision: Decision, actor: str, reasons: list[str], policy: Policy) -> Review:
         """Nothing executes; the subject is decided again at once. The fresh proposal supersedes the

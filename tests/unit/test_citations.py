@@ -65,7 +65,11 @@ def test_a_no_op_or_an_unmapped_outcome_cites_nothing_and_a_citation_is_never_do
 
 def test_every_recorded_decision_is_built_with_its_citation() -> None:
     decision = gated_decision(
-        proposal("discrepancy", "timing_difference"), Policy(), "dec-1", actor="crossdock-engine", default_engine="x"
+        cite_sop(proposal("discrepancy", "timing_difference")),
+        Policy(),
+        "dec-1",
+        actor="crossdock-engine",
+        default_engine="x",
     )
     assert decision.evidence["sop"] == "SOP-INV-003 §2" and "Per SOP-INV-003 §2" in decision.rationale
 
