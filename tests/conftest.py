@@ -78,7 +78,12 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+_session: pytest.Session | None = None
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    if _session is not None:  # should the interrupt be swallowed on its way up: stop after this test
+        _session.shouldstop = f"signal {signum}"
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -86,6 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "network_guard: the network guard itself is under test")
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)  # pytest then tears down and stops the servers
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _session
+    _session = session
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
