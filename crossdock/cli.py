@@ -50,22 +50,11 @@ Policy = Literal["crossdock", "baseline"]
 
 def configure_logging(verbose: bool) -> None:
     """One event per line on stderr; JSON lines with CROSSDOCK_LOG_JSON=1 (for log shippers)."""
+    from runtime.logs import configure_logging as configure
+
     name = "INFO" if verbose else os.environ.get("CROSSDOCK_LOG_LEVEL", "WARNING").upper()
     level = logging.getLevelNamesMapping().get(name, logging.WARNING)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # one line per call to the systems is noise
-    json_lines = os.environ.get("CROSSDOCK_LOG_JSON", "").lower() in ("1", "true", "yes")
-    renderer: Any = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    configure(level, json_lines=os.environ.get("CROSSDOCK_LOG_JSON", "").lower() in ("1", "true", "yes"))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -122,6 +122,7 @@ class Executor:
             dedup_key=f"action:{action.idempotency_key}",
         )
         ACTIONS.labels(action=action.name, result="ok").inc()
+        log.info("action.applied", action=action.name, idempotency_key=action.idempotency_key)
 
 
 def compensation(action: Action, result: dict[str, Any], facts: dict[str, Any]) -> Action | None:

@@ -249,10 +249,11 @@ class DecisionService:
         """Run an ``executing`` decision's actions (call under its locks); see ``Executor.execute``."""
         if decision.status != "executing":
             return decision
-        failed = fail_if_waved(self.store, self.systems.wms, decision, actor)
-        if failed is not None:
-            return failed
-        return self.executor.execute(decision, actor, verify_stock=verify_stock)
+        with structlog.contextvars.bound_contextvars(decision_id=decision.id):
+            failed = fail_if_waved(self.store, self.systems.wms, decision, actor)
+            if failed is not None:
+                return failed
+            return self.executor.execute(decision, actor, verify_stock=verify_stock)
 
     def settle(self, decisions: list[Decision], actor: str, verify_stock: bool) -> None:
         """Execute a batch's executing decisions (call under their locks), then re-read the facts

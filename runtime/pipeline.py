@@ -69,8 +69,12 @@ class Pipeline:
 
     def handle(self, job_id: str, job: dict[str, str]) -> list[str]:
         event = CloudEvent.model_validate_json(job["event"])
-        if event.type == CREW_TRIAGE:
-            return self._crew_triage(job_id, job, event)
+        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+            if event.type == CREW_TRIAGE:
+                return self._crew_triage(job_id, job, event)
+            return self._handle(job_id, job, event)
+
+    def _handle(self, job_id: str, job: dict[str, str], event: CloudEvent) -> list[str]:
         accepted_at = float(job.get("accepted_at") or time.time())
         self.store.append_audit(
             "event.accepted",

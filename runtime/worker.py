@@ -100,7 +100,9 @@ class Worker:
             return
         self.queue.set_fields(delivery.job_id, status="running", worker=self.name, started_at=_now())
         try:
-            decisions = self.handler(delivery.job_id, {k: str(v) for k, v in job.items()})
+            # Every line logged while this job runs, in any module, carries its id.
+            with structlog.contextvars.bound_contextvars(job_id=delivery.job_id, worker=self.name):
+                decisions = self.handler(delivery.job_id, {k: str(v) for k, v in job.items()})
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, retried or dead-lettered
             error = f"{type(exc).__name__}: {exc}"
             status = self.queue.fail(

@@ -26,3 +26,4 @@ def test_the_domain_imports_nothing_of_the_project_but_itself() -> None:
         str(p.relative_to(ROOT)): sorted(project_imports(p) - {"domain"}) for p in (ROOT / "domain").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
