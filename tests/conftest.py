@@ -14,6 +14,7 @@ import ipaddress
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -98,5 +99,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _session = session
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def _stop_servers_at_session_end() -> Iterator[None]:
+    """Set up first, torn down last: the embedded servers stop after every fixture that used them."""
+    yield
     services.stop()
