@@ -137,7 +137,7 @@ class Pipeline:
 
     def _order_facts(self, proposals: list[Proposal]) -> dict[str, Any]:
         subjects = sorted({p.subject for p in proposals if p.workflow in ORDER_WORKFLOWS})
-        return {s: read_facts(self.systems, "order_release", s, [], orders_only=True) for s in subjects}
+        return {s: self._order_facts_of(s) for s in subjects}
 
     def _judged(
         self,
