@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.console import mount as mount_console
 from api.routes import audit, chat, decisions, events, jobs, system
 from api.routes import crews as crew_routes
 from runtime.bootstrap import Container, bootstrap
@@ -49,4 +50,5 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     for module in (events, jobs, decisions, audit, system):
         app.include_router(module.router)
     app.include_router(crew_routes.router)
+    mount_console(app)  # the planner and service console at /console (api/console)
     return app
