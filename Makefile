@@ -4,15 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench serve
+.PHONY: install lock demo test lint bench serve
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package of the dev install (the service, every extra, the test tools)
+# with hashes, for CPython 3.11 on Linux. `make lock` re-resolves it after a pin in pyproject.toml changes.
+UV_VERSION := 0.13.9
+UV := .cache/uv-$(UV_VERSION)/bin/uv
+LOCK_ARGS := pyproject.toml --extra dev --python-version 3.11 --python-platform linux --generate-hashes
+
+# Exactly the lock (hash-checked), then the project without dependencies: setuptools, its build
+# backend, comes from the lock too. pip before 23.3 mishandles extras in hash-checking mode.
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: $(UV)
+	$(UV) pip compile $(LOCK_ARGS) --output-file requirements.lock \
+		--custom-compile-command "make lock  # uv $(UV_VERSION): uv pip compile $(LOCK_ARGS) -o requirements.lock"
+
+$(UV):
+	$(PY) -m venv .cache/uv-$(UV_VERSION)
+	.cache/uv-$(UV_VERSION)/bin/pip install -q uv==$(UV_VERSION)
 
 demo: $(STAMP)
 	$(BIN)/crossdock demo

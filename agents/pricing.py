@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.settings import AgentSettings
+from domain.extras import needs
 from tools.offline import apply_offline_env
 
 
@@ -32,7 +33,8 @@ def token_prices(model: str, settings: AgentSettings | None = None) -> TokenPric
     if given_in is not None or given_out is not None:
         return TokenPrices((given_in or 0.0) / 1e6, (given_out or 0.0) / 1e6, "settings")
     apply_offline_env()
-    import litellm  # lazy: 3-4 s to import; only the LLM path pays it
+    with needs("agents"):
+        import litellm  # lazy: 3-4 s to import; only the LLM path pays it
 
     litellm.suppress_debug_info = True  # an unknown provider otherwise prints a banner to stdout
     try:

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from domain.extras import needs
 from tools.offline import crewai_import
 
-with crewai_import():
+with needs("agents"), crewai_import():
     from crewai import LLM, Agent, BaseLLM, Crew, Process, Task
     from crewai.utilities.converter import Converter, ConverterError
 from pydantic import ConfigDict, Field  # noqa: E402
@@ -42,10 +44,26 @@ from tools.context import Systems  # noqa: E402
 from tools.knowledge_port import KnowledgeSearch  # noqa: E402
 from tools.scopes import TOOL_SCOPES  # noqa: E402
 
-for _noisy in ("crewai.llms.base_llm", "root"):
-    logging.getLogger(_noisy).setLevel(logging.ERROR)
-
 log = logging.getLogger("crossdock.agents")
+
+
+class _BelowErrorFromCrewAI(logging.Filter):
+    """Drops CrewAI's own warnings and info, which it logs on the root logger itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or f"{os.sep}crewai{os.sep}" not in record.pathname
+
+
+def quiet_crewai_logging() -> None:
+    """Keep CrewAI's log chatter (below ERROR) out of Crossdock's logs; called when an agent runtime
+    starts, never at import. The root logger's level is left as the command line set it: the filter
+    sits on the root logger itself, so it sees only records logged on it directly (CrewAI's bare
+    ``logging.warning`` calls), not those of other loggers that propagate to its handlers."""
+    logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)
+    root = logging.getLogger()
+    if not any(isinstance(f, _BelowErrorFromCrewAI) for f in root.filters):
+        root.addFilter(_BelowErrorFromCrewAI())
+
 
 AgentResult = Proposal | RejectedProposal
 
@@ -253,6 +271,7 @@ class AgentRuntime:
         model: BaseLLM | None = None,
         specs: Mapping[str, AgentSpec] | None = None,
     ) -> None:
+        quiet_crewai_logging()
         self.settings = settings or AgentSettings()
         self.systems = systems
         self.knowledge = knowledge

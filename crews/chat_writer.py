@@ -30,9 +30,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from domain.extras import needs
 from tools.offline import crewai_import
 
-with crewai_import():
+with needs("agents"), crewai_import():
     from crewai import Agent, BaseLLM
 
 from agents.bounds import AgentBoundExceeded, RunGuard  # noqa: E402

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.extras import needs
 from tools.offline import crewai_import
 
-with crewai_import():
+with needs("agents"), crewai_import():
     from crewai.flow.flow import Flow, listen, or_, router, start
 from pydantic import BaseModel, PrivateAttr  # noqa: E402
 

@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from domain.extras import needs
 from tools.offline import crewai_import
 
-with crewai_import():
+with needs("agents"), crewai_import():
     from crewai import BaseLLM
     from crewai.events.types.llm_events import LLMCallType
 from pydantic import Field, PrivateAttr  # noqa: E402

@@ -16,8 +16,11 @@ from typing import Annotated, Any, Literal, NoReturn
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from domain.extras import MissingExtra
 
 app = typer.Typer(
     help="Crossdock: orchestration between WMS, ERP and OMS. Agents propose, engines decide, policy gates, "
@@ -625,7 +628,11 @@ def main() -> None:
     # like an error here; SIGINT already does) and even if the code that started it did not adopt it.
     exit_on_signals()
     OWNER.own_children()
-    app()
+    try:
+        app()
+    except MissingExtra as exc:  # an optional feature used without its extra: one line, no traceback
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

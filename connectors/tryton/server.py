@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from connectors.tryton.rpc import TrytonConfig
+from domain.extras import check
 from runtime.processes import OWNER, stop_tree
 
 # Modules the connectors need; their dependencies (stock, product, party, company, currency,
@@ -38,6 +39,7 @@ class TrytonServerError(RuntimeError):
 
 def _script(name: str) -> list[str]:
     """The console script ``name`` of the running interpreter's environment, or ``python -m``."""
+    check("tryton")  # trytond runs as a subprocess: say which extra is missing before starting it
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
         return [str(candidate)]
