@@ -4,6 +4,7 @@ their zone. Pure functions of a decision, so they are tested without a browser."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -152,7 +153,8 @@ def _describe(i: int, a: Action, facts: Mapping[str, Any]) -> Change:
         before = sorted({w for o in ids for w in waves.get(o, [])})
         ch.before = ", ".join(before) if before else "on no wave"
         ch.after = f"wave {p.get('waveId')} ({', '.join(ids)})"
-        ch.detail = f"carrier {params.get('carrierCode', '—')}, cutoff {params.get('cutoffTime', '—')}"
+        cutoff = when(params.get("cutoffTime")).striptags() if params.get("cutoffTime") else "—"
+        ch.detail = f"carrier {params.get('carrierCode', '—')}, cutoff {cutoff}"
     elif a.name == "wms.create_transfer":
         ch.target = f"{p.get('sku')} {p.get('from')} → {p.get('to')}"
         src = (stock.get(f"{p.get('sku')}@{p.get('from')}") or {}).get("pickable")
@@ -223,6 +225,7 @@ def binding_constraints(decision: Decision) -> list[tuple[str, str]]:
     return []
 
 
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 HIDDEN_EVIDENCE = frozenset({"sop", "sop_quote", "governance", "features"})
 
 
@@ -242,6 +245,8 @@ def _cell(value: Any) -> str:
         return ", ".join(_cell(v) for v in value)
     if value is None:
         return "—"
+    if isinstance(value, str) and _ISO_TIME.match(value):
+        return str(when(value).striptags())
     return str(value)
 
 

@@ -86,6 +86,11 @@ class Console:
         [d] = self.stack.container.store.list_decisions(subject=order_id, status="pending_review")
         return d.model_dump(mode="json")
 
+    def pending_id_of(self, order_id: str) -> str:
+        """The id of the order's release decision (whatever its status now)."""
+        found = self.stack.container.store.list_decisions(subject=order_id, workflow="order_release")
+        return found[0].id
+
     def sign_in(self, page: Page, who: str) -> None:
         page.goto(f"{self.url}/console/signin")
         page.get_by_label("API key").fill(self.keys[who])
