@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api.console import mount as mount_console
 from api.routes import audit, chat, decisions, events, jobs, system
 from api.routes import crews as crew_routes
+from domain.extras import MissingExtra
 from runtime.bootstrap import Container, bootstrap
 from runtime.settings import Settings
 
@@ -45,6 +46,11 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(MissingExtra)
+    async def _missing_extra(_: Request, exc: MissingExtra) -> JSONResponse:
+        # A feature whose extra is not installed: the one-line message names the pip command.
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.include_router(chat.router)  # before system: /v1/orders/at-risk must precede /v1/orders/{id}
     for module in (events, jobs, decisions, audit, system):
