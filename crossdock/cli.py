@@ -152,8 +152,9 @@ def _run(
     systems: str = "twin",
     tick_every: float | None = None,
     planner_lag: int | None = None,
+    keep: list[Any] | None = None,
 ) -> dict[str, Any]:
-    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario, with_ticks
+    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario, run_scenario_live, with_ticks
 
     try:
         _, events = load_scenario(file)
@@ -181,6 +182,10 @@ def _run(
                     return run_scenario_tryton(file, options)
                 except TrytonServerError as exc:
                     fail(f"Tryton: {exc}")
+            if keep is not None:  # demo --console: the stack stays up
+                report, live = run_scenario_live(file, options)
+                keep.append(live)
+                return report
             return run_scenario(file, options)
         except ScenarioError as exc:
             fail(str(exc))
@@ -225,6 +230,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
     size: Annotated[Size, typer.Option(help="Scenario size.")] = "small",
     report_dir: Annotated[Path, typer.Option(help="Where the scenario and both reports are written.")] = Path("out"),
+    with_console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Keep the crossdock run's stack up after the KPI table and print the console's URL with a "
+            "sign-in key per role (Ctrl+C stops it).",
+        ),
+    ] = False,
 ) -> None:
     """Generate a network, replay a day of events under both policies, print the KPIs side by side."""
     from twin.generator import generate
@@ -234,12 +247,32 @@ def demo(
     scenario_file.write_text(json.dumps(generate(seed, size), indent=1))
     console.print(f"scenario: {scenario_file}")
     results = {}
+    kept: list[Any] = []  # --console: the crossdock run's stack, left running
     for policy in ("baseline", "crossdock"):
-        results[policy] = _run(scenario_file, policy)
+        results[policy] = _run(scenario_file, policy, keep=kept if with_console and policy == "crossdock" else None)
         path = report_dir / f"report-{policy}.json"
         path.write_text(json.dumps(results[policy], indent=1, default=str))
         console.print(f"report: {path}")
     _kpi_table({p: r["kpis"] for p, r in results.items()})
+    if kept:
+        _keep_console(kept[0])
+
+
+def _keep_console(live: Any) -> None:
+    """Print the console's address and a sign-in key per role, then serve until Ctrl+C (or SIGTERM)."""
+    table = Table(title="Console (the crossdock run, still running)")
+    table.add_column("role")
+    table.add_column("sign in with this key")
+    for role in ("planner", "cs_rep", "admin"):
+        table.add_row(role, live.keys[role])
+    console.print(table)
+    console.print(f"console: {live.api_url}/console  (API: {live.api_url}/v1, Ctrl+C stops it)", soft_wrap=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.stop()
 
 
 # --- serve / worker --------------------------------------------------------------------

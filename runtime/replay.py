@@ -115,6 +115,41 @@ def run_scenario(source: Path | dict[str, Any], options: RunOptions | None = Non
         _stop(stack)
 
 
+@dataclass
+class LiveStack:
+    """A replay's stack left running (``crossdock demo --console``): the API with the console, the
+    twin and the workers, on loopback, with an API key per role; ``stop()`` ends it."""
+
+    api_url: str
+    keys: dict[str, str]
+    stack: _Stack
+
+    def stop(self) -> None:
+        _stop(self.stack)
+
+
+def run_scenario_live(
+    source: Path | dict[str, Any], options: RunOptions | None = None
+) -> tuple[dict[str, Any], LiveStack]:
+    """As ``run_scenario``, but the stack stays up after the report (a customer-service key is added
+    to the gateway, planner and admin ones), so that a person can look at the day in the console."""
+    options = options or RunOptions()
+    scenario, events = load_scenario(source)
+    state = TwinState(scenario)
+    stack = _start(state, options)
+    try:
+        seen = replay_events(stack, scenario, events, options, state.apply_event)
+        decisions = stack.container.store.list_decisions(limit=1_000_000)
+        report = build_report(scenario, options.policy, decisions, state.export_state())
+        report["kpis"].update(seen.kpis())
+    except BaseException:
+        _stop(stack)
+        raise
+    rep = secrets.token_urlsafe(24)
+    stack.container.settings.key_hashes[hash_key(rep)] = "cs_rep"
+    return report, LiveStack(stack.api.url, {**stack.keys, "cs_rep": rep}, stack)
+
+
 def with_ticks(events: list[CloudEvent], every_min: float | None) -> list[CloudEvent]:
     """The events with a ``crossdock.tick`` at every ``every_min`` boundary of simulated time between
     the first and the last event (what the built-in clock sends in production)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 
-from domain.decisions import LIVE_STATUSES, Decision
+from domain.decisions import LIVE_STATUSES, Decision, Workflow
 from domain.engines.clock import as_utc
 from runtime.store import Store
 
@@ -100,7 +100,9 @@ def _where(store: Store, f: QueueFilter, now: datetime) -> list[sa.ColumnElement
     c = store.decisions.c
     where: list[sa.ColumnElement[bool]] = [c.status.in_(f.statuses())]
     if f.workflow:
-        where.append(c.workflow == f.workflow)
+        # coalesce(): keep the (unselective) workflow index out of the plan, so the status index,
+        # which narrows 10,000 decisions to the live few, leads.
+        where.append(sa.func.coalesce(c.workflow, "") == f.workflow)
     if f.q:
         where.append(c.subject.ilike(_like(f.q.strip()), escape="\\"))
     value = sa.func.abs(c.cost_impact)
@@ -281,14 +283,31 @@ class AppliedAction:
     at: datetime
 
 
+# Decisions about one order are found by their subject; these also name orders in their actions and
+# evidence: wave plans and re-sourcing summaries (subjects ``waves``, ``backlog``) and the workflows
+# whose subject is a case, a SKU or a document rather than an order.
+COLLECTIVE_SUBJECTS = ("waves", "backlog")
+ORDER_SUBJECT_WORKFLOWS = ("order_release", "allocation", "customer_service")
+OTHER_WORKFLOWS = tuple(sorted(set(get_args(Workflow)) - set(ORDER_SUBJECT_WORKFLOWS)))
+
+
 def decisions_about(store: Store, order_id: str, limit: int = 500) -> list[Decision]:
-    """Every decision about an order: its own (subject) and those that name it elsewhere (a wave
-    plan, a triage case, a re-sourcing), oldest first."""
+    """Every decision about an order, oldest first: its own (by subject, from the index) and those
+    that name it elsewhere (a wave plan, a re-sourcing, a triage case), searched among the decisions
+    that can name another order only, so the store's other orders' decisions are never read."""
     c = store.decisions.c
     needle = _like(f'"{order_id}"')
-    named = sa.cast(c.data, sa.Text).like(needle, escape="\\")
-    stmt = sa.select(c.data).where(sa.or_(c.subject == order_id, named)).order_by(c.created_at, c.id).limit(limit)
+    own = sa.select(c.id).where(c.subject == order_id)
+    others = sa.select(c.id).where(
+        sa.or_(c.subject.in_(COLLECTIVE_SUBJECTS), c.workflow.in_(OTHER_WORKFLOWS)),
+        c.subject != order_id,
+        sa.cast(c.data, sa.Text).like(needle, escape="\\"),
+    )
     with store.engine.connect() as conn:
+        ids = set(conn.execute(own).scalars()) | set(conn.execute(others).scalars())
+        if not ids:
+            return []
+        stmt = sa.select(c.data).where(c.id.in_(sorted(ids))).order_by(c.created_at, c.id).limit(limit)
         return [Decision.model_validate(row) for row in conn.execute(stmt).scalars()]
 
 
