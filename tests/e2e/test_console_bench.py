@@ -12,6 +12,7 @@ import pytest
 from api.console.bench import TARGET_P95_MS, bench_stack, run_bench, table
 
 
+@pytest.mark.timeout(600)  # seeding 10,000 decisions and 400 timed requests: about a minute
 def test_queue_and_timeline_server_time_with_10000_decisions(
     tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
