@@ -540,17 +540,117 @@ async def audit_verify(request: Request) -> Response:
     return render(request, template, session, result=result, details=result.model_dump())
 
 
-@router.get("/policy")
-async def policy_page(request: Request) -> Response:
-    session = await require_area(request, "review")
+POLICY_NUMBERS = (
+    "review_cost_above",
+    "review_confidence_below",
+    "receipt_tolerance_pct",
+    "wave_window_hours",
+    "posting_grace_hours",
+)
+MODES = ("observe", "propose", "autonomous")
+
+
+def _versions() -> Any:
+    """``runtime.policy_versions`` (policy versions in the audit chain), where the store has it."""
+    try:
+        from runtime import policy_versions
+    except ImportError:  # pragma: no cover - a store without policy versions: read-only page
+        return None
+    return policy_versions
+
+
+async def _policy_page(
+    request: Request,
+    session: Session,
+    status_code: int = 200,
+    message: str | None = None,
+    errors: list[str] | None = None,
+) -> Response:
     from domain.decisions import Workflow
     from domain.governance import DEFAULT_MODE
 
-    policy = await run_in_threadpool(_container(request).store.get_policy)
+    store = _container(request).store
+    versions = _versions()
+
+    def read() -> tuple[Any, list[Any]]:
+        history = versions.history(store) if versions is not None else []
+        return store.get_policy(), list(reversed(history))[:20]
+
+    policy, history = await run_in_threadpool(read)
     workflows = list(Workflow.__args__)  # type: ignore[attr-defined]
     modes = [(wf, policy.modes.get(wf), DEFAULT_MODE) for wf in workflows]
-    other = {k: v for k, v in policy.model_dump(mode="json").items() if k != "modes"}
-    return render(request, "policy.html", session, modes=modes, other=other)
+    numbers = [(name, getattr(policy, name)) for name in POLICY_NUMBERS if hasattr(policy, name)]
+    other = {k: v for k, v in policy.model_dump(mode="json").items() if k != "modes" and k not in POLICY_NUMBERS}
+    return render(
+        request,
+        "policy.html",
+        session,
+        status_code,
+        modes=modes,
+        mode_names=MODES,
+        numbers=numbers,
+        other=other,
+        history=history,
+        can_edit=session.user.can("admin") and versions is not None,
+        message=message,
+        errors=errors or [],
+    )
+
+
+@router.get("/policy")
+async def policy_page(request: Request) -> Response:
+    session = await require_area(request, "review")
+    return await _policy_page(request, session)
+
+
+@router.post("/policy")
+async def policy_change(request: Request) -> Response:
+    """An admin's change, with the semantics of ``PATCH /v1/policy``: only what the form changed
+    is sent, and it becomes a new policy version in the audit chain (who, when, diff, reason)."""
+    from domain.governance import DEFAULT_MODE
+
+    session = await acting(request, "admin")
+    versions = _versions()
+    if versions is None:  # pragma: no cover
+        raise PageError(404, "This store keeps no policy versions; change the policy through the API.")
+    form = await form_of(request)
+    store = _container(request).store
+    reason = first(form, "reason").strip() or None
+    current = await run_in_threadpool(store.get_policy)
+    body: dict[str, Any] = {}
+    modes = {}
+    for field in (k for k in form if k.startswith("mode.")):
+        wf, wanted = field[5:], first(form, field)
+        now = {str(k): str(v) for k, v in current.modes.items()}
+        if wanted and wanted != now.get(wf, DEFAULT_MODE):  # a default left as it is stays unset
+            modes[wf] = wanted
+    if modes:
+        body["modes"] = modes
+    errors: list[str] = []
+    for name in POLICY_NUMBERS:
+        raw = first(form, name).strip()
+        if raw == "" or not hasattr(current, name):
+            continue
+        value = _float(raw)
+        if value is None:
+            errors.append(f"{name.replace('_', ' ')}: {raw!r} is not a number")
+        elif value != getattr(current, name):
+            body[name] = value
+    if errors:
+        return await _policy_page(request, session, 422, errors=errors)
+    if not body:
+        return await _policy_page(request, session, message="Nothing was changed.")
+
+    def apply() -> Any:
+        return versions.change(store, versions.merged(current, body), session.user.actor, reason)
+
+    try:
+        version = await run_in_threadpool(apply)
+    except versions.PolicyError as exc:
+        found = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors]
+        return await _policy_page(request, session, 422, errors=found)
+    message = "Nothing was changed." if version is None else f"Saved as version {version.version}."
+    return await _policy_page(request, session, message=message)
 
 
 @router.get("/dead-letters")

@@ -344,9 +344,32 @@ def test_kpis_audit_and_policy_pages(console: Console, page: Page) -> None:
     expect(page.locator("#verify-ok")).to_contain_text("The chain is intact")
     shot(page, "audit")
 
+    # An admin changes the policy (PATCH semantics: only what changed), recorded as a version.
     page.get_by_role("link", name="Policy").click()
+    expect(page.get_by_label("Mode of order release")).to_have_value("propose")
+    page.get_by_label("Mode of order release").select_option("autonomous")
+    page.get_by_label("Reason (recorded with the version)").fill("pilot went well")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#policy-message")).to_contain_text("Saved as version")
+    history = page.get_by_role("region", name="History")
+    expect(history.locator("tbody tr").first).to_contain_text("admin:admin")
+    expect(history.locator("tbody tr").first).to_contain_text("pilot went well")
+    expect(history.locator("tbody tr").first).to_contain_text("modes.order_release: propose → autonomous")
+    policy = console.stack.container.store.get_policy()
+    assert policy.modes["order_release"] == "autonomous"
+    assert policy.modes.get("discrepancy") is None  # a workflow left at its default stays unset
+    shot(page, "policy")
+    # A planner reads it, and cannot change it.
+    page.get_by_role("button", name="Sign out").click()
+    console.sign_in(page, "alice")
+    page.goto(f"{console.url}/console/policy")
     modes = page.get_by_role("region", name="Modes")
-    expect(modes.locator("tr", has_text="order release")).to_contain_text("propose")
+    expect(modes.locator("tr", has_text="order release")).to_contain_text("autonomous")
+    expect(page.get_by_role("combobox")).to_have_count(0)
+    token = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    refused = page.request.post(f"{console.url}/console/policy", form={"csrf": token, "mode.order_release": "observe"})
+    assert refused.status == 403
+    assert console.stack.container.store.get_policy().modes["order_release"] == "autonomous"
 
 
 def test_tablet_width_keyboard_and_labels(console: Console, page: Page) -> None:
