@@ -605,6 +605,62 @@ def triage_retrain() -> None:
     out.print(report)
 
 
+# --- db: the store's schema ------------------------------------------------------------
+
+db_app = typer.Typer(help="The store's schema: Alembic migrations shipped in runtime/migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _db_store() -> Any:
+    from runtime.store import Store
+
+    try:
+        return Store.from_settings(_settings())
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision (default: the newest).")] = "head",
+) -> None:
+    """Create or upgrade the store's schema (DATABASE_URL, else SQLite in CROSSDOCK_DATA_DIR).
+
+    A store made before there were migrations is stamped at the first revision first. Safe to run
+    while other processes use the store; `crossdock serve` and `crossdock worker` do it at start."""
+    store = _db_store()
+    try:
+        before = store.schema_revision()
+        ran = store.upgrade(revision)
+        now = store.schema_revision()
+    finally:
+        store.close()
+    if ran:
+        start = before.current or ("the schema made before migrations" if before.unversioned else "an empty database")
+        out.print(f"upgraded {start} -> {now.current} (ran {', '.join(ran)})")
+    else:
+        out.print(f"already at {now.current}" + (" (head)" if now.up_to_date else ""))
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the store's schema revision and the newest shipped one; exit code 1 when behind."""
+    store = _db_store()
+    try:
+        rev = store.schema_revision()
+    finally:
+        store.close()
+    if rev.up_to_date:
+        out.print(f"{rev.current} (head)")
+        return
+    if rev.unversioned:
+        where = "none: tables made before migrations (an upgrade stamps them at the first revision)"
+    else:
+        where = rev.current or "none: an empty database"
+    out.print(f"{where}; head is {rev.head}: run `crossdock db upgrade`")
+    raise typer.Exit(1)
+
+
 def _open_knowledge() -> Any:
     """The knowledge base for chat and agents, if one was ingested (``crossdock knowledge ingest``)."""
     import os

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["gateway", "planner", "cs_rep", "admin"]
@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     give_up_s: float = Field(default=900.0, gt=0)
     # How often `crossdock serve` copies settled decisions into the knowledge base's history (0: never).
     knowledge_sync_s: float = Field(default=30.0, ge=0)
+    # Audit seals (runtime/audit_seal.py): the HMAC key, held outside the store (a value, or a file
+    # whose first line is the key; neither, outside production: generated into data_dir), and an
+    # optional append-only JSON-lines file that gets every seal too.
+    audit_seal_key: SecretStr | None = None
+    audit_seal_key_file: Path | None = None
+    audit_seal_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -11,20 +11,31 @@ short transaction that is safe under concurrency:
 
 The audit log is append-only (database triggers reject UPDATE and DELETE) and hash-chained:
 each entry's hash covers the previous entry's hash, so any tampering is detected by
-:meth:`Store.verify_audit`.
+:meth:`Store.verify_audit`. Every append also writes a seal of the new head, an HMAC keyed outside
+the database (``runtime/audit_seal.py``), so that a rewrite by someone who can write to the
+database (and recompute the hashes) is detected too.
+
+The schema is made and upgraded by the Alembic revisions in ``runtime/migrations``
+(:meth:`Store.create_schema`, ``crossdock db upgrade``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pydantic import BaseModel
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -33,11 +44,20 @@ from sqlalchemy.pool import StaticPool
 from domain.decisions import LIVE_STATUSES, Decision
 from domain.engines.clock import as_utc
 from domain.models import Settings
+from runtime.audit_seal import AuditSealer, Seal, SealFileError
+
+if TYPE_CHECKING:
+    from runtime.settings import Settings as RuntimeSettings
+
+log = structlog.get_logger("crossdock.store")
 
 GENESIS_HASH = "0" * 64
 _AUDIT_PAGE = 1000
 # Key of the PostgreSQL advisory lock that serialises schema creation across processes.
 _SCHEMA_LOCK_KEY = 0x43524F5353444F43  # "CROSSDOC"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The revision that ``create_all`` made before there were migrations: such a store is stamped there.
+FIRST_REVISION = "0001"
 
 
 def normalise_url(url: str) -> str:
@@ -91,12 +111,27 @@ class AuditEntry(BaseModel):
 
 
 class AuditVerification(BaseModel):
-    """The result of recomputing the audit chain."""
+    """The result of recomputing the audit chain and checking its seals."""
 
     ok: bool
     entries: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    # The newest entry whose seal was checked (None: no seal seen).
+    sealed_seq: int | None = None
+
+
+class SchemaRevision(BaseModel):
+    """Where a store's schema stands: its Alembic revision and the newest one shipped."""
+
+    current: str | None
+    head: str
+    # Tables made before there were migrations (no alembic_version): the next upgrade stamps them.
+    unversioned: bool = False
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
 
 
 def audit_hash(
@@ -184,51 +219,38 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
-    tables = {t.name: t for t in (decisions, action_log, policy, audit_log, audit_head)}
+    audit_seals = sa.Table(
+        "audit_seals",
+        md,
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("mac", sa.String(64), nullable=False),
+        sa.Column("key_id", sa.String(16), nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False),
+    )
+    tables = {t.name: t for t in (decisions, action_log, policy, audit_log, audit_head, audit_seals)}
     return md, tables
 
 
-_SQLITE_TRIGGERS = [
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-]
-
-_PG_FUNCTION = """
-CREATE OR REPLACE FUNCTION crossdock_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only (' || TG_OP || ' rejected)';
-END $$
-"""
-
-
-def _pg_trigger(name: str, when: str, level: str) -> str:
-    return f"""
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgname = '{name}' AND tgrelid = 'audit_log'::regclass) THEN
-        CREATE TRIGGER {name} {when} ON audit_log
-        FOR EACH {level} EXECUTE FUNCTION crossdock_audit_append_only();
-    END IF;
-END $$
-"""
-
-
-_PG_TRIGGERS = [
-    _PG_FUNCTION,
-    _pg_trigger("audit_log_no_update", "BEFORE UPDATE", "ROW"),
-    _pg_trigger("audit_log_no_delete", "BEFORE DELETE", "ROW"),
-    _pg_trigger("audit_log_no_truncate", "BEFORE TRUNCATE", "STATEMENT"),
-]
+def _alembic_config(conn: Connection) -> Config:
+    """Alembic's configuration for the shipped revisions, running on ``conn`` (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    return config
 
 
 class Store:
     """Decisions, action log, policy and audit log in one SQL database."""
 
-    def __init__(self, url: str) -> None:
-        """Open (lazily) the database at ``url``; call :meth:`create_schema` once before use."""
+    def __init__(self, url: str, *, sealer: AuditSealer | None = None) -> None:
+        """Open (lazily) the database at ``url``; call :meth:`create_schema` once before use.
+
+        ``sealer`` seals the audit chain; without one, the seal settings are read from the
+        environment (``runtime.settings``) the first time one is needed."""
         self.url = normalise_url(url)
+        self._sealer = sealer
+        self._sealer_lock = threading.Lock()
         sa_url = sa.make_url(self.url)
         self.dialect = sa_url.get_backend_name()
         if self.dialect == "sqlite":
@@ -254,6 +276,22 @@ class Store:
         self.policy = t["policy"]
         self.audit_log = t["audit_log"]
         self.audit_head = t["audit_head"]
+        self.audit_seals = t["audit_seals"]
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings) -> Store:
+        """The store of ``settings``: its database and its audit seal key and file."""
+        return cls(settings.store_url(), sealer=AuditSealer.from_settings(settings))
+
+    @property
+    def sealer(self) -> AuditSealer:
+        """The audit sealer (from the environment's settings if none was given)."""
+        with self._sealer_lock:
+            if self._sealer is None:
+                from runtime.settings import Settings as RuntimeSettings
+
+                self._sealer = AuditSealer.from_settings(RuntimeSettings())
+            return self._sealer
 
     @staticmethod
     def _install_sqlite_events(engine: Engine, *, wal: bool) -> None:
@@ -288,22 +326,82 @@ class Store:
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction that sees one state of the database throughout (REPEATABLE READ
+        on PostgreSQL; on SQLite in WAL mode every read transaction does)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
+
     def _insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
     def create_schema(self) -> None:
-        """Create tables, triggers and the audit head if missing (idempotent, multi-process safe)."""
+        """Create or upgrade the schema to the newest revision (idempotent, multi-process safe).
+
+        Also checks that the audit seal key can be had, so that a missing key stops start-up
+        rather than the first append."""
+        self.upgrade("head")
+        _ = self.sealer
+
+    def upgrade(self, revision: str = "head") -> list[str]:
+        """Run the migrations up to ``revision`` in one transaction that holds the schema lock (an
+        advisory lock on PostgreSQL, the write lock on SQLite), so that processes starting together
+        upgrade once. A store made before there were migrations (its tables but no
+        ``alembic_version``) is stamped at the first revision first. Returns the revisions run."""
+        sealed: Seal | None = None
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-            self._md.create_all(conn, checkfirst=True)
-            for ddl in _PG_TRIGGERS if self.dialect == "postgresql" else _SQLITE_TRIGGERS:
-                conn.exec_driver_sql(ddl)
-            conn.execute(
-                self._insert(self.audit_head)
-                .values(id=1, seq=0, hash=GENESIS_HASH)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
+            config = _alembic_config(conn)
+            inspector = sa.inspect(conn)
+            if not inspector.has_table("alembic_version") and inspector.has_table("audit_log"):
+                log.warning("store made before migrations: stamping it at the first revision", revision=FIRST_REVISION)
+                command.stamp(config, FIRST_REVISION)
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(config, revision)
+            after = MigrationContext.configure(conn).get_current_revision()
+            if sa.inspect(conn).has_table("audit_seals"):
+                sealed = self._seal_unsealed_chain(conn)
+        if sealed is not None:
+            self.sealer.append_to_file([sealed])
+        script = ScriptDirectory.from_config(config)
+        if before == after:
+            return []
+        ran = [r.revision for r in script.iterate_revisions(after, before)]
+        return list(reversed(ran))
+
+    def schema_revision(self) -> SchemaRevision:
+        """The schema's current revision and the newest shipped one."""
+        with self._read() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            unversioned = current is None and sa.inspect(conn).has_table("audit_log")
+            head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+        return SchemaRevision(current=current, head=head or "", unversioned=unversioned)
+
+    def _seal_unsealed_chain(self, conn: Connection) -> Seal | None:
+        """Seal the head of a chain that has entries but no seal at all (one written before there
+        were seals), unless the seal file holds seals: then seals were removed, and
+        :meth:`verify_audit` must say so rather than this hide it."""
+        head = conn.execute(
+            sa.select(self.audit_head.c.seq, self.audit_head.c.hash).where(self.audit_head.c.id == 1)
+        ).first()
+        if head is None or int(head.seq) == 0:
+            return None
+        if conn.execute(sa.select(self.audit_seals.c.seq).limit(1)).first() is not None:
+            return None
+        if next(self.sealer.file_seals(), None) is not None:
+            return None
+        seal = self._insert_seal(conn, int(head.seq), str(head.hash), utcnow())
+        log.warning("audit chain sealed at its head on adoption", seq=seal.seq, key_id=seal.key_id)
+        return seal
+
+    def _insert_seal(self, conn: Connection, seq: int, digest: str, at: datetime) -> Seal:
+        seal = self.sealer.seal(seq, digest, at)
+        conn.execute(sa.insert(self.audit_seals).values(seq=seq, hash=digest, mac=seal.mac, key_id=seal.key_id, at=at))
+        return seal
 
     def ping(self) -> bool:
         """True if the database answers."""
@@ -314,8 +412,10 @@ class Store:
             return False
 
     def close(self) -> None:
-        """Dispose of the engine's connection pool."""
+        """Dispose of the engine's connection pool (and close the seal file)."""
         self.engine.dispose()
+        if self._sealer is not None:
+            self._sealer.close()
 
     # ------------------------------------------------------------------ decisions
 
@@ -552,7 +652,11 @@ class Store:
     def append_audit(
         self, kind: str, subject: str, actor: str, payload: dict[str, Any], dedup_key: str | None = None
     ) -> AuditEntry:
-        """Append an entry to the hash chain (once per dedup_key) and return it."""
+        """Append an entry to the hash chain (once per dedup_key) and return it.
+
+        The same transaction seals the new head (one more row, in ``audit_seals``); the seal goes
+        to the seal file, if one is set, after the commit (so the file never seals an entry that
+        was rolled back; a crash in between leaves the file one seal behind, which is harmless)."""
         if dedup_key is not None:
             with self._read() as conn:
                 existing = self._by_dedup_key(conn, dedup_key)
@@ -561,6 +665,7 @@ class Store:
         payload_text = canonical_json(payload)
         normalised: dict[str, Any] = json.loads(payload_text)
         head = self.audit_head.c
+        sealer = self.sealer
         with self._write() as conn:
             # The lock that serialises appends: a row lock on PostgreSQL; on SQLite the
             # transaction already holds the database's write lock (BEGIN IMMEDIATE).
@@ -585,6 +690,8 @@ class Store:
                 )
             )
             conn.execute(sa.update(self.audit_head).where(head.id == 1).values(seq=seq, hash=digest))
+            seal = self._insert_seal(conn, seq, digest, at)
+        sealer.append_to_file([seal])
         return AuditEntry(
             seq=seq,
             at=at,
@@ -610,46 +717,112 @@ class Store:
             return [self._entry(row) for row in conn.execute(stmt)]
 
     def verify_audit(self) -> AuditVerification:
-        """Recompute the whole hash chain, page by page, and report the first broken entry."""
-        c = self.audit_log.c
-        expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
-        while True:
-            stmt = sa.select(*self._audit_columns()).where(c.seq >= expected_seq).order_by(c.seq).limit(_AUDIT_PAGE)
-            with self._read() as conn:
-                rows = conn.execute(stmt).all()
-            if not rows:
-                break
-            for row in rows:
-                seq = int(row.seq)
-                if seq != expected_seq:
-                    return AuditVerification(
-                        ok=False, entries=count, first_bad_seq=expected_seq, reason=f"entry {expected_seq} is missing"
-                    )
-                if row.prev_hash != prev_hash:
-                    return AuditVerification(
-                        ok=False,
-                        entries=count,
-                        first_bad_seq=seq,
-                        reason="prev_hash does not match the previous entry's hash",
-                    )
-                try:
-                    payload = json.loads(row.payload)
-                except ValueError:
-                    return AuditVerification(
-                        ok=False, entries=count, first_bad_seq=seq, reason="payload is not valid JSON"
-                    )
-                digest = audit_hash(prev_hash, seq, row.at, row.kind, row.subject, row.actor, payload)
-                if digest != row.hash:
-                    return AuditVerification(
-                        ok=False, entries=count, first_bad_seq=seq, reason="hash does not match the entry's content"
-                    )
-                prev_hash, expected_seq, count = row.hash, seq + 1, count + 1
-        with self._read() as conn:
+        """Recompute the whole hash chain, page by page, check every seal against it (and the seal
+        file's, if one is set), and report the first bad entry.
+
+        Fails when an entry's hash or link does not match its content, when an entry no longer
+        matches its seal (the chain was rewritten from there, hashes and head included), when a
+        seal's MAC is wrong (a forged seal), when a seal lies beyond the end of the chain or the
+        chain ends before its recorded head (entries were removed), and when entries after the
+        newest seal are not sealed (seals were removed). The database is read in one snapshot, so
+        appends made meanwhile do not disturb the check (they are checked next time)."""
+        c, s = self.audit_log.c, self.audit_seals.c
+        expected_seq, prev_hash, count, sealed = 1, GENESIS_HASH, 0, None
+        sealer = self.sealer
+
+        def bad(seq: int | None, reason: str) -> AuditVerification:
+            return AuditVerification(ok=False, entries=count, first_bad_seq=seq, reason=reason, sealed_seq=sealed)
+
+        with self._snapshot() as conn:
+            while True:
+                rows = conn.execute(
+                    sa.select(*self._audit_columns()).where(c.seq >= expected_seq).order_by(c.seq).limit(_AUDIT_PAGE)
+                ).all()
+                if not rows:
+                    break
+                seal_rows = conn.execute(
+                    sa.select(s.seq, s.hash, s.mac, s.key_id).where(s.seq >= rows[0].seq, s.seq <= rows[-1].seq)
+                )
+                seals = {int(r.seq): r for r in seal_rows}
+                for row in rows:
+                    seq = int(row.seq)
+                    if seq != expected_seq:
+                        return bad(expected_seq, f"entry {expected_seq} is missing")
+                    if row.prev_hash != prev_hash:
+                        return bad(seq, "prev_hash does not match the previous entry's hash")
+                    try:
+                        payload = json.loads(row.payload)
+                    except ValueError:
+                        return bad(seq, "payload is not valid JSON")
+                    digest = audit_hash(prev_hash, seq, row.at, row.kind, row.subject, row.actor, payload)
+                    if digest != row.hash:
+                        return bad(seq, "hash does not match the entry's content")
+                    seal = seals.get(seq)
+                    if seal is not None:
+                        problem = sealer.problem(seq, seal.hash, seal.mac, seal.key_id)
+                        if problem is not None:
+                            return bad(seq, problem)
+                        if seal.hash != row.hash:
+                            return bad(seq, f"entry {seq} does not match its seal: the chain was rewritten from here")
+                        sealed = seq
+                    prev_hash, expected_seq, count = row.hash, seq + 1, count + 1
             head = conn.execute(
                 sa.select(self.audit_head.c.seq, self.audit_head.c.hash).where(self.audit_head.c.id == 1)
             ).first()
+            beyond = conn.execute(sa.select(sa.func.min(s.seq)).where(s.seq > count)).scalar()
         if head is not None and (int(head.seq) != count or head.hash != prev_hash):
-            return AuditVerification(
-                ok=False, entries=count, first_bad_seq=count + 1, reason="the chain ends before the recorded head"
+            return bad(count + 1, "the chain ends before the recorded head")
+        if beyond is not None:
+            return bad(
+                count + 1, f"the chain ends at entry {count} but entry {beyond} was sealed: entries were removed"
             )
-        return AuditVerification(ok=True, entries=count)
+        if count > (sealed or 0):
+            return bad((sealed or 0) + 1, f"entries after {sealed or 0} are not sealed: seals were removed")
+        if sealer.file is not None:
+            file_problem = self._verify_seal_file(sealer)
+            if file_problem is not None:
+                return bad(*file_problem)
+        return AuditVerification(ok=True, entries=count, sealed_seq=sealed)
+
+    def _verify_seal_file(self, sealer: AuditSealer) -> tuple[int | None, str] | None:
+        """Check each seal of the seal file against the stored chain (which the caller verified):
+        the lowest bad seq and why, or None. Catches a rewrite of the database that also rewrote
+        the seals table, and a chain cut shorter than the file's seals. Read afresh, not in the
+        caller's snapshot: a seal reaches the file only after its entry is committed, so an entry
+        appended since is found."""
+        c = self.audit_log.c
+        worst: tuple[int, str] | None = None
+
+        def note(seq: int, reason: str) -> None:
+            nonlocal worst
+            if worst is None or seq < worst[0]:
+                worst = (seq, reason)
+
+        def check(batch: list[Seal]) -> None:
+            with self._read() as conn:
+                rows = conn.execute(sa.select(c.seq, c.hash).where(c.seq.in_(sorted({x.seq for x in batch}))))
+                stored = {int(r.seq): str(r.hash) for r in rows}
+            for seal in batch:
+                problem = sealer.problem(seal.seq, seal.hash, seal.mac, seal.key_id)
+                if problem is not None:
+                    note(seal.seq, f"seal file: {problem}")
+                elif seal.seq not in stored:
+                    note(
+                        seal.seq,
+                        f"seal file: entry {seal.seq} was sealed but is not in the chain: entries were removed",
+                    )
+                elif stored[seal.seq] != seal.hash:
+                    note(seal.seq, f"seal file: entry {seal.seq} does not match its seal: the chain was rewritten")
+
+        batch: list[Seal] = []
+        try:
+            for seal in sealer.file_seals():
+                batch.append(seal)
+                if len(batch) == _AUDIT_PAGE:
+                    check(batch)
+                    batch = []
+        except SealFileError as exc:
+            return None, str(exc)
+        if batch:
+            check(batch)
+        return worst

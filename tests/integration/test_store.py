@@ -6,6 +6,7 @@ test module gets a fresh database, and each test a fresh schema inside it.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import uuid
@@ -19,9 +20,12 @@ import sqlalchemy as sa
 
 from domain.decisions import Action, Decision
 from domain.models import Settings
-from runtime.store import GENESIS_HASH, Store, normalise_url
+from runtime.audit_seal import AuditSealer
+from runtime.store import GENESIS_HASH, Store, audit_hash, canonical_json, normalise_url
 from tests.integration.conftest import fresh_pg_database
 
+# The audit seal key of these tests (held outside the store, as in production).
+SEAL_KEY = b"test-seal-key-0123456789abcdef!!"
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
@@ -51,7 +55,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
+    s = Store(store_url, sealer=AuditSealer(SEAL_KEY))
     s.create_schema()
     yield s
     s.close()
@@ -94,7 +98,7 @@ def drop_update_trigger(store: Store) -> None:
 
 def _append_from_process(url: str, tag: str, count: int) -> None:
     """Runs in a child process: open the store on its own and append ``count`` entries."""
-    s = Store(url)
+    s = Store(url, sealer=AuditSealer(SEAL_KEY))
     s.create_schema()
     for i in range(count):
         s.append_audit("test.append", f"{tag}-{i}", tag, {"i": i})
@@ -274,7 +278,13 @@ def test_the_audit_chain_links_entries_and_verifies(store: Store) -> None:
     assert [e.seq for e in store.audit(after_seq=5)] == [6, 7]
     assert [e.seq for e in store.audit(limit=2)] == [1, 2]
     assert store.audit(kind="other") == []
-    assert store.verify_audit().model_dump() == {"ok": True, "entries": 7, "first_bad_seq": None, "reason": None}
+    assert store.verify_audit().model_dump() == {
+        "ok": True,
+        "entries": 7,
+        "first_bad_seq": None,
+        "reason": None,
+        "sealed_seq": 7,
+    }
 
 
 def test_an_audit_entry_with_a_dedup_key_is_appended_once(store: Store) -> None:
@@ -334,6 +344,7 @@ def test_appends_from_four_threads_form_a_gapless_chain_that_verifies(store: Sto
         "entries": 4 * per_thread,
         "first_bad_seq": None,
         "reason": None,
+        "sealed_seq": 4 * per_thread,
     }
 
 
@@ -347,7 +358,7 @@ def test_appends_from_two_processes_form_a_gapless_chain_that_verifies(store_url
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
 
-    s = Store(store_url)
+    s = Store(store_url, sealer=AuditSealer(SEAL_KEY))
     try:
         entries = s.audit(limit=1000)
         assert [e.seq for e in entries] == list(range(1, 2 * per_process + 1))
@@ -355,3 +366,216 @@ def test_appends_from_two_processes_form_a_gapless_chain_that_verifies(store_url
         assert s.verify_audit().ok is True
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------- audit seals
+# An attacker with write access to the database (but not the seal key) may drop the triggers,
+# rewrite entries with correct hashes, move audit_head, and touch the seals table.
+
+
+def drop_audit_triggers(store: Store) -> None:
+    """What an attacker with database access does first."""
+    triggers = {
+        "audit_log": ["audit_log_no_update", "audit_log_no_delete"],
+        "audit_seals": ["audit_seals_no_update", "audit_seals_no_delete"],
+    }
+    with store.engine.begin() as conn:
+        for table, names in triggers.items():
+            for name in names:
+                on = f" ON {table}" if store.dialect == "postgresql" else ""
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}{on}")
+
+
+def rewrite_tail(store: Store, from_seq: int) -> None:
+    """Change every entry from ``from_seq`` on, recompute their hashes and move audit_head."""
+    entries = store.audit(limit=10_000)
+    prev = GENESIS_HASH if from_seq == 1 else entries[from_seq - 2].hash
+    with store.engine.begin() as conn:
+        for e in entries[from_seq - 1 :]:
+            payload = {**e.payload, "qty": 999}
+            digest = audit_hash(prev, e.seq, e.at, e.kind, e.subject, e.actor, payload)
+            conn.execute(
+                sa.text("UPDATE audit_log SET payload = :p, prev_hash = :prev, hash = :h WHERE seq = :s"),
+                {"p": canonical_json(payload), "prev": prev, "h": digest, "s": e.seq},
+            )
+            prev = digest
+        conn.execute(
+            sa.text("UPDATE audit_head SET seq = :s, hash = :h WHERE id = 1"), {"s": entries[-1].seq, "h": prev}
+        )
+
+
+def cut_tail(store: Store, after_seq: int, *, seals_too: bool = False) -> None:
+    """Delete the entries after ``after_seq`` and move audit_head back (and the seals, if asked)."""
+    last = store.audit(limit=10_000)[after_seq - 1]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_log WHERE seq > :s"), {"s": after_seq})
+        if seals_too:
+            conn.execute(sa.text("DELETE FROM audit_seals WHERE seq > :s"), {"s": after_seq})
+        conn.execute(sa.text("UPDATE audit_head SET seq = :s, hash = :h WHERE id = 1"), {"s": last.seq, "h": last.hash})
+
+
+def chain_is_consistent(store: Store) -> bool:
+    """The hash chain alone (what verify checked before seals): each hash matches its entry and link."""
+    prev = GENESIS_HASH
+    for e in store.audit(limit=10_000):
+        if e.prev_hash != prev or audit_hash(prev, e.seq, e.at, e.kind, e.subject, e.actor, e.payload) != e.hash:
+            return False
+        prev = e.hash
+    return True
+
+
+@pytest.fixture
+def sealed_store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    """A store whose seals also go to a seal file, with six entries."""
+    s = Store(store_url, sealer=AuditSealer(SEAL_KEY, file=tmp_path / "seals" / "audit.seals"))
+    s.create_schema()
+    for i in range(6):
+        s.append_audit("action.executed", f"SO-{i}", "engine", {"i": i, "qty": i + 1})
+    yield s
+    s.close()
+
+
+def test_every_append_is_sealed_in_the_table_and_the_seal_file(sealed_store: Store) -> None:
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.entries, result.sealed_seq) == (True, 6, 6)
+    with sealed_store.engine.connect() as conn:
+        seals = conn.execute(sa.text("SELECT seq, hash, mac, key_id FROM audit_seals ORDER BY seq")).all()
+    hashes = [e.hash for e in sealed_store.audit()]
+    sealer = sealed_store.sealer
+    assert [(s.seq, s.hash) for s in seals] == list(enumerate(hashes, start=1))
+    assert all(sealer.problem(s.seq, s.hash, s.mac, s.key_id) is None for s in seals)
+    assert sealer.file is not None
+    lines = [json.loads(line) for line in sealer.file.read_text().splitlines()]
+    assert [(x["seq"], x["hash"], x["mac"]) for x in lines] == [(s.seq, s.hash, s.mac) for s in seals]
+    assert sealer.file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rewritten_tail_with_recomputed_hashes_and_head_fails_at_the_first_rewritten_seq(
+    sealed_store: Store,
+) -> None:
+    drop_audit_triggers(sealed_store)
+    rewrite_tail(sealed_store, 4)
+    assert chain_is_consistent(sealed_store)  # the hash chain alone no longer shows it
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq, result.entries, result.sealed_seq) == (False, 4, 3, 3)
+    assert result.reason is not None and "does not match its seal" in result.reason
+
+
+def test_a_truncated_tail_fails_after_the_last_entry_left(sealed_store: Store) -> None:
+    drop_audit_triggers(sealed_store)
+    cut_tail(sealed_store, 3)
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 4, 3)
+    assert result.reason is not None and "entries were removed" in result.reason
+
+
+def test_seals_the_attacker_changed_fail_their_mac(sealed_store: Store) -> None:
+    drop_audit_triggers(sealed_store)
+    rewrite_tail(sealed_store, 5)
+    new_hashes = {e.seq: e.hash for e in sealed_store.audit()}
+    with sealed_store.engine.begin() as conn:  # the seals now name the new hashes, with the old MACs
+        for seq in (5, 6):
+            conn.execute(sa.text("UPDATE audit_seals SET hash = :h WHERE seq = :s"), {"h": new_hashes[seq], "s": seq})
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq) == (False, 5)
+    assert result.reason is not None and "bad MAC" in result.reason
+
+    other = AuditSealer(b"another-key-that-is-not-the-real-one")
+    seal = other.seal(5, new_hashes[5], datetime.now(UTC))
+    with sealed_store.engine.begin() as conn:  # sealed with a key of the attacker's own
+        conn.execute(
+            sa.text("UPDATE audit_seals SET mac = :m, key_id = :k WHERE seq = 5"), {"m": seal.mac, "k": seal.key_id}
+        )
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq) == (False, 5)
+    assert result.reason is not None and "another key" in result.reason
+
+
+def test_removing_the_seals_of_a_rewritten_tail_leaves_it_unsealed(sealed_store: Store) -> None:
+    drop_audit_triggers(sealed_store)
+    rewrite_tail(sealed_store, 4)
+    with sealed_store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_seals WHERE seq >= 4"))
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq, result.sealed_seq) == (False, 4, 3)
+    assert result.reason is not None and "not sealed" in result.reason
+
+
+def test_the_seal_file_catches_a_rewrite_that_left_the_database_consistent(sealed_store: Store, store_url: str) -> None:
+    # Cut the chain and its seals back to 3, then let the service append again: every row in the
+    # database is genuine and sealed with the real key; only the seal file remembers entries 4-6.
+    drop_audit_triggers(sealed_store)
+    cut_tail(sealed_store, 3, seals_too=True)
+    for i in range(3):
+        sealed_store.append_audit("action.executed", f"SO-{i}", "engine", {"i": i, "qty": 0})
+
+    without_file = Store(store_url, sealer=AuditSealer(SEAL_KEY))
+    try:
+        assert without_file.verify_audit().ok  # the database alone cannot tell
+    finally:
+        without_file.close()
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 4, 6)
+    assert result.reason is not None and result.reason.startswith("seal file: entry 4 does not match its seal")
+
+
+def test_the_seal_file_catches_a_cut_that_also_removed_the_seals(sealed_store: Store) -> None:
+    drop_audit_triggers(sealed_store)
+    cut_tail(sealed_store, 2, seals_too=True)
+    result = sealed_store.verify_audit()
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert result.reason is not None and "sealed but is not in the chain" in result.reason
+
+
+def test_the_seal_file_skips_a_torn_last_line_and_rejects_a_bad_one(sealed_store: Store) -> None:
+    seal_file = sealed_store.sealer.file
+    assert seal_file is not None
+    with seal_file.open("ab") as fh:
+        fh.write(b'{"seq": 7, "hash": "ab')  # a crash in the middle of a write
+    assert sealed_store.verify_audit().ok
+    seal_file.write_text(seal_file.read_text().replace("\n", "\nnot a seal\n", 1))
+    result = sealed_store.verify_audit()
+    assert result.ok is False and result.reason is not None and result.reason.startswith("seal file line 2")
+
+
+def test_sealing_adds_one_write_per_append(store: Store) -> None:
+    store.append_audit("k", "s", "a", {"v": 0})
+    writes: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append(statement)
+
+    for i in range(5):
+        store.append_audit("k", "s", "a", {"v": i})
+    sa.event.remove(store.engine, "before_cursor_execute", count)
+    # Per append: the entry, the head, and the seal (the one extra write).
+    assert len(writes) == 15
+    assert sum("audit_seals" in w for w in writes) == 5
+
+
+def test_verifying_while_appends_go_on_never_reports_tampering(store_url: str, tmp_path: Path) -> None:
+    s = Store(store_url, sealer=AuditSealer(SEAL_KEY, file=tmp_path / "audit.seals"))
+    s.create_schema()
+    for i in range(20):
+        s.append_audit("k", "s", "a", {"i": i})
+    done = threading.Event()
+
+    def append() -> None:
+        for i in range(150):
+            s.append_audit("k", "s", "a", {"i": i})
+        done.set()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    results = []
+    try:
+        while not done.is_set():
+            results.append(s.verify_audit())
+    finally:
+        writer.join(60)
+    results.append(s.verify_audit())
+    assert [r.reason for r in results if not r.ok] == []
+    assert len(results) > 1 and results[-1].entries == 170
+    s.close()
