@@ -6,8 +6,10 @@ are skipped with that reason; nothing is downloaded."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures, shared with t
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
+SCRATCH = Path(tempfile.gettempdir()) / "crossdock-console-screenshots"
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -129,6 +132,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def shot(page: Page, name: str) -> None:
-    """Save a screenshot for the README (docs/screenshots/<name>.png)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    """Take a screenshot of the page as it is: into docs/screenshots/<name>.png (the README's) with
+    ``CROSSDOCK_SCREENSHOTS=1``, else into the temporary folder, so a test run leaves the tree clean."""
+    folder = SCREENSHOTS if os.environ.get("CROSSDOCK_SCREENSHOTS") == "1" else SCRATCH
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=False)

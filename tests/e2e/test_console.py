@@ -1,7 +1,8 @@
 """The console in a real browser: sign-in per role, the review queue with live updates, approving,
 approving with changes, rejecting, a stale approval, bulk approve, the order timeline, a rep's chat.
 
-Screenshots of the main pages are saved to docs/screenshots/ (the README shows them)."""
+Screenshots of the main pages are taken as they go; ``CROSSDOCK_SCREENSHOTS=1`` saves them to
+docs/screenshots/ (the README shows them)."""
 
 from __future__ import annotations
 
