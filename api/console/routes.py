@@ -25,12 +25,14 @@ from pydantic import ValidationError
 from api.console import queries, reviews, shipby
 from api.console.auth import (
     CONSOLE_ROLES,
+    COOKIE,
     CSRF_FIELD,
     SIGNIN_COOKIE,
     Area,
     PageError,
     Session,
     acting,
+    check_csrf,
     clear_session_cookie,
     config_of,
     current_session,
@@ -179,6 +181,9 @@ async def signin(request: Request) -> Response:
             "customer-service or admin key.",
             403,
         )
+    previous = request.cookies.get(COOKIE)
+    if previous:  # signing in again replaces the session (never reuse a token from before)
+        await sessions.drop(previous)
     token, _ = await sessions.create(user)
     target = first(form, "next")
     if not (target.startswith("/console/") and "//" not in target and "\\" not in target):
@@ -192,8 +197,6 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     session = await current_session(request)
-    from api.console.auth import COOKIE, check_csrf
-
     await check_csrf(request, session)
     token = request.cookies.get(COOKIE)
     if token:
@@ -446,6 +449,14 @@ async def decision_approve(request: Request, decision_id: str) -> Response:
             return await _decision_page(request, session, decision_id, verdict, 422)
     verdict = await run_in_threadpool(reviews.approve, container, decision_id, session.user.actor, changes, note)
     return await _decision_page(request, session, decision_id, verdict, _status(verdict))
+
+
+@router.get("/decisions/{decision_id}/approve")
+@router.get("/decisions/{decision_id}/reject")
+async def decision_action_reloaded(request: Request, decision_id: str) -> Response:
+    """A reload of an approve or reject answer: back to the decision (nothing is sent again)."""
+    await require_area(request, "review")
+    return RedirectResponse(f"/console/decisions/{quote(decision_id, safe='')}", status_code=303)
 
 
 @router.post("/decisions/{decision_id}/reject")

@@ -151,6 +151,9 @@ def test_a_planner_reviews_the_queue_live_and_approves_a_decision(console: Conso
     shot(page, "decision")
     page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.locator("#verdict")).to_contain_text("Approved and executed")
+    page.reload()  # sends nothing again: the decision, as it is now
+    expect(page.get_by_text("Approved by planner:alice")).to_be_visible()
+    expect(page.get_by_role("heading", name="What changed")).to_be_visible()
     stored = console.stack.container.store.get_decision(console.pending_id_of("SO-41"))
     assert stored is not None and stored.status == "executed" and stored.review is not None
     assert stored.review["by"] == "planner:alice"
