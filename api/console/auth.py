@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import structlog
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -263,6 +264,7 @@ async def current_session(request: Request) -> Session:
         raise SignInRequired(expired=True)
     request.state.console_session = session
     request.state.key_id = session.user.key_id  # what the API's chat reads: conversations are per key
+    structlog.contextvars.bind_contextvars(actor=session.user.actor)  # the request's log lines say who
     return session
 
 
