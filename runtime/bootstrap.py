@@ -304,7 +304,7 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     client, embedded = connect_redis(settings)
     queue = JobQueue(client, settings.stream_prefix)
     queue.ensure_group()
-    store = Store(settings.store_url())
+    store = Store.from_settings(settings)
     store.create_schema()
     http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False)
     wms: WmsPort

@@ -174,13 +174,9 @@ def test_a_newer_proposal_for_the_same_subject_supersedes_the_live_one_linked_bo
 
 def test_the_database_refuses_two_live_proposals_for_one_subject(store: Store) -> None:
     store.save_decision(make_decision("dec-1", subject="SO-7"))
-    with pytest.raises(sa.exc.IntegrityError):
-        with store._write() as conn:  # noqa: SLF001 - a writer that bypasses record_decision
-            conn.execute(
-                sa.insert(store.decisions).values(
-                    **store._decision_row(make_decision("dec-9", subject="SO-7"), datetime.now(UTC))  # noqa: SLF001
-                )
-            )
+    row = store._decision_row(make_decision("dec-9", subject="SO-7"), datetime.now(UTC))  # noqa: SLF001
+    with pytest.raises(sa.exc.IntegrityError), store._write() as conn:  # noqa: SLF001 - bypasses record_decision
+        conn.execute(sa.insert(store.decisions).values(**row))
 
 
 def test_concurrent_proposals_for_one_subject_leave_exactly_one_live(store: Store) -> None:
