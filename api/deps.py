@@ -1,10 +1,17 @@
-"""Request dependencies: the container, and API-key authentication with role checks."""
+"""Request dependencies: the container, and API-key authentication with role checks.
+
+A key belongs to a named person (``runtime.settings.KeyHolder``): what they do is recorded as
+``role:name`` (``planner:alice``) in the audit trail, on decisions and in the logs. A ``cs_rep``
+key bound to customers sees only their orders (``Principal.may_see``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, HTTPException, Request, status
 
 from runtime.bootstrap import Container
@@ -26,29 +33,66 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def require(*roles: Role) -> Callable[[Request, Container], Awaitable[Role]]:
-    """Dependency: a valid key (401 otherwise) whose role is in ``roles`` or admin (403 otherwise)."""
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the key holder's role and name, and the customers a bound cs_rep key may see."""
+
+    role: Role
+    name: str
+    key_id: str  # a prefix of the key's hash, for what a key owns (chat conversations); never the key
+    customers: frozenset[str] | None = None  # None: not bound to customers
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail, decisions and logs name this caller: ``planner:alice``."""
+        return f"{self.role}:{self.name}"
+
+    def may_see(self, customer: str | None) -> bool:
+        """Whether an order of ``customer`` is visible to this key (always, unless it is bound)."""
+        return self.customers is None or customer in self.customers
+
+
+def _authenticate(request: Request, container: Container, allowed: set[str]) -> Principal:
+    key = _presented_key(request)
+    if key is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    hashed = hash_key(key)
+    holder = container.settings.key_holder(hashed)
+    if holder is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    if holder.role not in allowed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"role {holder.role!r} may not do this; needs one of {sorted(allowed)}"
+        )
+    who = Principal(holder.role, holder.name, hashed[:16], frozenset(holder.customers) if holder.customers else None)
+    request.state.key_id = who.key_id
+    request.state.principal = who
+    structlog.contextvars.bind_contextvars(actor=who.actor)  # the request's log lines say who asked
+    return who
+
+
+def identify(*roles: Role) -> Callable[[Request, Container], Awaitable[Principal]]:
+    """Dependency: a valid key (401 otherwise) whose role is in ``roles`` or admin (403 otherwise);
+    the caller as a ``Principal``."""
     allowed = set(roles) | {"admin"}
 
     # async on purpose: a sync dependency would cost a thread hop on every request.
+    async def check(request: Request, container: ContainerDep) -> Principal:
+        return _authenticate(request, container, allowed)
+
+    return check
+
+
+def require(*roles: Role) -> Callable[[Request, Container], Awaitable[Role]]:
+    """Dependency: as ``identify``, the caller's role only."""
+    allowed = set(roles) | {"admin"}
+
     async def check(request: Request, container: ContainerDep) -> Role:
-        key = _presented_key(request)
-        if key is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing API key (Authorization: Bearer <key>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        hashed = hash_key(key)
-        role = container.settings.key_hashes.get(hashed)
-        if role is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
-        if role not in allowed:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"role {role!r} may not do this; needs one of {sorted(allowed)}"
-            )
-        request.state.key_id = hashed[:16]  # who asks, for what a key owns (chat conversations); never the key
-        return role
+        return _authenticate(request, container, allowed).role
 
     return check
 
@@ -58,3 +102,6 @@ PlannerRole = Annotated[Role, Depends(require("planner"))]
 ReaderRole = Annotated[Role, Depends(require("planner", "gateway", "cs_rep"))]
 OrderReaderRole = Annotated[Role, Depends(require("cs_rep", "planner"))]
 AdminRole = Annotated[Role, Depends(require())]
+Planner = Annotated[Principal, Depends(identify("planner"))]
+OrderReader = Annotated[Principal, Depends(identify("cs_rep", "planner"))]
+Admin = Annotated[Principal, Depends(identify())]

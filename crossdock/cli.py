@@ -138,10 +138,14 @@ def scenario_run(
 
     The report's KPIs include superseded proposals, stale approvals and the most live proposals one
     subject had at any moment (``max_live_per_subject``, 1 at most by design)."""
-    report_data = _run(file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag)
+    applied: dict[str, dict[str, Any]] = {}
+    report_data = _run(
+        file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag, applied=applied
+    )
     if report is not None:
         report.write_text(json.dumps(report_data, indent=1, default=str))
         console.print(f"wrote {report}")
+    _policy_table(applied)
     _kpi_table({policy: report_data["kpis"]})
 
 
@@ -152,8 +156,10 @@ def _run(
     systems: str = "twin",
     tick_every: float | None = None,
     planner_lag: int | None = None,
+    applied: dict[str, dict[str, Any]] | None = None,
     keep: list[Any] | None = None,
 ) -> dict[str, Any]:
+    """Replay ``file``; ``applied[policy]`` gets the governance policy the replay put in force."""
     from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario, run_scenario_live, with_ticks
 
     try:
@@ -172,6 +178,7 @@ def _run(
             progress=lambda done, total: progress.update(task, completed=done),
             tick_every_min=tick_every,
             planner_lag=planner_lag,
+            on_policy=None if applied is None else lambda body: applied.__setitem__(policy, body),
         )
         try:
             if systems == "tryton":
@@ -201,6 +208,32 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _policy_table(columns: dict[str, dict[str, Any]]) -> None:
+    """The governance policy each run put in force: every workflow's mode (a workflow the policy
+    does not name observes), the review thresholds and any four-eyes amounts."""
+    from domain.governance import WORKFLOWS, mode_of
+    from domain.models import Settings as Policy
+
+    if not columns:
+        return
+    policies = {name: Policy.model_validate(body) for name, body in columns.items()}
+    table = Table(title="Governance policy")
+    table.add_column("setting")
+    for name in policies:
+        table.add_column(name, justify="right")
+    for workflow in WORKFLOWS:
+        cells = [mode_of(p, workflow) + ("" if workflow in p.modes else " (default)") for p in policies.values()]
+        table.add_row(f"mode: {workflow}", *cells)
+    for field in ("review_cost_above", "review_confidence_below", "receipt_tolerance_pct", "wave_window_hours"):
+        table.add_row(field, *(f"{getattr(p, field):g}" for p in policies.values()))
+    if any(p.four_eyes_cost_above for p in policies.values()):
+        table.add_row(
+            "four_eyes_cost_above",
+            *(", ".join(f"{w} {v:g}" for w, v in p.four_eyes_cost_above.items()) or "off" for p in policies.values()),
+        )
+    out.print(table)
 
 
 def _kpi_table(columns: dict[str, dict[str, Any]]) -> None:
@@ -239,7 +272,8 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Generate a network, replay a day of events under both policies, print the KPIs side by side."""
+    """Generate a network, replay a day of events under both policies, print the governance policy
+    each run set and the KPIs side by side."""
     from twin.generator import generate
 
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -247,12 +281,16 @@ def demo(
     scenario_file.write_text(json.dumps(generate(seed, size), indent=1))
     console.print(f"scenario: {scenario_file}")
     results = {}
+    applied: dict[str, dict[str, Any]] = {}
     kept: list[Any] = []  # --console: the crossdock run's stack, left running
     for policy in ("baseline", "crossdock"):
-        results[policy] = _run(scenario_file, policy, keep=kept if with_console and policy == "crossdock" else None)
+        results[policy] = _run(
+            scenario_file, policy, applied=applied, keep=kept if with_console and policy == "crossdock" else None
+        )
         path = report_dir / f"report-{policy}.json"
         path.write_text(json.dumps(results[policy], indent=1, default=str))
         console.print(f"report: {path}")
+    _policy_table(applied)
     _kpi_table({p: r["kpis"] for p, r in results.items()})
     if kept:
         _keep_console(kept[0])

@@ -7,12 +7,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import get_args
 
-from domain.decisions import Decision, DecisionStatus, Proposal, with_idempotency_keys
-from domain.models import Settings
+from domain.decisions import Decision, DecisionStatus, Proposal, Workflow, with_idempotency_keys
+from domain.models import Mode, Settings
 from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
 
-DEFAULT_MODE = "autonomous"
+# A workflow the policy does not name runs in observe mode: a fresh install decides and records
+# every workflow and writes nothing. Propose, then autonomous, is an admin's explicit act
+# (``PATCH /v1/policy``), recorded as a policy version in the audit chain.
+DEFAULT_MODE: Mode = "observe"
+WORKFLOWS: tuple[Workflow, ...] = get_args(Workflow)
+
+
+def mode_of(settings: Settings, workflow: Workflow) -> Mode:
+    """The mode a workflow runs in under ``settings`` (``DEFAULT_MODE`` when it names none)."""
+    return settings.modes.get(workflow, DEFAULT_MODE)
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,7 @@ class GateResult:
 
 def gate(proposal: Proposal, settings: Settings) -> GateResult:
     """Apply the workflow's mode and the cost/confidence thresholds."""
-    mode = settings.modes.get(proposal.workflow, DEFAULT_MODE)
+    mode = mode_of(settings, proposal.workflow)
     if not proposal.actions:
         return GateResult("observed", False, "nothing to execute")
     if mode == "observe":

@@ -8,9 +8,11 @@ so that bad input fails at the boundary with the field named.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from domain.decisions import Workflow
 
 
 class Model(BaseModel):
@@ -185,13 +187,23 @@ class Receipt(Model):
     lines: list[ReceiptLine] = Field(min_length=1)
 
 
-class Settings(Model):
-    """Business rules from a scenario (or from the operator): governance thresholds."""
+Mode = Literal["observe", "propose", "autonomous"]
 
-    receipt_tolerance_pct: float = 2.0
-    review_cost_above: float = 1000.0
-    review_confidence_below: float = 0.7
-    modes: dict[str, Literal["observe", "propose", "autonomous"]] = {}
+
+class Settings(Model):
+    """Business rules from a scenario (or from the operator): the governance policy.
+
+    A workflow missing from ``modes`` runs in observe mode (``domain.governance.DEFAULT_MODE``):
+    a fresh install decides and records, and writes nothing until an admin moves a workflow to
+    propose, then autonomous. Values are finite and within range, so a bad policy fails at the
+    boundary with the field named (``modes.typo``, ``review_cost_above``)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
+
+    receipt_tolerance_pct: float = Field(default=2.0, ge=0, le=100)
+    review_cost_above: float = Field(default=1000.0, ge=0)
+    review_confidence_below: float = Field(default=0.7, ge=0, le=1)
+    modes: dict[Workflow, Mode] = {}
     # Extension: which decision policy runs ("baseline" is the naive yardstick).
     policy: Literal["crossdock", "baseline"] = "crossdock"
     # Extension: how many hours of pick work a release may commit to a zone ahead of its
@@ -200,6 +212,9 @@ class Settings(Model):
     # Extension: how long a movement one system recorded may wait for the other's posting
     # before a stock gap counts as a true variance rather than a timing difference.
     posting_grace_hours: float = Field(default=4.0, ge=0, le=168)
+    # Extension: four-eyes. A pending decision of a workflow listed here whose cost impact is
+    # above the amount needs two approvers with different names (empty: off).
+    four_eyes_cost_above: dict[Workflow, Annotated[float, Field(ge=0)]] = {}
 
 
 class WmsSnapshot(Model):

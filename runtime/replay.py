@@ -56,6 +56,8 @@ class RunOptions:
     # A simulated planner: approves each proposal once it has waited this many events (None: nobody
     # reviews). What it meets (stale approvals, failures) is what a slow planner would meet.
     planner_lag: int | None = None
+    # Called with the governance policy the replay put in force (the API's answer to its PUT).
+    on_policy: Callable[[dict[str, Any]], None] | None = None
 
 
 def load_scenario(source: Path | dict[str, Any]) -> tuple[Scenario, list[CloudEvent]]:
@@ -216,8 +218,10 @@ def replay_events(
     options: RunOptions,
     apply_source: Callable[[dict[str, Any]], Any],
 ) -> ReviewLog:
-    """Set the scenario's policy, then post each event as the gateway would and wait for its job;
-    after each, look at the review queue (and let the simulated planner approve, if there is one).
+    """Set the scenario's policy explicitly (a fresh store would observe every workflow; a workflow
+    the scenario's ``modes`` leaves out still does), then post each event as the gateway would and
+    wait for its job; after each, look at the review queue (and let the simulated planner approve,
+    if there is one).
 
     ``apply_source`` first applies the event to the system that emitted it (the twin, or Tryton).
     """
@@ -228,7 +232,14 @@ def replay_events(
         gateway = {"Authorization": f"Bearer {stack.keys['gateway']}"}
         planner = {"Authorization": f"Bearer {stack.keys['planner']}"}
         policy = scenario.settings.model_copy(update={"policy": options.policy})
-        client.put("/v1/policy", json=policy.model_dump(), headers=admin).raise_for_status()
+        put = client.put(
+            "/v1/policy",
+            json={**policy.model_dump(mode="json"), "reason": f"replay of {scenario.scenario} ({options.policy})"},
+            headers=admin,
+        )
+        put.raise_for_status()
+        if options.on_policy is not None:
+            options.on_policy(put.json())
         total = len(events)
         for i, event in enumerate(events, 1):
             payload = event.model_dump(mode="json", exclude_none=True)

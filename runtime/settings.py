@@ -6,11 +6,14 @@ API keys are hashed as soon as they are read; the plain key lives nowhere after 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["gateway", "planner", "cs_rep", "admin"]
@@ -18,8 +21,85 @@ ROLES: tuple[Role, ...] = ("gateway", "planner", "cs_rep", "admin")
 PLACEHOLDER_KEYS = {"changeme", "secret", "password", "dev", "test", "key"}
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyHolder(BaseModel):
+    """Who an API key belongs to: a named person (or system) with one role. A ``cs_rep`` key may be
+    bound to customers: it then sees only their orders (``customers`` empty: not bound)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Role
+    customers: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _only_reps_are_bound(self) -> KeyHolder:
+        if self.customers and self.role != "cs_rep":
+            raise ValueError(f"{self.name}: only a cs_rep key can be bound to customers")
+        return self
+
+
+class KeyFileEntry(BaseModel):
+    """One entry of ``CROSSDOCK_API_KEYS_FILE``: the plain key or its SHA-256 (hex), never both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Role
+    key: str | None = Field(default=None, min_length=1)
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    customers: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KeyFileEntry:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        return self
+
+
+def parse_key_entry(item: str) -> tuple[str, Role, str]:
+    """``key:role:name`` or ``key:role`` (the name is then the role), read from the right, so a key
+    may contain ':' as before. ValueError when neither form fits."""
+    parts = item.split(":")
+    role = parts[-2] if len(parts) >= 3 else ""
+    if role in ROLES and parts[0] and re.match(NAME_PATTERN, parts[-1]):
+        return ":".join(parts[:-2]), role, parts[-1]
+    key, _, last = item.rpartition(":")
+    if key and last in ROLES:
+        return key, last, last
+    raise ValueError(f"CROSSDOCK_API_KEYS entry must be 'key:role' or 'key:role:name' with role in {ROLES}")
+
+
+def read_keys_file(path: Path) -> list[KeyFileEntry]:
+    """The entries of a keys file: YAML or JSON, a list of entries or ``{"keys": [...]}``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"CROSSDOCK_API_KEYS_FILE {path}: {exc.strerror or exc}") from None
+    try:
+        raw: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"CROSSDOCK_API_KEYS_FILE {path}: not valid {kind} ({exc})") from None
+    if isinstance(raw, dict):
+        raw = raw.get("keys")
+    if not isinstance(raw, list):
+        raise ValueError(f"CROSSDOCK_API_KEYS_FILE {path}: expected a list of keys (or a 'keys' list)")
+    entries = []
+    for i, item in enumerate(raw):
+        try:
+            entries.append(KeyFileEntry.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in (i, *first["loc"]))
+            raise ValueError(f"CROSSDOCK_API_KEYS_FILE {path}: {where}: {first['msg']}") from None
+    return entries
 
 
 def disable_telemetry() -> None:
@@ -54,8 +134,10 @@ class Settings(BaseSettings):
     # above) or one Tryton database. Tryton's URL and credentials stay in TRYTON_* variables, read
     # by ``connectors.tryton.rpc.TrytonConfig.from_env``; notify stays HTTP either way.
     erp: Literal["twin", "tryton"] = Field(default="twin", validation_alias="CROSSDOCK_ERP")
-    # "key:role,key:role" — hashed at load.
+    # "key:role:name,key:role" — hashed at load; a name defaults to the role.
     api_keys: str = ""
+    # YAML or JSON: [{name, role, key | key_sha256, customers?}], hashed at load too.
+    api_keys_file: Path | None = None
     # "source=secret,source=secret" — HMAC secrets per event source.
     source_secrets: str = ""
     signature_tolerance_s: int = 300
@@ -85,28 +167,51 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # key hash -> role; and key hash -> who holds it. A hash with a role and no holder (settings
+    # built in code) is named after its role.
     key_hashes: dict[str, Role] = {}
+    key_holders: dict[str, KeyHolder] = {}
 
     @field_validator("api_keys")
     @classmethod
     def _keys_well_formed(cls, value: str) -> str:
         for item in filter(None, (p.strip() for p in value.split(","))):
-            key, _, role = item.rpartition(":")
-            if not key or role not in ROLES:
-                raise ValueError(f"CROSSDOCK_API_KEYS entry must be 'key:role' with role in {ROLES}")
+            parse_key_entry(item)
         return value
 
     @model_validator(mode="after")
     def _hash_keys(self) -> Settings:
         hashes: dict[str, Role] = dict(self.key_hashes)
-        for item in filter(None, (p.strip() for p in self.api_keys.split(","))):
-            key, _, role = item.rpartition(":")
-            if self.env == "production" and (key.lower() in PLACEHOLDER_KEYS or len(key) < 16):
+        holders: dict[str, KeyHolder] = dict(self.key_holders)
+
+        def add(hashed: str, holder: KeyHolder, plain: str | None) -> None:
+            weak = plain is not None and (plain.lower() in PLACEHOLDER_KEYS or len(plain) < 16)
+            if weak and self.env == "production":
                 raise ValueError("refusing a placeholder or short API key outside development (use >= 16 random chars)")
-            hashes[hash_key(key)] = role  # type: ignore[assignment]
+            if hashed in holders and holders[hashed] != holder:
+                raise ValueError(f"one API key is given twice ({holders[hashed].name}, {holder.name})")
+            hashes[hashed], holders[hashed] = holder.role, holder
+
+        for item in filter(None, (p.strip() for p in self.api_keys.split(","))):
+            key, role, name = parse_key_entry(item)
+            add(hash_key(key), KeyHolder(name=name, role=role), key)
+        if self.api_keys_file is not None:
+            for entry in read_keys_file(self.api_keys_file):
+                hashed = hash_key(entry.key) if entry.key is not None else str(entry.key_sha256).lower()
+                holder = KeyHolder(name=entry.name, role=entry.role, customers=tuple(entry.customers))
+                add(hashed, holder, entry.key)
         self.key_hashes = hashes
+        self.key_holders = holders
         self.api_keys = ""  # keep only the hashes
         return self
+
+    def key_holder(self, hashed: str) -> KeyHolder | None:
+        """Who holds the key with this hash (named after its role when no name was given)."""
+        holder = self.key_holders.get(hashed)
+        if holder is not None:
+            return holder
+        role = self.key_hashes.get(hashed)
+        return None if role is None else KeyHolder(name=role, role=role)
 
     def secrets(self) -> dict[str, str]:
         out = {}

@@ -533,12 +533,15 @@ class _Builder:
                 "receipt_tolerance_pct": 2.0,
                 "review_cost_above": 500.0,
                 "review_confidence_below": 0.8,
+                # Every workflow named: one left out would run in observe mode (the default).
                 "modes": {
                     "order_release": "autonomous",
                     "allocation": "autonomous",
                     "reconciliation": "propose",
+                    "discrepancy": "autonomous",
                     "exception_triage": "autonomous",
                     "backorder_prevention": "propose",
+                    "customer_service": "autonomous",
                 },
             },
             "nodes": self.nodes,

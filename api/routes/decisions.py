@@ -7,11 +7,18 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ContainerDep, PlannerRole
+from api.deps import ContainerDep, Planner, PlannerRole
 from domain.errors import ConnectorError
-from runtime.lifecycle import ChangeRejected, DecisionNotFound, ExecutionInterrupted, NotReviewable
+from runtime.lifecycle import (
+    ChangeRejected,
+    DecisionNotFound,
+    ExecutionInterrupted,
+    NotReviewable,
+    SameApprover,
+)
 from runtime.locks import LockTimeout
 
 router = APIRouter(tags=["decisions"])
@@ -75,23 +82,31 @@ async def get_decision(decision_id: str, container: ContainerDep, _role: Planner
     return decision.model_dump(mode="json")
 
 
-@router.post("/v1/decisions/{decision_id}/approve", responses={409: {"description": "stale or not pending"}})
+@router.post(
+    "/v1/decisions/{decision_id}/approve",
+    responses={202: {"description": "first of two approvals recorded"}, 409: {"description": "stale or not pending"}},
+    response_model=None,
+)
 async def approve(
-    decision_id: str, container: ContainerDep, role: PlannerRole, body: ApproveBody | None = None
-) -> dict[str, Any]:
+    decision_id: str, container: ContainerDep, who: Planner, body: ApproveBody | None = None
+) -> dict[str, Any] | JSONResponse:
     """Approve a pending decision: its facts are re-checked, then its actions run exactly once.
 
     Facts that moved answer 409 ``stale`` with the fresh proposal; an interrupted execution answers
     503 and is resumed (approve again, or the worker resumes it); a permanent failure undoes what
-    was applied and answers 409 ``failed``."""
+    was applied and answers 409 ``failed``. A decision above the policy's four-eyes amount needs
+    two approvers with different names: the first answers 202 ``pending_review``, the same name
+    again 409 ``same_approver``, and the second executes it."""
     body = body or ApproveBody()
     changes = [c.edits() for c in body.changes]
     try:
         review = await run_in_threadpool(
-            container.pipeline.decisions.approve, decision_id, f"{role}:api", changes or None, body.note
+            container.pipeline.decisions.approve, decision_id, who.actor, changes or None, body.note
         )
     except DecisionNotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    except SameApprover as exc:
+        raise HTTPException(409, {"error": "same_approver", "message": str(exc)}) from None
     except NotReviewable as exc:
         raise HTTPException(409, {"error": "not_pending", "message": str(exc)}) from None
     except ChangeRejected as exc:
@@ -111,6 +126,12 @@ async def approve(
                 "fresh": review.fresh.model_dump(mode="json") if review.fresh else None,
             },
         )
+    if review.outcome == "pending_review":  # four-eyes: the first of two approvals
+        approvals = (review.decision.model_dump(mode="json")["review"] or {}).get("approvals", [])
+        return JSONResponse(
+            {"status": "pending_review", "needs": "second approver", "decision": decision_id, "approvals": approvals},
+            status_code=202,
+        )
     if review.decision.status == "failed":
         raise HTTPException(
             409,
@@ -125,11 +146,11 @@ async def approve(
 
 
 @router.post("/v1/decisions/{decision_id}/reject")
-async def reject(decision_id: str, body: RejectBody, container: ContainerDep, role: PlannerRole) -> dict[str, Any]:
+async def reject(decision_id: str, body: RejectBody, container: ContainerDep, who: Planner) -> dict[str, Any]:
     """Reject a live decision with a reason: nothing is executed, and the subject is decided again
     with the reason as an override (or waits for a planner in ``awaiting_planner``)."""
     try:
-        review = await run_in_threadpool(container.pipeline.decisions.reject, decision_id, f"{role}:api", body.reason)
+        review = await run_in_threadpool(container.pipeline.decisions.reject, decision_id, who.actor, body.reason)
     except DecisionNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except NotReviewable as exc:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.settings import llm_mode
-from api.deps import AdminRole, ContainerDep, OrderReaderRole, PlannerRole
+from api.deps import Admin, AdminRole, ContainerDep, OrderReader, PlannerRole, Principal
 from domain.errors import ConnectorError, UnknownOrder
 from domain.models import Settings as Policy
+from runtime import policy_versions
 
 router = APIRouter()
+log = structlog.get_logger("crossdock.api")
 
 
 @router.get("/healthz", tags=["system"])
@@ -50,28 +56,82 @@ async def metrics(_role: AdminRole) -> Response:
 
 @router.get("/v1/policy", tags=["policy"])
 async def get_policy(container: ContainerDep, _role: PlannerRole) -> dict[str, Any]:
-    """Governance settings: per-workflow modes and review thresholds."""
+    """Governance settings: per-workflow modes (a workflow not named runs in observe mode), the
+    review thresholds and four-eyes amounts."""
     policy = await run_in_threadpool(container.store.get_policy)
     return policy.model_dump()
 
 
+async def _policy_body(request: Request) -> tuple[dict[str, Any], str | None]:
+    """The body as an object, and the change's reason (``reason`` in the body, else the
+    ``X-Crossdock-Reason`` header)."""
+    try:
+        body = await request.json()  # NaN and Infinity parse here, and are refused by the model
+    except ValueError:
+        raise RequestValidationError([{"loc": ("body",), "msg": "not valid JSON", "type": "json_invalid"}]) from None
+    if not isinstance(body, dict):
+        raise RequestValidationError([{"loc": ("body",), "msg": "expected a JSON object", "type": "dict_type"}])
+    reason = body.pop("reason", None) or request.headers.get("x-crossdock-reason") or None
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+        raise RequestValidationError(
+            [{"loc": ("body", "reason"), "msg": "a string of at most 2000 characters", "type": "string_type"}]
+        )
+    return body, reason
+
+
+async def _put_in_force(
+    container: ContainerDep, who: Principal, build: Callable[[Policy], Policy], reason: str | None
+) -> Response:
+    def run() -> tuple[Policy, policy_versions.PolicyVersion | None]:
+        new = build(container.store.get_policy())
+        return new, policy_versions.change(container.store, new, who.actor, reason)
+
+    try:
+        new, version = await run_in_threadpool(run)
+    except policy_versions.PolicyError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors]) from None
+    if version is not None:
+        log.info("policy.changed", version=version.version, actor=who.actor, diff=version.diff, reason=reason)
+    headers = {"X-Crossdock-Policy-Version": str(version.version)} if version is not None else {}
+    return JSONResponse(new.model_dump(mode="json"), headers=headers)
+
+
 @router.put("/v1/policy", tags=["policy"])
-async def put_policy(body: Policy, container: ContainerDep, role: AdminRole) -> dict[str, Any]:
-    """Replace the governance settings (audited)."""
-    await run_in_threadpool(container.store.set_policy, body)
-    await run_in_threadpool(container.store.append_audit, "policy.updated", "policy", f"{role}:api", body.model_dump())
-    return body.model_dump()
+async def put_policy(request: Request, container: ContainerDep, who: Admin) -> Response:
+    """Replace the governance settings: every field must be given (422 names a missing one). The
+    change is a new version in the audit chain (``policy.changed``: who, when, diff, reason)."""
+    body, reason = await _policy_body(request)
+    return await _put_in_force(container, who, lambda _current: policy_versions.replaced(body), reason)
+
+
+@router.patch("/v1/policy", tags=["policy"])
+async def patch_policy(request: Request, container: ContainerDep, who: Admin) -> Response:
+    """Change some settings: only the fields given change, and in ``modes`` and
+    ``four_eyes_cost_above`` only the workflows given (null removes one). Audited as for PUT."""
+    body, reason = await _policy_body(request)
+    return await _put_in_force(container, who, lambda current: policy_versions.merged(current, body), reason)
+
+
+@router.get("/v1/policy/history", tags=["policy"])
+async def policy_history(container: ContainerDep, _role: PlannerRole) -> list[dict[str, Any]]:
+    """Every policy version, oldest first, read from the audit chain: version, when, who, why,
+    what changed and the whole policy."""
+    versions = await run_in_threadpool(policy_versions.history, container.store)
+    return [v.model_dump(mode="json") for v in versions]
 
 
 @router.get("/v1/orders/{order_id}", tags=["orders"])
-async def get_order(order_id: str, container: ContainerDep, _role: OrderReaderRole) -> dict[str, Any]:
-    """An order as the OMS holds it now (status, reservations, promise dates)."""
+async def get_order(order_id: str, container: ContainerDep, who: OrderReader) -> dict[str, Any]:
+    """An order as the OMS holds it now (status, reservations, promise dates). A key bound to
+    customers gets the same 404 for another customer's order as for an unknown one."""
     try:
         view = await run_in_threadpool(container.systems.oms.order, order_id)
     except UnknownOrder as exc:
         raise HTTPException(404, str(exc)) from None
     except ConnectorError as exc:
         raise HTTPException(502, f"OMS unavailable: {exc}") from None
+    if not who.may_see(view.order.customer):
+        raise HTTPException(404, str(UnknownOrder(order_id)))
     return view.model_dump(mode="json")
 
 

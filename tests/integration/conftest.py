@@ -24,7 +24,9 @@ import redis
 import sqlalchemy as sa
 
 from api.main import create_app
+from domain.governance import WORKFLOWS
 from domain.models import Scenario
+from domain.models import Settings as Policy
 from runtime.bootstrap import Container, bootstrap
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key
@@ -37,6 +39,10 @@ from twin.server import create_twin_app
 from twin.state import TwinState
 
 REPO = Path(__file__).resolve().parents[2]
+# A fresh install observes every workflow (README "Rollout"). Most tests exercise what the workflows
+# do, so their stack starts where a finished rollout ends: every workflow autonomous, the default
+# thresholds. A test of the rollout itself asks for ``policy=None`` (the fresh install).
+ROLLED_OUT = Policy(modes=dict.fromkeys(WORKFLOWS, "autonomous"))
 
 
 def pg_admin_url() -> str:
@@ -113,9 +119,8 @@ class Stack:
         return self.post_events(event)
 
     def set_policy(self, **settings: Any) -> None:
-        current = self.client.get("/v1/policy", headers=self.headers("admin")).json()
-        current.update(settings)
-        self.client.put("/v1/policy", json=current, headers=self.headers("admin")).raise_for_status()
+        """Change the given settings (a PATCH: in ``modes``, only the workflows given change)."""
+        self.client.patch("/v1/policy", json=settings, headers=self.headers("admin")).raise_for_status()
 
     def drain(self, workers: int = 1) -> int:
         """Run burst workers in threads until the queue is idle; returns jobs processed."""
@@ -143,7 +148,13 @@ class Stack:
 
 
 def make_stack(
-    tmp_path: Path, redis_url: str, scenario: dict[str, Any], twin_app_wrapper: Any = None, **overrides: Any
+    tmp_path: Path,
+    redis_url: str,
+    scenario: dict[str, Any],
+    twin_app_wrapper: Any = None,
+    *,
+    policy: Policy | None = ROLLED_OUT,
+    **overrides: Any,
 ) -> Stack:
     state = TwinState(Scenario.model_validate(scenario))
     twin_app = create_twin_app(state)
@@ -171,6 +182,8 @@ def make_stack(
     values.update(overrides)
     settings = Settings(**values)
     container = bootstrap(settings)
+    if policy is not None:  # set in the store, as an operator's earlier change would have
+        container.store.set_policy(policy)
     api = serve_in_thread(create_app(container))
     env = {
         **os.environ,

@@ -66,6 +66,7 @@ def test_why_held_comes_from_the_decision_rationale(stack: Stack) -> None:
 
 def test_cancel_before_release_is_a_gated_decision_and_the_role_decides(stack: Stack) -> None:
     seed(stack)
+    stack.set_policy(modes={"customer_service": "propose"})  # every chat request waits for review
     asked = chat(stack, "Can I cancel SO-4?", customer_id="CUST-2")
     assert asked["answer"].startswith("Yes") and chat_decisions(stack) == []
     rep = chat(stack, "please cancel it", conversation_id=asked["conversation_id"])
@@ -74,7 +75,8 @@ def test_cancel_before_release_is_a_gated_decision_and_the_role_decides(stack: S
     assert (decision.status, decision.outcome, decision.subject) == ("pending_review", "cancel", "SO-4")
     assert decision.actions[0].name == "oms.update_order_status"
     assert decision.id in rep["answer"] and stack.state.order("SO-4").status == "held"
-    # A planner's request executes through the same gate.
+    # A planner's request executes through the same gate once the workflow is autonomous.
+    stack.set_policy(modes={"customer_service": "autonomous"})
     planner = chat(stack, "cancel SO-4", role="planner")
     assert "done" in planner["answer"]
     assert stack.state.order("SO-4").status == "cancelled"
@@ -240,6 +242,7 @@ def test_a_planner_lowers_a_line_before_release_and_the_reservation_shrinks(stac
 def test_a_cs_rep_line_change_waits_for_review_then_executes_on_approval(stack: Stack) -> None:
     seed_waiting(stack)
     reply = chat(stack, "please change line 2 of SO-31 to 1")
+    stack.set_policy(modes={"customer_service": "propose"})  # autonomous would let a cs_rep's change run
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "change_line_qty")
     assert "waiting for review" in reply["answer"] and reserved(stack, "SO-31", 2) == [("DC-EAST", 2)]
@@ -265,6 +268,7 @@ def test_an_increase_becomes_a_ticket_and_changes_nothing(stack: Stack) -> None:
 def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(stack: Stack) -> None:
     seed_waiting(stack)
     chat(stack, "cancel SO-31")
+    stack.set_policy(modes={"customer_service": "propose"})
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "cancel")
     make_room_on_a_wave(stack)
@@ -287,6 +291,7 @@ def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(
 def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stack) -> None:
     seed_waiting(stack)
     chat(stack, "change line 1 of SO-31 to 2")
+    stack.set_policy(modes={"customer_service": "propose"})
     [decision] = chat_decisions(stack)
     assert decision.status == "pending_review"
     make_room_on_a_wave(stack)

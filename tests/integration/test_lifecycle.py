@@ -325,7 +325,7 @@ def test_approve_with_changes_checks_the_edit_and_records_an_override(stack: Sta
     assert done["review"]["original_actions"][i]["payload"]["node"] == "DC-EAST"
     assert [(al.node, al.qty) for ln in stack.state.order("SO-31").lines for al in ln.allocations] == [("STORE-12", 3)]
     [entry] = stack.container.store.audit(subject="SO-31", kind="decision.approved")
-    assert entry.payload["kind"] == "approved_with_changes" and entry.actor == "planner:api"
+    assert entry.payload["kind"] == "approved_with_changes" and entry.actor == "planner:planner"  # named after its role
 
 
 # ---------------------------------------------------------------------------- the clock

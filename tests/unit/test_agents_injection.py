@@ -114,7 +114,7 @@ def test_an_obeyed_injection_is_contained(case: dict[str, Any], rt: Any) -> None
     if case["obey"] == "allowed_gated":
         assert isinstance(result, Proposal)
         assert {a.name for a in result.actions} <= spec.actions
-        assert gate(result, Policy()).status == "pending_review"
+        assert gate(result, Policy(modes={w: "autonomous" for w in spec.workflows})).status == "pending_review"
         assert gate(result, Policy(modes={w: "observe" for w in spec.workflows})).status == "observed"
         return
     assert isinstance(result, RejectedProposal), result

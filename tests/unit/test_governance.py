@@ -11,6 +11,7 @@ from domain.governance import gate
 from domain.models import Settings
 
 TICKET = Action(system="notify", type="ticket", payload={"team": "planning"})
+AUTO: dict[str, Any] = {"order_release": "autonomous"}
 
 
 def proposal(**overrides: Any) -> Proposal:
@@ -34,8 +35,9 @@ def test_executes_an_autonomous_proposal_within_thresholds() -> None:
     assert "autonomous" in result.reason
 
 
-def test_a_workflow_with_no_configured_mode_is_autonomous() -> None:
-    assert gate(proposal(), Settings()).status == "executed"
+def test_a_workflow_with_no_configured_mode_observes() -> None:
+    result = gate(proposal(), Settings())  # a fresh install: decide and record, write nothing
+    assert (result.status, result.reason) == ("observed", "order_release runs in observe mode")
 
 
 def test_observe_mode_only_records_even_a_proposal_that_asks_for_review() -> None:
@@ -57,14 +59,14 @@ def test_propose_mode_sends_every_proposal_to_a_human() -> None:
 
 
 def test_modes_apply_per_workflow() -> None:
-    settings = Settings(modes={"reconciliation": "propose"})
+    settings = Settings(modes={**AUTO, "reconciliation": "propose"})
 
     assert gate(proposal(), settings).status == "executed"
     assert gate(proposal(workflow="reconciliation"), settings).status == "pending_review"
 
 
 def test_a_cost_impact_above_the_threshold_needs_review() -> None:
-    settings = Settings(review_cost_above=1000)
+    settings = Settings(modes=AUTO, review_cost_above=1000)
 
     result = gate(proposal(cost_impact=1000.01), settings)
 
@@ -73,11 +75,11 @@ def test_a_cost_impact_above_the_threshold_needs_review() -> None:
 
 
 def test_a_cost_impact_at_the_threshold_executes() -> None:
-    assert gate(proposal(cost_impact=1000), Settings(review_cost_above=1000)).status == "executed"
+    assert gate(proposal(cost_impact=1000), Settings(modes=AUTO, review_cost_above=1000)).status == "executed"
 
 
 def test_a_confidence_below_the_threshold_needs_review() -> None:
-    result = gate(proposal(confidence=0.69), Settings(review_confidence_below=0.7))
+    result = gate(proposal(confidence=0.69), Settings(modes=AUTO, review_confidence_below=0.7))
 
     assert result.status == "pending_review"
     assert result.human_review_required is True
@@ -85,18 +87,20 @@ def test_a_confidence_below_the_threshold_needs_review() -> None:
 
 
 def test_a_confidence_at_the_threshold_executes() -> None:
-    assert gate(proposal(confidence=0.7), Settings(review_confidence_below=0.7)).status == "executed"
+    assert gate(proposal(confidence=0.7), Settings(modes=AUTO, review_confidence_below=0.7)).status == "executed"
 
 
 def test_an_engine_can_insist_on_review_with_its_reason() -> None:
-    result = gate(proposal(review_required=True, review_reason="a promise date goes to a planner"), Settings())
+    result = gate(
+        proposal(review_required=True, review_reason="a promise date goes to a planner"), Settings(modes=AUTO)
+    )
 
     assert result.status == "pending_review"
     assert result.reason == "a promise date goes to a planner"
 
 
 def test_an_engine_review_request_without_a_reason_gets_a_generic_one() -> None:
-    assert gate(proposal(review_required=True), Settings()).reason == "the engine asked for review"
+    assert gate(proposal(review_required=True), Settings(modes=AUTO)).reason == "the engine asked for review"
 
 
 def test_every_reason_for_review_is_listed() -> None:

@@ -59,6 +59,11 @@ def service(tryton: Tryton, tmp_path: Path, redis_url: str) -> Iterator[Decision
     client.close()
 
 
+# A fresh policy observes; these plans wait for review because they ask for it, as under any mode
+# that is not observe.
+AUTONOMOUS = Settings(modes={"order_release": "autonomous"})
+
+
 def plan(order_id: str, qty: float, last: Action) -> Proposal:
     return Proposal(
         workflow="order_release",
@@ -84,7 +89,7 @@ def test_a_refused_step_in_tryton_undoes_the_allocation_it_made(tryton: Tryton, 
     task = Action(
         system="wms", type="create_task", payload={"node": "DC-EAST", "task_type": "cycle_count", "sku": "SKU-100"}
     )
-    decision = service.record(plan("SO-2101", 2, task), Settings(), "dec-try-1", actor="t", default_engine="t")
+    decision = service.record(plan("SO-2101", 2, task), AUTONOMOUS, "dec-try-1", actor="t", default_engine="t")
     assert decision is not None and decision.status == "pending_review"
     review = service.approve("dec-try-1", "planner:ann")
     assert review.decision.status == "failed" and "no Tryton equivalent" in (review.decision.error or "")
@@ -108,7 +113,7 @@ def test_an_interrupted_approval_in_tryton_is_finished_by_the_second(tryton: Try
             },
         },
     )
-    service.record(plan("SO-2102", 2, wave), Settings(), "dec-try-2", actor="t", default_engine="t")
+    service.record(plan("SO-2102", 2, wave), AUTONOMOUS, "dec-try-2", actor="t", default_engine="t")
     with pytest.raises(ExecutionInterrupted):
         service.approve("dec-try-2", "planner:ann")
     assert service.store.get_decision("dec-try-2").status == "executing"  # type: ignore[union-attr]
