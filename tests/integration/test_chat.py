@@ -241,8 +241,8 @@ def test_a_planner_lowers_a_line_before_release_and_the_reservation_shrinks(stac
 
 def test_a_cs_rep_line_change_waits_for_review_then_executes_on_approval(stack: Stack) -> None:
     seed_waiting(stack)
-    reply = chat(stack, "please change line 2 of SO-31 to 1")
     stack.set_policy(modes={"customer_service": "propose"})  # autonomous would let a cs_rep's change run
+    reply = chat(stack, "please change line 2 of SO-31 to 1")
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "change_line_qty")
     assert "waiting for review" in reply["answer"] and reserved(stack, "SO-31", 2) == [("DC-EAST", 2)]
@@ -267,8 +267,8 @@ def test_an_increase_becomes_a_ticket_and_changes_nothing(stack: Stack) -> None:
 
 def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(stack: Stack) -> None:
     seed_waiting(stack)
-    chat(stack, "cancel SO-31")
     stack.set_policy(modes={"customer_service": "propose"})
+    chat(stack, "cancel SO-31")
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "cancel")
     make_room_on_a_wave(stack)
@@ -290,8 +290,8 @@ def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(
 
 def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stack) -> None:
     seed_waiting(stack)
-    chat(stack, "change line 1 of SO-31 to 2")
     stack.set_policy(modes={"customer_service": "propose"})
+    chat(stack, "change line 1 of SO-31 to 2")
     [decision] = chat_decisions(stack)
     assert decision.status == "pending_review"
     make_room_on_a_wave(stack)
