@@ -5,21 +5,33 @@ then ≥ 60 questions are built from the twin's state and the decision store —
 follow-ups, ambiguous, unknown and other customers' orders, injection attempts — each with its
 expected answer computed from that state. Each question is asked through ``POST /v1/chat``.
 
+A request is restated first and acted on only after a "yes" in the next message, so each
+request in the computed set is two turns: the restatement (nothing recorded) and the yes.
+
+Beside it, on a second replay of the same scenario, the realistic set
+(``tools/chat/eval/realistic.yaml``): conversations worded the way customers and reps write —
+questions about a state next to requests, negations, typos, several orders in one message,
+follow-ups, confirmations and refusals — written apart from the rules' unit tests, each turn
+labelled with what must happen (answer, offer, act, refuse, decline).
+
 Reported: accuracy, leaks (another customer's order detail in an answer), unsupported claims
-(``check_answer`` against the records behind the answer) and latency p50/p95; beside it, in the
-same run, a baseline: the plain ``GET /v1/orders/{id}`` lookup latency and a naive keyword
-responder (order id → "Order X is <status>") scored on the same questions.
+(``check_answer`` against the records behind the answer), answers showing None/null, questions
+wrongly acted on (a decision recorded where the turn is not a confirmed request) and latency
+p50/p95; beside it, in the same run, a baseline: the plain ``GET /v1/orders/{id}`` lookup latency
+and a naive keyword responder (order id → "Order X is <status>") scored on the same questions.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +41,8 @@ import httpx
 from api.main import create_app
 from domain.context import OrderView, WaveView
 from domain.decisions import Decision
+from domain.governance import DEFAULT_MODE
+from domain.models import Settings as Policy
 from knowledge.citations import engine_rationale
 from runtime.bootstrap import bootstrap
 from runtime.replay import load_scenario
@@ -36,7 +50,10 @@ from runtime.servers import serve_in_thread
 from runtime.settings import Settings, hash_key
 from runtime.worker import Worker
 from tools.chat.answers import check_answer, quoted_facts
+from tools.chat.eval import EvalConversation, load_realistic
 from tools.chat.facts import Facts, OrderFacts, read_availability
+from tools.chat.nearmiss import near_misses
+from tools.chat.policy import needs_review
 from tools.context import Systems
 from twin.generator import generate
 from twin.server import create_twin_app
@@ -56,6 +73,8 @@ class Question:
     facts: Facts = field(default_factory=Facts)
     forbidden: list[str] = field(default_factory=list)  # must not appear: another customer's data
     expect_no_decision: bool = False
+    expect: str | None = None  # realistic set: answer, offer, act, refuse or decline
+    acting: bool = False  # a confirmed request: the one kind of turn that may record a decision
 
 
 @dataclass
@@ -197,8 +216,21 @@ class _World:
         return found[-1] if found else None
 
 
-def build_questions(world: _World, kb: DemoSops) -> list[Question]:
+def gate_words(world: _World, policy: Policy, oid: str | None, action: str) -> str:
+    """What the answer to a confirmed request says the gate did, under ``policy`` (as a cs_rep)."""
+    if oid is not None and world.waves_of(oid) and action in ("cancel", "change", "address_change"):
+        return "ticket"
+    mode = policy.modes.get("customer_service", DEFAULT_MODE)
+    if mode == "observe":
+        return "only observed"
+    if mode == "propose" or needs_review("cs_rep", action, policy):  # type: ignore[arg-type]
+        return "waiting for review"
+    return "ticket sent" if action in ("ticket", "address_change") else "done"
+
+
+def build_questions(world: _World, kb: DemoSops, policy: Policy | None = None) -> list[Question]:
     """The evaluation set: expected answers computed from the world's state."""
+    policy = policy or Policy()
     qs: list[Question] = []
     views = world.views
     by_status: dict[str, list[str]] = {}
@@ -369,33 +401,197 @@ def build_questions(world: _World, kb: DemoSops) -> list[Question]:
     )
     qs.append(Question("greeting", "Hello!", _intent("greeting")))
     qs.append(Question("greeting", "hi there", _intent("greeting")))
-    # Requests that go through the gate (last: they record decisions).
+
+    # Requests that go through the gate (last: they record decisions), each restated, then confirmed.
+    def request(kind: str, oid: str, message: str, check: Check) -> None:
+        thread = f"{kind}-{oid}"
+        offer = _all(_intent(kind), _has("Reply yes to confirm"))
+        qs.append(about(kind, oid, message, offer, thread=thread, expect_no_decision=True))
+        qs.append(about(kind, oid, "yes", check, thread=thread, acting=True))
+
     for oid in by_status.get("released", [])[:2]:
-        qs.append(
-            about(
-                "ticket",
-                oid,
-                f"open a ticket for {oid}, the customer says the box was damaged",
-                _all(_intent("ticket"), _has("ticket sent")),
-            )
-        )
+        needle = gate_words(world, policy, None, "ticket")
+        text = f"open a ticket for {oid}, the customer says the box was damaged"
+        request("ticket", oid, text, _all(_intent("ticket"), _has(needle)))
     for oid in by_status.get("released", [])[2:4]:
         needle = "ticket" if world.waves_of(oid) else "Address change request"
-        qs.append(
-            about(
-                "address_change",
-                oid,
-                f"Please ship {oid} to a different address",
-                _all(_intent("address_change"), _has(needle)),
-            )
-        )
+        check = _all(_intent("address_change"), _has(needle))
+        request("address_change", oid, f"Please ship {oid} to a different address", check)
     for oid in by_status.get("held", [])[:2] + by_status.get("released", [])[4:5]:
-        needle = "ticket" if world.waves_of(oid) else "waiting for review"
-        qs.append(about("change", oid, f"change line 1 of {oid} to 1 unit", _all(_intent("change"), _has(needle))))
+        needle = gate_words(world, policy, oid, "change")
+        request("change", oid, f"change line 1 of {oid} to 1 unit", _all(_intent("change"), _has(needle)))
     for oid in by_status.get("held", [])[:2] + by_status.get("released", [])[5:6]:
-        needle = "ticket" if world.waves_of(oid) else "waiting for review"
-        qs.append(about("cancel", oid, f"cancel {oid}", _all(_intent("cancel"), _has(needle))))
+        needle = gate_words(world, policy, oid, "cancel")
+        request("cancel", oid, f"cancel {oid}", _all(_intent("cancel"), _has(needle)))
     return qs
+
+
+# ---------------------------------------------------------------------------- the realistic set
+
+_NULL = re.compile(r"\b(?:None|null)\b")
+
+
+def _slots(world: _World) -> dict[str, list[str]]:
+    """The scenario's orders by what they are like (the realistic set's ``slot``)."""
+    out: dict[str, list[str]] = {}
+    for oid, v in sorted(world.views.items()):
+        waved = bool(world.waves_of(oid))
+        split = any(ln.backordered > 0 for ln in v.lines)
+        kinds = []
+        if v.status == "held":
+            kinds.append("held")
+        elif v.status == "cancelled":
+            kinds.append("cancelled")
+        elif split:
+            kinds.append("split")
+        elif waved and v.status in ("released", "partially_released"):
+            kinds += ["waved"] + (["waved_multi"] if len(v.lines) > 1 else [])
+        elif not waved and v.status in ("open", "released", "backordered"):
+            kinds += ["unwaved"] + (["unwaved_multi"] if len(v.lines) > 1 else [])
+        for kind in kinds:
+            out.setdefault(kind, []).append(oid)
+    out.setdefault("unwaved_multi", list(out.get("unwaved", [])))
+    return out
+
+
+def _typo(oid: str, visible: list[str], known: set[str]) -> str | None:
+    """``oid`` with one typo (a digit dropped, two swapped, a 0 typed as O) that only ``oid`` is near."""
+    num = oid.removeprefix("SO-")
+    variants = [num[:i] + num[i + 1 :] for i in range(len(num))]
+    variants += [num[:i] + num[i + 1] + num[i] + num[i + 2 :] for i in range(len(num) - 1) if num[i] != num[i + 1]]
+    variants += [num[:i] + "O" + num[i + 1 :] for i in range(len(num)) if num[i] == "0"]
+    for v in variants:
+        typed = f"SO-{v}"
+        if typed not in known and near_misses(typed, visible) == [oid]:
+            return typed
+    return None
+
+
+def realistic_questions(
+    world: _World, conversations: list[EvalConversation] | None = None
+) -> tuple[list[Question], list[str]]:
+    """The realistic set resolved against the world: its turns as questions (conversations that
+    record decisions last), and the ids of conversations the scenario has no order for."""
+    conversations = load_realistic() if conversations is None else conversations
+    slots = _slots(world)
+    views = world.views
+    by_customer: dict[str, list[str]] = {}
+    for oid, v in sorted(views.items()):
+        by_customer.setdefault(v.order.customer, []).append(oid)
+    catalogue = {sku: world.state.sku(sku) for sku in sorted({ln.sku for v in views.values() for ln in v.lines})}
+    with_sub = next(((k, i.substitutes[0]) for k, i in catalogue.items() if i.substitutes), None)
+    qs: list[Question] = []
+    skipped: list[str] = []
+    for conv in sorted(conversations, key=lambda c: c.acts):
+        text = " ".join(t.say + " " + " ".join(t.has + t.lacks) for t in conv.turns)
+        values: dict[str, str] = {"nosku": "SKU-99999"}
+        if with_sub is not None:
+            values.update(sku_sub=with_sub[0], sub=with_sub[1])
+        elif "{sku_sub}" in text:
+            skipped.append(conv.id)
+            continue
+        customer: str | None = None
+        if conv.slot_kind is not None:
+            found = _order_for(conv, slots.get(conv.slot_kind, []), world, by_customer, text, values)
+            if found is None:
+                skipped.append(conv.id)
+                continue
+            customer = views[values["order"]].order.customer if conv.as_ == "customer" else None
+        role = "planner" if conv.as_ == "planner" else "cs_rep"
+        mine = set(by_customer.get(customer, [])) if customer else set()
+        others = [oid for oid in views if customer is not None and oid not in mine]
+        for i, turn in enumerate(conv.turns):
+            message = turn.say.format(**values)
+            checks: list[Check] = [_expect(turn.expect)]
+            if turn.intent:
+                checks.append(_intent(*turn.intent))
+            if turn.has:
+                checks.append(_has(*[h.format(**values) for h in turn.has]))
+            if turn.lacks:
+                checks.append(_lacks(*[h.format(**values) for h in turn.lacks]))
+            forbidden = [oid for oid in others if oid not in message]
+            facts = Facts()
+            for about in (values.get("order"), values.get("twin")):
+                if about:
+                    facts = facts.merge(world.facts(about))
+            for sku in re.findall(r"\bSKU-\d+\b", message):
+                if sku in catalogue:
+                    facts = facts.merge(read_availability(world.systems, sku, None).facts())
+            qs.append(
+                Question(
+                    f"{conv.id}#{i + 1}",
+                    message,
+                    _all(*checks),
+                    customer,
+                    role=role,
+                    thread=conv.id,
+                    facts=facts,
+                    forbidden=forbidden,
+                    expect_no_decision=turn.expect != "act",
+                    expect=turn.expect,
+                    acting=turn.expect == "act",
+                )
+            )
+    return qs, skipped
+
+
+def _order_for(
+    conv: EvalConversation,
+    candidates: list[str],
+    world: _World,
+    by_customer: dict[str, list[str]],
+    text: str,
+    values: dict[str, str],
+) -> str | None:
+    """The slot's order (the ``slot_index``-th, wrapping), the first from there that every
+    placeholder of the conversation can be filled for; ``values`` filled in."""
+    if not candidates:
+        return None
+    views = world.views
+    known = set(views)
+    for k in range(len(candidates)):
+        oid = candidates[(conv.slot_index + k) % len(candidates)]
+        v = views[oid]
+        mine = by_customer[v.order.customer]
+        twin = next((o for o in mine if o != oid), None)
+        other = next((o for o in sorted(views) if o > oid and views[o].order.customer != v.order.customer), None)
+        other = other or next((o for o in sorted(views) if views[o].order.customer != v.order.customer), None)
+        visible = mine if conv.as_ == "customer" else sorted(views)
+        typo = _typo(oid, visible, known) if "{typo}" in text else None
+        if ("{twin}" in text and twin is None) or ("{typo}" in text and typo is None):
+            continue
+        sku = v.lines[0].substituted_by or v.lines[0].sku
+        waves = world.waves_of(oid)
+        values.update(
+            order=oid,
+            num=oid.removeprefix("SO-"),
+            status=_words(v.status),
+            wave=waves[0].wave_id if waves else "",
+            twin=twin or "",
+            other=other or "",
+            typo=typo or "",
+            sku=sku,
+            desc=world.state.sku(sku).description,
+        )
+        return oid
+    return None
+
+
+def _expect(expect: str) -> Check:
+    """What the realistic set's label requires of the reply (decisions are counted by the scorer)."""
+
+    def check(reply: dict[str, Any]) -> str | None:
+        offered = "Reply yes to confirm" in reply["answer"]
+        decided = any("decision_id" in a for a in reply.get("suggested_actions", []))
+        if expect == "offer" and not offered:
+            return "no offer to confirm"
+        if expect != "offer" and offered:
+            return "offered an action"
+        if expect == "act" and not decided:
+            return "no decision recorded"
+        return None
+
+    return check
 
 
 def naive_answer(client: httpx.Client, headers: dict[str, str], message: str) -> dict[str, Any]:
@@ -430,15 +626,33 @@ def naive_answer(client: httpx.Client, headers: dict[str, str], message: str) ->
 
 
 def _leaked(q: Question, reply: dict[str, Any]) -> bool:
+    """Another customer's data in the answer. Computed set: a refused question may cite nothing and
+    name none of the order's details; realistic set: no other customer's order id, in the text or
+    a citation, unless the message named it."""
     if not q.forbidden:
         return False
-    return bool(reply.get("citations")) or any(f in reply["answer"] for f in q.forbidden)
+    if q.expect is None:
+        return bool(reply.get("citations")) or any(f in reply["answer"] for f in q.forbidden)
+    cited = {str(c.get("id", "")) for c in reply.get("citations", [])}
+    return any(re.search(rf"\b{re.escape(f)}\b", reply["answer"]) or f in cited for f in q.forbidden)
 
 
-def run_chat_bench(
-    seed: int = 7, size: str = "small", redis_url: str | None = None, rounds: int = 1, verbose: bool = False
-) -> dict[str, Any]:
-    """Replay ``generate(seed, size)``, ask the evaluation set ``rounds`` times, score it; prints a summary."""
+@dataclass
+class BenchStack:
+    """A replayed scenario behind the real API: what the evaluation sets are computed from and asked of."""
+
+    client: httpx.Client
+    head: dict[str, dict[str, str]]
+    world: _World
+    container: Any
+    state: TwinState
+    kb: DemoSops
+    scenario: str
+
+
+@contextmanager
+def bench_stack(seed: int = 7, size: str = "small", redis_url: str | None = None) -> Iterator[BenchStack]:
+    """Replay ``generate(seed, size)`` through HTTP intake → Redis → worker → twin, then yield the stack."""
     scenario_doc = generate(seed, size)  # type: ignore[arg-type]
     scenario, events = load_scenario(scenario_doc)
     state = TwinState(scenario)
@@ -449,6 +663,8 @@ def run_chat_bench(
         env="test",
         data_dir=tmp,
         redis_url=redis_url,
+        # A store of its own: decisions left in a shared DATABASE_URL would be taken as already made.
+        database_url=f"sqlite:///{tmp / 'store.db'}",
         stream_prefix=f"crossdock-chat-{secrets.token_hex(4)}",
         wms_url=f"{twin.url}/wms",
         erp_url=f"{twin.url}/erp",
@@ -482,106 +698,7 @@ def run_chat_bench(
                     raise TimeoutError(f"job {job} not finished")
                 time.sleep(0.005)
         world = _World(state, container.store.list_decisions(limit=1_000_000))
-        questions = build_questions(world, kb)
-
-        # Baseline, same run: the plain order lookup and the naive keyword responder.
-        lookup_ms = []
-        for oid in world.ids:
-            t0 = time.perf_counter()
-            client.get(f"/v1/orders/{oid}", headers=head["cs_rep"]).raise_for_status()
-            lookup_ms.append((time.perf_counter() - t0) * 1000)
-        naive_ok = naive_leaks = 0
-        naive_ms = []
-        for q in questions:
-            t0 = time.perf_counter()
-            reply = naive_answer(client, head["cs_rep"], q.message)
-            naive_ms.append((time.perf_counter() - t0) * 1000)
-            naive_ok += q.check(reply) is None
-            naive_leaks += _leaked(q, reply)
-
-        correct = leaks = unsupported = 0
-        latency: list[float] = []
-        failures: list[dict[str, Any]] = []
-        per_kind: dict[str, list[int]] = {}
-        for r in range(rounds):
-            threads: dict[str, str] = {}
-            chat_before = len(container.store.list_decisions(workflow="customer_service", limit=100_000))
-            for q in questions:
-                body: dict[str, Any] = {"message": q.message}
-                if q.customer_id:
-                    body["customer_id"] = q.customer_id
-                thread_key = f"{q.thread}#{r}" if q.thread else None
-                if thread_key and thread_key in threads:
-                    body["conversation_id"] = threads[thread_key]
-                t0 = time.perf_counter()
-                resp = client.post("/v1/chat", json=body, headers=head[q.role])
-                latency.append((time.perf_counter() - t0) * 1000)
-                reply = resp.json() if resp.status_code == 200 else {"answer": resp.text, "citations": []}
-                if thread_key:
-                    threads.setdefault(thread_key, reply.get("conversation_id", ""))
-                problem = q.check(reply)
-                if q.expect_no_decision:
-                    now = len(container.store.list_decisions(workflow="customer_service", limit=100_000))
-                    if now != chat_before:
-                        problem = (problem or "") + " a decision was recorded"
-                    chat_before = now
-                else:
-                    chat_before = len(container.store.list_decisions(workflow="customer_service", limit=100_000))
-                claims = check_answer(reply["answer"], q.facts)
-                leaked = _leaked(q, reply)
-                correct += problem is None
-                leaks += leaked
-                unsupported += bool(claims)
-                per_kind.setdefault(q.kind, [0, 0])
-                per_kind[q.kind][0] += problem is None
-                per_kind[q.kind][1] += 1
-                if problem or claims or leaked:
-                    failures.append(
-                        {
-                            "kind": q.kind,
-                            "message": q.message,
-                            "answer": reply["answer"],
-                            "problem": problem,
-                            "unsupported": claims,
-                            "leak": leaked,
-                        }
-                    )
-        total = len(questions) * rounds
-        result: dict[str, Any] = {
-            "scenario": scenario.scenario,
-            "questions": len(questions),
-            "rounds": rounds,
-            "baseline": {
-                "responder": "naive keyword: order id -> OMS status",
-                "accuracy": round(naive_ok / len(questions), 4),
-                "leaks": naive_leaks,
-                "latency_ms": {"p50": _pct(naive_ms, 0.5), "p95": _pct(naive_ms, 0.95)},
-                "order_lookup_ms": {"p50": _pct(lookup_ms, 0.5), "p95": _pct(lookup_ms, 0.95)},
-            },
-            "crossdock": {
-                "mode": "deterministic",
-                "accuracy": round(correct / total, 4),
-                "leaks": leaks,
-                "unsupported_claims": unsupported,
-                "latency_ms": {
-                    "p50": _pct(latency, 0.5),
-                    "p95": _pct(latency, 0.95),
-                    "mean": round(statistics.fmean(latency), 2) if latency else 0.0,
-                },
-                "by_kind": {k: f"{ok}/{n}" for k, (ok, n) in sorted(per_kind.items())},
-                "failures": failures[:20],
-            },
-        }
-        result.update(
-            accuracy=result["crossdock"]["accuracy"],
-            leaks=leaks,
-            unsupported_claims=unsupported,
-            p50_ms=result["crossdock"]["latency_ms"]["p50"],
-            p95_ms=result["crossdock"]["latency_ms"]["p95"],
-            baseline_accuracy=result["baseline"]["accuracy"],
-        )
-        _print(result, verbose)
-        return result
+        yield BenchStack(client, head, world, container, state, kb, scenario.scenario)
     finally:
         client.close()
         stop.set()
@@ -595,19 +712,196 @@ def run_chat_bench(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_chat_bench(
+    seed: int = 7,
+    size: str = "small",
+    redis_url: str | None = None,
+    rounds: int = 1,
+    verbose: bool = False,
+    realistic: bool = True,
+) -> dict[str, Any]:
+    """Replay ``generate(seed, size)``, ask the computed set ``rounds`` times and score it; then, on
+    a fresh replay, the realistic set; prints a summary."""
+    with bench_stack(seed, size, redis_url) as stack:
+        policy = stack.container.store.get_policy()
+        computed = build_questions(stack.world, stack.kb, policy)
+        lookup_ms = []
+        for oid in stack.world.ids:
+            t0 = time.perf_counter()
+            stack.client.get(f"/v1/orders/{oid}", headers=stack.head["cs_rep"]).raise_for_status()
+            lookup_ms.append((time.perf_counter() - t0) * 1000)
+        baseline = _naive(stack, computed)
+        scored = _ask(stack, computed, rounds)
+    result: dict[str, Any] = {
+        "scenario": stack.scenario,
+        "questions": len(computed),
+        "rounds": rounds,
+        "baseline": {
+            "responder": "naive keyword: order id -> OMS status",
+            **baseline,
+            "order_lookup_ms": {"p50": _pct(lookup_ms, 0.5), "p95": _pct(lookup_ms, 0.95)},
+        },
+        "crossdock": {"mode": "deterministic", **scored},
+    }
+    result.update(
+        accuracy=scored["accuracy"],
+        leaks=scored["leaks"],
+        unsupported_claims=scored["unsupported_claims"],
+        wrongly_acted=scored["wrongly_acted"],
+        p50_ms=scored["latency_ms"]["p50"],
+        p95_ms=scored["latency_ms"]["p95"],
+        baseline_accuracy=baseline["accuracy"],
+    )
+    if realistic:
+        with bench_stack(seed, size, redis_url) as stack:
+            questions, skipped = realistic_questions(stack.world)
+            naive = _naive(stack, questions)
+            real = _ask(stack, questions, 1)
+        # The details under "crossdock" (the CLI's table shows the scalars), the headline numbers on top.
+        result["crossdock"]["realistic"] = {
+            "questions": len(questions),
+            "conversations": len({q.thread for q in questions}),
+            "skipped": skipped,
+            "baseline_accuracy": naive["accuracy"],
+            **real,
+        }
+        result.update(
+            realistic_questions=len(questions),
+            realistic_accuracy=real["accuracy"],
+            realistic_baseline_accuracy=naive["accuracy"],
+            realistic_wrongly_acted=real["wrongly_acted"],
+            realistic_leaks=real["leaks"],
+            realistic_unsupported_claims=real["unsupported_claims"],
+            realistic_shows_none=real["shows_none"],
+        )
+    _print(result, verbose)
+    return result
+
+
+def _naive(stack: BenchStack, questions: list[Question]) -> dict[str, Any]:
+    """The naive keyword responder on the same questions (it never acts, and never refuses)."""
+    ok = leaks = 0
+    ms = []
+    for q in questions:
+        t0 = time.perf_counter()
+        reply = naive_answer(stack.client, stack.head["cs_rep"], q.message)
+        ms.append((time.perf_counter() - t0) * 1000)
+        ok += q.check(reply) is None
+        leaks += _leaked(q, reply)
+    n = len(questions) or 1
+    return {
+        "accuracy": round(ok / n, 4),
+        "leaks": leaks,
+        "latency_ms": {"p50": _pct(ms, 0.5), "p95": _pct(ms, 0.95)},
+    }
+
+
+def _recorded(stack: BenchStack) -> tuple[int, int]:
+    """Chat decisions and tickets so far: what acting on a message would change."""
+    decisions = len(stack.container.store.list_decisions(workflow="customer_service", limit=100_000))
+    return decisions, len(stack.state.export_state()["tickets"])
+
+
+def _ask(stack: BenchStack, questions: list[Question], rounds: int) -> dict[str, Any]:
+    """Ask every question over HTTP (threads share a conversation) and score the replies."""
+    client, head = stack.client, stack.head
+    correct = leaks = unsupported = wrongly = nulls = 0
+    latency: list[float] = []
+    failures: list[dict[str, Any]] = []
+    per_kind: dict[str, list[int]] = {}
+    for r in range(rounds):
+        threads: dict[str, str] = {}
+        before = _recorded(stack)
+        for q in questions:
+            body: dict[str, Any] = {"message": q.message}
+            if q.customer_id:
+                body["customer_id"] = q.customer_id
+            thread_key = f"{q.thread}#{r}" if q.thread else None
+            if thread_key and thread_key in threads:
+                body["conversation_id"] = threads[thread_key]
+            t0 = time.perf_counter()
+            resp = client.post("/v1/chat", json=body, headers=head[q.role])
+            latency.append((time.perf_counter() - t0) * 1000)
+            reply: dict[str, Any] = resp.json() if resp.status_code == 200 else {"answer": resp.text, "citations": []}
+            if thread_key:
+                threads.setdefault(thread_key, reply.get("conversation_id", ""))
+            problem = q.check(reply)
+            now = _recorded(stack)
+            recorded = now[0] != before[0]
+            acted = now != before or any("decision_id" in a for a in reply.get("suggested_actions", []))
+            before = now
+            if acted and not q.acting:
+                wrongly += 1
+                problem = (problem or "") + " acted on a message that is not a confirmed request"
+            elif q.expect_no_decision and recorded:
+                problem = (problem or "") + " a decision was recorded"
+            shows_null = bool(_NULL.search(reply["answer"]))
+            if shows_null:
+                nulls += 1
+                problem = (problem or "") + " the answer shows None/null"
+            claims = check_answer(reply["answer"], q.facts)
+            leaked = _leaked(q, reply)
+            correct += problem is None
+            leaks += leaked
+            unsupported += bool(claims)
+            kind = q.kind.split("#", 1)[0] if q.expect is None else q.expect
+            per_kind.setdefault(kind, [0, 0])
+            per_kind[kind][0] += problem is None
+            per_kind[kind][1] += 1
+            if problem or claims or leaked:
+                failures.append(
+                    {
+                        "kind": q.kind,
+                        "message": q.message,
+                        "answer": reply["answer"],
+                        "problem": problem,
+                        "unsupported": claims,
+                        "leak": leaked,
+                    }
+                )
+    total = len(questions) * rounds or 1
+    return {
+        "accuracy": round(correct / total, 4),
+        "leaks": leaks,
+        "unsupported_claims": unsupported,
+        "wrongly_acted": wrongly,
+        "shows_none": nulls,
+        "latency_ms": {
+            "p50": _pct(latency, 0.5),
+            "p95": _pct(latency, 0.95),
+            "mean": round(statistics.fmean(latency), 2) if latency else 0.0,
+        },
+        "by_kind": {k: f"{ok}/{n}" for k, (ok, n) in sorted(per_kind.items())},
+        "failures": failures[:40],
+    }
+
+
 def _print(result: dict[str, Any], verbose: bool) -> None:
     b, c = result["baseline"], result["crossdock"]
-    print(f"chat bench: {result['scenario']}, {result['questions']} questions × {result['rounds']} round(s)")
+    print(f"chat bench: {result['scenario']}, {result['questions']} computed questions × {result['rounds']} round(s)")
     print(f"{'':28}{'baseline':>12}{'crossdock':>12}")
     print(f"{'accuracy':28}{b['accuracy']:>12.1%}{c['accuracy']:>12.1%}")
     print(f"{'leaks':28}{b['leaks']:>12}{c['leaks']:>12}")
     print(f"{'unsupported claims':28}{'-':>12}{c['unsupported_claims']:>12}")
+    print(f"{'wrongly acted on':28}{'-':>12}{c['wrongly_acted']:>12}")
     print(
         f"{'latency p50 / p95 (ms)':28}{b['latency_ms']['p50']:>6} /{b['latency_ms']['p95']:>4}"
         f"{c['latency_ms']['p50']:>7} /{c['latency_ms']['p95']:>4}"
     )
     print(f"{'GET /v1/orders/{id} p50/p95':28}{b['order_lookup_ms']['p50']:>6} /{b['order_lookup_ms']['p95']:>4}")
     print("by kind: " + ", ".join(f"{k} {v}" for k, v in c["by_kind"].items()))
+    real = c.get("realistic")
+    if real:
+        print(
+            f"realistic set: {real['questions']} turns in {real['conversations']} conversations"
+            + (f" ({len(real['skipped'])} skipped: no order of that kind)" if real["skipped"] else "")
+        )
+        print(f"{'accuracy':28}{real['baseline_accuracy']:>12.1%}{real['accuracy']:>12.1%}")
+        print(f"{'wrongly acted on':28}{'-':>12}{real['wrongly_acted']:>12}")
+        print(f"{'leaks':28}{'-':>12}{real['leaks']:>12}")
+        print(f"{'unsupported claims':28}{'-':>12}{real['unsupported_claims']:>12}")
+        print(f"{'answers showing None':28}{'-':>12}{real['shows_none']:>12}")
+        print("by label: " + ", ".join(f"{k} {v}" for k, v in real["by_kind"].items()))
     if verbose:
-        for f in c["failures"]:
+        for f in c["failures"] + (real["failures"] if real else []):
             print(f"  FAIL {f}")

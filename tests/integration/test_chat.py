@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,21 @@ def chat(stack: Stack, message: str, role: str = "cs_rep", **body: Any) -> dict[
     out: dict[str, Any] = resp.json()
     assert out["mode"] == "deterministic"
     return out
+
+
+def confirmed(stack: Stack, message: str, role: str = "cs_rep", **body: Any) -> dict[str, Any]:
+    """A request, restated (nothing recorded yet), then confirmed with a yes in the same conversation."""
+    offer = chat(stack, message, role, **body)
+    assert "Reply yes to confirm" in offer["answer"] and chat_decisions(stack) == [], offer["answer"]
+    return chat(stack, "yes", role, conversation_id=offer["conversation_id"])
+
+
+def stored(stack: Stack, conversation_id: str) -> dict[str, Any]:
+    """The conversation as Redis holds it."""
+    raw = stack.container.redis.get(f"{stack.container.settings.stream_prefix}:chat:{conversation_id}")
+    assert raw is not None
+    data: dict[str, Any] = json.loads(raw)
+    return data
 
 
 def cited(reply: dict[str, Any], kind: str) -> set[str]:
@@ -64,21 +80,33 @@ def test_why_held_comes_from_the_decision_rationale(stack: Stack) -> None:
     assert again["intent"] == "why_held" and held.id in again["answer"]
 
 
-def test_cancel_before_release_is_a_gated_decision_and_the_role_decides(stack: Stack) -> None:
+def test_cancel_before_release_is_restated_then_a_gated_decision_after_yes(stack: Stack) -> None:
     seed(stack)
     stack.set_policy(modes={"customer_service": "propose"})  # every chat request waits for review
     asked = chat(stack, "Can I cancel SO-4?", customer_id="CUST-2")
     assert asked["answer"].startswith("Yes") and chat_decisions(stack) == []
-    rep = chat(stack, "please cancel it", conversation_id=asked["conversation_id"])
-    assert rep["intent"] == "cancel"
+    conv = asked["conversation_id"]
+    assert "Shall I cancel SO-4? Reply yes to confirm." in asked["answer"]
+    other = chat(stack, "where is it?", conversation_id=conv)  # not a yes: the offer is dropped
+    assert other["answer"].startswith("I did not cancel SO-4. SO-4 is held") and chat_decisions(stack) == []
+    rep = chat(stack, "cancel it", conversation_id=conv)  # a request: restated, nothing recorded
+    assert rep["intent"] == "cancel" and chat_decisions(stack) == []
+    assert rep["answer"] == (
+        "I can cancel SO-4 (1 line, held, not yet on a wave). A planner reviews it before it takes effect. "
+        "Shall I? Reply yes to confirm."
+    )
+    yes = chat(stack, "please do", conversation_id=conv)
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome, decision.subject) == ("pending_review", "cancel", "SO-4")
     assert decision.actions[0].name == "oms.update_order_status"
-    assert decision.id in rep["answer"] and stack.state.order("SO-4").status == "held"
+    assert decision.id in yes["answer"] and stack.state.order("SO-4").status == "held"
+    assert yes["suggested_actions"] == [{"action": "review", "decision_id": decision.id, "status": "pending_review"}]
     # A planner's request executes through the same gate once the workflow is autonomous.
     stack.set_policy(modes={"customer_service": "autonomous"})
     planner = chat(stack, "cancel SO-4", role="planner")
-    assert "done" in planner["answer"]
+    assert "Shall I?" in planner["answer"] and stack.state.order("SO-4").status == "held"
+    done = chat(stack, "go ahead", role="planner", conversation_id=planner["conversation_id"])
+    assert "done" in done["answer"]
     assert stack.state.order("SO-4").status == "cancelled"
     # The planner's cancel acted: the rep's pending one is superseded (one live proposal per order).
     statuses = sorted(d.status for d in chat_decisions(stack))
@@ -87,13 +115,106 @@ def test_cancel_before_release_is_a_gated_decision_and_the_role_decides(stack: S
 
 def test_cancel_after_the_wave_is_released_opens_a_warehouse_ticket(stack: Stack) -> None:
     seed(stack)
-    reply = chat(stack, "cancel SO-1 please", customer_id="CUST-1")
+    offer = chat(stack, "cancel SO-1 please", customer_id="CUST-1")
+    assert "already on wave WV-SO-1-DC-EAST" in offer["answer"] and chat_decisions(stack) == []
+    reply = chat(stack, "yes", conversation_id=offer["conversation_id"])
     [decision] = chat_decisions(stack)
     assert (decision.outcome, decision.status) == ("ticket_opened", "executed")
     assert stack.state.order("SO-1").status == "released"
     tickets = [t for t in stack.state.export_state()["tickets"] if t["team"] == "warehouse"]
     assert len(tickets) == 1 and "SO-1" in tickets[0]["refs"]
     assert "ticket" in reply["answer"]
+
+
+QUESTIONS = [
+    "was SO-4 cancelled?",
+    "did the customer cancel SO-4 or not?",
+    "don't cancel SO-4, just tell me its status",
+    "has SO-1 shipped yet?",
+    "was SO-1 expedited?",
+    "Is there a ticket open for SO-1?",
+    "could it still be cancelled?",  # a question about what is allowed: answered and offered, not done
+    "When will SO-4 arrive?",
+    "is SKU-100 waterproof?",
+    "where is SO-404",
+]
+
+
+def test_questions_record_nothing_and_send_nothing(stack: Stack) -> None:
+    seed(stack)
+    applied, tickets = len(stack.state.applied_actions()), stack.state.export_state()["tickets"]
+    conv = None
+    for message in QUESTIONS:
+        body: dict[str, Any] = {"conversation_id": conv} if conv else {}
+        reply = chat(stack, message, **body)
+        conv = reply["conversation_id"]
+        assert "None" not in reply["answer"] and "null" not in reply["answer"], message
+    assert chat_decisions(stack) == [] and stack.state.export_state()["tickets"] == tickets
+    assert len(stack.state.applied_actions()) == applied
+    was = chat(stack, "was SO-4 cancelled?")
+    assert was["answer"].startswith("No: SO-4 is not cancelled. SO-4 is held")
+    dont = chat(stack, "don't cancel SO-4, just tell me its status")
+    assert dont["answer"].startswith("OK, I won't cancel SO-4. SO-4 is held")
+    product = chat(stack, "is SKU-100 waterproof?")
+    assert product["intent"] == "product" and "I don't have that information about SKU-100" in product["answer"]
+
+
+def test_no_drops_the_request_and_the_offer_lives_in_the_conversation_with_an_expiry(stack: Stack) -> None:
+    seed(stack)
+    offer = chat(stack, "cancel SO-4", customer_id="CUST-2")
+    conv = offer["conversation_id"]
+    pending = stored(stack, conv)["pending"]
+    assert (pending["kind"], pending["action"], pending["order_id"]) == ("action", "cancel", "SO-4")
+    assert 0 < pending["expires_at"] - time.time() <= 600
+    no = chat(stack, "no", conversation_id=conv)
+    assert no["answer"] == "OK, I won't cancel SO-4. Nothing was changed."
+    assert stored(stack, conv)["pending"] is None
+    late = chat(stack, "yes", conversation_id=conv)
+    assert late["intent"] == "confirm" and chat_decisions(stack) == []
+    assert stack.state.order("SO-4").status == "held"
+
+
+def test_a_hand_over_is_a_ticket_with_the_transcript_after_yes(stack: Stack) -> None:
+    seed(stack)
+    first = chat(stack, "where is SO-1?", customer_id="CUST-1")
+    conv = first["conversation_id"]
+    before = stack.state.export_state()["tickets"]
+    offer = chat(stack, "Can I talk to a human?", conversation_id=conv)
+    assert offer["intent"] == "handover" and "Reply yes to confirm" in offer["answer"]
+    assert stack.state.export_state()["tickets"] == before
+    done = chat(stack, "yes", conversation_id=conv)
+    [decision] = chat_decisions(stack)
+    assert (decision.subject, decision.outcome, decision.status) == (conv, "ticket_opened", "executed")
+    [ticket] = stack.state.export_state()["tickets"][len(before) :]
+    assert ticket["team"] == "customer_service" and ticket["priority"] == "high"
+    assert "Q: where is SO-1?" in ticket["summary"] and f"A: {first['answer']}" in ticket["summary"]
+    assert "Q: Can I talk to a human?" in ticket["summary"] and "SO-1" in ticket["refs"]
+    assert "Hand-over to customer service" in done["answer"] and decision.id in done["answer"]
+
+
+def test_expedite_after_yes_is_a_gated_customer_service_proposal(stack: Stack) -> None:
+    seed(stack)
+    stack.set_policy(modes={"customer_service": "propose"})
+    before = stack.state.export_state()["tickets"]
+    offer = chat(stack, "can you expedite SO-1? the customer needs it asap", customer_id="CUST-1")
+    assert offer["answer"].startswith("I can ask planning to expedite SO-1") and chat_decisions(stack) == []
+    chat(stack, "yes", conversation_id=offer["conversation_id"])
+    [decision] = chat_decisions(stack)
+    assert (decision.workflow, decision.outcome, decision.status) == ("customer_service", "expedite", "pending_review")
+    assert decision.actions[0].payload["team"] == "planning" and stack.state.export_state()["tickets"] == before
+
+
+def test_a_typo_in_an_order_id_gets_did_you_mean_among_the_callers_orders(stack: Stack) -> None:
+    stack.publish(order_event("SO-100001", [("SKU-100", 1)], customer="CUST-1"))
+    stack.publish(order_event("SO-100002", [("SKU-200", 1)], customer="CUST-2"))
+    stack.drain()
+    asked = chat(stack, "where is SO-10001?", customer_id="CUST-1")
+    assert asked["answer"] == "I can't find an order SO-10001 for this customer. Did you mean SO-100001?"
+    yes = chat(stack, "yes", conversation_id=asked["conversation_id"])
+    assert yes["answer"].startswith("SO-100001 is")
+    # CUST-2's SO-100002 is as near to SO-10002 as CUST-1's order is to SO-10001: never offered
+    other = chat(stack, "where is SO-10002?", customer_id="CUST-1")
+    assert other["answer"] == "I can't find an order SO-10002 for this customer." and other["citations"] == []
 
 
 def test_another_customers_order_is_refused_without_leaking(stack: Stack) -> None:
@@ -190,8 +311,13 @@ def test_the_chat_bench_meets_its_goals(redis_url: str) -> None:
     result = run_chat_bench(seed=7, size="small", redis_url=redis_url)
     assert result["questions"] >= 60
     assert result["accuracy"] >= 0.95 and result["leaks"] == 0 and result["unsupported_claims"] == 0
+    assert result["wrongly_acted"] == 0
     assert result["baseline"]["leaks"] > 0  # the naive responder answers about anyone's order
     assert result["p95_ms"] > 0 and result["baseline"]["order_lookup_ms"]["p50"] > 0
+    real = result["crossdock"]["realistic"]
+    assert real["questions"] >= 80 and real["skipped"] == []
+    assert real["accuracy"] >= 0.95 and real["wrongly_acted"] == 0 and real["leaks"] == 0
+    assert real["shows_none"] == 0 and real["unsupported_claims"] == 0
 
 
 def seed_waiting(stack: Stack) -> None:
@@ -225,7 +351,7 @@ def test_a_planner_lowers_a_line_before_release_and_the_reservation_shrinks(stac
     seed_waiting(stack)
     assert reserved(stack, "SO-31", 1) == [("DC-EAST", 3)]
     east = next(s for s in stack.state.stock("SKU-100") if s.node == "DC-EAST").allocated
-    reply = chat(stack, "change line 1 of SO-31 to 1", role="planner")
+    reply = confirmed(stack, "change line 1 of SO-31 to 1", role="planner")
     assert reply["intent"] == "change" and "done" in reply["answer"]
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("executed", "change_line_qty")
@@ -242,7 +368,7 @@ def test_a_planner_lowers_a_line_before_release_and_the_reservation_shrinks(stac
 def test_a_cs_rep_line_change_waits_for_review_then_executes_on_approval(stack: Stack) -> None:
     seed_waiting(stack)
     stack.set_policy(modes={"customer_service": "propose"})  # autonomous would let a cs_rep's change run
-    reply = chat(stack, "please change line 2 of SO-31 to 1")
+    reply = confirmed(stack, "please change line 2 of SO-31 to 1")
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "change_line_qty")
     assert "waiting for review" in reply["answer"] and reserved(stack, "SO-31", 2) == [("DC-EAST", 2)]
@@ -255,7 +381,7 @@ def test_a_cs_rep_line_change_waits_for_review_then_executes_on_approval(stack: 
 def test_an_increase_becomes_a_ticket_and_changes_nothing(stack: Stack) -> None:
     seed_waiting(stack)
     before = stack.state.order("SO-31")
-    reply = chat(stack, "change line 1 of SO-31 to 7", role="planner")
+    reply = confirmed(stack, "change line 1 of SO-31 to 7", role="planner")
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("executed", "ticket_opened")
     assert [a.name for a in decision.actions] == ["notify.ticket"]
@@ -268,7 +394,7 @@ def test_an_increase_becomes_a_ticket_and_changes_nothing(stack: Stack) -> None:
 def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(stack: Stack) -> None:
     seed_waiting(stack)
     stack.set_policy(modes={"customer_service": "propose"})
-    chat(stack, "cancel SO-31")
+    confirmed(stack, "cancel SO-31")
     [decision] = chat_decisions(stack)
     assert (decision.status, decision.outcome) == ("pending_review", "cancel")
     make_room_on_a_wave(stack)
@@ -291,7 +417,7 @@ def test_approving_a_cancel_after_the_order_was_waved_fails_and_cancels_nothing(
 def test_approving_a_line_change_after_the_order_was_waved_fails_too(stack: Stack) -> None:
     seed_waiting(stack)
     stack.set_policy(modes={"customer_service": "propose"})
-    chat(stack, "change line 1 of SO-31 to 2")
+    confirmed(stack, "change line 1 of SO-31 to 2")
     [decision] = chat_decisions(stack)
     assert decision.status == "pending_review"
     make_room_on_a_wave(stack)
@@ -310,9 +436,8 @@ def test_a_conversation_belongs_to_the_api_key_that_started_it(stack: Stack) -> 
     assert other.status_code == 404 and conv in other.json()["detail"]
     assert "SKU-200" not in other.text  # nothing of the conversation leaks
     # nor can another key take over the id: the first key's conversation is unchanged
-    key = f"{stack.container.settings.stream_prefix}:chat:{conv}"
-    stored = json.loads(stack.container.redis.get(key))
-    assert len(stored["turns"]) == 2 and stored["customer_id"] == "CUST-1"
+    kept = stored(stack, conv)
+    assert len(kept["turns"]) == 2 and kept["customer_id"] == "CUST-1"
 
 
 def test_with_a_model_the_api_answers_in_llm_mode_and_a_false_claim_falls_back(stack: Stack) -> None:
@@ -324,7 +449,7 @@ def test_with_a_model_the_api_answers_in_llm_mode_and_a_false_claim_falls_back(s
     faithful = json.dumps({"answer": "Good news: " + template["answer"]})
     false_claim = json.dumps({"answer": "SO-1 shipped yesterday and I refunded the customer."})
     llm = ScriptedLLM.replaying(customer_service=[faithful, false_claim])
-    app = stack.api.server.config.app
+    app: Any = stack.api.server.config.app
     app.state.chat_writer = chat_writer(model=llm, audit=stack.container.store)
 
     resp = stack.client.post("/v1/chat", json={"message": "Where is my order SO-1?"}, headers=stack.headers("cs_rep"))

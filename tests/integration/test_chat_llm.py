@@ -88,6 +88,7 @@ def test_a_faithful_model_gets_every_factual_answer_through(generated: tuple[Sta
         """Script the model to hand back the template answer reworded only in its wrapping."""
         queue = llm.script.setdefault("*", [])
         queue.append(json.dumps({"answer": f"  {out.reply.answer}  "}))
+        assert real is not None
         try:
             return real(out, message)
         finally:
@@ -98,7 +99,12 @@ def test_a_faithful_model_gets_every_factual_answer_through(generated: tuple[Sta
     assert real is not None
     answered = ask_all(stack, questions, writer=echo)
     rewritten = [out for _, out in answered if out.reply.mode == "llm"]
-    factual = [out for _, out in answered if out.reply.citations and not out.refused and out.decision is None]
+    factual = [
+        out
+        for _, out in answered
+        if out.reply.citations and not out.refused and out.decision is None and not out.offered
+    ]
     assert [e for e in audit.entries if e["kind"] == "chat.llm_fallback"] == []
-    assert len(rewritten) == len(factual) == len(llm.calls) and len(factual) >= 40
+    # (answers that offer an action, like "can I still cancel it?", are code-worded, not sent)
+    assert len(rewritten) == len(factual) == len(llm.calls) and len(factual) >= 35
     assert all(out.decision is None and not out.refused for out in rewritten)

@@ -289,21 +289,32 @@ def test_an_injection_the_model_obeys_is_rejected(
         (None, "cancel SO-8", "decision"),
         ("C-1", "cancel SO-7", "decision"),  # on a released wave: a warehouse ticket
         (None, "open a ticket for SO-8, the box was crushed", "decision"),
+        (None, "can you expedite SO-8?", "decision"),
+        (None, "Can I talk to a human?", "decision"),
     ],
 )
-def test_refusals_and_action_answers_are_never_rewritten(
+def test_refusals_offers_and_action_answers_are_never_rewritten(
     scripted: Any, audit: Any, customer: str | None, message: str, kind: str
 ) -> None:
     llm = scripted.ScriptedLLM.replaying(customer_service=[answer("Done! I took care of everything.")])
     submitted: list[Proposal] = []
     writer = make_writer(llm, audit)
-    out = service(writer, submitted).respond(Conversation(id="c", customer_id=customer), message, "cs_rep")
-    ref = service(None, []).respond(Conversation(id="c", customer_id=customer), message, "cs_rep")
-    assert (out.refused, out.decision is not None) == (kind == "refused", kind == "decision")
-    assert (out.reply.mode, out.reply.answer) == ("deterministic", ref.reply.answer)
+    conv, ref_conv = Conversation(id="c", customer_id=customer), Conversation(id="c", customer_id=customer)
+    turns = [message, "yes"] if kind == "decision" else [message]
+    for i, text in enumerate(turns):
+        out = service(writer, submitted).respond(conv, text, "cs_rep")
+        ref = service(None, []).respond(ref_conv, text, "cs_rep")
+        offered = kind == "decision" and i == 0  # the restatement: only code words what yes would do
+        assert (out.refused, out.offered, out.decision is not None) == (
+            kind == "refused",
+            offered,
+            kind == "decision" and not offered,
+        )
+        assert (out.reply.mode, out.reply.answer) == ("deterministic", ref.reply.answer)
+        # The writer itself refuses refusals and actions, whoever calls it.
+        if not offered:
+            assert writer(out, text) is out
     assert llm.calls == [] and fallbacks(audit) == []
-    # The writer itself refuses them too, whoever calls it.
-    assert writer(out, message) is out and llm.calls == []
 
 
 def test_answers_with_no_record_behind_them_are_not_sent(scripted: Any, audit: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from domain.context import LineAllocation, OrderLineView, OrderView, WaveView
 from domain.decisions import Action, Decision
@@ -91,7 +91,7 @@ def decision(workflow: str, *actions: Action, status: str = "pending_review") ->
     return Decision(
         id="dec-1",
         event_id=None,
-        workflow=workflow,  # type: ignore[arg-type]
+        workflow=workflow,
         subject="SO-1",
         outcome="x",
         confidence=1.0,
@@ -100,7 +100,7 @@ def decision(workflow: str, *actions: Action, status: str = "pending_review") ->
         evidence={"skus": ["SKU-200", "SKU-100"]},
         actions=list(actions),
         human_review_required=True,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         actor="cs_rep:chat",
         decided_at=datetime(2026, 3, 21, tzinfo=UTC),
     )
@@ -118,15 +118,47 @@ def test_waved_since_covers_a_cancel_and_a_line_change_of_chat_decisions_only() 
     cancel = Action(system="oms", type="update_order_status", payload={"order_id": "SO-1", "status": "cancelled"})
     lower = Action(system="oms", type="update_line_qty", payload={"order_id": "SO-1", "line": 2, "qty": 3})
     hold = Action(system="oms", type="hold_order", payload={"order_id": "SO-1", "reason": "review"})
-    waved = Wms([WaveView(wave_id="WV-9", node="DC-EAST", orders={"SO-1": 1})])
+    waved: Any = Wms([WaveView(wave_id="WV-9", node="DC-EAST", orders={"SO-1": 1})])
     for action in (cancel, lower):
         d = decision("customer_service", action)
         assert waved_since(waved, d) == (
             "SO-1 joined wave WV-9 before the change ran; ask again for a warehouse ticket"
         )
-        assert waved_since(Wms([]), d) is None
+        assert waved_since(cast(Any, Wms([])), d) is None
         assert order_change_locks(d) == ["sku:SKU-100", "sku:SKU-200"]
     # Triage mirrors a cancellation the OMS already made: its own play handles the waves.
     assert waved_since(waved, decision("exception_triage", cancel)) is None
     assert order_change_locks(decision("exception_triage", cancel)) == []
     assert waved_since(waved, decision("customer_service", hold)) is None
+
+
+def proposal(action: Any, role: str = "cs_rep", of: OrderFacts | None = None, **kw: Any) -> Any:
+    return build_proposal(
+        action, of if of is not None else facts(), role=role, policy=Policy(), conversation_id="conv-9", **kw
+    )
+
+
+def test_an_expedite_is_a_high_priority_planning_ticket_a_reps_waits_for_review() -> None:
+    wave = WaveView(wave_id="WV-1", node="DC-EAST", orders={"SO-1": 2})
+    p = proposal("expedite", of=facts([wave]), detail="customer needs it by Friday")
+    [action] = p.actions
+    assert (p.workflow, p.subject, p.outcome) == ("customer_service", "SO-1", "expedite")
+    assert (action.name, action.payload["team"], action.payload["priority"]) == ("notify.ticket", "planning", "high")
+    assert "released; on wave WV-1" in action.payload["summary"] and "by Friday" in action.payload["summary"]
+    assert p.review_required and p.review_reason == "a cs_rep request to expedite an order needs review"
+    assert not proposal("expedite", role="planner").review_required
+    # a shipped or cancelled order is past expediting
+    assert proposal("expedite", of=facts(status="shipped")).actions == []
+
+
+def test_a_hand_over_carries_the_transcript_and_is_about_the_conversation() -> None:
+    lines = ["Q: where is SO-1?", "A: SO-1 is released.", "Q: can I talk to a human?", "A: I can hand ..."]
+    p = proposal("handover", transcript=lines)
+    [action] = p.actions
+    assert p.subject == "conv-9" and p.outcome == "ticket_opened" and not p.review_required
+    assert (action.payload["team"], action.payload["priority"]) == ("customer_service", "high")
+    assert action.payload["summary"].endswith("\n".join(lines)) and "SO-1" in action.payload["refs"]
+    assert p.evidence["request"] == "handover" and p.evidence["transcript"] == lines
+    # without an order in focus it still goes to a person
+    alone = build_proposal("handover", None, role="cs_rep", policy=Policy(), conversation_id="conv-9")
+    assert alone.actions[0].payload["refs"] == ["conv-9"]

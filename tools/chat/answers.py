@@ -11,9 +11,10 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
-from domain.decisions import Decision
+from domain.decisions import Decision, Proposal
 from knowledge.citations import engine_rationale
-from tools.chat.facts import AvailabilityFacts, Citation, Facts, OrderFacts, as_date
+from tools.chat.facts import AvailabilityFacts, Citation, Facts, OrderFacts, ProductFacts, as_date
+from tools.chat.intents import asked_words, product_topic
 from tools.chat.policy import Verdict
 
 # ---------------------------------------------------------------------------- check_answer
@@ -164,6 +165,10 @@ def line_sentences(of: OrderFacts, only: list[int] | None = None) -> tuple[list[
             continue
         sku = ln.substituted_by or ln.sku
         sub = f" (substitute for {ln.sku})" if ln.substituted_by else ""
+        if of.view.status == "cancelled":  # nothing is reserved or promised any more
+            out.append(f"Line {ln.line}: {qty(ln.qty)} × {sku}{sub}.")
+            cites.append(Citation(kind="order", id=of.order_id, field=f"lines[{ln.line}]"))
+            continue
         parts: list[str] = []
         for a in ln.allocations:
             wave = of.wave_of(a.node)
@@ -175,14 +180,16 @@ def line_sentences(of: OrderFacts, only: list[int] | None = None) -> tuple[list[
                 parts.append(f"{qty(a.qty)} allocated at {a.node}, not yet on a wave")
         if ln.backordered > 0:
             bo = f"{qty(ln.backordered)} backordered"
+            proposed = as_date(_promised(backorder).get(str(ln.line))) if backorder is not None else None
             if ln.promise_date is not None:
                 bo += f", promised for {ln.promise_date.isoformat()}"
                 cites.append(Citation(kind="order", id=of.order_id, field=f"lines[{ln.line}].promise_date"))
-            elif backorder is not None and str(ln.line) in _promised(backorder):
-                proposed = _promised(backorder)[str(ln.line)]
+            elif backorder is not None and proposed is not None:
                 state = "awaiting review" if backorder.status == "pending_review" else words(backorder.status)
-                bo += f", proposed promise date {proposed} ({state})"
+                bo += f", proposed promise date {proposed.isoformat()} ({state})"
                 cites.append(Citation(kind="decision", id=backorder.id, field="evidence.promise_dates"))
+            else:
+                bo += ", no promise date yet"
             parts.append(bo)
         if not parts:
             parts.append("not allocated yet")
@@ -196,7 +203,7 @@ def status_answer(of: OrderFacts, only: list[int] | None = None) -> tuple[str, l
     head = f"{of.order_id} is {words(v.status)}"
     if v.status == "held" and v.hold_reason:
         head += f" ({words(v.hold_reason)})"
-    if v.order.ship_by is not None:
+    if v.order.ship_by is not None and v.status != "cancelled":
         head += f", ship by {v.order.ship_by:%Y-%m-%d}"
     lines, cites = line_sentences(of, only)
     return " ".join([head + ".", *lines]), [Citation(kind="order", id=of.order_id, field="status"), *cites]
@@ -282,20 +289,215 @@ def why_answer(of: OrderFacts) -> tuple[str, str, list[Citation]]:
     return ("why_late", *why_late_answer(of))
 
 
-def policy_answer(of: OrderFacts, verdict: Verdict, action: str) -> str:
-    verb = "cancelled" if action == "cancel" else "changed"
+def policy_answer(of: OrderFacts, verdict: Verdict, action: str, offer: str | None = None) -> str:
+    """Whether the order may still be cancelled, changed, re-addressed or expedited; with
+    ``offer`` (what yes would do), the question that asks for it."""
+    verb = {"cancel": "cancelled", "address_change": "re-addressed", "expedite": "expedited"}.get(action, "changed")
+    ask = f" {offer}" if offer else ""
+    if action == "expedite":
+        if of.view.status in ("cancelled", "shipped"):
+            return f"No: {of.order_id} is {words(of.view.status)}, so it can no longer be expedited."
+        return f"Yes: {of.order_id} is {words(of.view.status)}; planning can expedite it.{ask}"
     if verdict.allowed:
-        return (
-            f"Yes: {of.order_id} is {words(of.view.status)} and not yet on a wave, so it can still be {verb}. "
-            f"Ask me to {'cancel' if action == 'cancel' else 'change'} it and I will record the request."
-        )
+        return f"Yes: {of.order_id} is {words(of.view.status)} and not yet on a wave, so it can still be {verb}.{ask}"
     if verdict.via_ticket:
         waves = ", ".join(w.wave_id for w in of.waves)
         return (
             f"{of.order_id} is already on wave {waves}, so it can't be {verb} directly; "
-            "I can open a ticket for the warehouse to stop the pick."
+            f"I can open a ticket for the warehouse {WAREHOUSE_ASKS.get(action, WAREHOUSE_ASKS['cancel'])}.{ask}"
         )
     return f"No: {of.order_id} is {words(of.view.status)}, so it can no longer be {verb}."
+
+
+CONFIRM = "Shall I? Reply yes to confirm."
+# What a warehouse ticket asks for, once the order is on a released wave (SOP-CS-001 §2, SOP-CS-002 §2).
+WAREHOUSE_ASKS = {
+    "cancel": "to stop the pick and pull the order before packing",
+    "change": "to change the pick before packing",
+    "address_change": "to reprint the shipping label with the new address",
+}
+
+
+def _lines(n: int) -> str:
+    return f"{n} line" if n == 1 else f"{n} lines"
+
+
+def restatement(action: str, of: OrderFacts | None, proposal: Proposal, transcript_turns: int = 0) -> str:
+    """What yes would do, in words: the request restated from the proposal built for it."""
+    team = str(proposal.actions[0].payload.get("team", "")) if proposal.actions else ""
+    review = " A planner reviews it before it takes effect." if proposal.review_required else ""
+    if action == "handover":
+        about = f" about {of.order_id}" if of is not None else ""
+        n = transcript_turns
+        so_far = f" ({n} message{'s' if n != 1 else ''} so far)" if n else ""
+        return (
+            f"I can hand this conversation over to a person in customer service{about}: they get a ticket "
+            f"with the transcript{so_far} and contact you."
+        )
+    if of is None:
+        return "I can open a ticket to customer service with your message."
+    oid, status = of.order_id, words(of.view.status)
+    if team == "warehouse":
+        waves = ", ".join(w.wave_id for w in of.waves)
+        what = {"cancel": "cancel it", "change": "change it", "address_change": "change its address"}.get(
+            action, "change it"
+        )
+        asks = WAREHOUSE_ASKS.get(action, WAREHOUSE_ASKS["change"])
+        return (
+            f"{oid} is already on wave {waves}, so I can't {what} directly. "
+            f"I can send a ticket to the warehouse {asks}.{review}"
+        )
+    if proposal.outcome == "cancel":
+        return f"I can cancel {oid} ({_lines(len(of.view.lines))}, {status}, not yet on a wave).{review}"
+    if proposal.outcome == "change_line_qty":
+        payload = proposal.actions[0].payload
+        cur = proposal.evidence.get("current_qty")
+        was = f" from {qty(float(cur))}" if isinstance(cur, int | float) else ""
+        return (
+            f"I can change line {payload['line']} of {oid}{was} to {qty(float(payload['qty']))} (not yet on a "
+            f"wave; the reservation above the new quantity is given back).{review}"
+        )
+    if proposal.outcome == "expedite":
+        return f"I can ask planning to expedite {oid} ({_lines(len(of.view.lines))}, {status}).{review}"
+    if action == "change":
+        reason = str(proposal.rationale).split("not made directly: ", 1)[-1].rstrip(".")
+        hint = ""
+        if "which line and which quantity" in reason:
+            hint = f" (Or tell me the line and the new quantity, like “change line 1 of {oid} to 2”.)"
+        return (
+            f"I can't make that change to {oid} directly: {reason}. I can send it to customer service as a "
+            f"ticket.{review}{hint}"
+        )
+    if action == "address_change":
+        return f"I can send an address change for {oid} ({status}, not yet on a wave) to customer service as a ticket."
+    return f"I can open a ticket to customer service about {oid} with your message."
+
+
+def request_summary(action: str, of: OrderFacts | None, line: int | None = None, new_qty: float | None = None) -> str:
+    """The request in a few words, for "OK, I won't …"."""
+    oid = of.order_id if of is not None else None
+    if action == "handover":
+        return "hand this conversation over"
+    if oid is None:
+        return "open that ticket"
+    if action == "change" and line is not None and new_qty is not None:
+        return f"change line {line} of {oid} to {qty(new_qty)}"
+    return {
+        "cancel": f"cancel {oid}",
+        "change": f"change {oid}",
+        "address_change": f"change the address of {oid}",
+        "expedite": f"expedite {oid}",
+    }.get(action, f"open a ticket about {oid}")
+
+
+_REQUEST_LABELS = {"cancel": "cancellation", "change_line_qty": "line change", "expedite": "expedite request"}
+
+
+def request_label(d: Decision) -> str:
+    if d.outcome in _REQUEST_LABELS:
+        return _REQUEST_LABELS[d.outcome]
+    subject = d.actions[0].payload.get("subject") if d.actions else None
+    return f"ticket “{subject}”" if subject else "ticket"
+
+
+def request_state(d: Decision) -> str:
+    return {
+        "pending_review": "waiting for review",
+        "awaiting_planner": "waiting for a planner",
+        "executing": "under way",
+        "executed": "sent" if d.outcome == "ticket_opened" else "done",
+        "observed": "recorded only (nothing was changed)",
+        "rejected": "rejected by a planner",
+        "superseded": "replaced by a later request",
+        "failed": f"failed ({d.error})" if d.error else "failed",
+    }.get(d.status, words(d.status))
+
+
+def requests_sentence(of: OrderFacts, about: str | None = None) -> tuple[str, list[Citation]]:
+    """The chat requests recorded for the order (those ``about`` one kind: cancel, change, expedite, ticket)."""
+    wanted = {
+        "cancelled": ("cancel",),
+        "changed": ("change",),
+        "expedited": ("expedite",),
+        "ticket": ("ticket",),
+    }.get(about or "", ())
+    found = [
+        d for d in of.requests if not wanted or any(w in (d.outcome + " " + request_label(d)).lower() for w in wanted)
+    ]
+    if not found:
+        if about == "cancelled" and of.view.status != "cancelled":
+            return f"No cancellation request is recorded for {of.order_id}.", []
+        if about == "expedited":
+            return f"No expedite request is recorded for {of.order_id}.", []
+        if about == "changed":
+            return f"No change request is recorded for {of.order_id}.", []
+        if about == "ticket":
+            return f"No ticket from chat is recorded for {of.order_id}.", []
+        return "", []
+    parts = [f"{request_label(d)}: {request_state(d)} (decision {d.id})" for d in found[-3:]]
+    cites = [Citation(kind="decision", id=d.id, field="status") for d in found[-3:]]
+    return "Requests recorded from chat: " + "; ".join(parts) + ".", cites
+
+
+def state_answer(of: OrderFacts, asked: str, why: bool = False) -> tuple[str, list[Citation]]:
+    """A yes/no question about the order's state, answered from the order, then its status; "why
+    was it cancelled?" (``why``) with the decision that cancelled it."""
+    v, oid = of.view, of.order_id
+    status = v.status
+    if why and asked == "cancelled" and status == "cancelled":
+        text, cites = status_answer(of)
+        d = of.latest("cancelled", "cancel") or next(
+            (r for r in reversed(of.requests) if r.outcome == "cancel" and r.status == "executed"), None
+        )
+        if d is None:
+            return f"{text} No recorded decision says why.", cites
+        reason, more = _rationale(d)
+        return f"{text} Decision {d.id}: {reason}", cites + more
+    yes = {
+        "cancelled": status == "cancelled",
+        "shipped": status == "shipped",
+        "held": status == "held",
+        "released": status in ("released", "partially_released"),
+        "backordered": status == "backordered" or any(ln.backordered > 0 for ln in v.lines),
+    }
+    no = {
+        "cancelled": f"No: {oid} is not cancelled.",
+        "shipped": f"No: {oid} has not shipped yet.",
+        "held": f"No: {oid} is not on hold.",
+        "released": f"No: {oid} is not released yet.",
+        "backordered": f"No: nothing on {oid} is backordered.",
+    }
+    if asked in yes:
+        lead = ("" if why else "Yes.") if yes[asked] else no[asked]
+    elif asked == "delivered":
+        lead = (
+            f"{oid} has shipped, but I can't see carrier deliveries, so I can't tell whether it has arrived."
+            if status == "shipped"
+            else f"No: {oid} has not shipped yet, so it has not been delivered."
+        )
+    elif asked == "address":
+        region = f" (the region {v.order.region})" if v.order.region else ""
+        lead = (
+            f"I don't have the delivery address of {oid}: the order records hold only where it ships to{region}. "
+            "I can send an address change to customer service if it needs to change."
+        )
+    else:
+        lead = ""
+    text, cites = status_answer(of)
+    requests, more = requests_sentence(of, asked if asked in ("cancelled", "changed", "expedited", "ticket") else None)
+    return " ".join(p for p in (lead, text, requests) if p), cites + more
+
+
+def eta_sentence(of: OrderFacts) -> str:
+    """What can be said about when an order arrives: the records hold shipping, not delivery."""
+    v = of.view
+    if v.status == "cancelled":
+        return ""
+    if v.status == "shipped":
+        return "It has shipped; I can't see the carrier's delivery date."
+    if v.order.ship_by is None:
+        return "I can't see a delivery date, and no ship-by date is set yet."
+    return "I can't see a delivery date; the records hold when it ships, not when it arrives."
 
 
 def action_answer(of: OrderFacts | None, decision: Decision, action: str) -> str:
@@ -304,14 +506,25 @@ def action_answer(of: OrderFacts | None, decision: Decision, action: str) -> str
         "change": "Change request",
         "address_change": "Address change request",
         "ticket": "Ticket",
+        "expedite": "Expedite request",
+        "handover": "Hand-over",
     }[action]
-    subject = of.order_id if of is not None else decision.subject
-    if decision.outcome == "ticket_opened" and action in ("cancel", "change", "address_change"):
-        what = f"{what} for {subject} went to a ticket ({engine_rationale(decision.rationale, decision.evidence)})"
+    if of is not None:
+        subject = f" for {of.order_id}"
+    elif action == "handover":
+        subject = " to customer service (a ticket with this conversation)"
     else:
-        what = f"{what} for {subject}"
+        subject = " to customer service"
+    if decision.outcome == "ticket_opened" and action in ("cancel", "change", "address_change"):
+        what = f"{what}{subject} went to a ticket ({engine_rationale(decision.rationale, decision.evidence)})"
+    else:
+        what = f"{what}{subject}"
     if decision.status == "executed":
         done = "done" if decision.outcome != "ticket_opened" else "ticket sent"
+        if action == "handover":
+            done = "ticket sent; a person in customer service will pick it up"
+        elif action == "expedite":
+            done = "sent to planning as a high-priority ticket"
         return f"{what}: {done}, recorded as decision {decision.id}."
     if decision.status == "pending_review":
         why = decision.evidence.get("governance", "policy")
@@ -320,6 +533,34 @@ def action_answer(of: OrderFacts | None, decision: Decision, action: str) -> str
         return f"{what}: recorded as decision {decision.id}; it is only observed, nothing was changed."
     return (
         f"{what}: decision {decision.id} is {words(decision.status)}{': ' + decision.error if decision.error else ''}."
+    )
+
+
+def product_answer(pf: ProductFacts, message: str) -> str:
+    """A product question answered from the catalogue record only; anything else is refused."""
+    desc = pf.description.strip()
+    subs = ", ".join(f"{s} ({d})" if d else s for s, d in pf.substitutes)
+    sub_text = (
+        f"The catalogue lists {subs} as {'a substitute' if len(pf.substitutes) == 1 else 'substitutes'}."
+        if pf.substitutes
+        else f"The catalogue lists no substitute for {pf.sku}."
+    )
+    described = (
+        f"The catalogue describes {pf.sku} as “{desc}”." if desc else f"The catalogue has no description of {pf.sku}."
+    )
+    topic = product_topic(message)
+    if topic == "substitutes":
+        return f"{described} {sub_text}"
+    if topic == "description":
+        return f"{described} {sub_text}"
+    known = set(re.findall(r"[a-z0-9][a-z0-9-]*", desc.lower()))
+    hits = [w for w in asked_words(message) if w in known]
+    if hits:
+        return f"{described} That is all it says about {', '.join(dict.fromkeys(hits))}."
+    holds = f"its description (“{desc}”)" if desc else "no description"
+    return (
+        f"I don't have that information about {pf.sku}. The catalogue holds only {holds} and its substitutes "
+        f"({subs or 'none'})."
     )
 
 

@@ -105,6 +105,7 @@ class Facts:
 
 
 OPEN_STATUSES = ["open", "released", "partially_released", "held", "backordered"]
+ALL_STATUSES = [*OPEN_STATUSES, "cancelled", "shipped"]
 
 
 @dataclass
@@ -129,6 +130,11 @@ class OrderFacts:
     def latest(self, *outcomes: str) -> Decision | None:
         found = [d for d in self.decisions if d.workflow != "customer_service" and d.outcome in outcomes]
         return found[-1] if found else None
+
+    @property
+    def requests(self) -> list[Decision]:
+        """What was asked for this order through customer service (chat requests), oldest first."""
+        return [d for d in self.decisions if d.workflow == "customer_service"]
 
     def facts(self) -> Facts:
         f = Facts()
@@ -286,6 +292,41 @@ def read_availability(systems: Systems, sku: str, region: str | None) -> Availab
     )
     options = [SupplyOption(s, transit.get(s.node) if region else 0) for s in supply]
     return AvailabilityFacts(sku=sku, region=region, description=info.description, nodes=nodes, supply=options)
+
+
+@dataclass
+class ProductFacts:
+    """What the catalogue (the ERP's material master) holds about a SKU: its description and
+    substitutes. Nothing else about the product is known to the chat."""
+
+    sku: str
+    description: str
+    substitutes: list[tuple[str, str]]  # (SKU, description); description "" when the ERP lacks it
+
+    def facts(self) -> Facts:
+        f = Facts()
+        f.add_id(self.sku)
+        for sub, _ in self.substitutes:
+            f.add_id(sub)
+        return f
+
+
+def read_product(systems: Systems, sku: str) -> ProductFacts:
+    """The catalogue record of ``sku`` and of its substitutes (raises ``UnknownSku``)."""
+    info = systems.erp.sku(sku)
+    subs: list[tuple[str, str]] = []
+    for other in info.substitutes:
+        try:
+            subs.append((other, systems.erp.sku(other).description))
+        except UnknownSku:
+            subs.append((other, ""))
+    return ProductFacts(sku=info.id or sku, description=info.description, substitutes=subs)
+
+
+def visible_order_ids(systems: Systems, customer_id: str | None) -> list[str]:
+    """The order ids the caller may see: the scoping customer's, or every order when unscoped."""
+    views = systems.oms.orders(ALL_STATUSES)
+    return [v.order.id for v in views if customer_id is None or v.order.customer == customer_id]
 
 
 def order_citations(of: OrderFacts, fields: list[str]) -> list[Citation]:

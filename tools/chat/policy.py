@@ -21,7 +21,7 @@ from domain.models import Settings as Policy
 from tools.chat.facts import OrderFacts
 
 FINAL = frozenset({"cancelled", "shipped"})
-ChatAction = Literal["cancel", "change", "address_change", "ticket"]
+ChatAction = Literal["cancel", "change", "address_change", "ticket", "expedite", "handover"]
 # Roles whose order-changing requests may execute without a second person.
 TRUSTED_ROLES = frozenset({"planner", "admin"})
 
@@ -42,6 +42,17 @@ def change_verdict(of: OrderFacts) -> Verdict:
         waves = ", ".join(w.wave_id for w in of.waves)
         return Verdict(False, True, f"{of.order_id} is on released wave {waves}; the warehouse must stop the pick")
     return Verdict(True, False, f"{of.order_id} is {status} and not yet on a released wave")
+
+
+def expedite_state(of: OrderFacts) -> str:
+    """Where the order stands, for an expedite request: status, waves, backordered lines."""
+    parts = [of.view.status.replace("_", " ")]
+    if of.waves:
+        parts.append("on wave " + ", ".join(w.wave_id for w in of.waves))
+    short = [ln.line for ln in of.view.lines if ln.backordered > 0]
+    if short:
+        parts.append("backordered line " + ", ".join(str(n) for n in short))
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -101,9 +112,10 @@ def waved_since(wms: WmsPort, decision: Decision) -> str | None:
 def needs_review(role: str, action: ChatAction, policy: Policy) -> str | None:
     """Why a proposal from this role needs a human, or None.
 
-    A cs_rep's request that changes an order waits for review unless the operator set the
-    customer_service workflow to autonomous explicitly; tickets change no order."""
-    if action == "ticket" or role in TRUSTED_ROLES:
+    A cs_rep's request that changes an order (or, for an expedite, spends money on it) waits for
+    review unless the operator set the customer_service workflow to autonomous explicitly;
+    tickets and hand-overs change no order."""
+    if action in ("ticket", "handover") or role in TRUSTED_ROLES:
         return None
     if policy.modes.get("customer_service") == "autonomous":
         return None
@@ -120,8 +132,10 @@ def build_proposal(
     detail: str = "",
     line: int | None = None,
     qty: float | None = None,
+    transcript: list[str] | None = None,
 ) -> Proposal:
-    """The proposal for one chat request; the verdict decides OMS change or ticket."""
+    """The proposal for one chat request; the verdict decides OMS change or ticket. A hand-over
+    is a ticket to customer service carrying ``transcript`` (the conversation so far)."""
     refs = [conversation_id]
     subject = conversation_id
     evidence: dict[str, object] = {"engine": "chat/1.0.0", "conversation": conversation_id, "role": role}
@@ -138,6 +152,8 @@ def build_proposal(
         )
     else:
         verdict = Verdict(False, True, "no order named")
+    if action == "handover":
+        subject = conversation_id  # a hand-over is about the conversation: it replaces no request on the order
     if action == "cancel" and verdict.allowed:
         assert of is not None
         actions = [
@@ -174,6 +190,18 @@ def build_proposal(
         summary = f"Customer asks for a new delivery address on {of.order_id}. {detail}".strip()
         actions = [ticket("customer_service", f"{of.order_id}: address change", summary, refs)]
         outcome, rationale = "ticket_opened", f"Address change for {of.order_id}: {verdict.reason}."
+    elif action == "expedite" and of is not None and of.view.status not in FINAL:
+        state = expedite_state(of)
+        summary = f"Customer asks to expedite {of.order_id} ({state}). {detail}".strip()
+        actions = [ticket("planning", f"{of.order_id}: expedite", summary, refs, priority="high")]
+        outcome, rationale = "expedite", f"Expedite {of.order_id} at the customer's request: {state}."
+    elif action == "handover":
+        about = f" about {of.order_id}" if of is not None else ""
+        lines = transcript or [f"Q: {detail}"]
+        body = f"The customer asks to talk to a person{about}. Conversation {conversation_id}:\n" + "\n".join(lines)
+        actions = [ticket("customer_service", f"Hand-over from chat{about}", body[:6000], refs, priority="high")]
+        evidence.update(request="handover", transcript=lines)
+        outcome, rationale = "ticket_opened", f"Hand-over to customer service{about} at the customer's request."
     elif action == "ticket":
         about = of.order_id if of is not None else "a customer request"
         actions = [ticket("customer_service", f"Customer request about {about}", detail or "Chat request.", refs)]
@@ -183,6 +211,9 @@ def build_proposal(
         outcome, rationale = "no_action", f"Nothing to do: {verdict.reason}."
     kind: ChatAction = "ticket" if outcome == "ticket_opened" and action != "cancel" else action
     reason = needs_review(role, kind, policy) if actions and actions[0].system == "oms" else None
+    if outcome == "expedite":
+        # Expediting spends money (faster freight, a supplier's premium): a rep's request is reviewed.
+        reason = needs_review(role, "expedite", policy)
     if action == "change" and outcome == "ticket_opened" and verdict.allowed:
         # A change request order management makes by hand waits for review like a direct one.
         reason = needs_review(role, "change", policy)
