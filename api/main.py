@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.console import mount as mount_console
-from api.routes import audit, chat, decisions, events, jobs, system
+from api.routes import audit, autonomy, chat, decisions, events, jobs, system
 from api.routes import crews as crew_routes
 from domain.extras import MissingExtra
 from runtime.bootstrap import Container, bootstrap
@@ -56,5 +56,6 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     for module in (events, jobs, decisions, audit, system):
         app.include_router(module.router)
     app.include_router(crew_routes.router)
+    app.include_router(autonomy.router)  # guarded autonomy and shadow replay (runtime.autonomy, runtime.shadow)
     mount_console(app)  # the planner and service console at /console (api/console)
     return app

@@ -374,6 +374,64 @@ def serve(
 
 
 @app.command()
+def replay(
+    since: Annotated[str, typer.Option(help="Start of the period (ISO 8601; UTC if no zone).")],
+    until: Annotated[str, typer.Option(help="End of the period, excluded (ISO 8601).")],
+    policy: Annotated[Path, typer.Option(help="Candidate policy (JSON): merged over the policy in force.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Shadow replay: gate the decisions recorded in [since, until) again with a candidate policy and
+    show what it would have changed, by workflow and outcome. Reads the store; writes nothing."""
+    from datetime import UTC, datetime
+
+    from runtime.shadow import candidate_policy
+    from runtime.shadow import replay as shadow_replay
+    from runtime.store import Store
+
+    def when(raw: str, name: str) -> datetime:
+        try:
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--{name}: not an ISO 8601 time: {raw!r}")
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    start, end = when(since, "since"), when(until, "until")
+    if end <= start:
+        fail("--until must be after --since")
+    try:
+        body = json.loads(policy.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        fail(f"--policy {policy}: {exc}")
+    if not isinstance(body, dict):
+        fail(f"--policy {policy}: a policy is a JSON object")
+    body.pop("reason", None)
+    store = Store(_settings().store_url())
+    try:
+        try:
+            candidate = candidate_policy(store.get_policy(), body)
+        except ValueError as exc:
+            fail(f"--policy {policy}: {exc}")
+        report = shadow_replay(store, start, end, candidate)
+    finally:
+        store.close()
+    if as_json:
+        out.print_json(data=report)
+        return
+    table = Table(title=f"shadow replay: {report['decisions']} decisions, {start.isoformat()} to {end.isoformat()}")
+    for column in ("workflow/outcome", "decisions", "changed", "reviews", "executed", "observed", "cost executed"):
+        table.add_column(column, justify="left" if column == "workflow/outcome" else "right")
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        b, a, d = row["before"][key], row["after"][key], row["delta"][key]
+        return f"{b:g} → {a:g} ({d:+g})"
+
+    for name, row in [*report["pairs"].items(), ("total", {**report["total"], "decisions": report["decisions"]})]:
+        keys = ("reviews_needed", "executed", "observed", "cost_executed")
+        table.add_row(name, str(row["decisions"]), str(row["changed"]), *[cell(row, k) for k in keys])
+    out.print(table)
+
+
+@app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit (deterministic runs and tests).")] = False,
     name: Annotated[str | None, typer.Option(help="Consumer name in the group (default host-pid).")] = None,

@@ -20,8 +20,14 @@ DEFAULT_MODE: Mode = "observe"
 WORKFLOWS: tuple[Workflow, ...] = get_args(Workflow)
 
 
-def mode_of(settings: Settings, workflow: Workflow) -> Mode:
-    """The mode a workflow runs in under ``settings`` (``DEFAULT_MODE`` when it names none)."""
+def mode_of(settings: Settings, workflow: Workflow, outcome: str | None = None) -> Mode:
+    """The mode a workflow (or one of its outcomes) runs in under ``settings``: the pair's own mode
+    (``outcome_modes["workflow/outcome"]``, set by promotion and demotion) if it has one, else the
+    workflow's (``DEFAULT_MODE`` when it names none)."""
+    if outcome is not None:
+        pair = settings.outcome_modes.get(f"{workflow}/{outcome}")
+        if pair is not None:
+            return pair
     return settings.modes.get(workflow, DEFAULT_MODE)
 
 
@@ -34,14 +40,16 @@ class GateResult:
 
 def gate(proposal: Proposal, settings: Settings) -> GateResult:
     """Apply the workflow's mode and the cost/confidence thresholds."""
-    mode = mode_of(settings, proposal.workflow)
+    mode = mode_of(settings, proposal.workflow, proposal.outcome)
+    pair = f"{proposal.workflow}/{proposal.outcome}"
+    who = pair if pair in settings.outcome_modes else proposal.workflow
     if not proposal.actions:
         return GateResult("observed", False, "nothing to execute")
     if mode == "observe":
-        return GateResult("observed", False, f"{proposal.workflow} runs in observe mode")
+        return GateResult("observed", False, f"{who} runs in observe mode")
     reasons = []
     if mode == "propose":
-        reasons.append(f"{proposal.workflow} runs in propose mode")
+        reasons.append(f"{who} runs in propose mode")
     if proposal.review_required:
         reasons.append(proposal.review_reason or "the engine asked for review")
     if proposal.cost_impact > settings.review_cost_above:
@@ -50,7 +58,7 @@ def gate(proposal: Proposal, settings: Settings) -> GateResult:
         reasons.append(f"confidence {proposal.confidence:g} < {settings.review_confidence_below:g}")
     if reasons:
         return GateResult("pending_review", True, "; ".join(reasons))
-    return GateResult("executed", False, f"{proposal.workflow} is autonomous and within thresholds")
+    return GateResult("executed", False, f"{who} is autonomous and within thresholds")
 
 
 def gated_decision(

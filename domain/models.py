@@ -8,9 +8,9 @@ so that bad input fails at the boundary with the field named.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from domain.decisions import Workflow
 
@@ -190,6 +190,37 @@ class Receipt(Model):
 Mode = Literal["observe", "propose", "autonomous"]
 
 
+class AutonomyRule(Model):
+    """When a (workflow, outcome) pair has earned autonomy, and when it loses it
+    (``runtime.autonomy``; README "Guarded autonomy").
+
+    Eligible: at least ``min_reviews`` reviews in the sliding window (its last ``window``), the
+    override rate's Wilson upper bound (95 %) at most ``max_override_upper``, and no failure in the
+    pair's last ``no_failure_in_last`` settled decisions. Demoted to propose: in its last
+    ``demote_window`` settled decisions (at least ``demote_min`` of them), an override rate above
+    ``demote_override_rate`` or a failure rate above ``demote_failure_rate``."""
+
+    min_reviews: int = Field(default=50, ge=1, le=100_000)
+    max_override_upper: float = Field(default=0.03, ge=0, le=1)
+    no_failure_in_last: int = Field(default=20, ge=0, le=100_000)
+    window: int = Field(default=200, ge=1, le=100_000)
+    demote_window: int = Field(default=20, ge=1, le=100_000)
+    demote_min: int = Field(default=5, ge=1, le=100_000)
+    demote_override_rate: float = Field(default=0.2, ge=0, le=1)
+    demote_failure_rate: float = Field(default=0.1, ge=0, le=1)
+    auto_promote: bool = False
+
+
+def _pair_key(key: str) -> str:
+    workflow, sep, outcome = key.partition("/")
+    if not sep or not outcome or workflow not in get_args(Workflow):
+        raise ValueError(f"{key!r} is not 'workflow/outcome' with a known workflow")
+    return key
+
+
+PairKey = Annotated[str, AfterValidator(_pair_key)]
+
+
 class Settings(Model):
     """Business rules from a scenario (or from the operator): the governance policy.
 
@@ -215,6 +246,11 @@ class Settings(Model):
     # Extension: four-eyes. A pending decision of a workflow listed here whose cost impact is
     # above the amount needs two approvers with different names (empty: off).
     four_eyes_cost_above: dict[Workflow, Annotated[float, Field(ge=0)]] = {}
+    # Extension: guarded autonomy. A mode per (workflow, outcome), keyed "workflow/outcome"; a pair
+    # not named runs in its workflow's mode. Set by promotion and demotion (``runtime.autonomy``).
+    outcome_modes: dict[PairKey, Mode] = {}
+    # The promotion and demotion rule per workflow (a workflow not named: the defaults).
+    autonomy_rules: dict[Workflow, AutonomyRule] = {}
 
 
 class WmsSnapshot(Model):

@@ -34,6 +34,7 @@ from domain.errors import ConnectorError
 from domain.governance import gate, gated_decision
 from domain.models import Settings as Policy
 from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
+from runtime import autonomy
 from runtime.executor import Executor
 from runtime.locks import StockLocks
 from runtime.metrics import DECISION_LATENCY, DECISIONS
@@ -291,6 +292,44 @@ class DecisionService:
 
     def approve(self, id: str, actor: str, changes: list[dict[str, Any]] | None = None, note: str = "") -> Review:
         """Approve a pending proposal (or resume an interrupted one). See the module docstring."""
+        review = self._approve(id, actor, changes, note)
+        self._autonomy(review.decision)
+        return review
+
+    def _autonomy(self, decision: Decision) -> None:
+        """Guarded autonomy after a review: demote (or auto-promote) the decision's pair by rule
+        (``runtime.autonomy``). A failure here never undoes the review: it is logged."""
+        try:
+            autonomy.after_review(self.store, decision)
+        except Exception:  # noqa: BLE001 - the review stands whatever the trust check does
+            log.exception("autonomy.check_failed", decision_id=decision.id)
+
+    def mark_wrong(self, id: str, actor: str, reason: str) -> tuple[Decision, dict[str, Any] | None]:
+        """A planner says an executed decision was wrong (a reason is required): recorded on the
+        decision (``review.wrong``) and in the audit chain, and its pair, if autonomous, goes back
+        to propose at once. Returns the decision and the demotion (None when there was none)."""
+        if not reason or not reason.strip():
+            raise ChangeRejected("marking a decision wrong needs a reason")
+        current = self.store.get_decision(id)
+        if current is None:
+            raise DecisionNotFound(f"no decision {id!r}")
+        wrong = {"by": actor, "at": _now(), "reason": reason}
+        marked = self.store.transition(
+            id,
+            to="executed",
+            from_={"executed"},
+            actor=current.actor,
+            review={**(current.review or {}), "wrong": wrong},
+        )
+        if marked is None:
+            raise NotReviewable(f"decision {id} is {current.status}, not executed")
+        self.store.append_audit("decision.marked_wrong", marked.subject, actor, {"decision": id, "reason": reason})
+        demoted = autonomy.demote(
+            self.store, marked.workflow, marked.outcome, actor, f"{id} marked wrong by {actor}: {reason}"
+        )
+        return marked, demoted
+
+    def _approve(self, id: str, actor: str, changes: list[dict[str, Any]] | None, note: str) -> Review:
         current = self.store.get_decision(id)
         if current is None:
             raise DecisionNotFound(f"no decision {id!r}")
@@ -399,6 +438,11 @@ class DecisionService:
 
     def reject(self, id: str, actor: str, reason: str) -> Review:
         """Reject a live proposal with a reason; the subject is decided again (or awaits a planner)."""
+        review = self._reject(id, actor, reason)
+        self._autonomy(review.decision)
+        return review
+
+    def _reject(self, id: str, actor: str, reason: str) -> Review:
         if not reason or not reason.strip():
             raise ChangeRejected("a rejection needs a reason")
         current = self.store.get_decision(id)

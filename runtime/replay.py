@@ -56,6 +56,9 @@ class RunOptions:
     # A simulated planner: approves each proposal once it has waited this many events (None: nobody
     # reviews). What it meets (stale approvals, failures) is what a slow planner would meet.
     planner_lag: int | None = None
+    # The simulated planner rejects every proposal of these pairs ("workflow/outcome"), with a
+    # reason, instead of approving it (guarded autonomy: a known bad class of proposals).
+    planner_rejects: frozenset[str] = frozenset()
     # Called with the governance policy the replay put in force (the API's answer to its PUT).
     on_policy: Callable[[dict[str, Any]], None] | None = None
 
@@ -188,7 +191,14 @@ class ReviewLog:
     approvals: dict[str, int] = field(default_factory=dict)
     first_seen: dict[str, int] = field(default_factory=dict)
 
-    def look(self, client: httpx.Client, headers: dict[str, str], step: int, lag: int | None) -> None:
+    def look(
+        self,
+        client: httpx.Client,
+        headers: dict[str, str],
+        step: int,
+        lag: int | None,
+        rejects: frozenset[str] = frozenset(),
+    ) -> None:
         live: list[dict[str, Any]] = []
         for status in ("pending_review", "awaiting_planner"):
             live += client.get("/v1/decisions", params={"status": status, "limit": 1000}, headers=headers).json()
@@ -202,6 +212,12 @@ class ReviewLog:
             return
         for d in live:
             if d["status"] == "pending_review" and step - self.first_seen[d["id"]] >= lag:
+                if f"{d['workflow']}/{d['outcome']}" in rejects:
+                    reason = {"reason": f"simulated planner: {d['workflow']}/{d['outcome']} is refused"}
+                    got = client.post(f"/v1/decisions/{d['id']}/reject", json=reason, headers=headers)
+                    refused = "rejected" if got.status_code == 200 else f"reject_{got.status_code}"
+                    self.approvals[refused] = self.approvals.get(refused, 0) + 1
+                    continue
                 resp = client.post(f"/v1/decisions/{d['id']}/approve", headers=headers)
                 body = resp.json()
                 kind = body.get("status") if resp.status_code == 200 else (body.get("detail") or {}).get("error")
@@ -249,7 +265,7 @@ def replay_events(
             if resp.status_code != 202:
                 raise ScenarioError(f"event {event.id} refused by the API: {resp.status_code} {resp.text}")
             _wait(client, resp.json()["job_id"], gateway, options.job_timeout_s)
-            log_.look(client, planner, i, options.planner_lag)
+            log_.look(client, planner, i, options.planner_lag, options.planner_rejects)
             if options.progress:
                 options.progress(i, total)
     return log_
