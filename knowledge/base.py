@@ -347,7 +347,7 @@ def review_of(d: Decision) -> Literal["rejected", "approved", "automatic"]:
     """How a settled decision was reviewed: a planner rejected it (an override), approved it, or no one had to."""
     if d.status == "rejected" and not d.actor.startswith("agent:"):
         return "rejected"
-    if d.human_review_required and d.actor.endswith(":api"):
+    if (d.review or {}).get("kind") in ("approved", "approved_with_changes"):
         return "approved"
     return "automatic"
 

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from agents.settings import llm_mode
-from api.deps import ContainerDep, PlannerRole
+from api.deps import ContainerDep, Planner, PlannerRole
 from crews.triage_crew import ACTOR, MAX_BATCH, OpenException
 from domain.events import CREW_TRIAGE, parse_event
 
@@ -51,7 +51,7 @@ class TriageJob(BaseModel):
 
 
 @router.post("/v1/crews/triage", status_code=202, response_model=TriageAccepted)
-async def start_triage(body: TriageRequest, container: ContainerDep, role: PlannerRole) -> TriageAccepted:
+async def start_triage(body: TriageRequest, container: ContainerDep, caller: Planner) -> TriageAccepted:
     """Queue a triage crew over open exceptions; answers at once with the job id (a worker runs it)."""
     mode = llm_mode()
     event = parse_event(
@@ -61,7 +61,10 @@ async def start_triage(body: TriageRequest, container: ContainerDep, role: Plann
             "source": SOURCE,
             "type": CREW_TRIAGE,
             "time": datetime.now(UTC).isoformat(),
-            "data": {"exceptions": [e.model_dump(exclude_none=True) for e in body.exceptions], "requested_by": role},
+            "data": {
+                "exceptions": [e.model_dump(exclude_none=True) for e in body.exceptions],
+                "requested_by": caller.actor,
+            },
         },
         allow_internal=True,
     )
@@ -70,13 +73,13 @@ async def start_triage(body: TriageRequest, container: ContainerDep, role: Plann
     )
     # The mode is left to the worker that runs the job (it may run with another configuration).
     await run_in_threadpool(
-        container.queue.set_fields, queued.job_id, exceptions=len(body.exceptions), requested_by=role
+        container.queue.set_fields, queued.job_id, exceptions=len(body.exceptions), requested_by=caller.actor
     )
     await run_in_threadpool(
         container.store.append_audit,
         "crew.triage.requested",
         queued.job_id,
-        f"{role}:api",
+        caller.actor,
         {"job_id": queued.job_id, "mode": mode, "tasks": [e.task_id for e in body.exceptions], "actor": ACTOR},
     )
     return TriageAccepted(

@@ -50,7 +50,7 @@ def test_settled_decisions_and_planner_overrides_reach_the_knowledge_base(stack:
     points, _ = kb.client.scroll(kb.collection, limit=10, with_payload=True)
     by_id = {p.payload["doc_id"]: p.payload for p in points if p.payload}
     assert by_id[reject.id]["review"] == "rejected" and by_id[reject.id]["status"] == "rejected"
-    assert "rejected by planner:api, a planner override: customer asked to wait" in by_id[reject.id]["text"]
+    assert "rejected by planner:planner, a planner override: customer asked to wait" in by_id[reject.id]["text"]
     assert by_id[approve.id]["review"] == "approved" and by_id[approve.id]["status"] == "executed"
     assert hit.doc_id in {approve.id, reject.id}
 
