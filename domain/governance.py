@@ -11,7 +11,6 @@ from typing import get_args
 
 from domain.decisions import Decision, DecisionStatus, Proposal, Workflow, with_idempotency_keys
 from domain.models import Mode, Settings
-from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
 
 # A workflow the policy does not name runs in observe mode: a fresh install decides and records
 # every workflow and writes nothing. Propose, then autonomous, is an admin's explicit act
@@ -74,9 +73,9 @@ def gated_decision(
 ) -> Decision:
     """The decision a proposal becomes once the gate has ruled: ``executing`` when it may run now
     (the executor ends it executed or failed), else ``pending_review`` or ``observed``; the gate's
-    reason is kept in the evidence. Every path that records decisions builds them here, so every
-    decision names the SOP section it follows and quotes it (``knowledge.citations``)."""
-    proposal = cite_sop(proposal)
+    reason is kept in the evidence. Every path that records decisions builds them here; the
+    decision service (``runtime.lifecycle``) cites the SOP on the proposal first
+    (``knowledge.citations``), so the domain reads no files."""
     verdict = gate(proposal, settings)
     now = datetime.now(UTC)
     return Decision(
