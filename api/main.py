@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
+from api import openapi
 from api.console import mount as mount_console
+from api.guards import RETRY_AFTER_UNAVAILABLE_S, RequestGuard, unavailable
 from api.routes import audit, autonomy, chat, decisions, events, jobs, system
 from api.routes import crews as crew_routes
 from domain.extras import MissingExtra
@@ -38,7 +43,10 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         version="0.1.0",
         summary="Agents propose, engines decide, policy gates, connectors execute.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.openapi from api/static (no CDN)
+        redoc_url=None,
     )
+    app.add_middleware(RequestGuard)  # body size, content type, JSON depth, rate limits, HTTP metrics
     if container is not None:
         app.state.container = container
 
@@ -52,10 +60,44 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         # A feature whose extra is not installed: the one-line message names the pip command.
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        # Redis restarting or unreachable: the clients retried briefly (runtime.bootstrap); the
+        # caller retries later, the next request reconnects.
+        return unavailable(exc)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    async def _store_down(_: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the store is unavailable, retry shortly: {type(exc.orig).__name__}"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)},
+        )
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(sa.exc.DataError)
+    async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
+        # A number the request carried that the store cannot hold (after_seq=10**30 on SQLite).
+        message = f"a value is out of the range the store can hold: {str(getattr(exc, 'orig', None) or exc)[:200]}"
+        return JSONResponse({"detail": [{"loc": "request", "msg": message, "type": "out_of_range"}]}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _malformed_record(_: Request, exc: ValidationError) -> JSONResponse:
+        # A connector handed back a record that breaks the contract (an order with no valid qty):
+        # this request fails with the record and field named; other records and requests go on.
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        fields = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+        message = f"a connected system returned a malformed {exc.title} record"
+        return JSONResponse(
+            {"detail": {"error": "malformed_record", "message": message, "errors": fields[:20]}}, status_code=502
+        )
+
     app.include_router(chat.router)  # before system: /v1/orders/at-risk must precede /v1/orders/{id}
     for module in (events, jobs, decisions, audit, system):
         app.include_router(module.router)
     app.include_router(crew_routes.router)
     app.include_router(autonomy.router)  # guarded autonomy and shadow replay (runtime.autonomy, runtime.shadow)
+    openapi.install(app)
     mount_console(app)  # the planner and service console at /console (api/console)
     return app

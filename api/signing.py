@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Iterable
 
 
 class SignatureError(Exception):
@@ -32,3 +33,19 @@ def verify(header: str | None, body: bytes, secret: str, tolerance_s: int = 300,
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     if not given.isascii() or not hmac.compare_digest(expected, given):
         raise SignatureError("signature does not match the body")
+
+
+def canonical_source(source: str) -> str:
+    """What a careless comparison would make of a source: trimmed, without a trailing slash, case-folded."""
+    return source.strip().rstrip("/").casefold()
+
+
+def lookalike(source: str, configured: Iterable[str]) -> str | None:
+    """The configured source that ``source`` is not, but differs from only by case, surrounding
+    whitespace or a trailing slash (``"OMS/signed"``, ``"oms/signed "``, ``"oms/signed/"`` for
+    ``"oms/signed"``); None when there is none. Such a source is refused, never read as the other."""
+    wanted = canonical_source(source)
+    for name in configured:
+        if name != source and canonical_source(name) == wanted:
+            return name
+    return None

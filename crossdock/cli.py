@@ -6,14 +6,12 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
-import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -326,16 +324,18 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request (metrics count them anyway).")] = False,
 ) -> None:
     """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
+    settings = _settings()
+    _preflight(settings)  # before the heavy imports: a dead server or a bad URL is reported at once
+
     import uvicorn
 
     from api.main import create_app
     from runtime.bootstrap import bootstrap, make_worker
     from runtime.clock import Clock
 
-    settings = _settings()
     if not settings.key_hashes:
         fail("no API keys: set CROSSDOCK_API_KEYS='key:role,...' (roles: gateway, planner, cs_rep, admin)")
-    container = bootstrap(settings)
+    container = _start(settings, bootstrap)
     stop = threading.Event()
     threads = []
     for n in range(workers if workers is not None else settings.workers):
@@ -457,6 +457,7 @@ def worker(
 
 
 def _settings() -> Any:
+    """Settings from the environment; a bad value is one line naming the variable, exit code 2."""
     from pydantic import ValidationError
 
     from runtime.settings import Settings
@@ -464,7 +465,99 @@ def _settings() -> Any:
     try:
         return Settings()
     except ValidationError as exc:
-        fail(f"bad settings: {exc.errors()[0]['msg']}")
+        _startup_fail(_settings_error(exc))
+
+
+# Values never echoed in an error: keys, secrets, and URLs that may carry a password.
+_SECRET_FIELDS = {"api_keys", "source_secrets", "audit_seal_key", "REDIS_URL", "DATABASE_URL"}
+
+
+def _settings_error(exc: Any) -> str:
+    """``CROSSDOCK_PORT: Input should be a valid integer ... (got 'abc')``, plus how many more."""
+    errors = exc.errors(include_url=False)
+    named = []
+    for err in errors:
+        field = str(err["loc"][0]) if err["loc"] else ""
+        variable = field if field.isupper() else f"CROSSDOCK_{field.upper()}" if field else "settings"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        got = err.get("input")
+        if field and field not in _SECRET_FIELDS and isinstance(got, str | int | float):
+            message += f" (got {str(got)[:60]!r})"
+        named.append((variable, message))
+    variable, message = named[0]
+    more = f" (and {len(named) - 1} more: {', '.join(v for v, _ in named[1:])})" if len(named) > 1 else ""
+    return f"{variable}: {message}{more}"
+
+
+def _startup_fail(message: str) -> NoReturn:
+    """One line on stderr, never wrapped, and exit code 2: what an operator needs to fix it."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _where(url: str) -> str:
+    """host:port/database of a server URL, without credentials."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or '-'}{parts.path or ''}"
+    except ValueError:
+        return "(unparsable URL)"
+
+
+def _preflight(settings: Any) -> None:
+    """Redis and the database answer (REDIS_URL, DATABASE_URL), each checked in a second or two
+    with light imports; anything wrong is one line naming the variable."""
+    if settings.redis_url:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        try:
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.5, retry=Retry(NoBackoff(), 0))
+        except ValueError as exc:
+            _startup_fail(f"REDIS_URL is not a Redis URL: {exc}")
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            _startup_fail(f"REDIS_URL: cannot reach redis at {_where(settings.redis_url)}: {exc}")
+        finally:
+            client.close()
+    url = settings.database_url
+    if url:
+        scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme == "sqlite":
+            return
+        if scheme not in ("postgresql", "postgres"):
+            _startup_fail(f"DATABASE_URL: unsupported scheme {scheme!r}: use postgresql://… or sqlite:///…")
+        import psycopg
+
+        conninfo = "postgresql:" + url.split(":", 1)[1] if ":" in url else url
+        try:
+            psycopg.connect(conninfo, connect_timeout=2).close()
+        except (psycopg.Error, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            _startup_fail(f"DATABASE_URL: cannot connect to PostgreSQL at {_where(url)}: {first}")
+
+
+def _start(settings: Any, bootstrap: Callable[[Any], Any]) -> Any:
+    """``bootstrap`` with its start-up refusals as one line (a volatile Redis in production, a
+    claim-idle time too short for the agents, a store that cannot be opened)."""
+    import redis
+    import sqlalchemy as sa
+
+    from runtime.bootstrap import StartupError, TimingError
+
+    try:
+        return bootstrap(settings)
+    except (StartupError, TimingError) as exc:
+        _startup_fail(str(exc))
+    except redis.RedisError as exc:
+        _startup_fail(f"REDIS_URL: {type(exc).__name__}: {exc}")
+    except sa.exc.SQLAlchemyError as exc:
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+        _startup_fail(f"DATABASE_URL: {type(exc).__name__}: {first}")
 
 
 # --- twin ------------------------------------------------------------------------------

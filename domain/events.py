@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from domain.models import Asn, Model, Order, PurchaseOrder, Receipt
+from domain.models import Asn, Model, Order, PurchaseOrder, Qty, Receipt
 
 
 class OrderRef(Model):
@@ -22,7 +22,7 @@ class OrderRef(Model):
 class InventoryPosted(Model):
     node: str = Field(min_length=1)
     sku: str = Field(min_length=1)
-    qty_delta: float
+    qty_delta: Qty
     movement_type: str | None = None
     document_id: str | None = None
     posted_at: datetime | None = None
@@ -35,14 +35,14 @@ class TaskException(Model):
     reason: Literal["short_pick", "damaged", "location_locked", "not_found"]
     order_id: str | None = None
     location: str | None = None
-    expected_qty: float | None = None
-    found_qty: float | None = None
+    expected_qty: Qty | None = None
+    found_qty: Qty | None = None
 
 
 class InventoryAdjusted(Model):
     node: str = Field(min_length=1)
     sku: str = Field(min_length=1)
-    qty_delta: float
+    qty_delta: Qty
     location: str | None = None
     reason: str | None = None
 
@@ -50,7 +50,7 @@ class InventoryAdjusted(Model):
 class CapacityChanged(Model):
     node: str = Field(min_length=1)
     zone: str = Field(min_length=1)
-    pick_capacity_per_hour: float = Field(ge=0)
+    pick_capacity_per_hour: Qty = Field(ge=0)
 
 
 class Tick(Model):
@@ -105,6 +105,15 @@ class CloudEvent(BaseModel):
     def _known_type(cls, value: str) -> str:
         if value not in DATA_SCHEMAS:
             raise ValueError(f"unknown event type {value!r}; known: {', '.join(sorted(DATA_SCHEMAS))}")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_as_sent(cls, value: str) -> str:
+        # Sources are compared exactly (signing secrets, a key's sources, dedup): a padded or
+        # control-character source would be a second name for the same system.
+        if value != value.strip() or not value.isprintable():
+            raise ValueError("source must not start or end with whitespace or contain control characters")
         return value
 
     @field_validator("datacontenttype")

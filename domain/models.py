@@ -16,14 +16,22 @@ from domain.decisions import Workflow
 
 
 class Model(BaseModel):
-    """Base for contract shapes: extra keys ignored, aliases accepted."""
+    """Base for contract shapes: extra keys ignored, aliases accepted, numbers finite (NaN and
+    Infinity are refused with the field named)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
+
+
+# A quantity or an amount: a JSON number, finite. Strict, so "3" and true are refused rather than
+# read as 3.0 and 1.0; an int is a number and is taken.
+Qty = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# A line number: an integer, strictly (not "2", not true, not 2.5).
+LineNo = Annotated[int, Field(strict=True)]
 
 
 class Zone(Model):
     id: str
-    pick_capacity_per_hour: float = Field(ge=0)
+    pick_capacity_per_hour: Qty = Field(ge=0)
 
 
 class Carrier(Model):
@@ -42,23 +50,23 @@ class Node(Model):
 class Lane(Model):
     from_node: str = Field(alias="from")
     to_region: str
-    cost_per_unit: float = Field(ge=0)
+    cost_per_unit: Qty = Field(ge=0)
     transit_days: int = Field(ge=0)
 
 
 class TransferLane(Model):
     from_node: str = Field(alias="from")
     to_node: str = Field(alias="to")
-    cost_per_unit: float = Field(ge=0)
+    cost_per_unit: Qty = Field(ge=0)
     transit_days: int = Field(ge=0)
 
 
 class Sku(Model):
     id: str
     description: str = ""
-    unit_cost: float = Field(default=0.0, ge=0)
+    unit_cost: Qty = Field(default=0.0, ge=0)
     substitutes: list[str] = []
-    safety_stock: dict[str, float] = {}
+    safety_stock: dict[str, Qty] = {}
 
 
 class StockRecord(Model):
@@ -69,15 +77,15 @@ class StockRecord(Model):
     location: str
     sku: str
     lot: str | None = None
-    on_hand: float = Field(ge=0)
-    locked: float = Field(default=0, ge=0)
+    on_hand: Qty = Field(ge=0)
+    locked: Qty = Field(default=0, ge=0)
 
 
 class BookStock(Model):
     node: str
     sku: str
-    qty: float
-    blocked: float = 0
+    qty: Qty
+    blocked: Qty = 0
 
 
 class InTransit(Model):
@@ -85,15 +93,15 @@ class InTransit(Model):
     sku: str
     from_node: str = Field(alias="from")
     to_node: str = Field(alias="to")
-    qty: float = Field(gt=0)
+    qty: Qty = Field(gt=0)
     eta: date
 
 
 class PoLine(Model):
-    line: int
+    line: LineNo
     sku: str
-    qty: float = Field(gt=0)
-    unit_price: float = Field(default=0.0, ge=0)
+    qty: Qty = Field(gt=0)
+    unit_price: Qty = Field(default=0.0, ge=0)
     lot: str | None = None
 
 
@@ -109,7 +117,7 @@ class DemandPoint(Model):
     node: str
     sku: str
     date: date
-    qty: float = Field(ge=0)
+    qty: Qty = Field(ge=0)
 
 
 class Customer(Model):
@@ -119,9 +127,9 @@ class Customer(Model):
 
 
 class OrderLine(Model):
-    line: int
+    line: LineNo
     sku: str = Field(min_length=1)
-    qty: float = Field(gt=0)
+    qty: Qty = Field(gt=0)
 
 
 class Order(Model):
@@ -150,15 +158,15 @@ class Order(Model):
 
 class Allocation(Model):
     order: str
-    line: int
+    line: LineNo
     node: str
-    qty: float = Field(gt=0)
+    qty: Qty = Field(gt=0)
 
 
 class AsnLine(Model):
-    po_line: int
+    po_line: LineNo
     sku: str
-    qty: float = Field(ge=0)
+    qty: Qty = Field(ge=0)
     lot: str | None = None
 
 
@@ -171,11 +179,11 @@ class Asn(Model):
 
 
 class ReceiptLine(Model):
-    po_line: int
+    po_line: LineNo
     sku: str
-    qty: float = Field(ge=0)
+    qty: Qty = Field(ge=0)
     lot: str | None = None
-    damaged: float = Field(default=0, ge=0)
+    damaged: Qty = Field(default=0, ge=0)
 
 
 class Receipt(Model):

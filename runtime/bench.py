@@ -118,6 +118,7 @@ def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
         "CROSSDOCK_DATA_DIR": str(tmp),
         "CROSSDOCK_STREAM_PREFIX": f"bench-{secrets.token_hex(4)}",
         "CROSSDOCK_ENV": "test",
+        "CROSSDOCK_RATE_LIMIT_EVENTS_PER_S": "0",  # the bench measures capacity, not the per-key limit
     }
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(

@@ -5,7 +5,8 @@ Keys (``P`` = stream prefix):
 - ``P:events``      the stream; one entry per accepted job, consumer group ``workers``
 - ``P:job:<id>``    a hash per job: status, event JSON, accepted_at, attempts, error, decisions
 - ``P:retry``       a sorted set of job ids due for another attempt (score = due time)
-- ``P:dead``        the dead-letter stream: job id, error and attempts after the last failure
+- ``P:dead``        the dead-letter stream: job id, error and attempts after the last failure;
+                    ``replay_dead`` puts a dead job back on the stream (an operator's decision)
 
 A job's id is derived from the event's (source, id), so the existence of its hash *is*
 the dedup record; intake checks and queues in one Lua script, so an accepted event is
@@ -54,6 +55,28 @@ end
 return #due
 """
 
+# A dead job back on the stream: KEYS[1] = job hash, KEYS[2] = stream, KEYS[3] = dead stream;
+# ARGV[1] = job id. Returns 0 when the job is not dead (nothing changes), else 1. Its entries in
+# the dead-letter stream go, its last error is kept as ``replayed_error``.
+_REPLAY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then
+  return 0
+end
+local last = redis.call('HGET', KEYS[1], 'error') or ''
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'error', '', 'replayed_error', last)
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'job' and fields[i + 1] == ARGV[1] then
+      redis.call('XDEL', KEYS[3], entry[1])
+    end
+  end
+end
+return 1
+"""
+
 
 def job_id_for(event_key: str) -> str:
     """Job ids derive from the business key: the same event always maps to the same job."""
@@ -86,6 +109,7 @@ class JobQueue:
         self.retry = f"{prefix}:retry"
         self._intake = client.register_script(_INTAKE)
         self._promote = client.register_script(_PROMOTE)
+        self._replay = client.register_script(_REPLAY)
 
     def job_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -222,6 +246,43 @@ class JobQueue:
         if not self.r.exists(self.dead):
             return []
         return [{k.decode(): v.decode() for k, v in f.items()} for _, f in self.r.xrange(self.dead, count=count)]
+
+    def replay_dead(self, job_id: str) -> bool:
+        """Put a dead job back on the stream with its attempts reset; False when it is not dead."""
+        keys = [self.job_key(job_id), self.stream, self.dead]
+        return bool(self._replay(keys=keys, args=[job_id]))
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Depth (stream + retrying), jobs retrying, dead letters, and the age in seconds of the
+        oldest job still queued, in flight or retrying (None when there is none), from its
+        ``accepted_at``."""
+        now = time.time() if now is None else now
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.zcard(self.retry)
+        pipe.exists(self.dead)
+        pipe.xrange(self.stream, count=1)
+        pipe.zrange(self.retry, 0, 9)
+        length, retrying, has_dead, first, due = pipe.execute()
+        jobs = [_s(fields[b"job"]) for _, fields in first] + [_s(j) for j in due]
+        ages: list[float] = []
+        if jobs:
+            pipe = self.r.pipeline(transaction=False)
+            for job in jobs:
+                pipe.hget(self.job_key(job), "accepted_at")
+            for raw in pipe.execute():
+                try:
+                    ages.append(now - float(_s(raw)))
+                except (TypeError, ValueError):
+                    continue
+        if not ages and first:  # no accepted_at: the stream entry's own time
+            ages.append(now - int(_s(first[0][0]).split("-")[0]) / 1000)
+        return {
+            "depth": int(length) + int(retrying),
+            "retrying": int(retrying),
+            "dead": int(self.r.xlen(self.dead)) if has_dead else 0,
+            "oldest_age_s": round(max(0.0, max(ages)), 3) if ages else None,
+        }
 
 
 def _s(value: bytes | str) -> str:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +103,20 @@ def read_keys_file(path: Path) -> list[KeyFileEntry]:
     return entries
 
 
+def parse_gateway_sources(value: str) -> dict[str, frozenset[str]]:
+    """``CROSSDOCK_GATEWAY_SOURCES``: ``name=source|source,name=source``; ValueError naming the entry."""
+    out: dict[str, set[str]] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, sources = item.partition("=")
+        listed = [s.strip() for s in sources.split("|")]
+        if not sep or not name.strip() or not all(listed):
+            raise ValueError(
+                f"CROSSDOCK_GATEWAY_SOURCES entry {item!r} must be 'name=source|source' (name: the key's holder or id)"
+            )
+        out.setdefault(name.strip(), set()).update(listed)
+    return {name: frozenset(sources) for name, sources in out.items()}
+
+
 def disable_telemetry() -> None:
     """Turn off CrewAI and litellm telemetry before either is imported anywhere."""
     for var, value in {
@@ -150,6 +165,23 @@ class Settings(BaseSettings):
     block_ms: int = 1000
     workers: int = 1
     lock_ttl_s: float = 30.0
+    # What a request may carry (issue 15): a body above max_body_bytes answers 413, JSON nested
+    # deeper than max_json_depth answers 422.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=32, ge=4, le=512)
+    # On: every event must come from a source with a secret in source_secrets and carry a valid
+    # signature; an unsigned event from any source answers 401.
+    require_signatures: bool = False
+    # "name=source|source,name=source": the key (its holder's name, or its id, the first 16 hex
+    # digits of the key's SHA-256) may post events only for these sources. A key not listed may
+    # post for any source.
+    gateway_sources: str = ""
+    # Per-key rate limits (0: off): events per second on POST /v1/events (a batch counts each
+    # event), requests per minute on the chat. Past them: 429 with Retry-After.
+    rate_limit_events_per_s: float = Field(default=2000.0, ge=0)
+    rate_limit_chat_per_min: float = Field(default=600.0, ge=0)
+    # /readyz: how long each connector's reachability check may take.
+    ready_timeout_s: float = Field(default=1.0, gt=0, le=30)
     # The built-in clock: `crossdock serve` queues crossdock.tick this often (0: off; send your own).
     tick_s: float = Field(default=60.0, ge=0)
     # A decision left executing (a system failed mid-way, a worker died) is resumed by a worker
@@ -165,7 +197,7 @@ class Settings(BaseSettings):
     audit_seal_key_file: Path | None = None
     audit_seal_file: Path | None = None
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
 
     # key hash -> role; and key hash -> who holds it. A hash with a role and no holder (settings
     # built in code) is named after its role.
@@ -219,6 +251,26 @@ class Settings(BaseSettings):
             source, _, secret = item.partition("=")
             out[source.strip()] = secret.strip()
         return out
+
+    @field_validator("gateway_sources")
+    @classmethod
+    def _sources_well_formed(cls, value: str) -> str:
+        parse_gateway_sources(value)
+        return value
+
+    @cached_property
+    def source_bindings(self) -> dict[str, frozenset[str]]:
+        """Key holder name or key id -> the sources that key may post events for."""
+        return parse_gateway_sources(self.gateway_sources)
+
+    @model_validator(mode="after")
+    def _production_needs_servers(self) -> Settings:
+        # The embedded Redis and SQLite are for a laptop: production names its servers.
+        if self.env == "production" and not self.redis_url:
+            raise ValueError("CROSSDOCK_ENV=production needs REDIS_URL (the embedded Redis is for development)")
+        if self.env == "production" and not self.database_url:
+            raise ValueError("CROSSDOCK_ENV=production needs DATABASE_URL (SQLite is for development)")
+        return self
 
     def store_url(self) -> str:
         if self.database_url:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -10,11 +9,14 @@ from cloudevents.core.bindings.http import HTTPMessage, from_binary_event
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from api.deps import ContainerDep, GatewayRole
-from api.signing import SignatureError, verify
-from domain.events import CloudEvent, EventError, parse_event
+from api.guards import JsonRejected, loads
+from api.signing import SignatureError, lookalike, verify
+from domain.events import DATA_SCHEMAS, INTERNAL_TYPES, CloudEvent, EventError, parse_event
 from runtime.metrics import EVENTS
+from runtime.settings import Settings
 
 router = APIRouter(tags=["events"])
 
@@ -47,24 +49,28 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
 async def post_events(request: Request, container: ContainerDep, _role: GatewayRole) -> JSONResponse:
     """Accept one CloudEvent or a JSON array of them; answer with the job per event."""
     body = await request.body()
+    settings = container.settings
     raw: Any
     try:
-        raw = _binary_mode(request, body) if "ce-specversion" in request.headers else json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = _binary_mode(request, body) if "ce-specversion" in request.headers else _json(request, body, settings)
+    except BinaryModeError as exc:
+        raise _unprocessable([{"loc": "headers", "msg": str(exc), "type": "cloudevent_invalid"}]) from None
+    except JsonRejected as exc:
+        raise _unprocessable([{"loc": "body", "msg": exc.msg, "type": exc.type}]) from None
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, an integer too long to read
         raise _unprocessable(
             [{"loc": "body", "msg": f"body is not valid JSON: {exc}", "type": "json_invalid"}]
         ) from None
-    except ValueError as exc:
-        raise _unprocessable([{"loc": "headers", "msg": str(exc), "type": "cloudevent_invalid"}]) from None
     batch = isinstance(raw, list)
     items: list[Any] = raw if batch else [raw]
     if batch and not items:
         raise _unprocessable([{"loc": "body", "msg": "empty batch", "type": "too_short"}])
-    if len(items) > container.settings.max_batch:
+    if len(items) > settings.max_batch:
         raise _unprocessable(
-            [{"loc": "body", "msg": f"batch larger than {container.settings.max_batch} events", "type": "too_long"}]
+            [{"loc": "body", "msg": f"batch larger than {settings.max_batch} events", "type": "too_long"}]
         )
-    _check_signatures(request, body, items, container.settings.secrets(), container.settings.signature_tolerance_s)
+    _check_signatures(request, body, items, settings)
+    _check_bound_sources(request, items, settings.source_bindings)
     events: list[CloudEvent] = []
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(items):
@@ -92,12 +98,25 @@ async def post_events(request: Request, container: ContainerDep, _role: GatewayR
     return JSONResponse(payload.model_dump(), status_code=202)
 
 
+def _json(request: Request, body: bytes, settings: Settings) -> Any:
+    """The body as strict JSON (finite numbers, bounded depth); the guard middleware's parse when
+    it made one of this very body."""
+    parsed = getattr(request.state, "json_body", None)
+    if isinstance(parsed, tuple) and parsed[0] == body:
+        return parsed[1]
+    return loads(body, settings.max_json_depth)
+
+
+class BinaryModeError(ValueError):
+    """The ``ce-*`` headers do not make a CloudEvent."""
+
+
 def _binary_mode(request: Request, body: bytes) -> dict[str, Any]:
     """A CloudEvent in HTTP binary mode (``ce-*`` headers, data as the body), via the cloudevents SDK."""
     try:
         event = from_binary_event(HTTPMessage(headers=dict(request.headers), body=body))
     except Exception as exc:  # noqa: BLE001 - the SDK raises several types; all mean a bad request
-        raise ValueError(f"not a valid binary-mode CloudEvent: {exc}") from None
+        raise BinaryModeError(f"not a valid binary-mode CloudEvent: {exc}") from None
     envelope: dict[str, Any] = {
         "specversion": event.get_specversion(),
         "id": event.get_id(),
@@ -111,15 +130,110 @@ def _binary_mode(request: Request, body: bytes) -> dict[str, Any]:
     return envelope
 
 
-def _check_signatures(request: Request, body: bytes, items: list[Any], secrets: dict[str, str], tolerance: int) -> None:
-    """Every source in the body that has a secret must have signed this exact body."""
-    if not secrets:
+def _sources(items: list[Any]) -> set[str]:
+    return {i["source"] for i in items if isinstance(i, dict) and isinstance(i.get("source"), str)}
+
+
+def _refuse(code: int, message: str) -> HTTPException:
+    EVENTS.labels(result="unauthorized" if code == 401 else "forbidden").inc()
+    return HTTPException(code, message)
+
+
+def _check_signatures(request: Request, body: bytes, items: list[Any], settings: Settings) -> None:
+    """Every source in the body that has a secret must have signed this exact body. Sources are
+    compared exactly as configured: one that differs from a signed source only by case, whitespace
+    or a trailing slash is refused, not taken for another source. With
+    ``CROSSDOCK_REQUIRE_SIGNATURES`` every source needs a secret and a signature."""
+    secrets = settings.secrets()
+    if not secrets and not settings.require_signatures:
         return
-    sources = {str(i.get("source")) for i in items if isinstance(i, dict) and i.get("source") in secrets}
     header = request.headers.get("x-crossdock-signature")
-    for source in sorted(sources):
-        try:
-            verify(header, body, secrets[source], tolerance)
-        except SignatureError as exc:
-            EVENTS.labels(result="unauthorized").inc()
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"source {source!r}: {exc}") from None
+    for source in sorted(_sources(items)):
+        if source in secrets:
+            try:
+                verify(header, body, secrets[source], settings.signature_tolerance_s)
+            except SignatureError as exc:
+                raise _refuse(401, f"source {source!r}: {exc}") from None
+            continue
+        twin = lookalike(source, secrets)
+        if twin is not None:
+            raise _refuse(
+                401,
+                f"source {source!r} is not the signed source {twin!r}: sources are compared exactly, "
+                "a difference of case, whitespace or a trailing slash makes another source",
+            )
+        if settings.require_signatures:
+            raise _refuse(
+                401, f"source {source!r} has no signing secret and CROSSDOCK_REQUIRE_SIGNATURES is on (unsigned)"
+            )
+
+
+def _check_bound_sources(request: Request, items: list[Any], bindings: dict[str, frozenset[str]]) -> None:
+    """A key bound to sources (``CROSSDOCK_GATEWAY_SOURCES``, by its holder's name or its id) may
+    post only for them: 403 otherwise."""
+    if not bindings:
+        return
+    principal = getattr(request.state, "principal", None)
+    name, key_id = getattr(principal, "name", None), getattr(request.state, "key_id", None)
+    allowed = bindings.get(name) if isinstance(name, str) and name in bindings else bindings.get(str(key_id))
+    if allowed is None:
+        return
+    foreign = sorted(_sources(items) - allowed)
+    if foreign:
+        raise _refuse(403, f"this key may post events only for {sorted(allowed)}, not for {foreign}")
+
+
+# Printable, and neither starting nor ending with whitespace (``CloudEvent._source_as_sent``).
+SOURCE_PATTERN = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+
+
+def openapi_request_body() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI ``requestBody`` of ``POST /v1/events`` and the component schemas it refers to:
+    a CloudEvent per public type (its ``type`` fixed, its ``data`` that type's schema), or an array
+    of them. The route reads the raw body itself (binary mode, signatures), so FastAPI cannot
+    derive this."""
+    public = sorted(t for t in DATA_SCHEMAS if t not in INTERNAL_TYPES)
+    models = sorted({DATA_SCHEMAS[t] for t in public}, key=lambda m: m.__name__)
+    _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = dict(top.get("$defs", {}))
+    variants = []
+    for type_ in public:
+        name = "CloudEvent_" + type_.replace(".", "_")
+        components[name] = {
+            "type": "object",
+            "title": f"{type_} (CloudEvents 1.0, structured mode)",
+            "required": ["specversion", "id", "source", "type", "data"],
+            "properties": {
+                "specversion": {"type": "string", "enum": ["1.0"]},
+                "id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "source": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": SOURCE_PATTERN},
+                "type": {"type": "string", "enum": [type_]},
+                "time": {"type": "string", "format": "date-time"},
+                "subject": {"type": "string"},
+                "datacontenttype": {"type": "string", "enum": ["application/json"]},
+                "data": {"$ref": f"#/components/schemas/{DATA_SCHEMAS[type_].__name__}"},
+            },
+            "additionalProperties": True,
+        }
+        variants.append({"$ref": f"#/components/schemas/{name}"})
+    components["CloudEvent"] = {"title": "CloudEvent", "oneOf": variants}
+    components["CloudEventBatch"] = {
+        "title": "CloudEvent batch",
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/CloudEvent"},
+        "minItems": 1,
+        "maxItems": 1000,
+    }
+    one = {"$ref": "#/components/schemas/CloudEvent"}
+    many = {"$ref": "#/components/schemas/CloudEventBatch"}
+    body = {
+        "required": True,
+        "description": "One CloudEvent or an array of them (at most CROSSDOCK_MAX_BATCH). Binary mode (ce-* "
+        "headers, the data as the body) is accepted too. Numbers must be finite JSON numbers.",
+        "content": {
+            "application/json": {"schema": {"oneOf": [one, many]}},
+            "application/cloudevents+json": {"schema": one},
+            "application/cloudevents-batch+json": {"schema": many},
+        },
+    }
+    return body, components

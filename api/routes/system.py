@@ -11,11 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import PlainTextResponse
 
 from agents.settings import llm_mode
+from api import readiness
 from api.deps import Admin, AdminRole, ContainerDep, OrderReader, PlannerRole, Principal
 from domain.errors import ConnectorError, UnknownOrder
 from domain.models import Settings as Policy
+from runtime import metrics as metrics_gauges
 from runtime import policy_versions
 
 router = APIRouter()
@@ -30,8 +33,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["system"])
 async def readyz(container: ContainerDep, request: Request, response: Response) -> dict[str, Any]:
-    """Readiness: Redis and the store are reachable (open, for probes); also says which LLM mode
-    runs and whether a knowledge base is loaded (neither makes the service not ready)."""
+    """Readiness: Redis and the store are reachable (open, for probes; otherwise 503). Also says
+    how far behind the queue is (jobs waiting, the oldest one's age), whether each connected
+    system answers (WMS, ERP, OMS, notify: one cheap read each, in parallel, bounded by
+    ``CROSSDOCK_READY_TIMEOUT_S``), which LLM mode runs and whether a knowledge base is loaded.
+    None of those makes the service not ready: events are still accepted and queued."""
     checks: dict[str, Any] = {}
     try:
         checks["redis"] = bool(await run_in_threadpool(container.redis.ping))
@@ -45,12 +51,17 @@ async def readyz(container: ContainerDep, request: Request, response: Response) 
     response.status_code = 200 if ready else 503
     kb = getattr(request.app.state, "knowledge", None)
     knowledge = {"loaded": kb is not None, "location": getattr(kb, "location", None)}
-    return {"status": "ready" if ready else "not_ready", **checks, "llm": llm_mode(), "knowledge": knowledge}
+    extra = await readiness.report(container)
+    return {"status": "ready" if ready else "not_ready", **checks, **extra, "llm": llm_mode(), "knowledge": knowledge}
 
 
-@router.get("/metrics", tags=["system"])
-async def metrics(_role: AdminRole) -> Response:
-    """Prometheus metrics of this process (admin key; scrapers send it as a bearer token)."""
+@router.get("/metrics", tags=["system"], response_class=PlainTextResponse)
+async def metrics(container: ContainerDep, _role: AdminRole) -> Response:
+    """Prometheus metrics (admin key; scrapers send it as a bearer token): this process's counters
+    (HTTP requests by route and status with latency, events, jobs, decisions, actions, 429s) and
+    gauges of the shared state read at scrape time (queue depth and oldest age, dead letters,
+    pending reviews and the oldest one's age, decisions by status)."""
+    await run_in_threadpool(metrics_gauges.refresh, container.queue, container.store)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -139,3 +150,22 @@ async def get_order(order_id: str, container: ContainerDep, who: OrderReader) ->
 async def dead_letters(container: ContainerDep, _role: AdminRole) -> list[dict[str, str]]:
     """Jobs that failed every attempt, with the last error kept."""
     return await run_in_threadpool(container.queue.dead_letters)
+
+
+@router.post("/v1/dead-letters/{job_id}/replay", tags=["jobs"], status_code=202)
+async def replay_dead_letter(job_id: str, container: ContainerDep, role: AdminRole) -> dict[str, Any]:
+    """Put a dead job back on the queue (attempts reset, its last error kept as ``replayed_error``),
+    once whatever made it fail is fixed. Audited. 404: no such job; 409: the job is not dead."""
+    job = await run_in_threadpool(container.queue.job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    if not await run_in_threadpool(container.queue.replay_dead, job_id):
+        raise HTTPException(409, {"error": "not_dead", "message": f"job {job_id} is {job.get('status')!r}, not dead"})
+    await run_in_threadpool(
+        container.store.append_audit,
+        "job.replayed",
+        job_id,
+        f"{role}:api",
+        {"job_id": job_id, "type": job.get("type"), "last_error": job.get("error")},
+    )
+    return {"job_id": job_id, "status": "queued", "replayed_error": job.get("error") or None}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from connectors.ports import WmsTaskReader
 from domain.context import OrderView, WaveView
 from domain.decisions import Decision
@@ -84,10 +86,53 @@ def draft_message(view: OrderView, name: str, reasons: list[dict[str, Any]]) -> 
     return f"{greeting} {body} We apologise for the inconvenience."
 
 
+def _malformed(record: Any, exc: ValidationError) -> dict[str, Any]:
+    """An at-risk entry for an OMS record that breaks the contract: flagged with the fields named,
+    so a person fixes the record; the other orders are listed as usual."""
+    order = record.get("order") if isinstance(record, dict) else None
+    order_id = order.get("id") if isinstance(order, dict) else None
+    customer = order.get("customer") if isinstance(order, dict) else None
+    fields = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)[:5]
+    )
+    return {
+        "order_id": str(order_id) if order_id is not None else None,
+        "customer_id": str(customer) if customer is not None else None,
+        "status": "malformed",
+        "hold_reason": None,
+        "ship_by": None,
+        "reasons": [{"kind": "malformed_record", "detail": f"the OMS record breaks the order contract: {fields}"}],
+        "message": None,
+    }
+
+
+def open_orders(systems: Systems) -> tuple[list[OrderView], list[dict[str, Any]]]:
+    """The open orders, and an entry per malformed record among them. The port validates the
+    whole list at once, so one bad record fails the read; an adapter that can hand back the raw
+    records (the HTTP one) is then read again, record by record. Any other adapter's error stands."""
+    try:
+        return systems.oms.orders(OPEN_STATUSES), []
+    except ValidationError:
+        raw_get = getattr(systems.oms, "_get", None)
+        if raw_get is None:
+            raise
+    records = raw_get("/api/v1/orders", {"status": ",".join(OPEN_STATUSES)})
+    views: list[OrderView] = []
+    bad: list[dict[str, Any]] = []
+    for record in records if isinstance(records, list) else []:
+        try:
+            views.append(OrderView.model_validate(record))
+        except ValidationError as exc:
+            bad.append(_malformed(record, exc))
+    return views, bad
+
+
 def at_risk(systems: Systems, decisions: DecisionReader, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Open orders whose promise is in danger, most urgent ship-by first."""
+    """Open orders whose promise is in danger, most urgent ship-by first; a malformed OMS record
+    is listed as such (``status: malformed``) after them, instead of failing the list."""
     now = now or datetime.now(UTC)
-    views = systems.oms.orders(OPEN_STATUSES)
+    views, malformed = open_orders(systems)
     waves = systems.wms.waves()
     pending = decisions.list_decisions(status=REVIEW, limit=10_000)
     pending += decisions.list_decisions(status=AWAITING, limit=10_000)
@@ -119,7 +164,7 @@ def at_risk(systems: Systems, decisions: DecisionReader, now: datetime | None = 
             }
         )
     out.sort(key=lambda r: (as_date(r["ship_by"]) or datetime.max.date(), r["order_id"]))
-    return out
+    return out + sorted(malformed, key=lambda r: str(r["order_id"]))
 
 
 def clock_of(decisions: DecisionReader) -> datetime | None:
