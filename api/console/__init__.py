@@ -105,9 +105,11 @@ async def _page_error(request: Request, exc: Exception) -> Response:
 
 def mount(app: FastAPI) -> None:
     """Add the console to an API app: pages, static files, error pages and security headers."""
+    from api.console.autonomy import router as autonomy_router
     from api.console.routes import router
 
     app.include_router(router)
+    app.include_router(autonomy_router)  # autonomy and shadow replay pages
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(SignInRequired, _sign_in)
     for exc in (Forbidden, CsrfFailed, PageError):

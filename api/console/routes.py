@@ -85,7 +85,7 @@ def _nav(session: Session) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     if user.can("review"):
         items += [("/console/queue", "Review queue"), ("/console/kpis", "KPIs"), ("/console/audit", "Audit")]
-        items += [("/console/policy", "Policy")]
+        items += [("/console/policy", "Policy"), ("/console/autonomy", "Autonomy"), ("/console/replay", "Replay")]
     if user.can("service"):
         items += [("/console/chat", "Customer chat"), ("/console/at-risk", "At-risk orders")]
     if user.can("admin"):

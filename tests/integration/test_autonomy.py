@@ -3,7 +3,10 @@ of rejections that demotes an autonomous pair, and a planner's "this was wrong".
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import httpx
 
 from runtime import autonomy
 from tests.integration.conftest import Stack, order_event
@@ -116,3 +119,80 @@ def test_promotion_needs_an_admin_a_reason_and_eligibility_unless_forced(stack: 
     demote = "/v1/autonomy/order_release/released/demote"
     assert stack.client.post(demote, json={"reason": "back"}, headers=stack.headers("admin")).status_code == 200
     assert stack.client.post(demote, json={"reason": "again"}, headers=stack.headers("admin")).status_code == 409
+
+
+def _signed_in(stack: Stack, role: str) -> httpx.Client:
+    from api.console.auth import CSRF_FIELD
+
+    client = httpx.Client(base_url=stack.api.url, timeout=30.0, trust_env=False, follow_redirects=True)
+    form = client.get("/console/signin").text
+    token = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', form)
+    assert token is not None
+    client.post("/console/signin", data={CSRF_FIELD: token.group(1), "key": stack.keys[role]}).raise_for_status()
+    return client
+
+
+def _csrf(page: str) -> str:
+    from api.console.auth import CSRF_FIELD
+
+    found = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def test_console_autonomy_and_replay_pages(stack: Stack) -> None:
+    from api.console.auth import CSRF_FIELD
+
+    stack.set_policy(modes={"order_release": "propose"})
+    [d] = decide(stack, order_event("SO-C1", [("SKU-100", 1)]))
+    stack.client.post(f"/v1/decisions/{d['id']}/approve", headers=stack.headers("planner")).raise_for_status()
+    planner = _signed_in(stack, "planner")
+    try:
+        page = planner.get("/console/autonomy")
+        assert page.status_code == 200 and 'href="/console/autonomy"' in page.text
+        assert "order release / released" in page.text and "Promote" not in page.text  # read-only for a planner
+        refused = planner.post(
+            "/console/autonomy",
+            data={
+                CSRF_FIELD: _csrf(page.text),
+                "workflow": "order_release",
+                "outcome": "released",
+                "action": "promote",
+                "reason": "x",
+            },
+        )
+        assert refused.status_code == 403
+        replay = planner.get("/console/replay")
+        since = "2000-01-01T00:00:00Z"
+        result = planner.post(
+            "/console/replay",
+            data={
+                CSRF_FIELD: _csrf(replay.text),
+                "since": since,
+                "until": "2100-01-01T00:00:00Z",
+                "policy": '{"modes": {"order_release": "autonomous"}}',
+            },
+        )
+        assert result.status_code == 200 and 'id="replay-result"' in result.text
+        assert "review-&gt;executed: 1" in result.text
+        bad = planner.post(
+            "/console/replay", data={CSRF_FIELD: _csrf(replay.text), "since": since, "until": "x", "policy": "{}"}
+        )
+        assert bad.status_code == 422
+    finally:
+        planner.close()
+    admin = _signed_in(stack, "admin")
+    try:
+        page = admin.get("/console/autonomy")
+        form = {CSRF_FIELD: _csrf(page.text), "workflow": "order_release", "outcome": "released", "action": "promote"}
+        assert admin.post("/console/autonomy", data={**form, "reason": ""}).status_code == 422
+        assert admin.post("/console/autonomy", data={**form, "reason": "week 3"}).status_code == 409  # not eligible
+        done = admin.post("/console/autonomy", data={**form, "reason": "week 3", "force": "1"})
+        assert done.status_code == 200 and "is now autonomous" in done.text
+        no_csrf = admin.post("/console/autonomy", data={**form, CSRF_FIELD: "nope", "action": "demote", "reason": "r"})
+        assert no_csrf.status_code == 403
+    finally:
+        admin.close()
+    policy = stack.client.get("/v1/policy", headers=stack.headers("planner")).json()
+    assert policy["outcome_modes"] == {"order_release/released": "autonomous"}
+    assert history(stack)[-1]["actor"].startswith("admin")
