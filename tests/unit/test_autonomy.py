@@ -4,6 +4,7 @@ demotion as policy versions, the per-outcome gate, and the shadow replay's diff 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,27 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 N = 0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    s.create_schema()
-    return s
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The JSON paths and the window function differ by dialect: each test runs on SQLite, and on
+    PostgreSQL too when ``DATABASE_URL`` names a server (a fresh database, dropped afterwards)."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+        s.create_schema()
+        yield s
+        s.close()
+        return
+    from tests import services
+
+    if not (services.MACHINE_DATABASE_URL or "").startswith("postgres"):
+        pytest.skip("DATABASE_URL names no PostgreSQL server")
+    from tests.integration.conftest import fresh_pg_database
+
+    with fresh_pg_database() as url:
+        s = Store(url)
+        s.create_schema()
+        yield s
+        s.close()
 
 
 def action(kind: str = "allocate") -> Action:
@@ -220,7 +237,8 @@ def test_shadow_replay_diff_matches_a_hand_computed_case_and_writes_nothing(stor
         make(at=T0 + timedelta(days=3)),  # outside the period
     )
     candidate = Policy(modes={"allocation": "autonomous"}, review_cost_above=100)
-    before = _digest(tmp_path / "store.db")
+    sqlite = store.dialect == "sqlite"
+    before = _digest(tmp_path / "store.db") if sqlite else ""
     audit_before = len(store.audit(limit=10_000))
     got = shadow.replay(store, T0, T0 + timedelta(days=1), candidate)
     assert got["decisions"] == 5
@@ -239,4 +257,5 @@ def test_shadow_replay_diff_matches_a_hand_computed_case_and_writes_nothing(stor
     assert shadow.candidate_route(a, Policy()) == "observed"  # a fresh policy observes
     # nothing was written
     assert len(store.audit(limit=10_000)) == audit_before
-    assert _digest(tmp_path / "store.db") == before
+    assert not sqlite or _digest(tmp_path / "store.db") == before
+    assert len(store.list_decisions(limit=100)) == 6 and store.get_policy() == Policy()
