@@ -247,10 +247,12 @@ def _all_time(store: Store, workflow: str | None, outcome: str | None) -> dict[t
     return out
 
 
-def _corrections(store: Store, workflow: str | None, outcome: str | None) -> dict[str, tuple[str, str]]:
-    """Executed decisions (of the pair, or all) that a later executed decision on the same subject
-    reversed: ``{decision id: (workflow, outcome)}``. One already counted as an override (changed
-    or marked wrong) is left out."""
+def _corrections(
+    store: Store, workflow: str | None, outcome: str | None, among: list[str] | None = None
+) -> dict[str, tuple[str, str]]:
+    """Executed decisions (of the pair, or all; only those ``among`` when given) that a later
+    executed decision on the same subject reversed: ``{decision id: (workflow, outcome)}``. One
+    already counted as an override (changed or marked wrong) is left out."""
     t = store.decisions
     kind = t.c.data["review"]["kind"].as_string()
     stmt = sa.select(t.c.id, t.c.workflow, t.c.outcome, t.c.subject, t.c.created_at).where(
@@ -263,6 +265,8 @@ def _corrections(store: Store, workflow: str | None, outcome: str | None) -> dic
         stmt = stmt.where(t.c.workflow == workflow)
     if outcome is not None:
         stmt = stmt.where(t.c.outcome == outcome)
+    if among is not None:
+        stmt = stmt.where(t.c.id.in_(among))
     with store.engine.connect() as conn:
         executed = conn.execute(stmt).all()
         if not executed:
@@ -271,7 +275,7 @@ def _corrections(store: Store, workflow: str | None, outcome: str | None) -> dic
         later = sa.select(t.c.subject, t.c.created_at, t.c.data["actions"].label("actions")).where(
             t.c.status == "executed"
         )
-        if workflow is not None or outcome is not None:
+        if workflow is not None or outcome is not None or among is not None:
             later = later.where(t.c.subject.in_(sorted({r.subject for r in executed})))
         last_reverse: dict[str, datetime] = {}
         for r in conn.execute(later):
@@ -291,15 +295,25 @@ def _utc(at: datetime) -> datetime:
 
 
 def trust(
-    store: Store, policy: Policy | None = None, workflow: str | None = None, outcome: str | None = None
+    store: Store,
+    policy: Policy | None = None,
+    workflow: str | None = None,
+    outcome: str | None = None,
+    *,
+    windows_only: bool = False,
 ) -> list[Trust]:
-    """The measured trust of every pair with settled decisions (or of one workflow / pair)."""
+    """The measured trust of every pair with settled decisions (or of one workflow / pair).
+
+    ``windows_only`` (the check after each review): later corrections are looked for among the
+    windows' decisions only, so the all-time ``corrected`` count covers those alone; the rules read
+    the windows, so what they decide is the same, at a cost bounded by the window."""
     policy = policy or store.get_policy()
     rules = [rule_of(policy, w) for w in (policy.autonomy_rules or {})] + [AutonomyRule()]
     depth = max(max(r.window, r.demote_window, r.no_failure_in_last) for r in rules)
     rows = _rows(store, workflow, outcome, depth)
     totals = _all_time(store, workflow, outcome)
-    corrected = _corrections(store, workflow, outcome)
+    among = [r.id for pair in rows.values() for r in pair] if windows_only else None
+    corrected = _corrections(store, workflow, outcome, among)
     for (w, o), n in _count_pairs(corrected).items():
         totals.setdefault((w, o), Counts()).corrected = n
     out = []
@@ -352,8 +366,10 @@ def _judge(t: Trust) -> None:
     t.demote = bool(t.demote_why)
 
 
-def pair_trust(store: Store, workflow: str, outcome: str, policy: Policy | None = None) -> Trust:
-    found = trust(store, policy, workflow, outcome)
+def pair_trust(
+    store: Store, workflow: str, outcome: str, policy: Policy | None = None, *, windows_only: bool = True
+) -> Trust:
+    found = trust(store, policy, workflow, outcome, windows_only=windows_only)
     if found:
         return found[0]
     policy = policy or store.get_policy()
@@ -397,7 +413,7 @@ def promote(
     rule does not make it eligible, unless ``force`` (an admin's explicit override, recorded)."""
     if not reason.strip():
         raise NotEligible("a promotion needs a reason")
-    t = pair_trust(store, workflow, outcome)
+    t = pair_trust(store, workflow, outcome, windows_only=False)
     if t.mode == "autonomous":
         raise NotEligible(f"{t.pair} is autonomous already")
     if not t.eligible and not force:
@@ -408,7 +424,7 @@ def promote(
 
 def demote(store: Store, workflow: str, outcome: str, actor: str, reason: str) -> dict[str, Any] | None:
     """Take a pair back to propose (a policy version with the evidence); None when it is not autonomous."""
-    t = pair_trust(store, workflow, outcome)
+    t = pair_trust(store, workflow, outcome, windows_only=False)
     if t.mode != "autonomous":
         return None
     return _set_mode(store, t, "propose", actor, reason, "demoted")

@@ -126,6 +126,9 @@ def test_trust_counts_reviews_overrides_failures_and_corrections(store: Store) -
     assert report["all_time"]["override_rate"] == round(4 / 7, 4)
     assert report["all_time"]["override_wilson"] == [round(x, 4) for x in autonomy.wilson(4, 7)]
     assert not pair.eligible and pair.why_not
+    # the check after each review looks for corrections in the windows only: the same figures here
+    quick = autonomy.pair_trust(store, "allocation", "released", Policy(modes={"allocation": "autonomous"}))
+    assert quick.window == pair.window and quick.all_time == pair.all_time
 
 
 def test_a_clean_record_is_eligible_and_a_promotion_is_a_policy_version_with_evidence(store: Store) -> None:
