@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import Admin, ContainerDep, Planner, PlannerRole
 from domain.governance import WORKFLOWS
@@ -35,6 +35,18 @@ class ReplayBody(BaseModel):
     until: datetime
     policy: dict[str, Any] = Field(description="the candidate policy: a PATCH over the policy in force")
 
+    @field_validator("since", "until")
+    @classmethod
+    def _in_range(cls, at: datetime) -> datetime:
+        """UTC, between 1970 and 9000 (a store cannot compare times beyond its range)."""
+        try:
+            at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
+        if not 1970 <= at.year <= 9000:
+            raise ValueError("must be between 1970 and 9000")
+        return at
+
 
 def _pair(workflow: str, outcome: str) -> None:
     if workflow not in WORKFLOWS:
@@ -53,7 +65,10 @@ async def list_autonomy(container: ContainerDep, _role: PlannerRole) -> list[dic
     return [t.report() for t in found]
 
 
-@router.post("/v1/autonomy/{workflow}/{outcome}/promote")
+@router.post(
+    "/v1/autonomy/{workflow}/{outcome}/promote",
+    responses={404: {"description": "no such workflow"}, 409: {"description": "not eligible, or autonomous already"}},
+)
 async def promote(
     workflow: str, outcome: str, body: PromoteBody, container: ContainerDep, who: Admin
 ) -> dict[str, Any]:
@@ -68,7 +83,10 @@ async def promote(
         raise HTTPException(409, {"error": "not_eligible", "message": str(exc)}) from None
 
 
-@router.post("/v1/autonomy/{workflow}/{outcome}/demote")
+@router.post(
+    "/v1/autonomy/{workflow}/{outcome}/demote",
+    responses={404: {"description": "no such workflow"}, 409: {"description": "the pair is not autonomous"}},
+)
 async def demote(workflow: str, outcome: str, body: ReasonBody, container: ContainerDep, who: Admin) -> dict[str, Any]:
     """Take an autonomous pair back to propose: a policy version with the evidence (409 when it is
     not autonomous)."""
@@ -79,7 +97,10 @@ async def demote(workflow: str, outcome: str, body: ReasonBody, container: Conta
     return done
 
 
-@router.post("/v1/decisions/{decision_id}/wrong")
+@router.post(
+    "/v1/decisions/{decision_id}/wrong",
+    responses={404: {"description": "no such decision"}, 409: {"description": "the decision is not executed"}},
+)
 async def mark_wrong(decision_id: str, body: ReasonBody, container: ContainerDep, who: Planner) -> dict[str, Any]:
     """A planner marks an executed decision wrong (with a reason): an override in its pair's trust,
     and its pair, if autonomous, goes back to propose at once."""
@@ -101,7 +122,7 @@ async def replay(body: ReplayBody, container: ContainerDep, _role: PlannerRole) 
     """Shadow replay: the decisions recorded in [since, until) gated again with a candidate policy
     (the policy in force with ``policy`` merged over it); before and after by workflow and outcome.
     Writes nothing."""
-    since, until = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (body.since, body.until))
+    since, until = body.since, body.until
     if until <= since:
         raise HTTPException(422, "until must be after since")
 

@@ -70,3 +70,5 @@ def test_replay_regates_the_period_and_writes_nothing(stack: Stack, tmp_path: Pa
     backwards = {**body, "since": window["until"], "until": window["since"]}
     assert stack.client.post("/v1/replay", json=backwards, headers=stack.headers("planner")).status_code == 422
     assert stack.client.post("/v1/replay", json=body, headers=stack.headers("cs_rep")).status_code == 403
+    ancient = {**body, "since": "0001-01-01T00:00:00+00:01", "until": "0001-01-01T00:00:00Z"}
+    assert stack.client.post("/v1/replay", json=ancient, headers=stack.headers("planner")).status_code == 422
