@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock demo test lint bench serve
+.PHONY: install lock demo test test-llm lint bench serve
 
 # requirements.lock pins every package of the dev install (the service, every extra, the test tools)
 # with hashes, for CPython 3.11 on Linux. `make lock` re-resolves it after a pin in pyproject.toml changes.
@@ -41,6 +41,13 @@ lint: $(STAMP)
 # Needs no servers: embedded Redis and PostgreSQL, unless REDIS_URL / DATABASE_URL point at running ones.
 test: $(STAMP) lint
 	$(BIN)/pytest
+
+# LLM mode against a real local model (SmolLM2-135M on llama-cpp-python, its own venv under .cache/):
+# builds or reuses the server wheel (/var/cache/crossdock/wheels), starts the model on 127.0.0.1 for the
+# session and stops it at the end. Not part of `make test` (minutes of model time on 2 cores).
+test-llm: $(STAMP)
+	scripts/llm_server.sh setup
+	CROSSDOCK_TEST_LLM=1 $(BIN)/pytest tests/llm -s
 
 bench: $(STAMP)
 	$(BIN)/crossdock bench intake

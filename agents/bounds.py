@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Bound = Literal["wall_time", "tool_calls", "tokens", "cost", "loop", "scope", "cancelled"]
+Bound = Literal["wall_time", "tool_calls", "tokens", "cost", "loop", "scope", "cancelled", "context"]
 
 
 class AgentBoundExceeded(RuntimeError):

@@ -39,7 +39,7 @@ with needs("agents"), crewai_import():
 from agents.bounds import AgentBoundExceeded, RunGuard  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from agents.specs import AgentSpec, default_specs  # noqa: E402
-from crews.agent_runtime import AgentRuntime, AuditSink, BoundedLLM, ListAudit, data_block  # noqa: E402
+from crews.agent_runtime import AgentRuntime, AuditSink, ListAudit, data_block  # noqa: E402
 from tools.chat.check import unsupported_claims  # noqa: E402
 from tools.chat.service import Outcome  # noqa: E402
 
@@ -172,8 +172,8 @@ class ChatWriter:
 
     def _call(self, guard: RunGuard, out: Outcome, message: str) -> Any:
         """One bounded model call in a worker thread; the wall-time bound holds even if it hangs."""
-        inner = self.runtime.model
-        llm = BoundedLLM(model=str(inner.model), inner=inner, guard=guard, allowed_tools={}, prices=self.runtime.prices)
+        # The model gateway's model for this role (agents.gateway), bounded, no tools.
+        llm = self.runtime.bounded(self.spec, guard, {})
         agent = Agent(
             role=self.spec.role,
             goal=self.spec.goal,

@@ -9,7 +9,10 @@ engine's, never instead of them, and are gated like them. CrewAI is imported onl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from agents.proposals import RejectedProposal
 from crews.supervisor import WORKFLOW_BY_TYPE
@@ -29,13 +32,10 @@ AGENT_FOR_WORKFLOW = {
     "customer_service": "customer_service",
 }
 
-INSTRUCTION = {
-    "allocation": "The allocation engine could not settle this order on its own. Review it and propose.",
-    "reconciliation": "Review this inbound or stock discrepancy case and propose the follow-up.",
-    "exception_triage": "Triage this warehouse exception and propose the next step.",
-    "backorder_prevention": "Assess the stockout risk in this case and propose what to do.",
-    "customer_service": "Work out what the customer needs and propose the follow-up.",
-}
+# The instruction per agent lives with the task text in agents/tasks.yaml.
+INSTRUCTION: dict[str, str] = yaml.safe_load((Path(__file__).parents[1] / "agents" / "tasks.yaml").read_text())[
+    "judgement"
+]
 
 
 def judgement_reason(event: CloudEvent, proposals: list[Proposal]) -> str | None:

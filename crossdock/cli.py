@@ -796,6 +796,36 @@ def triage_retrain() -> None:
 
 # --- db: the store's schema ------------------------------------------------------------
 
+eval_app = typer.Typer(help="Evaluate the LLM path against a model.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("agents")
+def eval_agents(
+    model: Annotated[str, typer.Option(help="A litellm model string, e.g. openai/smollm2.")],
+    api_base: Annotated[str | None, typer.Option(help="The model server's base URL (OpenAI-compatible).")] = None,
+    triage: Annotated[int, typer.Option(min=0, help="Planted triage cases (known right play).")] = 5,
+    chat: Annotated[int, typer.Option(min=0, help="Chat questions the model rewrites.")] = 5,
+    injections: Annotated[int, typer.Option(min=0, help="Prompt-injection corpus cases.")] = 5,
+    context_tokens: Annotated[int | None, typer.Option(help="The model's context window (tokens).")] = None,
+    token_ratio: Annotated[float | None, typer.Option(help="Model tokens per litellm-counted token.")] = None,
+) -> None:
+    """The labelled sets (triage, chat, injections) against a model: agreement, validated/rejected,
+    fallbacks, claims caught, injections that changed anything, latency, tokens and cost per decision."""
+    from agents.eval import markdown, run_eval
+
+    rows = run_eval(
+        model,
+        api_base,
+        triage=triage,
+        chat=chat,
+        injections=injections,
+        context_tokens=context_tokens,
+        token_ratio=token_ratio,
+    )
+    typer.echo(markdown(rows))
+
+
 db_app = typer.Typer(help="The store's schema: Alembic migrations shipped in runtime/migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
