@@ -140,6 +140,8 @@ def _complete(op: dict[str, Any], method: str, path: str) -> None:
         codes |= {413, 415, 422}
     if op.get("parameters") or op.get("requestBody") or "422" in responses:
         codes.add(422)
+    if any(p.get("in") == "path" for p in op.get("parameters", [])):
+        codes.add(404)  # a path names a resource, which may not exist (or not be visible to this key)
     for code in sorted(codes):
         entry = responses.setdefault(str(code), {})
         entry["description"] = entry.get("description") or MEANINGS[code]
