@@ -77,9 +77,15 @@ def create_app(container: Container | None = None, settings: Settings | None = N
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(sa.exc.DataError)
+    @app.exception_handler(sa.exc.StatementError)
     async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
-        # A number the request carried that the store cannot hold (after_seq=10**30 on SQLite).
-        message = f"a value is out of the range the store can hold: {str(getattr(exc, 'orig', None) or exc)[:200]}"
+        # A value the request carried that the store cannot hold (after_seq=10**30 on SQLite, a
+        # date in year 1 that becomes year 0 in UTC). Any other statement error is a real fault.
+        cause = getattr(exc, "orig", None)
+        wrapped = isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DataError)
+        if wrapped and not isinstance(cause, OverflowError | ValueError):
+            raise exc
+        message = f"a value is out of the range the store can hold: {str(cause or exc)[:200]}"
         return JSONResponse({"detail": [{"loc": "request", "msg": message, "type": "out_of_range"}]}, status_code=422)
 
     @app.exception_handler(ValidationError)
