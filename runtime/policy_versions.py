@@ -26,7 +26,7 @@ KIND = "policy.changed"
 SUBJECT = "policy"
 FIELDS: tuple[str, ...] = tuple(Policy.model_fields)
 # Fields whose values are maps (per workflow): a PATCH merges them key by key.
-MAP_FIELDS: frozenset[str] = frozenset({"modes", "four_eyes_cost_above"})
+MAP_FIELDS: frozenset[str] = frozenset({"modes", "four_eyes_cost_above", "outcome_modes", "autonomy_rules"})
 _LOCK = threading.Lock()  # one change at a time in this process (the dedup key covers the others)
 
 

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import Console, shot
 
-PLANNER_PAGES = ["Review queue", "KPIs", "Audit", "Policy"]
+PLANNER_PAGES = ["Review queue", "KPIs", "Audit", "Policy", "Autonomy", "Replay"]
 SERVICE_PAGES = ["Customer chat", "At-risk orders"]
 
 

@@ -24,6 +24,8 @@ FULL = {
     "wave_window_hours": 3.0,
     "posting_grace_hours": 4.0,
     "four_eyes_cost_above": {},
+    "outcome_modes": {},
+    "autonomy_rules": {},
 }
 
 
