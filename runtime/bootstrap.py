@@ -302,7 +302,7 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     # Triage confidence uses the planner-override model when one was trained (`crossdock triage retrain`).
     use_override_model(load_model(settings.data_dir / "triage_model.json"))
     client, embedded = connect_redis(settings)
-    queue = JobQueue(client, settings.stream_prefix)
+    queue = JobQueue(client, settings.stream_prefix, settings.job_ttl_s, settings.dead_letter_max)
     queue.ensure_group()
     store = Store.from_settings(settings)
     store.create_schema()

@@ -100,10 +100,17 @@ class Delivery:
 class JobQueue:
     """The queue as seen by the API (enqueue, read jobs) and the workers (consume, settle)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "crossdock") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "crossdock", job_ttl_s: int = 0, dead_letter_max: int = 0
+    ) -> None:
         # redis-py types every reply as a wide union; the stream replies' shapes are fixed, so Any.
         self.r: Any = client
         self.prefix = prefix
+        # Retention (0: keep): a settled job's record expires after job_ttl_s (a duplicate of its
+        # event posted later is decided again, and finds its decisions and actions already done);
+        # the dead-letter stream keeps about its newest dead_letter_max entries.
+        self.job_ttl_s = job_ttl_s
+        self.dead_letter_max = dead_letter_max
         self.stream = f"{prefix}:events"
         self.dead = f"{prefix}:dead"
         self.retry = f"{prefix}:retry"
@@ -207,6 +214,8 @@ class JobQueue:
         pipe = self.r.pipeline(transaction=True)
         if fields:
             pipe.hset(self.job_key(delivery.job_id), mapping={k: _enc(v) for k, v in fields.items()})
+        if self.job_ttl_s:
+            pipe.expire(self.job_key(delivery.job_id), self.job_ttl_s)
         pipe.xack(self.stream, GROUP, delivery.message_id)
         pipe.xdel(self.stream, delivery.message_id)
         pipe.execute()
@@ -217,7 +226,10 @@ class JobQueue:
         pipe = self.r.pipeline(transaction=True)
         if attempts >= max_attempts:
             pipe.hset(self.job_key(delivery.job_id), mapping={"status": "dead", "error": error})
-            pipe.xadd(self.dead, {"job": delivery.job_id, "error": error[:4000], "attempts": attempts})
+            trim = {"maxlen": self.dead_letter_max, "approximate": True} if self.dead_letter_max else {}
+            pipe.xadd(self.dead, {"job": delivery.job_id, "error": error[:4000], "attempts": attempts}, **trim)
+            if self.job_ttl_s:
+                pipe.expire(self.job_key(delivery.job_id), self.job_ttl_s)
             status = "dead"
         else:
             delay = min(max_s, base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)

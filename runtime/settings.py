@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     block_ms: int = 1000
     workers: int = 1
     lock_ttl_s: float = 30.0
+    # Retention in Redis (0: keep forever): settled job records, and the dead-letter stream's length.
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    dead_letter_max: int = Field(default=10_000, ge=0)
     # What a request may carry (issue 15): a body above max_body_bytes answers 413, JSON nested
     # deeper than max_json_depth answers 422.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
