@@ -178,6 +178,7 @@ def make_stack(
         "retry_base_s": 0.01,
         "retry_max_s": 0.05,
         "max_attempts": 3,
+        "ready_timeout_s": 10.0,  # /readyz probes: generous on a loaded CI box
     }
     values.update(overrides)
     settings = Settings(**values)

@@ -46,7 +46,7 @@ def test_a_burst_of_rejections_demotes_an_autonomous_pair(stack: Stack) -> None:
         assert modes["order_release/released"] == ("propose" if n == 2 else "autonomous"), n
     [version] = history(stack)[before:]
     assert version["actor"] == autonomy.SYSTEM_ACTOR
-    assert version["diff"]["outcome_modes"]["to"]["order_release/released"] == "propose"
+    assert version["diff"]["outcome_modes.order_release/released"] == {"from": "autonomous", "to": "propose"}
     assert "override rate 1.00 in the last 3 > 0.5" in version["reason"]
     [entry] = stack.container.store.audit(kind="autonomy.demoted")
     assert entry.payload["evidence"]["recent"]["rejected"] == 3

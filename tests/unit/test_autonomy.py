@@ -150,7 +150,7 @@ def test_a_clean_record_is_eligible_and_a_promotion_is_a_policy_version_with_evi
     assert mode_of(policy, "allocation", "re_sourced") == "propose"
     [version] = policy_versions.history(store)
     assert version.actor == "admin:ann" and "week 4: clean" in (version.reason or "")
-    assert version.diff == {"outcome_modes": {"from": {}, "to": {"allocation/released": "autonomous"}}}
+    assert version.diff == {"outcome_modes.allocation/released": {"from": None, "to": "autonomous"}}
     [entry] = store.audit(kind="autonomy.promoted")
     assert entry.payload["evidence"]["window"]["reviews"] == 60 and entry.payload["version"] == done["version"]
 
