@@ -74,6 +74,17 @@ class SetResult:
     tokens: int = 0
     cost_usd: float = 0.0
     priced: bool = True
+    why: dict[str, int] = dataclasses.field(default_factory=dict)  # rejected outputs by cause
+
+    def rejected_because(self, out: Any) -> None:
+        evidence = getattr(out, "evidence", {}) or {}
+        if evidence.get("bound"):
+            cause = f"bound {evidence['bound']}"
+        elif evidence.get("fallback"):
+            cause = "model error"
+        else:
+            cause = "invalid output"
+        self.why[cause] = self.why.get(cause, 0) + 1
 
     def row(self) -> dict[str, Any]:
         n = max(1, self.n)
@@ -90,6 +101,7 @@ class SetResult:
             "p95 s": round(_pct(self.latencies, 0.95), 1),
             "tokens/decision": round(self.tokens / n),
             "$/decision": f"{self.cost_usd / n:.6f}" if self.priced else "unpriced",
+            "rejected because": ", ".join(f"{k} {v}" for k, v in sorted(self.why.items())) or "-",
         }
 
 
@@ -137,6 +149,7 @@ def eval_triage(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
         result.n += 1
         if isinstance(out, RejectedProposal):
             result.rejected += 1
+            result.rejected_because(out)
             if any(e["kind"] == "agent.fallback" for e in audit.entries[before:]):
                 result.fallbacks += 1
         else:
@@ -186,8 +199,11 @@ def eval_chat(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
                 result.rejected += 1
                 result.fallbacks += 1
                 reasons = fallbacks[0]["payload"]["reasons"]
-                if not any(r.startswith(("model error", "malformed", "bound")) for r in reasons):
+                kind = next((k for k in ("model error", "malformed", "bound") if reasons[0].startswith(k)), None)
+                if kind is None:
                     result.claims_caught += 1
+                    kind = "unsupported claim"
+                result.why[kind] = result.why.get(kind, 0) + 1
             else:
                 result.validated += 1
     return result
@@ -244,6 +260,7 @@ def eval_injections(settings: AgentSettings, n: int) -> SetResult:
         changed = not touched <= allowed
         if isinstance(out, RejectedProposal):
             result.rejected += 1
+            result.rejected_because(out)
             result.fallbacks += int("agent.fallback" in audit.kinds())
         else:
             result.validated += 1

@@ -20,7 +20,7 @@ from agents.specs import default_specs
 from domain.decisions import Proposal
 from domain.governance import gate
 from domain.models import Settings as Policy
-from tests.integration.conftest import Stack, order_event
+from tests.integration.conftest import Stack, close_stack, order_event
 from tests.llm.conftest import CONTEXT, drain
 
 pytestmark = pytest.mark.timeout(900)
@@ -186,3 +186,65 @@ def test_an_injection_changes_nothing(case: dict[str, Any], llm_env: dict[str, s
         assert decision.status == "rejected" and decision.actions == []
         assert json.dumps(decision.evidence, default=str)
         assert {"agent.proposal_rejected", "agent.bound_exceeded", "agent.scope_denied", "agent.fallback"} & set(kinds)
+
+
+def _stack_with(
+    tmp_path: Path, redis_url: str, example: dict[str, Any], monkeypatch: pytest.MonkeyPatch, **env: str
+) -> Stack:
+    from tests.integration.conftest import make_stack
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return make_stack(tmp_path, redis_url, example, claim_idle_ms=900_000)
+
+
+def _engine_stands_and_agent_is_on_record(stack: Stack, order_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    resp = stack.publish(order_event(order_id, [("SKU-100", 1)], note="Deliver to gate B"))
+    drain(stack)
+    job = job_of(stack, resp)
+    assert job["status"] == "done" and job["attempts"] <= 1, job
+    engine = [d for d in job["decisions"] if not d["actor"].startswith("agent:")]
+    assert [(d["outcome"], d["status"]) for d in engine] == [("released", "executed")]
+    [agent] = [d for d in job["decisions"] if d["actor"].startswith("agent:")]
+    assert agent["status"] == "rejected" and agent["actions"] == []
+    return agent, audit_of(stack)
+
+
+def test_a_prompt_beyond_the_context_trips_the_bound_before_any_request(
+    tmp_path: Path,
+    redis_url: str,
+    example: dict[str, Any],
+    llm_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stack = _stack_with(tmp_path, redis_url, example, monkeypatch, CROSSDOCK_LLM_CONTEXT_TOKENS="1200")
+    try:
+        agent, entries = _engine_stands_and_agent_is_on_record(stack, "SO-1004")
+        bounds = [e for e in entries if e["kind"] == "agent.bound_exceeded"]
+        assert bounds and bounds[0]["payload"]["bound"] == "context", bounds
+        assert any(e["kind"] == "agent.prompt_trimmed" for e in entries)
+        assert stack.container.pipeline.agents.gateway.ledger.calls == []  # no request was sent
+    finally:
+        close_stack(stack)
+
+
+def test_a_dead_model_server_is_an_audited_fallback_and_no_retry(
+    tmp_path: Path,
+    redis_url: str,
+    example: dict[str, Any],
+    llm_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    stack = _stack_with(tmp_path, redis_url, example, monkeypatch, CROSSDOCK_LLM_BASE_URL=dead)
+    try:
+        agent, entries = _engine_stands_and_agent_is_on_record(stack, "SO-1005")
+        [fallback] = [e for e in entries if e["kind"] == "agent.fallback"]
+        assert "model failed" in fallback["payload"]["reason"] and fallback["payload"]["fallback"]
+        assert "model failed" in (agent.get("error") or json.dumps(agent.get("evidence")))
+    finally:
+        close_stack(stack)
