@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,9 @@ def _lists(value: Any, path: Path = ()) -> list[tuple[Path, list[Any]]]:
 
 
 def _relevant(record: Any, subjects: Sequence[str]) -> bool:
+    """True when the record names one of the subjects as a whole id (``SO-1`` is not in ``SO-10``)."""
     text = json.dumps(record, default=str)
-    return any(s and s in text for s in subjects)
+    return any(s and re.search(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])", text) for s in subjects)
 
 
 def fit_data(
