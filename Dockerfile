@@ -24,6 +24,8 @@ COPY crews ./crews
 COPY knowledge ./knowledge
 COPY runtime ./runtime
 COPY api ./api
+COPY chat ./chat
+COPY bench ./bench
 COPY twin ./twin
 COPY crossdock ./crossdock
 # setuptools comes from the lock too (--no-build-isolation): nothing unpinned is downloaded.

@@ -36,7 +36,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain connectors tools agents crews knowledge runtime api twin crossdock
+	$(BIN)/mypy domain connectors tools agents crews knowledge runtime api chat bench twin crossdock
 
 # Needs no servers: embedded Redis and PostgreSQL, unless REDIS_URL / DATABASE_URL point at running ones.
 test: $(STAMP) lint

@@ -18,7 +18,7 @@ from domain.engines.backlog import decide_backlog, decide_waves
 from domain.engines.release import DEFAULT_WAVE_WINDOW_H
 from domain.engines.waves import add_committed, committed_lines
 from domain.events import CloudEvent, Tick
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tools.context import Systems, backlog_context, held_orders, order_needs, substitute_map, wave_context
 
 # One planner at a time: two concurrent plans could put one order on two waves.

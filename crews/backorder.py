@@ -29,8 +29,7 @@ from domain.engines.forecast import (
     sba_rate,
 )
 from domain.errors import UnknownSku
-from domain.models import DemandPoint
-from domain.models import Settings as Policy
+from domain.models import DemandPoint, Policy
 from tools.context import RESERVING, Systems, read_stock
 
 TRANSIT_STATUSES = frozenset({"created", "in_transit", "shipped"})

@@ -16,7 +16,7 @@ from crews.triage import TRIAGE_TYPES, TriageSpecialist
 from domain.decisions import Proposal, Workflow
 from domain.engines.baseline import escalate
 from domain.events import CloudEvent
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tools.context import Systems
 
 WORKFLOW_BY_TYPE: dict[str, Workflow] = {

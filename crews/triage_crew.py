@@ -25,7 +25,7 @@ from agents.proposals import RejectedProposal
 from crews.supervisor import route
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CloudEvent
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tools.context import Systems
 
 MAX_BATCH = 50

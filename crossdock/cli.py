@@ -137,9 +137,7 @@ def scenario_run(
     The report's KPIs include superseded proposals, stale approvals and the most live proposals one
     subject had at any moment (``max_live_per_subject``, 1 at most by design)."""
     applied: dict[str, dict[str, Any]] = {}
-    report_data = _run(
-        file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag, applied=applied
-    )
+    report_data = _run(file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag, applied=applied)
     if report is not None:
         report.write_text(json.dumps(report_data, indent=1, default=str))
         console.print(f"wrote {report}")
@@ -158,7 +156,7 @@ def _run(
     keep: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Replay ``file``; ``applied[policy]`` gets the governance policy the replay put in force."""
-    from runtime.replay import RunOptions, ScenarioError, load_scenario, run_scenario, run_scenario_live, with_ticks
+    from bench.replay import RunOptions, ScenarioError, load_scenario, run_scenario, run_scenario_live, with_ticks
 
     try:
         _, events = load_scenario(file)
@@ -180,8 +178,8 @@ def _run(
         )
         try:
             if systems == "tryton":
-                from connectors.tryton.server import TrytonServerError
-                from runtime.replay_tryton import run_scenario_tryton
+                from bench.replay_tryton import run_scenario_tryton
+                from bench.tryton_server import TrytonServerError
 
                 try:
                     return run_scenario_tryton(file, options)
@@ -212,7 +210,7 @@ def _policy_table(columns: dict[str, dict[str, Any]]) -> None:
     """The governance policy each run put in force: every workflow's mode (a workflow the policy
     does not name observes), the review thresholds and any four-eyes amounts."""
     from domain.governance import WORKFLOWS, mode_of
-    from domain.models import Settings as Policy
+    from domain.models import Policy
 
     if not columns:
         return
@@ -572,7 +570,7 @@ def twin_serve(
     """Serve the simulated WMS, ERP and OMS of a scenario (for `crossdock serve` to talk to)."""
     import uvicorn
 
-    from runtime.replay import ScenarioError, load_scenario
+    from bench.replay import ScenarioError, load_scenario
     from twin.server import create_twin_app
     from twin.state import TwinState
 
@@ -599,7 +597,7 @@ def bench_intake(
     The load comes from wrk when it is installed (apt-get install wrk) and --batch is 1; otherwise from an
     asyncio httpx client in this process, which is slower than the server and caps the number it can show.
     """
-    from runtime.bench import run_intake_bench
+    from bench.intake import run_intake_bench
 
     with _progress() as progress:
         task = progress.add_task("bench intake", total=None)
@@ -616,7 +614,7 @@ def bench_allocation(
     seed: Annotated[int, typer.Option(help="Random network seed.")] = 1,
 ) -> None:
     """Batch optimiser wall time and cost beside a second solver's optimum; greedy path p50/p99 and cost gap."""
-    from runtime.bench_allocation import run_allocation_bench
+    from bench.allocation import run_allocation_bench
 
     _bench(
         "allocation",
@@ -631,7 +629,7 @@ def bench_release(
     seed: Annotated[int, typer.Option(help="Random day seed.")] = 3,
 ) -> None:
     """A simulated day of wave planning: crossdock scoring vs static 2-hour FIFO waves, side by side."""
-    from runtime.bench_release import run_release_bench
+    from bench.release import run_release_bench
 
     _bench("release", "Release benchmark (measured in this run)", lambda: run_release_bench(orders=orders, seed=seed))
 
@@ -643,7 +641,7 @@ def bench_reconciliation(
     runs: Annotated[int, typer.Option(min=1, help="Timed runs of the matcher (the median is reported).")] = 5,
 ) -> None:
     """Three-way match on documents with planted differences: precision/recall per class, auto-close share, lines/s."""
-    from runtime.bench_reconciliation import run_reconciliation_bench
+    from bench.reconciliation import run_reconciliation_bench
 
     _bench(
         "reconciliation",
@@ -657,7 +655,7 @@ def bench_knowledge(
     rounds: Annotated[int, typer.Option(min=1, help="Passes over the labelled query set.")] = 2,
 ) -> None:
     """Knowledge retrieval: top-3 hit rate on the labelled SOP queries, p50/p95 at 1k and 20k chunks, embeddings/s."""
-    from runtime.bench_knowledge import run_knowledge_bench
+    from bench.knowledge import run_knowledge_bench
 
     _bench(
         "knowledge",
@@ -673,7 +671,7 @@ def bench_chat(
     rounds: Annotated[int, typer.Option(min=1, help="Times the evaluation set is asked.")] = 1,
 ) -> None:
     """Customer-service chat (deterministic): accuracy, leaks, unsupported claims, p50/p95 over the evaluation set."""
-    from runtime.bench_chat import run_chat_bench
+    from bench.chat import run_chat_bench
 
     _bench("chat", "Chat benchmark (measured in this run)", lambda: run_chat_bench(seed=seed, size=size, rounds=rounds))
 
@@ -684,7 +682,7 @@ def bench_triage(
     cases: Annotated[int, typer.Option(min=10, help="Planted exception situations.")] = 300,
 ) -> None:
     """Exception triage on planted cases: auto-resolved share, wrong actions, grouped vs ungrouped tickets."""
-    from runtime.bench_triage import run_triage_bench
+    from bench.triage import run_triage_bench
 
     _bench(
         "triage",
@@ -699,7 +697,7 @@ def bench_backorders(
     pairs: Annotated[int, typer.Option(min=10, help="SKU@node pairs with a hidden future.")] = 200,
 ) -> None:
     """Stockout prevention: planted stockouts prevented or announced >= 2 days ahead, transfer cost, vs reactive."""
-    from runtime.bench_backorders import run_backorder_bench
+    from bench.backorders import run_backorder_bench
 
     _bench(
         "backorders",
@@ -812,7 +810,7 @@ def eval_agents(
 ) -> None:
     """The labelled sets (triage, chat, injections) against a model: agreement, validated/rejected,
     fallbacks, claims caught, injections that changed anything, latency, tokens and cost per decision."""
-    from agents.eval import markdown, run_eval
+    from bench.agents_eval import markdown, run_eval
 
     rows = run_eval(
         model,

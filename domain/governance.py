@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import get_args
 
 from domain.decisions import Decision, DecisionStatus, Proposal, Workflow, with_idempotency_keys
-from domain.models import Mode, Settings
+from domain.models import Mode, Policy
 
 # A workflow the policy does not name runs in observe mode: a fresh install decides and records
 # every workflow and writes nothing. Propose, then autonomous, is an admin's explicit act
@@ -19,7 +19,7 @@ DEFAULT_MODE: Mode = "observe"
 WORKFLOWS: tuple[Workflow, ...] = get_args(Workflow)
 
 
-def mode_of(settings: Settings, workflow: Workflow, outcome: str | None = None) -> Mode:
+def mode_of(settings: Policy, workflow: Workflow, outcome: str | None = None) -> Mode:
     """The mode a workflow (or one of its outcomes) runs in under ``settings``: the pair's own mode
     (``outcome_modes["workflow/outcome"]``, set by promotion and demotion) if it has one, else the
     workflow's (``DEFAULT_MODE`` when it names none)."""
@@ -37,7 +37,7 @@ class GateResult:
     reason: str
 
 
-def gate(proposal: Proposal, settings: Settings) -> GateResult:
+def gate(proposal: Proposal, settings: Policy) -> GateResult:
     """Apply the workflow's mode and the cost/confidence thresholds."""
     mode = mode_of(settings, proposal.workflow, proposal.outcome)
     pair = f"{proposal.workflow}/{proposal.outcome}"
@@ -62,7 +62,7 @@ def gate(proposal: Proposal, settings: Settings) -> GateResult:
 
 def gated_decision(
     proposal: Proposal,
-    settings: Settings,
+    settings: Policy,
     decision_id: str,
     *,
     actor: str,

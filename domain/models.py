@@ -229,7 +229,7 @@ def _pair_key(key: str) -> str:
 PairKey = Annotated[str, AfterValidator(_pair_key)]
 
 
-class Settings(Model):
+class Policy(Model):
     """Business rules from a scenario (or from the operator): the governance policy.
 
     A workflow missing from ``modes`` runs in observe mode (``domain.governance.DEFAULT_MODE``):
@@ -284,7 +284,7 @@ class Scenario(Model):
 
     scenario: str = "unnamed"
     start: datetime
-    settings: Settings = Settings()
+    settings: Policy = Policy()
     nodes: list[Node] = []
     lanes: list[Lane] = []
     transfer_lanes: list[TransferLane] = []

@@ -1,6 +1,6 @@
 """The scenario report contract (``shared/contracts/report.md``) as pydantic models.
 
-``runtime.report`` validates every report against this before it is written, so a
+``bench.report`` validates every report against this before it is written, so a
 report that breaks the contract fails loudly in our tests, never at a customer's.
 Extra keys are allowed (the contract may be extended, not narrowed).
 """

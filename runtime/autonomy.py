@@ -39,8 +39,7 @@ import structlog
 
 from domain.decisions import Decision
 from domain.governance import mode_of
-from domain.models import AutonomyRule, Mode
-from domain.models import Settings as Policy
+from domain.models import AutonomyRule, Mode, Policy
 from runtime import policy_versions
 from runtime.store import Store
 

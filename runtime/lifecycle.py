@@ -32,7 +32,7 @@ from crews.redecide import nodes_of, redecide
 from domain.decisions import Action, Decision, Proposal, decision_id, plan_signature, with_idempotency_keys
 from domain.errors import ConnectorError
 from domain.governance import gate, gated_decision
-from domain.models import Settings as Policy
+from domain.models import Policy
 from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
 from runtime import autonomy
 from runtime.executor import Executor

@@ -8,10 +8,10 @@ chat's submit) and when a planner approves it later (``Pipeline.approve``).
 
 from __future__ import annotations
 
+from chat.policy import order_change_locks, waved_since
 from connectors.ports import WmsPort
 from domain.decisions import Decision
 from runtime.store import Store
-from tools.chat.policy import order_change_locks, waved_since
 
 __all__ = ["fail_if_waved", "order_change_locks"]
 

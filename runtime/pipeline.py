@@ -27,7 +27,7 @@ from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CREW_TRIAGE, CloudEvent
-from domain.models import Settings as Policy
+from domain.models import Policy
 from runtime.executor import Executor
 from runtime.lifecycle import DecisionService, Review, execution_locks
 from runtime.locks import StockLocks

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from domain.models import Settings as Policy
+from domain.models import Policy
 from runtime.store import AuditEntry
 
 KIND = "policy.changed"

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from domain.decisions import Decision, Proposal
 from domain.governance import gate
-from domain.models import Settings as Policy
+from domain.models import Policy
 from runtime.store import Store
 
 # Gate reasons that follow from the policy (re-evaluated); any other reason is the engine's own.

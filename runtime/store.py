@@ -43,7 +43,7 @@ from sqlalchemy.pool import StaticPool
 
 from domain.decisions import LIVE_STATUSES, Decision
 from domain.engines.clock import as_utc
-from domain.models import Settings
+from domain.models import Policy
 from runtime.audit_seal import AuditSealer, Seal, SealFileError
 
 if TYPE_CHECKING:
@@ -612,13 +612,13 @@ class Store:
 
     # ------------------------------------------------------------------ policy
 
-    def get_policy(self) -> Settings:
+    def get_policy(self) -> Policy:
         """The governance policy in force (defaults if none was set)."""
         with self._read() as conn:
             data = conn.execute(sa.select(self.policy.c.data).where(self.policy.c.id == 1)).scalar()
-        return Settings() if data is None else Settings.model_validate(data)
+        return Policy() if data is None else Policy.model_validate(data)
 
-    def set_policy(self, s: Settings) -> None:
+    def set_policy(self, s: Policy) -> None:
         """Replace the governance policy."""
         data, now = s.model_dump(mode="json"), utcnow()
         stmt = self._insert(self.policy).values(id=1, data=data, updated_at=now)

@@ -686,7 +686,7 @@ def principal(session: Session) -> Any:
 
 
 def _conversation(container: Container, session: Session) -> Any:
-    from tools.chat.conversations import ConversationStore
+    from chat.conversations import ConversationStore
 
     if not session.conversation:
         return None
@@ -746,7 +746,7 @@ async def chat_new(request: Request) -> Response:
 @router.get("/at-risk")
 async def at_risk_page(request: Request) -> Response:
     """The same reader as ``GET /v1/orders/at-risk``, with each drafted message."""
-    from tools.chat.risk import at_risk, clock_of
+    from chat.risk import at_risk, clock_of
 
     session = await require_area(request, "service")
     container = _container(request)

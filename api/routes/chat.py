@@ -19,13 +19,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, OrderReader, Principal
+from chat.conversations import Conversation, ConversationStore, new_id
+from chat.facts import KnowledgeSearch
+from chat.risk import at_risk, clock_of
+from chat.service import ChatReply, ChatService, Outcome, Writer, chat_writer
 from domain.decisions import Decision, Proposal, decision_id, live_key
 from domain.errors import ConnectorError
 from runtime.bootstrap import Container
-from tools.chat.conversations import Conversation, ConversationStore, new_id
-from tools.chat.facts import KnowledgeSearch
-from tools.chat.risk import at_risk, clock_of
-from tools.chat.service import ChatReply, ChatService, Outcome, Writer, chat_writer
 
 router = APIRouter(tags=["chat"])
 

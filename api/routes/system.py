@@ -17,7 +17,7 @@ from agents.settings import llm_mode
 from api import readiness
 from api.deps import Admin, AdminRole, ContainerDep, OrderReader, PlannerRole, Principal
 from domain.errors import ConnectorError, UnknownOrder
-from domain.models import Settings as Policy
+from domain.models import Policy
 from runtime import metrics as metrics_gauges
 from runtime import policy_versions
 

@@ -24,8 +24,7 @@ from domain.engines.clock import ship_carrier
 from domain.engines.waves import ENGINE_VERSION as WAVE_ENGINE
 from domain.engines.waves import ReleasableOrder, committed_lines, plan_waves
 from domain.errors import InvalidOrder, UnknownSku
-from domain.models import Customer, Lane, Node, Order
-from domain.models import Settings as Policy
+from domain.models import Customer, Lane, Node, Order, Policy
 
 ENGINE_VERSION = "release/1.1.0"
 WORKFLOW = "order_release"

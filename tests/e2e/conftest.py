@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from api.console.auth import ConsoleConfig
-from domain.models import Settings as Policy
+from domain.models import Policy
 from runtime.settings import hash_key
 from tests.integration.conftest import (  # noqa: F401  (fixtures, shared with the integration tests)
     Stack,

@@ -25,8 +25,7 @@ import sqlalchemy as sa
 
 from api.main import create_app
 from domain.governance import WORKFLOWS
-from domain.models import Scenario
-from domain.models import Settings as Policy
+from domain.models import Policy, Scenario
 from runtime.bootstrap import Container, bootstrap
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key

@@ -306,7 +306,7 @@ def test_chat_needs_a_cs_rep_planner_or_admin_key(stack: Stack) -> None:
 
 
 def test_the_chat_bench_meets_its_goals(redis_url: str) -> None:
-    from runtime.bench_chat import run_chat_bench
+    from bench.chat import run_chat_bench
 
     result = run_chat_bench(seed=7, size="small", redis_url=redis_url)
     assert result["questions"] >= 60
@@ -441,8 +441,8 @@ def test_a_conversation_belongs_to_the_api_key_that_started_it(stack: Stack) -> 
 
 
 def test_with_a_model_the_api_answers_in_llm_mode_and_a_false_claim_falls_back(stack: Stack) -> None:
+    from chat.service import chat_writer
     from crews.scripted_llm import ScriptedLLM
-    from tools.chat.service import chat_writer
 
     seed(stack)
     template = chat(stack, "Where is my order SO-1?", customer_id="CUST-1")

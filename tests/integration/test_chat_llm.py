@@ -13,12 +13,12 @@ import pytest
 
 from agents.settings import AgentSettings
 from api.routes.chat import submit_through_gate
-from runtime.bench_chat import DemoSops, _World, build_questions
-from runtime.replay import load_scenario
+from bench.chat import DemoSops, _World, build_questions
+from bench.replay import load_scenario
+from chat.check import unsupported_claims
+from chat.conversations import Conversation, new_id
+from chat.service import ChatService, Outcome, chat_writer
 from tests.integration.conftest import Stack, close_stack, make_stack
-from tools.chat.check import unsupported_claims
-from tools.chat.conversations import Conversation, new_id
-from tools.chat.service import ChatService, Outcome, chat_writer
 from twin.generator import generate
 
 

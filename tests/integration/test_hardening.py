@@ -92,8 +92,10 @@ def test_numbers_in_every_event_type_must_be_finite_and_real_numbers(stack: Stac
         ("wms.capacity.changed", {"node": "DC-EAST", "zone": "PICK-ZONE-A", "pick_capacity_per_hour": "9"}),
         ("wms.inventory.adjusted", {"node": "DC-EAST", "sku": "SKU-100", "qty_delta": True}),
         ("erp.inventory.posted", {"node": "DC-EAST", "sku": "SKU-100", "qty_delta": "-2"}),
-        ("wms.task.exception", {"task_id": "T1", "node": "DC-EAST", "sku": "SKU-100", "reason": "damaged",
-                                "found_qty": "1"}),
+        (
+            "wms.task.exception",
+            {"task_id": "T1", "node": "DC-EAST", "sku": "SKU-100", "reason": "damaged", "found_qty": "1"},
+        ),
     ]
     for i, (type_, data) in enumerate(bad):
         resp = stack.post_events({**base, "id": f"e{i}", "type": type_, "data": data})
@@ -287,15 +289,42 @@ def bad_requests(stack: Stack) -> list[tuple[str, str, dict[str, str], bytes | N
         return json.dumps({**good, "data": {**good["data"], **changes}}).encode()
 
     events: list[bytes] = [
-        b"", b"null", b"0", b'"x"', b"[]", b"[1]", b"{}", b"{", b"\xff\xfe", b'{"a": NaN}', b"[" * 5000,
+        b"",
+        b"null",
+        b"0",
+        b'"x"',
+        b"[]",
+        b"[1]",
+        b"{}",
+        b"{",
+        b"\xff\xfe",
+        b'{"a": NaN}',
+        b"[" * 5000,
         *(with_qty("SO-F", q).encode() for q in BAD_QUANTITIES),
-        ev(specversion="0.3"), ev(id=""), ev(id="x" * 300), ev(source=""), ev(source=5), ev(source=["oms"]),
-        ev(source="oms/test\n"), ev(type="crossdock.crew.triage"), ev(type=None), ev(time="yesterday"),
-        ev(datacontenttype="text/xml"), ev(data=[]), ev(data="x"), ev(data=None),
-        data(lines=[]), data(lines=None), data(lines=[{"line": "1", "sku": "SKU-100", "qty": 1}]),
+        ev(specversion="0.3"),
+        ev(id=""),
+        ev(id="x" * 300),
+        ev(source=""),
+        ev(source=5),
+        ev(source=["oms"]),
+        ev(source="oms/test\n"),
+        ev(type="crossdock.crew.triage"),
+        ev(type=None),
+        ev(time="yesterday"),
+        ev(datacontenttype="text/xml"),
+        ev(data=[]),
+        ev(data="x"),
+        ev(data=None),
+        data(lines=[]),
+        data(lines=None),
+        data(lines=[{"line": "1", "sku": "SKU-100", "qty": 1}]),
         data(lines=[{"line": 1, "sku": "SKU-100", "qty": 1}, {"line": 1, "sku": "SKU-100", "qty": 1}]),
-        data(lines=[{"line": 1, "sku": "", "qty": 1}]), data(lines=[{"line": 1, "sku": "SKU-100", "qty": -1}]),
-        data(priority="urgent"), data(ship_by="soon"), data(id=""), data(customer=None),
+        data(lines=[{"line": 1, "sku": "", "qty": 1}]),
+        data(lines=[{"line": 1, "sku": "SKU-100", "qty": -1}]),
+        data(priority="urgent"),
+        data(ship_by="soon"),
+        data(id=""),
+        data(customer=None),
         data(lines=[{"line": 1, "sku": "SKU-100", "qty": 10**400}]),
         with_qty("SO-F", "9" * 5000).encode(),
         json.dumps([good] * 1001).encode(),
@@ -441,8 +470,11 @@ def test_redis_persistence_is_checked_at_start_up() -> None:
     prod, dev = Settings.model_construct(env="production"), Settings.model_construct(env="development")
     safe = {"appendonly": "yes", "appendfsync": "everysec", "save": ""}
     assert check_redis_persistence(FakeRedis(safe), prod) == "ok"  # type: ignore[arg-type]
-    for volatile in ({"appendonly": "no", "save": ""}, {"appendonly": "no", "save": "3600 1"},
-                     {"appendonly": "yes", "appendfsync": "no"}):
+    for volatile in (
+        {"appendonly": "no", "save": ""},
+        {"appendonly": "no", "save": "3600 1"},
+        {"appendonly": "yes", "appendfsync": "no"},
+    ):
         with pytest.raises(StartupError, match="REDIS_URL: .* could lose accepted events"):
             check_redis_persistence(FakeRedis(volatile), prod)  # type: ignore[arg-type]
         assert check_redis_persistence(FakeRedis(volatile), dev) == "volatile"  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.replay import RunOptions, ScenarioError, run_scenario
 from domain.report import Report
-from runtime.replay import RunOptions, ScenarioError, run_scenario
 from tests.integration.conftest import EXAMPLE, REPO, fresh_pg_database
 
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from domain.decisions import Action, Decision
-from domain.models import Settings
+from domain.models import Policy
 from runtime.audit_seal import AuditSealer
 from runtime.store import GENESIS_HASH, Store, audit_hash, canonical_json, normalise_url
 from tests.integration.conftest import fresh_pg_database
@@ -242,8 +242,8 @@ def test_an_action_is_recorded_once_per_idempotency_key(store: Store) -> None:
 
 
 def test_the_policy_defaults_when_unset_and_round_trips(store: Store) -> None:
-    assert store.get_policy() == Settings()
-    policy = Settings(
+    assert store.get_policy() == Policy()
+    policy = Policy(
         review_cost_above=250.0,
         review_confidence_below=0.8,
         modes={"order_release": "autonomous", "allocation": "observe"},

@@ -19,7 +19,7 @@ from agents.settings import AgentSettings
 from agents.specs import default_specs
 from domain.decisions import Proposal
 from domain.governance import gate
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tests.integration.conftest import Stack, close_stack, order_event
 from tests.llm.conftest import CONTEXT, drain
 
@@ -112,10 +112,10 @@ def test_a_triage_crew_runs_hierarchically_and_stays_in_scope(llm_stack: Stack) 
 
 def test_chat_rewrites_pass_the_claim_check_or_fall_back_on_record(llm_stack: Stack) -> None:
     from api.routes.chat import submit_through_gate
+    from chat.check import unsupported_claims
+    from chat.conversations import Conversation, new_id
+    from chat.service import ChatService, chat_writer
     from crews.agent_runtime import ListAudit
-    from tools.chat.check import unsupported_claims
-    from tools.chat.conversations import Conversation, new_id
-    from tools.chat.service import ChatService, chat_writer
 
     stack = llm_stack
     stack.publish(order_event("SO-1003", [("SKU-100", 1)], customer="CUST-2"))

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
-from unittest.mock import MagicMock
 
 import pytest
 
@@ -21,7 +20,7 @@ from agents.specs import AGENT_NAMES, AgentSpec, default_specs
 from domain.decisions import Proposal
 from domain.events import CloudEvent
 from domain.governance import gate
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tests.unit.agents_support import READS_BY_TOOL, port_calls, proposal_json, recording_systems
 from tools.knowledge_port import InMemoryKnowledge, KnowledgeSearch
 from tools.offline import OFFLINE_ENV

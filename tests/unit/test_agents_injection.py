@@ -20,7 +20,7 @@ from agents.proposals import RejectedProposal
 from agents.specs import AGENT_NAMES, default_specs
 from domain.decisions import Proposal
 from domain.governance import gate
-from domain.models import Settings as Policy
+from domain.models import Policy
 from tests.unit.agents_support import READS_BY_TOOL, port_calls, proposal_json, recording_systems
 from tools.knowledge_port import InMemoryKnowledge
 

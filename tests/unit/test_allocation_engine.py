@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bench.allocation import generate_instance
 from domain.context import BookPosition, Network, NodeStock, SkuInfo
 from domain.engines.allocation import (
     AllocLine,
@@ -19,7 +20,6 @@ from domain.engines.allocation import (
     stock_views,
 )
 from domain.models import Carrier, Lane, Node
-from runtime.bench_allocation import generate_instance
 
 NOW = datetime(2026, 3, 21, 8, 0, tzinfo=UTC)
 SHIP_BY = NOW + timedelta(hours=8)  # 16:00 today: a 14:00 cutoff is on time, tomorrow's 07:00 is late

@@ -13,8 +13,7 @@ import pytest
 
 from domain.decisions import Action, Decision, Proposal
 from domain.governance import gate, mode_of
-from domain.models import AutonomyRule
-from domain.models import Settings as Policy
+from domain.models import AutonomyRule, Policy
 from runtime import autonomy, policy_versions, shadow
 from runtime.store import Store
 

@@ -8,16 +8,16 @@ from typing import Any, cast
 
 import pytest
 
+from chat.answers import check_answer, status_answer
+from chat.conversations import Conversation
+from chat.facts import Facts, OrderFacts
+from chat.intents import extract, is_confirmation, is_refusal
+from chat.nearmiss import distance, near_misses
+from chat.service import ChatService, Outcome
 from domain.context import LineAllocation, OrderLineView, OrderView, SkuInfo, WaveView
 from domain.decisions import Decision, Proposal
 from domain.errors import UnknownOrder, UnknownSku
 from domain.models import Order, OrderLine
-from tools.chat.answers import check_answer, status_answer
-from tools.chat.conversations import Conversation
-from tools.chat.facts import Facts, OrderFacts
-from tools.chat.intents import extract, is_confirmation, is_refusal
-from tools.chat.nearmiss import distance, near_misses
-from tools.chat.service import ChatService, Outcome
 from tools.context import Systems
 
 
@@ -569,7 +569,7 @@ def test_no_answer_shows_none() -> None:
 def test_the_realistic_evaluation_set_loads_and_is_labelled() -> None:
     from string import Formatter
 
-    from tools.chat.eval import load_realistic
+    from chat.eval import load_realistic
 
     conversations = load_realistic()
     turns = [t for c in conversations for t in c.turns]

@@ -12,13 +12,13 @@ import pytest
 
 import tests.unit.test_chat_intents as base
 from agents.settings import AgentSettings
+from chat.check import unsupported_claims
+from chat.conversations import Conversation
+from chat.facts import Facts, OrderFacts
+from chat.service import ChatService, Outcome, chat_writer
 from domain.context import LineAllocation, OrderLineView, OrderView, WaveView
 from domain.decisions import Decision, Proposal
 from domain.models import Order, OrderLine
-from tools.chat.check import unsupported_claims
-from tools.chat.conversations import Conversation
-from tools.chat.facts import Facts, OrderFacts
-from tools.chat.service import ChatService, Outcome, chat_writer
 from tools.context import Systems
 
 TEMPLATE_SO7 = (
@@ -87,7 +87,7 @@ def test_no_model_configured_means_no_writer_and_no_crewai(monkeypatch: pytest.M
 
 
 def test_a_configured_model_gives_a_writer(scripted: Any) -> None:
-    from crews.chat_writer import ChatWriter
+    from chat.writer import ChatWriter
 
     writer = chat_writer(AgentSettings(llm_model="ollama/llama3.2"))
     assert isinstance(writer, ChatWriter) and writer.runtime.model_name == "ollama/llama3.2"

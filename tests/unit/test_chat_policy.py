@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from chat.facts import OrderFacts
+from chat.policy import build_proposal, order_change_locks, waved_since
 from domain.context import LineAllocation, OrderLineView, OrderView, WaveView
 from domain.decisions import Action, Decision
-from domain.models import Order, OrderLine
-from domain.models import Settings as Policy
-from tools.chat.facts import OrderFacts
-from tools.chat.policy import build_proposal, order_change_locks, waved_since
+from domain.models import Order, OrderLine, Policy
 
 
 def facts(waves: list[WaveView] | None = None, status: str = "released") -> OrderFacts:

@@ -8,7 +8,7 @@ import pytest
 
 from domain.decisions import Proposal
 from domain.governance import gated_decision
-from domain.models import Settings as Policy
+from domain.models import Policy
 from knowledge.citations import RULES, cite_sop, quote, rule_for, sections
 from knowledge.documents import SOP_DIR
 

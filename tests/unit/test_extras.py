@@ -31,7 +31,7 @@ CREWAI_ENV = {
     "LITELLM_TELEMETRY",
     "TOKENIZERS_PARALLELISM",
 }
-CREWAI_MODULES = {"crews.agent_runtime", "crews.scripted_llm", "crews.chat_writer", "tools.agent_tools"}
+CREWAI_MODULES = {"crews.agent_runtime", "crews.scripted_llm", "chat.writer", "tools.agent_tools"}
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:

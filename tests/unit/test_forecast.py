@@ -134,7 +134,7 @@ def test_demand_uncertainty_brings_the_predicted_stockout_forward() -> None:
 
 
 def test_the_backorder_bench_meets_its_goals_on_a_small_run() -> None:
-    from runtime.bench_backorders import run_backorder_bench
+    from bench.backorders import run_backorder_bench
 
     result = run_backorder_bench(seed=3, pairs=60, size="small")
     xd = result["crossdock"]

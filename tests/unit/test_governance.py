@@ -8,7 +8,7 @@ import pytest
 
 from domain.decisions import Action, Proposal
 from domain.governance import gate
-from domain.models import Settings
+from domain.models import Policy
 
 TICKET = Action(system="notify", type="ticket", payload={"team": "planning"})
 AUTO: dict[str, Any] = {"order_release": "autonomous"}
@@ -28,7 +28,7 @@ def proposal(**overrides: Any) -> Proposal:
 
 
 def test_executes_an_autonomous_proposal_within_thresholds() -> None:
-    result = gate(proposal(), Settings(modes={"order_release": "autonomous"}))
+    result = gate(proposal(), Policy(modes={"order_release": "autonomous"}))
 
     assert result.status == "executed"
     assert result.human_review_required is False
@@ -36,12 +36,12 @@ def test_executes_an_autonomous_proposal_within_thresholds() -> None:
 
 
 def test_a_workflow_with_no_configured_mode_observes() -> None:
-    result = gate(proposal(), Settings())  # a fresh install: decide and record, write nothing
+    result = gate(proposal(), Policy())  # a fresh install: decide and record, write nothing
     assert (result.status, result.reason) == ("observed", "order_release runs in observe mode")
 
 
 def test_observe_mode_only_records_even_a_proposal_that_asks_for_review() -> None:
-    settings = Settings(modes={"order_release": "observe"})
+    settings = Policy(modes={"order_release": "observe"})
 
     result = gate(proposal(review_required=True, cost_impact=10_000, confidence=0.1), settings)
 
@@ -51,7 +51,7 @@ def test_observe_mode_only_records_even_a_proposal_that_asks_for_review() -> Non
 
 
 def test_propose_mode_sends_every_proposal_to_a_human() -> None:
-    result = gate(proposal(), Settings(modes={"order_release": "propose"}))
+    result = gate(proposal(), Policy(modes={"order_release": "propose"}))
 
     assert result.status == "pending_review"
     assert result.human_review_required is True
@@ -59,14 +59,14 @@ def test_propose_mode_sends_every_proposal_to_a_human() -> None:
 
 
 def test_modes_apply_per_workflow() -> None:
-    settings = Settings(modes={**AUTO, "reconciliation": "propose"})
+    settings = Policy(modes={**AUTO, "reconciliation": "propose"})
 
     assert gate(proposal(), settings).status == "executed"
     assert gate(proposal(workflow="reconciliation"), settings).status == "pending_review"
 
 
 def test_a_cost_impact_above_the_threshold_needs_review() -> None:
-    settings = Settings(modes=AUTO, review_cost_above=1000)
+    settings = Policy(modes=AUTO, review_cost_above=1000)
 
     result = gate(proposal(cost_impact=1000.01), settings)
 
@@ -75,11 +75,11 @@ def test_a_cost_impact_above_the_threshold_needs_review() -> None:
 
 
 def test_a_cost_impact_at_the_threshold_executes() -> None:
-    assert gate(proposal(cost_impact=1000), Settings(modes=AUTO, review_cost_above=1000)).status == "executed"
+    assert gate(proposal(cost_impact=1000), Policy(modes=AUTO, review_cost_above=1000)).status == "executed"
 
 
 def test_a_confidence_below_the_threshold_needs_review() -> None:
-    result = gate(proposal(confidence=0.69), Settings(modes=AUTO, review_confidence_below=0.7))
+    result = gate(proposal(confidence=0.69), Policy(modes=AUTO, review_confidence_below=0.7))
 
     assert result.status == "pending_review"
     assert result.human_review_required is True
@@ -87,24 +87,22 @@ def test_a_confidence_below_the_threshold_needs_review() -> None:
 
 
 def test_a_confidence_at_the_threshold_executes() -> None:
-    assert gate(proposal(confidence=0.7), Settings(modes=AUTO, review_confidence_below=0.7)).status == "executed"
+    assert gate(proposal(confidence=0.7), Policy(modes=AUTO, review_confidence_below=0.7)).status == "executed"
 
 
 def test_an_engine_can_insist_on_review_with_its_reason() -> None:
-    result = gate(
-        proposal(review_required=True, review_reason="a promise date goes to a planner"), Settings(modes=AUTO)
-    )
+    result = gate(proposal(review_required=True, review_reason="a promise date goes to a planner"), Policy(modes=AUTO))
 
     assert result.status == "pending_review"
     assert result.reason == "a promise date goes to a planner"
 
 
 def test_an_engine_review_request_without_a_reason_gets_a_generic_one() -> None:
-    assert gate(proposal(review_required=True), Settings(modes=AUTO)).reason == "the engine asked for review"
+    assert gate(proposal(review_required=True), Policy(modes=AUTO)).reason == "the engine asked for review"
 
 
 def test_every_reason_for_review_is_listed() -> None:
-    settings = Settings(modes={"order_release": "propose"}, review_cost_above=10, review_confidence_below=0.95)
+    settings = Policy(modes={"order_release": "propose"}, review_cost_above=10, review_confidence_below=0.95)
 
     result = gate(proposal(review_required=True, review_reason="backorder"), settings)
 
@@ -118,7 +116,7 @@ def test_every_reason_for_review_is_listed() -> None:
 
 @pytest.mark.parametrize("mode", ["observe", "propose", "autonomous"])
 def test_a_proposal_with_nothing_to_execute_is_only_observed(mode: str) -> None:
-    result = gate(proposal(actions=[], review_required=True), Settings(modes={"order_release": mode}))
+    result = gate(proposal(actions=[], review_required=True), Policy(modes={"order_release": mode}))
 
     assert result.status == "observed"
     assert result.human_review_required is False

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from qdrant_client.hybrid.fusion import DEFAULT_RANKING_CONSTANT_K
 
+from bench.knowledge import load_queries, run_knowledge_bench
 from domain.decisions import Action, Decision
 from knowledge import (
     SOP_DIR,
@@ -29,7 +30,6 @@ from knowledge import (
     search_command,
 )
 from knowledge.sparse import document_vector, query_vector, terms
-from runtime.bench_knowledge import load_queries, run_knowledge_bench
 
 DOC = """---
 id: SOP-TST-001

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.reconciliation import run_reconciliation_bench
 from domain.decisions import Proposal
 from domain.engines.matching import (
     DAMAGED,
@@ -25,7 +26,6 @@ from domain.engines.matching import (
     reconcile_proposals,
 )
 from domain.models import Asn, AsnLine, PoLine, PurchaseOrder, Receipt, ReceiptLine
-from runtime.bench_reconciliation import run_reconciliation_bench
 
 NOW = datetime(2026, 3, 21, 8, 0, tzinfo=UTC)
 YESTERDAY = date(2026, 3, 20)

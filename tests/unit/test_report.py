@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bench.report import build_report, kpis, percentile
 from domain.decisions import Action, Decision
 from domain.models import Scenario
 from domain.report import Report
-from runtime.report import build_report, kpis, percentile
 
 T0 = datetime(2026, 3, 21, 8, 0, tzinfo=UTC)
 

@@ -257,7 +257,7 @@ def test_too_little_history_gives_a_smoothed_base_rate() -> None:
 
 
 def test_the_triage_bench_makes_no_wrong_action_and_grouping_cuts_tickets() -> None:
-    from runtime.bench_triage import run_triage_bench
+    from bench.triage import run_triage_bench
 
     result = run_triage_bench(seed=3, cases=80, size="small")
     xd = result["crossdock"]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.release import run_release_bench
 from domain.engines.waves import (
     ReleasableOrder,
     baseline_static_waves,
@@ -20,7 +21,6 @@ from domain.engines.waves import (
     simulate_day,
 )
 from domain.models import Carrier, Node, Zone
-from runtime.bench_release import run_release_bench
 
 NOW = datetime(2026, 3, 23, 9, 0, tzinfo=UTC)
 Z_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from bench.tryton_server import TrytonServer, TrytonTemplate, start_server
 from connectors.tryton.adapters import Overlay, TrytonErp, TrytonOms, TrytonWms, tryton_connectors
 from connectors.tryton.loader import LoadResult, load_scenario
 from connectors.tryton.rpc import TrytonClient
-from connectors.tryton.server import TrytonServer, TrytonTemplate, start_server
 from twin.scenarios import EXAMPLE
 
 

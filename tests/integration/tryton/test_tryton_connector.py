@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.tryton_server import free_port
 from connectors.ports import ErpPort, OmsPort, WmsPort
 from connectors.tryton.adapters import NOT_MAPPED
 from connectors.tryton.loader import create_asn, create_sale, post_receipt
 from connectors.tryton.rpc import TrytonAuthError, TrytonClient, TrytonConfig
-from connectors.tryton.server import free_port
 from domain.decisions import Action
 from domain.errors import ConnectorError, PermanentConnectorError, UnknownDocument, UnknownOrder, UnknownSku
 from domain.models import Asn, Order, Receipt

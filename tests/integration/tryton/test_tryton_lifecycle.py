@@ -13,7 +13,7 @@ import redis
 from connectors.tryton.loader import create_sale
 from domain.decisions import Action, Proposal
 from domain.errors import ConnectorError
-from domain.models import Order, Settings
+from domain.models import Order, Policy
 from runtime.executor import Executor
 from runtime.lifecycle import DecisionService, ExecutionInterrupted
 from runtime.locks import StockLocks
@@ -61,7 +61,7 @@ def service(tryton: Tryton, tmp_path: Path, redis_url: str) -> Iterator[Decision
 
 # A fresh policy observes; these plans wait for review because they ask for it, as under any mode
 # that is not observe.
-AUTONOMOUS = Settings(modes={"order_release": "autonomous"})
+AUTONOMOUS = Policy(modes={"order_release": "autonomous"})
 
 
 def plan(order_id: str, qty: float, last: Action) -> Proposal:

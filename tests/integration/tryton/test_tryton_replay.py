@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.tryton_server import TrytonTemplate
 from connectors.tryton.adapters import NOT_MAPPED, TrytonErp, TrytonOms, TrytonWms
-from connectors.tryton.server import TrytonTemplate
 from domain.report import Report
 from runtime.bootstrap import bootstrap
 from runtime.settings import Settings

@@ -1,7 +1,7 @@
 """The claim check an LLM-written chat answer must pass before it replaces the template answer.
 
 :func:`unsupported_claims` lists what a draft states that the records behind the answer do not
-support. It runs :func:`tools.chat.answers.check_answer` (order statuses, ISO and written dates,
+support. It runs :func:`chat.answers.check_answer` (order statuses, ISO and written dates,
 quantities with a unit — the same check the chat bench counts) and adds what a rewrite can get
 wrong that a template cannot:
 
@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
-from tools.chat.answers import (
+from chat.answers import (
     _IDS,
     _ISO_DATE,
     _MONTH_DATE,
@@ -40,7 +40,7 @@ from tools.chat.answers import (
     unsupported_statuses,
     words_re,
 )
-from tools.chat.facts import Citation, Facts, as_date
+from chat.facts import Citation, Facts, as_date
 
 # More ways to state a status than the templates use (canonical value on the right).
 _MORE_STATUSES: dict[str, str] = {

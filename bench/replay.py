@@ -24,11 +24,11 @@ import structlog
 from pydantic import ValidationError
 
 from api.main import create_app
+from bench.report import build_report
 from domain.decisions import live_key
 from domain.events import CloudEvent, EventError, parse_event
 from domain.models import Scenario
 from runtime.bootstrap import Container, bootstrap, make_worker
-from runtime.report import build_report
 from runtime.servers import ThreadedServer, serve_in_thread
 from runtime.settings import Settings, hash_key
 from twin.server import create_twin_app

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from runtime.report import percentile
+from bench.report import percentile
 from runtime.servers import free_port
 
 
@@ -216,7 +216,7 @@ def run_intake_bench(
 
 
 def _latency(orders: int) -> dict[str, float]:
-    from runtime.replay import RunOptions, run_scenario
+    from bench.replay import RunOptions, run_scenario
     from twin.generator import generate
 
     scenario = generate(11, "medium")

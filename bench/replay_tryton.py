@@ -1,6 +1,6 @@
 """Scenario replay against a real Tryton: ``crossdock scenario run FILE --systems tryton``.
 
-Mirrors ``runtime.replay`` (HTTP intake → Redis → worker), with Tryton instead of the twin as
+Mirrors ``bench.replay`` (HTTP intake → Redis → worker), with Tryton instead of the twin as
 WMS, ERP and OMS:
 
 1. A trytond database template is kept under a cache directory (``.cache/tryton`` in the repo,
@@ -15,7 +15,7 @@ WMS, ERP and OMS:
    escalates through the normal decision path (``connectors.tryton.adapters.NOT_MAPPED``).
 4. The report's ``final_state`` is read back from Tryton in the contract's shape as far as it
    maps (orders from sales and their customer shipments, stock and waves from the WMS reads,
-   book stock and purchase orders from the ERP reads); the KPIs come from ``runtime.report``.
+   book stock and purchase orders from the ERP reads); the KPIs come from ``bench.report``.
 
 trytond is stopped by its PID at the end, on success or error.
 """
@@ -33,17 +33,17 @@ from typing import Any
 import structlog
 
 from api.main import create_app
+from bench.replay import RunOptions, _Stack, _stop, load_scenario, replay_events, start_workers
+from bench.report import build_report, scenario_orders
+from bench.tryton_server import TrytonTemplate, start_server
 from connectors.tryton.adapters import Overlay, TrytonErp, TrytonOms, TrytonWms
 from connectors.tryton.loader import create_asn, create_sale, post_receipt
 from connectors.tryton.loader import load_scenario as seed_tryton
 from connectors.tryton.rpc import TrytonClient
-from connectors.tryton.server import TrytonTemplate, start_server
 from domain.errors import ConnectorError, UnknownDocument, UnknownOrder
 from domain.events import CloudEvent
 from domain.models import Asn, Order, Receipt, Scenario
 from runtime.bootstrap import bootstrap
-from runtime.replay import RunOptions, _Stack, _stop, load_scenario, replay_events, start_workers
-from runtime.report import build_report, scenario_orders
 from runtime.servers import serve_in_thread
 from runtime.settings import Settings, hash_key
 from twin.server import create_twin_app

@@ -1,7 +1,7 @@
 """The chat's realistic evaluation set (``realistic.yaml``), kept apart from the rules' unit tests.
 
 ``crossdock bench chat`` resolves each conversation against a replayed scenario and asks it over
-HTTP (``runtime.bench_chat.realistic_questions``); this module only reads and validates the file.
+HTTP (``bench.chat.realistic_questions``); this module only reads and validates the file.
 """
 
 from __future__ import annotations

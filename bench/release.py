@@ -22,10 +22,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bench.report import percentile
 from domain.engines.clock import next_cutoff
 from domain.engines.waves import ReleasableOrder, on_time_upper_bound, simulate_day
 from domain.models import Carrier, Node, Zone
-from runtime.report import percentile
 
 DAY = datetime(2026, 3, 23, 6, 0, tzinfo=UTC)
 TICK_MINUTES = 30

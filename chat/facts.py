@@ -1,7 +1,7 @@
 """Facts a chat answer may state, read live through the connector ports and the decision store.
 
 Every fact carries the record it came from, so an answer can cite it and a generated answer
-can be checked against it (:func:`tools.chat.check.unsupported_claims`).
+can be checked against it (:func:`chat.check.unsupported_claims`).
 """
 
 from __future__ import annotations

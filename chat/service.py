@@ -9,7 +9,7 @@ reports what the gate did. Anything else drops the request and is answered as a 
 Questions ("was it cancelled?", "can I still cancel it?") and negations ("don't cancel it") are
 answered, never acted on.
 
-LLM mode: an optional ``writer`` (:func:`chat_writer`, ``crews.chat_writer.ChatWriter``) may
+LLM mode: an optional ``writer`` (:func:`chat_writer`, ``chat.writer.ChatWriter``) may
 reword a factual answer; it keeps the template answer whenever its draft fails the claim check.
 """
 
@@ -25,10 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agents.settings import AgentSettings
-from domain.decisions import Decision, Proposal
-from domain.errors import ConnectorError, UnknownOrder, UnknownSku
-from domain.models import Settings as Policy
-from tools.chat.answers import (
+from chat.answers import (
     CONFIRM,
     action_answer,
     availability_answer,
@@ -46,8 +43,8 @@ from tools.chat.answers import (
     why_late_answer,
     why_split_answer,
 )
-from tools.chat.conversations import PENDING_TTL_S, Conversation, Pending, Turn
-from tools.chat.facts import (
+from chat.conversations import PENDING_TTL_S, Conversation, Pending, Turn
+from chat.facts import (
     OPEN_STATUSES,
     Citation,
     DecisionReader,
@@ -60,9 +57,12 @@ from tools.chat.facts import (
     read_product,
     visible_order_ids,
 )
-from tools.chat.intents import ACTION_INTENTS, Parsed, extract, is_confirmation, is_refusal
-from tools.chat.nearmiss import near_misses
-from tools.chat.policy import ChatAction, build_proposal, change_verdict
+from chat.intents import ACTION_INTENTS, Parsed, extract, is_confirmation, is_refusal
+from chat.nearmiss import near_misses
+from chat.policy import ChatAction, build_proposal, change_verdict
+from domain.decisions import Decision, Proposal
+from domain.errors import ConnectorError, UnknownOrder, UnknownSku
+from domain.models import Policy
 from tools.context import Systems
 
 Submit = Callable[[Proposal, str], Decision]
@@ -115,7 +115,7 @@ def chat_writer(settings: AgentSettings | None = None, model: Any = None, audit:
     settings = settings or AgentSettings()
     if model is None and not settings.llm_enabled:
         return None
-    from crews.chat_writer import ChatWriter
+    from chat.writer import ChatWriter
 
     return ChatWriter(settings, model=model, audit=audit)
 

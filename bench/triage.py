@@ -54,8 +54,7 @@ from domain.context import LineAllocation, LocationStock, Network, NodeStock, Or
 from domain.decisions import Proposal
 from domain.engines.triage import ExceptionContext, TaskExceptionFacts, WmsTask, decide_exception
 from domain.governance import gate
-from domain.models import Order, OrderLine, Scenario
-from domain.models import Settings as Policy
+from domain.models import Order, OrderLine, Policy, Scenario
 from twin.generator import Size, generate
 
 KINDS: tuple[tuple[str, float], ...] = (

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench.report import percentile
 from knowledge.base import KnowledgeBase, SearchMode, silence_local_mode_size_warning
 from knowledge.documents import SOP_DIR, Chunk, chunk_document, load_documents
 from knowledge.embedder import Embedder, default_embedder
-from runtime.report import percentile
 
 QUERIES = Path(__file__).resolve().parent.parent / "knowledge" / "eval" / "queries.yaml"
 TOP = 3

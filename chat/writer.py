@@ -9,14 +9,14 @@ agent's model may only reword it:
 - the facts, the template and the customer's message reach the model as JSON inside a
   nonce-tagged data block (``data_block``): the customer's text is data, never instructions;
 - the model answers ``{"answer": "..."}``; anything else is malformed;
-- the draft must pass :func:`tools.chat.check.unsupported_claims` (no status, date, quantity, id
+- the draft must pass :func:`chat.check.unsupported_claims` (no status, date, quantity, id
   or action the cited records don't support).
 
 Any failure keeps the template answer (mode stays ``deterministic``) and is audited as
 ``chat.llm_fallback`` with the reasons. Refusals and action answers are never sent to the model:
 an action's answer reports what the governance gate did, and only code words that.
 
-Importing this module imports CrewAI: :func:`tools.chat.service.chat_writer` imports it lazily.
+Importing this module imports CrewAI: :func:`chat.service.chat_writer` imports it lazily.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ with needs("agents"), crewai_import():
 from agents.bounds import AgentBoundExceeded, RunGuard  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from agents.specs import AgentSpec, default_specs  # noqa: E402
+from chat.check import unsupported_claims  # noqa: E402
+from chat.service import Outcome  # noqa: E402
 from crews.agent_runtime import AgentRuntime, AuditSink, ListAudit, data_block  # noqa: E402
-from tools.chat.check import unsupported_claims  # noqa: E402
-from tools.chat.service import Outcome  # noqa: E402
 
 log = logging.getLogger("crossdock.chat")
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from chat.facts import OrderFacts
 from connectors.ports import WmsPort
 from domain.decisions import Action, Decision, Proposal, ticket
-from domain.models import Settings as Policy
-from tools.chat.facts import OrderFacts
+from domain.models import Policy
 
 FINAL = frozenset({"cancelled", "shipped"})
 ChatAction = Literal["cancel", "change", "address_change", "ticket", "expedite", "handover"]

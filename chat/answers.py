@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
+from chat.facts import AvailabilityFacts, Citation, Facts, OrderFacts, ProductFacts, as_date
+from chat.intents import asked_words, product_topic
+from chat.policy import Verdict
 from domain.decisions import Decision, Proposal
 from knowledge.citations import engine_rationale
-from tools.chat.facts import AvailabilityFacts, Citation, Facts, OrderFacts, ProductFacts, as_date
-from tools.chat.intents import asked_words, product_topic
-from tools.chat.policy import Verdict
 
 # ---------------------------------------------------------------------------- check_answer
 

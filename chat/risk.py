@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from chat.facts import OPEN_STATUSES, DecisionReader, as_date
 from connectors.ports import WmsTaskReader
 from domain.context import OrderView, WaveView
 from domain.decisions import Decision
 from domain.errors import PermanentConnectorError
-from tools.chat.facts import OPEN_STATUSES, DecisionReader, as_date
 from tools.context import Systems
 
 REVIEW = "pending_review"

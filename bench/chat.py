@@ -9,7 +9,7 @@ A request is restated first and acted on only after a "yes" in the next message,
 request in the computed set is two turns: the restatement (nothing recorded) and the yes.
 
 Beside it, on a second replay of the same scenario, the realistic set
-(``tools/chat/eval/realistic.yaml``): conversations worded the way customers and reps write —
+(``chat/eval/realistic.yaml``): conversations worded the way customers and reps write —
 questions about a state next to requests, negations, typos, several orders in one message,
 follow-ups, confirmations and refusals — written apart from the rules' unit tests, each turn
 labelled with what must happen (answer, offer, act, refuse, decline).
@@ -39,21 +39,21 @@ from typing import Any
 import httpx
 
 from api.main import create_app
+from bench.replay import load_scenario
+from chat.answers import check_answer, quoted_facts
+from chat.eval import EvalConversation, load_realistic
+from chat.facts import Facts, OrderFacts, read_availability
+from chat.nearmiss import near_misses
+from chat.policy import needs_review
 from domain.context import OrderView, WaveView
 from domain.decisions import Decision
 from domain.governance import DEFAULT_MODE
-from domain.models import Settings as Policy
+from domain.models import Policy
 from knowledge.citations import engine_rationale
 from runtime.bootstrap import bootstrap
-from runtime.replay import load_scenario
 from runtime.servers import serve_in_thread
 from runtime.settings import Settings, hash_key
 from runtime.worker import Worker
-from tools.chat.answers import check_answer, quoted_facts
-from tools.chat.eval import EvalConversation, load_realistic
-from tools.chat.facts import Facts, OrderFacts, read_availability
-from tools.chat.nearmiss import near_misses
-from tools.chat.policy import needs_review
 from tools.context import Systems
 from twin.generator import generate
 from twin.server import create_twin_app

@@ -2,7 +2,7 @@
 rejects known classes, then the measured trust per pair (which are eligible, which were demoted)
 and the shadow replay of one policy change over the whole run.
 
-    python -m runtime.bench_autonomy /tmp/m.json --planner-lag 3 \\
+    python -m bench.autonomy /tmp/m.json --planner-lag 3 \\
         --reject backorder_prevention/transfer_proposed --reject order_release/backordered \\
         --candidate '{"review_cost_above": 250}'
 
@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.replay import RunOptions, run_scenario_live
 from runtime import autonomy, policy_versions, shadow
-from runtime.replay import RunOptions, run_scenario_live
 
 
 def run(

@@ -2,9 +2,9 @@
 
 Three sets, small samples by default (a local model on 2 cores takes tens of seconds a call):
 
-- **triage**: planted warehouse exceptions with a known right play (``runtime.bench_triage``); the
+- **triage**: planted warehouse exceptions with a known right play (``bench.triage``); the
   exception-triage agent's proposal agrees when its outcome names that play;
-- **chat**: the chat evaluation set (``runtime.bench_chat``) over a replayed scenario; the LLM
+- **chat**: the chat evaluation set (``bench.chat``) over a replayed scenario; the LLM
   writer rewrites each factual answer, and the rewrite must pass the claim check; agreement is the
   set's own check on the answer the rep gets (a fallback keeps the template answer);
 - **injections**: the prompt-injection corpus (``tests/fixtures/injections.yaml``); an attempt
@@ -121,8 +121,8 @@ def _timed(result: SetResult, runtime: Any, fn: Callable[[], Any]) -> Any:
 
 def eval_triage(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
     from agents.proposals import RejectedProposal
+    from bench.triage import TRUTH, build_cases
     from crews.agent_runtime import AgentRuntime, Case, ListAudit
-    from runtime.bench_triage import TRUTH, build_cases
 
     stream, _worlds, _policy, _planted = build_cases(seed, cases=max(n, 1), size="small", burst_share=0.0)
     result = SetResult("triage")
@@ -159,10 +159,10 @@ def eval_triage(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
 
 
 def eval_chat(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
+    from bench.chat import bench_stack, build_questions
+    from chat.conversations import Conversation, new_id
+    from chat.service import ChatService, chat_writer
     from crews.agent_runtime import ListAudit
-    from runtime.bench_chat import bench_stack, build_questions
-    from tools.chat.conversations import Conversation, new_id
-    from tools.chat.service import ChatService, chat_writer
 
     result = SetResult("chat")
     audit = ListAudit()

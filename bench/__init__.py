@@ -1,0 +1,1 @@
+"""Benchmarks and replay harnesses: scenario runs, reports and the benches (not the service's runtime)."""
