@@ -8,9 +8,9 @@ so that bad input fails at the boundary with the field named.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.decisions import Workflow
 
@@ -229,6 +229,15 @@ def _pair_key(key: str) -> str:
 PairKey = Annotated[str, AfterValidator(_pair_key)]
 
 
+class ShadowSpec(Model):
+    """Shadow mode: a candidate policy (a partial policy merged over the live one, as ``PATCH
+    /v1/policy`` merges) whose governance verdict is recorded beside the live one's for every
+    decision of ``workflows``. Nothing the candidate would do is executed."""
+
+    workflows: list[Workflow] = Field(min_length=1)
+    candidate: dict[str, Any] = {}
+
+
 class Policy(Model):
     """Business rules from a scenario (or from the operator): the governance policy.
 
@@ -259,6 +268,20 @@ class Policy(Model):
     outcome_modes: dict[PairKey, Mode] = {}
     # The promotion and demotion rule per workflow (a workflow not named: the defaults).
     autonomy_rules: dict[Workflow, AutonomyRule] = {}
+    # Shadow mode (``runtime.shadow.live_verdict``): a candidate judged beside the live policy.
+    shadow: ShadowSpec | None = None
+
+    @model_validator(mode="after")
+    def _candidate_is_a_policy(self) -> Policy:
+        if self.shadow is not None:
+            if "shadow" in self.shadow.candidate:
+                raise ValueError("shadow.candidate cannot itself have a shadow")
+            unknown = set(self.shadow.candidate) - set(type(self).model_fields)
+            if unknown:
+                raise ValueError(f"shadow.candidate has unknown fields: {', '.join(sorted(unknown))}")
+            merged = {**self.model_dump(exclude={"shadow"}), **self.shadow.candidate}
+            type(self).model_validate(merged)  # a candidate that is not a valid policy fails here, named
+        return self
 
 
 class WmsSnapshot(Model):

@@ -34,7 +34,7 @@ from domain.errors import ConnectorError
 from domain.governance import gate, gated_decision
 from domain.models import Policy
 from knowledge.citations import cite_sop  # the shipped SOPs are reference data (parsed, no Qdrant)
-from runtime import autonomy
+from runtime import autonomy, shadow
 from runtime.executor import Executor
 from runtime.locks import StockLocks
 from runtime.metrics import DECISION_LATENCY, DECISIONS
@@ -145,8 +145,9 @@ class DecisionService:
         known = self.store.get_decision(did)
         if known is not None:  # a redelivery: what was recorded stands
             return known
+        cited = cite_sop(proposal)
         decision = gated_decision(
-            cite_sop(proposal),
+            cited,
             policy,
             did,
             actor=actor,
@@ -155,6 +156,9 @@ class DecisionService:
             job_id=job_id,
             accepted_at=accepted_at,
         )
+        verdict = shadow.live_verdict(cited, policy)
+        if verdict is not None:  # shadow mode: the candidate's verdict is recorded, never acted on
+            decision.evidence["shadow"] = verdict
         if decision.actions and decision.status in ("pending_review", "executing"):
             pending = decision.status == "pending_review"
             facts = read_facts(

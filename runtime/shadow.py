@@ -172,3 +172,49 @@ def replay(store: Store, since: datetime, until: datetime, candidate: Policy) ->
         "policy": candidate.model_dump(mode="json"),
         **diff(found, candidate),
     }
+
+
+# ---------------------------------------------------------------------------- shadow mode, live
+
+
+def _route(verdict: Any) -> str:
+    if verdict.status == "observed":
+        return "observed"
+    return "review" if verdict.human_review_required else "executed"
+
+
+def live_verdict(proposal: Proposal, live: Policy) -> dict[str, Any] | None:
+    """Shadow mode: what the live policy and the candidate (``live.shadow``) each do with a
+    proposal of a shadowed workflow, for the decision's evidence; None when it is not shadowed.
+    The candidate's governance (modes, thresholds) is judged; the engines are not re-run with its
+    parameters, and nothing the candidate would do is executed."""
+    spec = live.shadow
+    if spec is None or proposal.workflow not in spec.workflows:
+        return None
+    candidate = candidate_policy(live.model_copy(update={"shadow": None}), spec.candidate)
+    now, then = _route(gate(proposal, live)), gate(proposal, candidate)
+    return {"live": now, "candidate": _route(then), "agree": now == _route(then), "candidate_reason": then.reason}
+
+
+def agreement(store: Store, limit: int = 10_000) -> dict[str, Any]:
+    """Shadow mode's report over the newest ``limit`` decisions: per (workflow, outcome), how often
+    the candidate agreed with the live policy, and the decisions where it did not."""
+    pairs: dict[str, dict[str, int]] = {}
+    disagreed: list[dict[str, Any]] = []
+    for d in store.list_decisions(limit=limit):
+        verdict = d.evidence.get("shadow")
+        if not isinstance(verdict, dict):
+            continue
+        row = pairs.setdefault(f"{d.workflow}/{d.outcome}", {"decisions": 0, "agree": 0})
+        row["decisions"] += 1
+        row["agree"] += bool(verdict.get("agree"))
+        if not verdict.get("agree"):
+            disagreed.append({"decision": d.id, "subject": d.subject, **verdict})
+    total = sum(r["decisions"] for r in pairs.values())
+    agree = sum(r["agree"] for r in pairs.values())
+    return {
+        "decisions": total,
+        "agreement": round(agree / total, 4) if total else None,
+        "pairs": {k: {**v, "agreement": round(v["agree"] / v["decisions"], 4)} for k, v in sorted(pairs.items())},
+        "disagreed": disagreed[-50:],
+    }

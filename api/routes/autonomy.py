@@ -117,6 +117,13 @@ async def mark_wrong(decision_id: str, body: ReasonBody, container: ContainerDep
     return {**decision.model_dump(mode="json"), "demoted": demoted}
 
 
+@router.get("/v1/shadow")
+async def shadow_agreement(container: ContainerDep, _role: PlannerRole) -> dict[str, Any]:
+    """Shadow mode (policy field ``shadow``): how often the candidate policy agreed with the live
+    one on the newest decisions of the shadowed workflows, per (workflow, outcome), and where not."""
+    return await run_in_threadpool(shadow.agreement, container.store)
+
+
 @router.post("/v1/replay")
 async def replay(body: ReplayBody, container: ContainerDep, _role: PlannerRole) -> dict[str, Any]:
     """Shadow replay: the decisions recorded in [since, until) gated again with a candidate policy

@@ -26,6 +26,7 @@ FULL = {
     "four_eyes_cost_above": {},
     "outcome_modes": {},
     "autonomy_rules": {},
+    "shadow": None,
 }
 
 

@@ -72,3 +72,35 @@ def test_replay_regates_the_period_and_writes_nothing(stack: Stack, tmp_path: Pa
     assert stack.client.post("/v1/replay", json=body, headers=stack.headers("cs_rep")).status_code == 403
     ancient = {**body, "since": "0001-01-01T00:00:00+00:01", "until": "0001-01-01T00:00:00Z"}
     assert stack.client.post("/v1/replay", json=ancient, headers=stack.headers("planner")).status_code == 422
+
+
+def test_shadow_mode_records_the_candidates_verdict_beside_the_live_one_and_executes_only_the_live(
+    stack: Stack,
+) -> None:
+    # Live: order_release autonomous. Candidate: everything above 0 in cost waits for a person.
+    stack.set_policy(
+        modes={"order_release": "autonomous"},
+        shadow={"workflows": ["order_release"], "candidate": {"review_cost_above": 0}},
+    )
+    planner = stack.headers("planner")
+    resp = stack.publish(order_event("SO-S1", [("SKU-100", 2)]))
+    stack.drain()
+    [d] = stack.client.get(f"/v1/jobs/{resp.json()['job_id']}", headers=planner).json()["decisions"]
+    assert d["status"] == "executed"  # the live policy acted
+    assert d["evidence"]["shadow"]["live"] == "executed" and d["evidence"]["shadow"]["candidate"] == "review"
+    assert d["evidence"]["shadow"]["agree"] is False
+    assert [(a.node, a.qty) for ln in stack.state.order("SO-S1").lines for a in ln.allocations] == [("DC-EAST", 2)]
+    report = stack.client.get("/v1/shadow", headers=planner).json()
+    assert report["decisions"] == 1 and report["agreement"] == 0.0
+    assert report["pairs"]["order_release/released"] == {"decisions": 1, "agree": 0, "agreement": 0.0}
+    assert report["disagreed"][0]["decision"] == d["id"]
+
+
+def test_a_shadow_candidate_that_is_not_a_valid_policy_is_refused_with_the_field(stack: Stack) -> None:
+    admin = stack.headers("admin")
+    bad = {"shadow": {"workflows": ["order_release"], "candidate": {"review_cost_above": -1}}}
+    resp = stack.client.patch("/v1/policy", json=bad, headers=admin)
+    assert resp.status_code == 422 and "review_cost_above" in resp.text
+    unknown = {"shadow": {"workflows": ["order_release"], "candidate": {"reveiw_cost_above": 5}}}
+    resp = stack.client.patch("/v1/policy", json=unknown, headers=admin)
+    assert resp.status_code == 422 and "reveiw_cost_above" in resp.text
