@@ -106,18 +106,9 @@ class _Stack:
 
 def run_scenario(source: Path | dict[str, Any], options: RunOptions | None = None) -> dict[str, Any]:
     """Replay a scenario through the whole pipeline and return the report."""
-    options = options or RunOptions()
-    scenario, events = load_scenario(source)
-    state = TwinState(scenario)
-    stack = _start(state, options)
-    try:
-        seen = replay_events(stack, scenario, events, options, state.apply_event)
-        decisions = stack.container.store.list_decisions(limit=1_000_000)
-        report = build_report(scenario, options.policy, decisions, state.export_state())
-        report["kpis"].update(seen.kpis())
-        return report
-    finally:
-        _stop(stack)
+    report, live = run_scenario_live(source, options)
+    live.stop()
+    return report
 
 
 @dataclass
