@@ -537,7 +537,11 @@ class AgentRuntime:
         key = (case.agent, manager, case.instruction, tuple(case.subjects))
         if key not in self._overheads:
             empty = Case(case.agent, case.instruction, {}, case.subjects, case.event_id, case.extra_subjects)
-            self._overheads[key] = self.prompt_sizes(empty, manager)["fixed"]
+            try:
+                self._overheads[key] = self.prompt_sizes(empty, manager)["fixed"]
+            except RuntimeError as exc:  # the dry run could not capture a prompt: fit the data alone
+                log.warning("agent.prompt_not_measured agent=%s error=%s", case.agent, exc)
+                self._overheads[key] = 0
         window = self.gateway.context_window(self.model_name)
         budget = window - self.settings.llm_reserve_tokens - self._overheads[key]
 
@@ -606,6 +610,8 @@ class AgentRuntime:
         stand and its job is not failed for it. ``strict``: the failure is raised instead.
         """
         self.prices  # noqa: B018 - looked up (litellm's price list) before any run's clock starts
+        if self.settings.llm_enabled:  # a configured provider without its key fails before any work
+            self.gateway.check_credentials()
         if self.fits_prompts:
             cases = [self.fit(case, manager) for case in cases]
         nonce = secrets.token_hex(8)

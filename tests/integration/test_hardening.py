@@ -660,4 +660,4 @@ def test_rate_limits_off_and_the_bench_turns_intake_limits_off(stack: Stack) -> 
     reconfigure(stack, rate_limit_events_per_s=0)
     statuses = {stack.post_events(order_event(f"SO-{i}", [("SKU-100", 1)])).status_code for i in range(30)}
     assert statuses == {202}
-    assert '"CROSSDOCK_RATE_LIMIT_EVENTS_PER_S": "0"' in (REPO / "runtime" / "bench.py").read_text()
+    assert '"CROSSDOCK_RATE_LIMIT_EVENTS_PER_S": "0"' in (REPO / "bench" / "intake.py").read_text()
