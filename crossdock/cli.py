@@ -312,7 +312,17 @@ def _keep_console(live: Any) -> None:
 # --- serve / worker --------------------------------------------------------------------
 
 
-@app.command()
+SERVE_HELP = (
+    "API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL).\n\n"
+    "Also runs the built-in clock: crossdock.tick every CROSSDOCK_TICK_S seconds (default 60, 0: off; one "
+    "instance ticks, under a Redis lease). Workers resume decisions left executing after CROSSDOCK_RESUME_AFTER_S "
+    "and undo them after CROSSDOCK_GIVE_UP_S. Decisions follow the lifecycle in the README: one live proposal "
+    "per subject, approvals re-check their facts, a failed step undoes the applied ones, a rejection needs a "
+    "reason and leads to a new plan or to awaiting_planner."
+)
+
+
+@app.command(help=SERVE_HELP)
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default CROSSDOCK_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default CROSSDOCK_PORT or 8000).")] = None,
@@ -321,14 +331,7 @@ def serve(
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request (metrics count them anyway).")] = False,
 ) -> None:
-    """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL).
-
-    Also runs the built-in clock: crossdock.tick every CROSSDOCK_TICK_S seconds (default 60, 0: off;
-    one instance ticks, under a Redis lease). Workers resume decisions left executing after
-    CROSSDOCK_RESUME_AFTER_S and undo them after CROSSDOCK_GIVE_UP_S. Decisions follow the lifecycle
-    in the README: one live proposal per subject, approvals re-check their facts, a failed step
-    undoes the applied ones, a rejection needs a reason and leads to a new plan or awaiting_planner.
-    """
+    """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
     settings = _settings()
     _preflight(settings)  # before the heavy imports: a dead server or a bad URL is reported at once
 
