@@ -1,8 +1,9 @@
 """One connector contract, run against every backend: the twin over HTTP and a real trytond.
 
-Both backends are seeded from ``shared/contracts/example-scenario.json``; each test asserts
-behaviour that every adapter behind ``WmsPort``/``ErpPort``/``OmsPort`` must share, so the
-engines never need to know which system they talk to.
+Both backends are seeded from the example scenario the repository ships
+(``twin/scenarios/example.json``); each test asserts behaviour that every adapter behind
+``WmsPort``/``ErpPort``/``OmsPort`` must share, so the engines never need to know which system
+they talk to.
 
 What is deliberately left out of the contract (backend differences, tested per backend in
 ``test_http_connector.py`` and ``tryton/test_tryton_connector.py``):
