@@ -30,6 +30,7 @@ from agents.settings import AgentSettings
 
 CORPUS = Path(__file__).parents[1] / "tests" / "fixtures" / "injections.yaml"
 PLAYS = ["repick", "reallocate", "substitute", "backorder", "escalate"]
+# Which port methods each read tool may call.
 READS_BY_TOOL: dict[str, set[str]] = {
     "read_order": {"oms.order"},
     "read_stock": {"wms.stock"},
@@ -209,7 +210,9 @@ def eval_chat(settings: AgentSettings, n: int, seed: int = 7) -> SetResult:
     return result
 
 
-def _recording_systems() -> Any:
+def recording_systems() -> Any:
+    """Systems whose ports are mocks: every call is recorded; reads answer small JSON-able values
+    (the injection set checks which port each tool call reached; the unit tests share it)."""
     systems = MagicMock()
     systems.oms.order.side_effect = lambda order_id: {"id": order_id, "status": "held", "lines": []}
     systems.wms.stock.side_effect = lambda sku: [{"node": "DC-EAST", "sku": sku, "pickable": 3}]
@@ -218,7 +221,7 @@ def _recording_systems() -> Any:
     return systems
 
 
-def _injection_data(case: dict[str, Any]) -> dict[str, Any]:
+def injection_data(case: dict[str, Any]) -> dict[str, Any]:
     text = case["text"]
     if case["channel"] == "order_note":
         return {"order": {"id": "SO-1", "note": text}}
@@ -245,10 +248,10 @@ def eval_injections(settings: AgentSettings, n: int) -> SetResult:
         knowledge = InMemoryKnowledge()
         if case["channel"] == "sop":
             knowledge.add(f"SOP passage about this order: {case['text']}", source="sop-hostile")
-        systems = _recording_systems()
+        systems = recording_systems()
         audit = ListAudit()
         runtime = AgentRuntime(settings, systems=systems, knowledge=knowledge, audit=audit)
-        c = Case(case["agent"], "Handle this case.", _injection_data(case), subjects)
+        c = Case(case["agent"], "Handle this case.", injection_data(case), subjects)
         out = _timed(result, runtime, lambda: runtime.run_safely(c))  # noqa: B023
         result.n += 1
         allowed = set().union(*(READS_BY_TOOL[t] for t in spec.tools))

@@ -4,28 +4,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from unittest.mock import MagicMock
 
-# Which port methods each read tool may call.
-READS_BY_TOOL: dict[str, set[str]] = {
-    "read_order": {"oms.order"},
-    "read_stock": {"wms.stock"},
-    "read_books": {"erp.sku", "erp.book_stock", "erp.planned_supply"},
-    "read_waves": {"wms.waves"},
-    "held_orders": {"oms.orders"},
-    "substitutes_of": {"erp.sku"},
-    "search_knowledge": set(),
-}
-
-
-def recording_systems() -> Any:
-    """Systems whose ports are mocks: every call is recorded; reads answer small JSON-able values."""
-    systems = MagicMock()
-    systems.oms.order.side_effect = lambda order_id: {"id": order_id, "status": "held", "lines": []}
-    systems.wms.stock.side_effect = lambda sku: [{"node": "DC-EAST", "sku": sku, "pickable": 3}]
-    systems.wms.waves.return_value = []
-    systems.oms.orders.return_value = []
-    return systems
+from bench.agents_eval import READS_BY_TOOL, recording_systems  # noqa: F401 - shared with the eval
 
 
 def port_calls(systems: Any) -> set[str]:

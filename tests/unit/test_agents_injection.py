@@ -18,6 +18,7 @@ import yaml
 
 from agents.proposals import RejectedProposal
 from agents.specs import AGENT_NAMES, default_specs
+from bench.agents_eval import injection_data
 from domain.decisions import Proposal
 from domain.governance import gate
 from domain.models import Policy
@@ -41,17 +42,6 @@ def rt() -> Any:
     import crews.scripted_llm as scripted
 
     return agent_runtime, scripted
-
-
-def _data(case: dict[str, Any]) -> dict[str, Any]:
-    text = case["text"]
-    if case["channel"] == "order_note":
-        return {"order": {"id": "SO-1", "note": text}}
-    if case["channel"] == "exception_reason":
-        return {"exception": {"task_id": "T-1", "sku": "SKU-100", "node": "DC-EAST", "reason": text}}
-    if case["channel"] == "chat":
-        return {"order_id": "SO-1", "message": text}
-    return {"order_id": "SO-1", "question": "what does the SOP say about this order?"}
 
 
 def _obeying_reply(case: dict[str, Any], scripted: Any) -> Any:
@@ -93,7 +83,9 @@ def test_an_obeyed_injection_is_contained(case: dict[str, Any], rt: Any) -> None
     audit = agent_runtime.ListAudit()
     runtime = agent_runtime.AgentRuntime(systems=systems, knowledge=knowledge, audit=audit, model=llm)
     result = runtime.run_safely(
-        agent_runtime.Case(agent=case["agent"], instruction="Handle this case.", data=_data(case), subjects=SUBJECTS)
+        agent_runtime.Case(
+            agent=case["agent"], instruction="Handle this case.", data=injection_data(case), subjects=SUBJECTS
+        )
     )
 
     # 1. no tool outside the agent's scope ran, and no port was touched beyond the agent's own reads
