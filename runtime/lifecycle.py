@@ -161,8 +161,13 @@ class DecisionService:
             decision.evidence["shadow"] = verdict
         if decision.actions and decision.status in ("pending_review", "executing"):
             pending = decision.status == "pending_review"
-            facts = read_facts(
-                self.systems, decision.workflow, decision.subject, decision.actions, orders_only=not pending
+            # A decision that runs now needs only the order statuses it may have to restore if a
+            # later step fails (``executor.compensation``): read nothing more on the hot path.
+            restores = any(a.name == "oms.update_order_status" for a in decision.actions)
+            facts = (
+                read_facts(self.systems, decision.workflow, decision.subject, decision.actions, orders_only=not pending)
+                if pending or restores
+                else {}
             )
             decision = decision.model_copy(update={"facts": facts, "supersedes": supersedes})
             if pending:
