@@ -29,7 +29,7 @@ from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CREW_TRIAGE, CloudEvent
 from domain.models import Policy
 from runtime.executor import Executor
-from runtime.lifecycle import DecisionService, Review, execution_locks
+from runtime.lifecycle import DecisionService, execution_locks
 from runtime.locks import StockLocks
 from runtime.queue import JobQueue
 from runtime.store import Store
@@ -211,14 +211,6 @@ class Pipeline:
             dedup_key=f"crew:{job_id}",
         )
         return [d.id for d in decisions]
-
-    def approve(self, decision_id_: str, actor: str, changes: list[dict[str, Any]] | None = None) -> Review:
-        """Approve a pending decision (see ``DecisionService.approve``)."""
-        return self.decisions.approve(decision_id_, actor, changes)
-
-    def reject(self, decision_id_: str, actor: str, reason: str) -> Review:
-        """Reject a live decision with a reason (see ``DecisionService.reject``)."""
-        return self.decisions.reject(decision_id_, actor, reason)
 
     def maintain(self, resume_after_s: float = 60.0, give_up_s: float = 900.0) -> int:
         """The worker's periodic duty: finish (or undo) decisions left executing."""
