@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from domain.decisions import Action, Proposal, ticket
 from domain.engines.baseline import decide_baseline_release
 from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext, decide_release
+from domain.engines.rules import decide_rules_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
 from tools.context import Systems, release_context, substitutes_of
@@ -56,6 +57,20 @@ class BaselineReleaseSpecialist(OrderReleaseSpecialist):
 
     def decide(self, ctx: ReleaseContext) -> list[Proposal]:
         return [decide_baseline_release(ctx)]
+
+
+class RulesReleaseSpecialist(OrderReleaseSpecialist):
+    """The rule-based router: WMS pickable stock, nearest node first, split only when no node can
+    fill, hold rather than oversell. It reserves under the SKU lock and its allocations are
+    re-checked against the WMS before they execute, like the crossdock policy's."""
+
+    def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
+        # No substitution under the rules policy: the order's own SKUs are the ones it may take.
+        skus = {str(line.get("sku")) for line in event.data.get("lines", []) if isinstance(line, dict)}
+        return sorted(f"sku:{s}" for s in skus)
+
+    def decide(self, ctx: ReleaseContext) -> list[Proposal]:
+        return [decide_rules_release(ctx)]
 
 
 def event_now(event: CloudEvent) -> datetime:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from crews.backlog import BacklogSpecialist, WavePlanningSpecialist
 from crews.discrepancy import DiscrepancySpecialist
-from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist
+from crews.order_release import BaselineReleaseSpecialist, OrderReleaseSpecialist, RulesReleaseSpecialist
 from crews.reconciliation import ReconciliationSpecialist
 from crews.triage import TRIAGE_TYPES, TriageSpecialist
 from domain.decisions import Proposal, Workflow
@@ -71,13 +71,21 @@ class NoSpecialist:
 
 
 class BaselineEscalation(NoSpecialist):
-    """The baseline sends everything it cannot place to a human."""
+    """The baseline (and the rules router) sends everything it cannot place to a human."""
+
+    def __init__(self, workflow: Workflow, policy_name: str = "baseline") -> None:
+        super().__init__(workflow)
+        self.policy_name = policy_name
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         if event.type == "crossdock.tick":
             return super().propose(event, systems)
         return [
-            escalate(event.subject or event.id, f"{event.type} needs a human under the baseline policy", self.workflow)
+            escalate(
+                event.subject or event.id,
+                f"{event.type} needs a human under the {self.policy_name} policy",
+                self.workflow,
+            )
         ]
 
 
@@ -86,10 +94,12 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
     policy = policy or Policy()
     workflow = WORKFLOW_BY_TYPE[event_type]
     wave_window_hours = policy.wave_window_hours
-    if policy.policy == "baseline":
+    if policy.policy in ("baseline", "rules"):
+        # The rules router only routes new orders; like the baseline, it has no specialist for
+        # the rest (a human handles it) and does not re-source held orders on ticks.
         if event_type == "oms.order.created":
-            return BaselineReleaseSpecialist()
-        return BaselineEscalation(workflow)
+            return RulesReleaseSpecialist() if policy.policy == "rules" else BaselineReleaseSpecialist()
+        return BaselineEscalation(workflow, policy.policy)
     if event_type == "oms.order.created":
         return OrderReleaseSpecialist(wave_window_hours)
     if event_type == "crossdock.tick":

@@ -252,8 +252,9 @@ class Policy(Model):
     review_cost_above: float = Field(default=1000.0, ge=0)
     review_confidence_below: float = Field(default=0.7, ge=0, le=1)
     modes: dict[Workflow, Mode] = {}
-    # Extension: which decision policy runs ("baseline" is the naive yardstick).
-    policy: Literal["crossdock", "baseline"] = "crossdock"
+    # Extension: which decision policy runs ("baseline" is the naive yardstick; "rules" a
+    # rule-based router: WMS stock, nearest node first, split only when no node can fill).
+    policy: Literal["crossdock", "baseline", "rules"] = "crossdock"
     # Extension: how many hours of pick work a release may commit to a zone ahead of its
     # truck; about 1.5 tick intervals (the generated scenarios tick every 2 h).
     wave_window_hours: float = Field(default=3.0, gt=0, le=24)

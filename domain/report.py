@@ -103,7 +103,7 @@ class Kpis(_Open):
 
 class Report(_Open):
     scenario: str
-    policy: Literal["crossdock", "baseline"]
+    policy: Literal["crossdock", "baseline", "rules"]
     decisions: list[ReportDecision]
     final_state: FinalState
     kpis: Kpis

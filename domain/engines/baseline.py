@@ -45,7 +45,7 @@ def decide_baseline_release(ctx: ReleaseContext) -> Proposal:
         cost += lanes[node].cost_per_unit * ln.qty
     nodes = {n.id: n for n in ctx.network.nodes}
     for node, node_lines in sorted(per_node.items()):
-        actions.append(_fifo_wave(ctx, node, nodes, node_lines))
+        actions.append(fifo_wave(ctx, node, nodes, node_lines))
     actions.append(
         Action(system="oms", type="update_order_status", payload={"order_id": order.id, "status": "released"})
     )
@@ -77,7 +77,7 @@ def escalate(subject: str, why: str, workflow: str) -> Proposal:
     )
 
 
-def _fifo_wave(ctx: ReleaseContext, node: str, nodes: dict[str, Any], node_lines: list[dict[str, Any]]) -> Action:
+def fifo_wave(ctx: ReleaseContext, node: str, nodes: dict[str, Any], node_lines: list[dict[str, Any]]) -> Action:
     """The order's own wave, no capacity check and no score (FIFO: first come, first picked)."""
     ships = ship_carrier(nodes.get(node), ctx.order.carrier, ctx.now)
     return Action(

@@ -553,7 +553,7 @@ def simulate_day(
     orders_with_arrival_times: Iterable[tuple[datetime, ReleasableOrder]],
     nodes: list[Node],
     start: datetime,
-    policy: Literal["crossdock", "baseline"],
+    policy: Literal["crossdock", "baseline", "rules"],
     tick_minutes: int = 30,
     *,
     window_hours: float = 2.0,
@@ -564,15 +564,16 @@ def simulate_day(
 
     Ticks run from ``start`` every ``tick_minutes`` until the last order's target cutoff (the
     carrier's first cutoff at/after the order's arrival). Crossdock plans the releasable
-    backlog every tick; the baseline releases a static wave on each even hour. A zone picks
+    backlog every tick; the baseline (and the rules policy, whose waves are the baseline's) releases
+    a static wave on each even hour. A zone picks
     one line after another at ``pick_capacity_per_hour``, in release order. An order ships on
     time when its picks finish by its target cutoff and that cutoff is not after ``ship_by``.
 
     ``timer`` (e.g. ``time.perf_counter``) only measures planning time; without it the result
     is fully deterministic.
     """
-    if policy not in ("crossdock", "baseline"):
-        raise ValueError(f"policy must be 'crossdock' or 'baseline', got {policy!r}")
+    if policy not in ("crossdock", "baseline", "rules"):
+        raise ValueError(f"policy must be 'crossdock', 'baseline' or 'rules', got {policy!r}")
     if tick_minutes <= 0:
         raise ValueError("tick_minutes must be positive")
     start = as_utc(start)
