@@ -387,14 +387,25 @@ def replay(
     until: Annotated[str, typer.Option(help="End of the period, excluded (ISO 8601).")],
     policy: Annotated[Path, typer.Option(help="Candidate policy (JSON): merged over the policy in force.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+    engines: Annotated[
+        bool,
+        typer.Option(
+            "--engines/--regate",
+            help="--engines: decide each recorded event again with the engines on the reads it was decided "
+            "on (kept while CROSSDOCK_RECORD_READS is on), gate with the candidate and diff the decisions. "
+            "--regate (default): gate the recorded proposals again.",
+        ),
+    ] = False,
 ) -> None:
-    """Shadow replay: gate the decisions recorded in [since, until) again with a candidate policy and
-    show what it would have changed, by workflow and outcome. Reads the store; writes nothing."""
+    """Shadow replay: gate the decisions recorded in [since, until) again with a candidate policy (or,
+    with --engines, decide the period's events again on their recorded reads) and show what it would
+    have changed, by workflow and outcome. Reads the store; writes nothing anywhere."""
     from datetime import UTC, datetime
 
-    from runtime.shadow import candidate_policy
+    from runtime.shadow import candidate_policy, engine_replay
     from runtime.shadow import replay as shadow_replay
     from runtime.store import Store
+    from tools.recording import ReadOnlyViolation
 
     def when(raw: str, name: str) -> datetime:
         try:
@@ -419,11 +430,17 @@ def replay(
             candidate = candidate_policy(store.get_policy(), body)
         except ValueError as exc:
             fail(f"--policy {policy}: {exc}")
-        report = shadow_replay(store, start, end, candidate)
+        try:
+            report = (engine_replay if engines else shadow_replay)(store, start, end, candidate)
+        except ReadOnlyViolation as exc:
+            fail(str(exc))
     finally:
         store.close()
     if as_json:
         out.print_json(data=report)
+        return
+    if engines:
+        _print_engine_replay(report, start, end)
         return
     table = Table(title=f"shadow replay: {report['decisions']} decisions, {start.isoformat()} to {end.isoformat()}")
     for column in ("workflow/outcome", "decisions", "changed", "reviews", "executed", "observed", "cost executed"):
@@ -437,6 +454,34 @@ def replay(
         keys = ("reviews_needed", "executed", "observed", "cost_executed")
         table.add_row(name, str(row["decisions"]), str(row["changed"]), *[cell(row, k) for k in keys])
     out.print(table)
+
+
+def _print_engine_replay(report: dict[str, Any], start: Any, end: Any) -> None:
+    nr = report["not_replayable"]
+    title = (
+        f"engine replay: {report['replayed']} of {report['events']} events decided again, "
+        f"{start.isoformat()} to {end.isoformat()}"
+    )
+    table = Table(title=title)
+    keys = ("cost", "splits", "on_time", "reviews_needed", "oversells")
+    for column in ("workflow/outcome", "decisions", "changed", *keys):
+        table.add_column(column.replace("_", " "), justify="left" if column == "workflow/outcome" else "right")
+    rows = [*report["pairs"].items(), ("total", report["total"])]
+    for name, row in rows:
+        cells = [f"{row['before'][k]:g} → {row['after'][k]:g} ({row['delta'][k]:+g})" for k in keys]
+        table.add_row(name, str(row["decisions"]), str(row["changed"]), *cells)
+    out.print(table)
+    for c in report["changed"][:20]:
+        before, after = c["before"] or {}, c["after"] or {}
+        out.print(
+            f"{c['id']} {c['subject']}: {before.get('outcome', '-')}/{before.get('route', '-')}"
+            f" → {after.get('outcome', '-')}/{after.get('route', '-')}"
+        )
+    if len(report["changed"]) > 20:
+        out.print(f"… {len(report['changed']) - 20} more changed decisions (--json lists them all)")
+    if nr["count"]:
+        reasons = ", ".join(f"{why}: {n}" for why, n in nr["reasons"].items())
+        out.print(f"not replayable: {nr['count']} event(s) ({reasons})")
 
 
 @app.command()

@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     give_up_s: float = Field(default=900.0, gt=0)
     # How often `crossdock serve` copies settled decisions into the knowledge base's history (0: never).
     knowledge_sync_s: float = Field(default=30.0, ge=0)
+    # Keep each decided event with the reads its decisions used (table event_records), so that
+    # `crossdock replay --engines` can decide it again; off: nothing is kept, and it cannot.
+    record_reads: bool = True
     # Audit seals (runtime/audit_seal.py): the HMAC key, held outside the store (a value, or a file
     # whose first line is the key; neither, outside production: generated into data_dir), and an
     # optional append-only JSON-lines file that gets every seal too.

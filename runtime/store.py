@@ -228,7 +228,23 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("key_id", sa.String(16), nullable=False),
         sa.Column("at", UTCDateTime, nullable=False),
     )
-    tables = {t.name: t for t in (decisions, action_log, policy, audit_log, audit_head, audit_seals)}
+    # Accepted events with the reads their decisions stood on (``tools.recording``), for the engine
+    # replay (``runtime.shadow``); one row per event key, written once.
+    event_records = sa.Table(
+        "event_records",
+        md,
+        sa.Column("key", sa.String(600), primary_key=True),
+        sa.Column("event_id", sa.String(256), nullable=False, index=True),
+        sa.Column("type", sa.String(128), nullable=False),
+        sa.Column("accepted_at", UTCDateTime, nullable=False, index=True),
+        sa.Column("event", _JSON, nullable=False),
+        sa.Column("reads", _JSON, nullable=False),
+        # {"proposed": [the decision id of each engine proposal], "decided": [the ids recorded]}
+        sa.Column("decisions", _JSON, nullable=False),
+        sa.Column("engine_version", sa.String(128), nullable=False),
+        sa.Column("recorded_at", UTCDateTime, nullable=False),
+    )
+    tables = {t.name: t for t in (decisions, action_log, policy, audit_log, audit_head, audit_seals, event_records)}
     return md, tables
 
 
@@ -277,11 +293,17 @@ class Store:
         self.audit_log = t["audit_log"]
         self.audit_head = t["audit_head"]
         self.audit_seals = t["audit_seals"]
+        self.event_records = t["event_records"]
+        # Whether the pipeline keeps each decided event with its reads (``record_event``).
+        self.record_reads = True
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> Store:
-        """The store of ``settings``: its database and its audit seal key and file."""
-        return cls(settings.store_url(), sealer=AuditSealer.from_settings(settings))
+        """The store of ``settings``: its database, its audit seal key and file, and whether decided
+        events are kept with their reads (``CROSSDOCK_RECORD_READS``)."""
+        store = cls(settings.store_url(), sealer=AuditSealer.from_settings(settings))
+        store.record_reads = settings.record_reads
+        return store
 
     @property
     def sealer(self) -> AuditSealer:
@@ -609,6 +631,61 @@ class Store:
         )
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    # ------------------------------------------------------------------ event records
+
+    def record_event(
+        self,
+        *,
+        key: str,
+        event_id: str,
+        type: str,
+        accepted_at: datetime,
+        event: dict[str, Any],
+        reads: dict[str, Any],
+        decisions: dict[str, Any],
+        engine_version: str,
+    ) -> bool:
+        """Keep an accepted event with the reads its decisions used, once per event key (a
+        redelivery keeps the first); True if this call inserted it."""
+        stmt = (
+            self._insert(self.event_records)
+            .values(
+                key=key,
+                event_id=event_id,
+                type=type,
+                accepted_at=as_utc(accepted_at),
+                event=event,
+                reads=reads,
+                decisions=decisions,
+                engine_version=engine_version,
+                recorded_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["key"])
+            .execution_options(preserve_rowcount=True)
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def event_records_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The event records accepted in [since, until), in (accepted_at, event id) order."""
+        c = self.event_records.c
+        stmt = (
+            sa.select(c.key, c.event_id, c.type, c.accepted_at, c.event, c.reads, c.decisions, c.engine_version)
+            .where(c.accepted_at >= as_utc(since), c.accepted_at < as_utc(until))
+            .order_by(c.accepted_at, c.event_id, c.key)
+        )
+        with self._read() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    def event_record_keys(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` have an event record."""
+        ids = sorted(set(event_ids))
+        if not ids:
+            return set()
+        c = self.event_records.c
+        with self._read() as conn:
+            return set(conn.execute(sa.select(c.event_id).where(c.event_id.in_(ids))).scalars())
 
     # ------------------------------------------------------------------ policy
 

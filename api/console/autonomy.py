@@ -19,6 +19,7 @@ from api.console.routes import render
 from domain.governance import WORKFLOWS
 from runtime import autonomy, shadow
 from runtime.bootstrap import Container
+from tools.recording import ReadOnlyViolation
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -95,7 +96,12 @@ def _when(raw: str) -> datetime | None:
 async def replay_page(request: Request) -> Response:
     session = await require_area(request, "review")
     now = datetime.now(UTC).replace(microsecond=0)
-    form = {"since": (now - timedelta(days=1)).isoformat(), "until": now.isoformat(), "policy": "{}"}
+    form = {
+        "since": (now - timedelta(days=1)).isoformat(),
+        "until": now.isoformat(),
+        "policy": "{}",
+        "method": "regate",
+    }
     return render(request, "replay.html", session, form=form, result=None, error=None)
 
 
@@ -105,7 +111,8 @@ async def replay_run(request: Request) -> Response:
     ``POST /v1/replay``: it writes nothing, so a planner may run it."""
     session = await acting(request, "review")
     raw = await form_of(request)
-    form = {k: first(raw, k) for k in ("since", "until", "policy")}
+    form = {k: first(raw, k) for k in ("since", "until", "policy", "method")}
+    engines = form["method"] == "engines"
     since, until = _when(form["since"]), _when(form["until"])
     error = None
     body: Any = None
@@ -125,10 +132,10 @@ async def replay_run(request: Request) -> Response:
 
     def run() -> dict[str, Any]:
         candidate = shadow.candidate_policy(store.get_policy(), body)
-        return shadow.replay(store, since, until, candidate)
+        return (shadow.engine_replay if engines else shadow.replay)(store, since, until, candidate)
 
     try:
         result = await run_in_threadpool(run)
-    except ValueError as exc:
+    except (ValueError, ReadOnlyViolation) as exc:
         return render(request, "replay.html", session, 422, form=form, result=None, error=str(exc))
     return render(request, "replay.html", session, form=form, result=result, error=None)

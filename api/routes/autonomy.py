@@ -4,7 +4,7 @@ planner's "this was wrong", and the shadow replay of a candidate policy (README 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from api.deps import Admin, ContainerDep, Planner, PlannerRole
 from domain.governance import WORKFLOWS
 from runtime import autonomy, shadow
 from runtime.lifecycle import ChangeRejected, DecisionNotFound, NotReviewable
+from tools.recording import ReadOnlyViolation
 
 router = APIRouter(tags=["autonomy"])
 
@@ -34,6 +35,11 @@ class ReplayBody(BaseModel):
     since: datetime
     until: datetime
     policy: dict[str, Any] = Field(description="the candidate policy: a PATCH over the policy in force")
+    method: Literal["regate", "engines"] = Field(
+        default="regate",
+        description="regate: gate the recorded proposals again; engines: decide the recorded events again "
+        "with the engines on the reads they were decided on, then gate (both write nothing)",
+    )
 
     @field_validator("since", "until")
     @classmethod
@@ -128,16 +134,22 @@ async def shadow_agreement(container: ContainerDep, _role: PlannerRole) -> dict[
 async def replay(body: ReplayBody, container: ContainerDep, _role: PlannerRole) -> dict[str, Any]:
     """Shadow replay: the decisions recorded in [since, until) gated again with a candidate policy
     (the policy in force with ``policy`` merged over it); before and after by workflow and outcome.
-    Writes nothing."""
+    With ``"method": "engines"``, each event recorded with its reads is decided again by the engines
+    on those reads and gated with the candidate: the diff adds cost, splits, on-time and oversells
+    before and after, and the list of changed decisions. Writes nothing."""
     since, until = body.since, body.until
     if until <= since:
         raise HTTPException(422, "until must be after since")
 
     def run() -> dict[str, Any]:
         candidate = shadow.candidate_policy(container.store.get_policy(), body.policy)
+        if body.method == "engines":
+            return shadow.engine_replay(container.store, since, until, candidate)
         return shadow.replay(container.store, since, until, candidate)
 
     try:
         return await run_in_threadpool(run)
     except ValueError as exc:
         raise HTTPException(422, {"error": "invalid_policy", "message": str(exc)}) from None
+    except ReadOnlyViolation as exc:
+        raise HTTPException(500, {"error": "write_refused", "message": str(exc)}) from None

@@ -274,7 +274,7 @@ def test_a_store_made_before_migrations_is_stamped_and_upgraded_keeping_its_data
         assert before.current is None and before.unversioned and not before.up_to_date
         store.create_schema()
         after = store.schema_revision()
-        assert after.current == after.head == "0003" and after.up_to_date and not after.unversioned
+        assert after.current == after.head == "0004" and after.up_to_date and not after.unversioned
 
         # Data kept: the chain, the decisions, the action log.
         assert [e.hash for e in store.audit()] == hashes
@@ -333,7 +333,7 @@ def test_an_empty_database_is_built_by_the_revisions_and_matches_the_store_table
     try:
         assert store.schema_revision().current is None and not store.schema_revision().unversioned
         assert store.upgrade("0001") == ["0001"]
-        assert store.upgrade() == ["0002", "0003"]
+        assert store.upgrade() == ["0002", "0003", "0004"]
         store.create_schema()
         assert store.schema_revision().up_to_date
         with store.engine.connect() as conn:
@@ -411,11 +411,11 @@ def test_the_db_commands_upgrade_and_report_the_revision(tmp_path: Path, monkeyp
 
     upgraded = runner.invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "upgraded the schema made before migrations -> 0003 (ran 0002, 0003)" in upgraded.output
+    assert "upgraded the schema made before migrations -> 0004 (ran 0002, 0003, 0004)" in upgraded.output
 
     current = runner.invoke(app, ["db", "current"])
     assert current.exit_code == 0, current.output
-    assert "0003 (head)" in current.output
+    assert "0004 (head)" in current.output
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0  # nothing to do, still fine
 
     store = _open(url)
