@@ -11,13 +11,18 @@ Two paths share one cost model:
   bucket holds a substitute SKU (the k-th listed substitute costs k penalties, so the first
   substitute with stock wins a tie). Identical splittable lines share one flow node. When
   the flow optimum sends an order that may not split to several nodes, those orders are placed
-  first (one node each) and the flow is re-solved for the rest; otherwise the optimum is kept
-  and only split lines are repaired. A plan that is not provably optimal is compared with the
-  greedy plan, whose run stops as soon as a dual bound shows it cannot be cheaper.
+  first (one node each, chosen on cost plus what the stock taken is worth to the other lines:
+  the flow optimum's bucket duals) and the flow is re-solved for the rest; otherwise the
+  optimum is kept and only split lines are repaired. A plan that is not provably optimal is
+  compared with the greedy plan, whose run stops as soon as a dual bound shows it cannot be
+  cheaper. A small batch (up to ``POLISH_LINES`` lines) with one-node orders is then polished
+  by the exact MIP of ``allocation_exact`` (its root node, in what is left of a 1 s budget),
+  started from that plan; the MIP's plan is kept only if it is cheaper.
 * ``greedy`` — the real-time path for one order, O(lines × nodes).
 
 ``certify`` solves the same transportation LP with GLOP (``pywraplp``) so a benchmark can
-check the flow optimum against a second solver.
+check the flow optimum against a second solver; ``allocation_exact.exact`` solves the whole
+problem, split rules included, so it can measure the plan's true gap.
 
 Costs: money per unit for lanes; ``Penalties`` for late lines, splits, unfilled units and
 substitution. Nothing here does I/O; equal costs are broken by node id.
@@ -50,6 +55,9 @@ Priority = Literal["standard", "express"]
 Tier = Literal["standard", "gold"]
 LineKey = tuple[str, int]
 
+POLISH_LINES = 400  # batches up to this many lines get the exact MIP polish (see optimise)
+POLISH_BUDGET_S = 1.0  # optimise's time budget; the polish gets what the rest left of it
+POLISH_NODES = 1  # branch-and-bound nodes of the polish: the root (presolve, LP, cuts, heuristics)
 COST_SCALE = 1_000_000  # integer cost units per money unit, for the integral min-cost flow
 _EPS = 1e-9
 
@@ -449,9 +457,18 @@ def _parts_cost(line: AllocLine, parts: Sequence[_Part], pen: Penalties) -> floa
 
 
 def _best_single_node(
-    lines: Sequence[AllocLine], net: _Net, state: _State, pen: Penalties
+    lines: Sequence[AllocLine],
+    net: _Net,
+    state: _State,
+    pen: Penalties,
+    price: dict[tuple[str, str], tuple[float, float]] | None = None,
 ) -> tuple[list[list[_Part]], float]:
-    """Serve every line of an order from one node (partial fills allowed); cheapest node wins."""
+    """Serve every line of an order from one node (partial fills allowed); cheapest node wins.
+
+    ``price``: per (sku, node), what a unit of its free and of its safety stock is worth to the
+    rest of the batch (the flow optimum's duals); the node is then chosen on cost plus the worth
+    of the stock it takes, and the cost returned includes it.
+    """
     region = lines[0].region
     empty: list[list[_Part]] = [[] for _ in lines]
     best: tuple[float, int, str | None] = (sum(ln.qty * _unfilled_rate(ln, pen) for ln in lines), -1, None)
@@ -477,6 +494,7 @@ def _best_single_node(
         if floor * (1 - 1e-12) > best[0]:
             break
         local: dict[tuple[str, str], float] = {}
+        taken: dict[tuple[str, str], float] = {}
         cost = 0.0
         useful = False
         for ln, opts, late_at, priv, unfilled_rate in info:
@@ -490,6 +508,8 @@ def _best_single_node(
                 if have + _EPS >= ln.qty:
                     local[key] = have - ln.qty
                     cost += ln.qty * _unit_cost(ln, lane, late, rank, pen)
+                    if price is not None:
+                        cost += _worth(price, taken, free, key, ln.qty)
                     qty_left = 0.0
                     break
             if qty_left > 0:  # nothing fills it whole here: take what the own SKU has
@@ -501,6 +521,8 @@ def _best_single_node(
                 if take > _EPS:
                     local[key] = have - take
                     cost += take * _unit_cost(ln, lane, late, -1, pen)
+                    if price is not None:
+                        cost += _worth(price, taken, free, key, take)
                     qty_left -= take
                 cost += qty_left * unfilled_rate
             useful = useful or qty_left < ln.qty
@@ -523,6 +545,23 @@ def _best_single_node(
                 parts.append(_part(ln, net, state, node, ln.sku, -1, take))
         out.append(parts)
     return out, best[0]
+
+
+def _worth(
+    price: dict[tuple[str, str], tuple[float, float]],
+    taken: dict[tuple[str, str], float],
+    free: dict[tuple[str, str], float],
+    key: tuple[str, str],
+    qty: float,
+) -> float:
+    """What ``qty`` more units of bucket ``key`` are worth (free stock first, then safety)."""
+    before = taken.get(key, 0.0)
+    taken[key] = before + qty
+    worth = price.get(key)
+    if worth is None:
+        return 0.0
+    from_free = min(qty, max(0.0, free.get(key, 0.0) - before))
+    return worth[0] * from_free + worth[1] * (qty - from_free)
 
 
 def _best_whole_line(
@@ -794,6 +833,13 @@ def _restrict(m: _Model, keep: list[int], state: _State) -> _Model:
     )
 
 
+def _price_map(m: _Model) -> dict[tuple[str, str], tuple[float, float]]:
+    """(free, safety) dual price per (sku, node) of a solved flow, for the buckets worth anything."""
+    u = _bucket_prices(m)
+    nb = len(m.buckets)
+    return {m.buckets[b]: (float(u[b]), float(u[nb + b])) for b in np.nonzero((u[:nb] > 0) | (u[nb:] > 0))[0].tolist()}
+
+
 def _bucket_prices(m: _Model) -> FloatArray:
     """Dual prices (money per unit, ≥ 0) of every free bucket then every safety bucket.
 
@@ -845,8 +891,14 @@ def optimise(
     network: Network,
     now: datetime,
     penalties: Penalties = Penalties(),  # noqa: B008
+    *,
+    improve: bool = True,
 ) -> AllocationPlan:
-    """The batch optimiser: min-cost flow, split repair, and the greedy plan as a safety net."""
+    """The batch optimiser: min-cost flow, split repair, and the greedy plan as a safety net.
+
+    ``improve=False`` leaves out what issue 19 added to the repair (the dual-priced placement of
+    one-node orders and the MIP polish of small batches): the benchmark's baseline.
+    """
     started = time.perf_counter()
     phases: dict[str, float] = defaultdict(float)
     clock = [started]
@@ -885,10 +937,14 @@ def optimise(
         # Candidate B: place the one-node orders first, then re-solve the flow for the rest.
         # (Repairing the flow optimum in place would move the same orders one by one onto
         # what stock is left; placing them first and re-optimising the rest does better.)
+        # Each order's node is chosen on its cost plus what the stock it takes is worth to the
+        # rest of the batch (the flow optimum's bucket duals), which keeps a one-node order off
+        # stock another line cannot do without (``improve=False``: on its own cost only).
+        price = _price_map(model) if improve else None
         state = _State(net)
         chosen = [[] for _ in lines]
         for idx in pinned:
-            single, _ = _best_single_node([lines[i] for i in idx], net, state, penalties)
+            single, _ = _best_single_node([lines[i] for i in idx], net, state, penalties, price)
             for i, line_parts in zip(idx, single, strict=True):
                 chosen[i] = line_parts
         rest = [i for idx in orders if lines[idx[0]].allow_split for i in idx]
@@ -907,15 +963,27 @@ def optimise(
         repaired = _repair(rest_lines, rest_parts, rest_net, rest_state, penalties) + len(pinned)
         for i, line_parts in zip(rest, rest_parts, strict=True):
             chosen[i] = line_parts
-        solver, total = "min_cost_flow/pinned-first", total_of(chosen)
+        solver = "min_cost_flow/pinned-first" + ("/priced" if improve else "")
+        total = total_of(chosen)
         lap("repair")
     if total > lower_bound + tolerance:
         # Not provably optimal after the split rules: keep the greedy plan if it is cheaper.
         # The greedy run stops as soon as it provably cannot be.
         got = _greedy_bounded(lines, net, penalties, orders, model, total - 1e-9)
         if got is not None and got[1] < total - 1e-9:
-            chosen, solver = got[0], "greedy"
+            chosen, solver, total = got[0], "greedy", got[1]
         lap("greedy")
+    if improve and pinned and len(lines) <= POLISH_LINES and total > lower_bound + tolerance:
+        # A small batch with one-node orders: the exact MIP (allocation_exact), started from the
+        # plan so far, gets what is left of the time budget; its plan is kept only if cheaper.
+        left = POLISH_BUDGET_S - (time.perf_counter() - started)
+        if left > 0.05:
+            from domain.engines.allocation_exact import polish
+
+            better = polish(lines, net, penalties, chosen, time_limit_s=left, node_limit=POLISH_NODES)
+            if better is not None and (cost := total_of(better)) < total - 1e-9:
+                chosen, solver, total = better, solver + "+mip", cost
+        lap("polish")
     wall = (time.perf_counter() - started) * 1000
     stats = SolverStats(
         solver, "OPTIMAL", wall, arcs=arcs, nodes=graph_nodes, repaired=repaired, lower_bound=lower_bound
