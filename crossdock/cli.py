@@ -46,7 +46,10 @@ out = Console()
 
 Size = Literal["small", "medium", "large"]
 Systems = Literal["twin", "tryton"]
-Policy = Literal["crossdock", "baseline"]
+Policy = Literal["crossdock", "baseline", "rules"]
+# The order the policies run and appear in, side by side: the naive yardstick, the honest rule-based
+# router, then crossdock.
+POLICIES: tuple[Policy, ...] = ("baseline", "rules", "crossdock")
 
 
 def configure_logging(verbose: bool) -> None:
@@ -65,13 +68,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 @contextmanager
 def _knowledge_errors() -> Iterator[None]:
-    """A knowledge base another process holds (Qdrant local mode) is a clear error, not a traceback."""
-    from knowledge.base import KnowledgeBaseBusy
+    """A knowledge base another process holds (Qdrant local mode) is a clear error, not a traceback;
+    so is searching an empty one (one line saying how to fill it)."""
+    from knowledge.base import KnowledgeBaseBusy, KnowledgeBaseEmpty
 
     try:
         yield
     except KnowledgeBaseBusy as exc:
         fail(str(exc))
+    except KnowledgeBaseEmpty as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -105,7 +112,13 @@ def scenario_generate(
 @scenario_app.command("run")
 def scenario_run(
     file: Annotated[Path, typer.Argument(help="Scenario JSON (see shared/contracts/scenario.md).")],
-    policy: Annotated[Policy, typer.Option(help="crossdock, or the naive baseline as a yardstick.")] = "crossdock",
+    policy: Annotated[
+        Policy,
+        typer.Option(
+            help="crossdock; rules, a rule-based router (WMS stock, nearest node, split only when no node can "
+            "fill); or baseline, the naive yardstick (ERP book stock)."
+        ),
+    ] = "crossdock",
     report: Annotated[Path | None, typer.Option(help="Write the report JSON here.")] = None,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker threads consuming the queue.")] = 1,
     systems: Annotated[
@@ -131,18 +144,32 @@ def scenario_run(
             "counts how the approvals ended (executed, stale, failed).",
         ),
     ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Replay FILE under all three policies and print the KPIs side by side (baseline | rules | "
+            "crossdock); with --report, the other policies' reports go beside it as <name>-<policy>.json.",
+        ),
+    ] = False,
 ) -> None:
     """Replay FILE through HTTP intake → Redis → worker → twin (or Tryton) and write the report.
 
     The report's KPIs include superseded proposals, stale approvals and the most live proposals one
     subject had at any moment (``max_live_per_subject``, 1 at most by design)."""
     applied: dict[str, dict[str, Any]] = {}
-    report_data = _run(file, policy, workers, systems, tick_every=tick_every, planner_lag=planner_lag, applied=applied)
-    if report is not None:
-        report.write_text(json.dumps(report_data, indent=1, default=str))
-        console.print(f"wrote {report}")
+    kpis: dict[str, dict[str, Any]] = {}
+    for name in POLICIES if compare else (policy,):
+        report_data = _run(
+            file, name, workers, systems, tick_every=tick_every, planner_lag=planner_lag, applied=applied
+        )
+        if report is not None:
+            path = report if name == policy else report.with_name(f"{report.stem}-{name}{report.suffix}")
+            path.write_text(json.dumps(report_data, indent=1, default=str))
+            console.print(f"wrote {path}")
+        kpis[name] = report_data["kpis"]
     _policy_table(applied)
-    _kpi_table({policy: report_data["kpis"]})
+    _kpi_table(kpis)
 
 
 def _run(
@@ -258,7 +285,7 @@ def _kpi_table(columns: dict[str, dict[str, Any]]) -> None:
 def demo(
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 7,
     size: Annotated[Size, typer.Option(help="Scenario size.")] = "small",
-    report_dir: Annotated[Path, typer.Option(help="Where the scenario and both reports are written.")] = Path("out"),
+    report_dir: Annotated[Path, typer.Option(help="Where the scenario and the reports are written.")] = Path("out"),
     with_console: Annotated[
         bool,
         typer.Option(
@@ -268,8 +295,8 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Generate a network, replay a day of events under both policies, print the governance policy
-    each run set and the KPIs side by side."""
+    """Generate a network, replay a day of events under each policy (baseline, rules, crossdock), print
+    the governance policy each run set and the KPIs side by side."""
     from twin.generator import generate
 
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +306,7 @@ def demo(
     results = {}
     applied: dict[str, dict[str, Any]] = {}
     kept: list[Any] = []  # --console: the crossdock run's stack, left running
-    for policy in ("baseline", "crossdock"):
+    for policy in POLICIES:
         results[policy] = _run(
             scenario_file, policy, applied=applied, keep=kept if with_console and policy == "crossdock" else None
         )
@@ -495,9 +522,10 @@ def worker(
     container = bootstrap(_settings())
     if container.pipeline.agents is not None and os.environ.get("QDRANT_URL"):
         # A Qdrant server is shared by every process; local mode belongs to `crossdock serve`.
-        from knowledge import KnowledgeBase
+        from knowledge.base import KnowledgeBase, seed_if_empty
 
         container.pipeline.agents.knowledge = KnowledgeBase()
+        seed_if_empty(container.pipeline.agents.knowledge)
     stop = threading.Event()
     # SIGTERM finishes the job in hand, then exits; anything unacknowledged is re-claimed by a peer.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -953,15 +981,17 @@ def db_current() -> None:
 
 
 def _open_knowledge() -> Any:
-    """The knowledge base for chat and agents, if one was ingested (``crossdock knowledge ingest``)."""
-    import os
+    """The knowledge base for chat and agents, when the knowledge extra is installed; a new one is
+    seeded with the shipped SOPs on first start (``knowledge.seed_if_empty``, logged)."""
+    from domain.extras import installed
 
-    path = Path(os.environ.get("CROSSDOCK_KNOWLEDGE_PATH", ".cache/knowledge"))
-    if not os.environ.get("QDRANT_URL") and not path.exists():
+    if not installed("knowledge"):
         return None
-    from knowledge import KnowledgeBase
+    from knowledge.base import KnowledgeBase, seed_if_empty
 
-    return KnowledgeBase()
+    kb = KnowledgeBase()
+    seed_if_empty(kb)
+    return kb
 
 
 def _bench(name: str, title: str, run: Callable[[], dict[str, Any]]) -> None:

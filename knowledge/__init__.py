@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from knowledge.documents import SOP_DIR, Chunk, Document, DocumentError, chunk_document, load_documents, parse_document
 
 if TYPE_CHECKING:
-    from knowledge.base import Hit, KnowledgeBase, build_filter, decision_chunk, ingest_sops
+    from knowledge.base import Hit, KnowledgeBase, build_filter, decision_chunk, ingest_sops, seed_if_empty
     from knowledge.commands import ingest_command, search_command
     from knowledge.embedder import Embedder, OnnxMiniLMEmbedder, default_embedder
 
@@ -29,6 +29,7 @@ _LAZY = {
     "build_filter": "knowledge.base",
     "decision_chunk": "knowledge.base",
     "ingest_sops": "knowledge.base",
+    "seed_if_empty": "knowledge.base",
     "ingest_command": "knowledge.commands",
     "search_command": "knowledge.commands",
     "Embedder": "knowledge.embedder",
@@ -62,4 +63,5 @@ __all__ = [
     "load_documents",
     "parse_document",
     "search_command",
+    "seed_if_empty",
 ]

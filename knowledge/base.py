@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
+
 from domain.decisions import Decision
 from domain.extras import needs
 from knowledge.documents import Chunk, chunk_document, load_documents
@@ -102,6 +104,19 @@ def build_filter(
 
 def _sparse(v: SparseVec) -> models.SparseVector:
     return models.SparseVector(indices=v.indices, values=v.values)
+
+
+log = structlog.get_logger("crossdock.knowledge")
+
+
+class KnowledgeBaseEmpty(RuntimeError):
+    """A search of a knowledge base that holds nothing; ``str()`` says how to fill it."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"the knowledge base at {location} is empty: run `crossdock knowledge ingest` to load the shipped "
+            "SOPs (or `crossdock knowledge ingest PATH` for your own markdown)"
+        )
 
 
 class KnowledgeBaseBusy(RuntimeError):
@@ -301,8 +316,24 @@ class KnowledgeBase:
                 "query": models.FusionQuery(fusion=models.Fusion.RRF),  # candidates are already filtered
             }
         with self._lock:
-            resp = self.client.query_points(self.collection, limit=k, with_payload=True, **request)
-        return [_hit(p) for p in resp.points]
+            # 2k: a keyworded SOP section is two points (its text, its staff phrases) showing one passage.
+            resp = self.client.query_points(self.collection, limit=2 * k, with_payload=True, **request)
+        return distinct_passages([_hit(p) for p in resp.points], k)
+
+
+def distinct_passages(hits: list[Hit], k: int) -> list[Hit]:
+    """The first ``k`` hits that show different passages (a keyword chunk shows its section's text)."""
+    seen: set[str] = set()
+    out: list[Hit] = []
+    for h in hits:
+        passage = str(h.payload.get("passage") or h.id)
+        if passage in seen:
+            continue
+        seen.add(passage)
+        out.append(h)
+        if len(out) == k:
+            break
+    return out
 
 
 def _hit(p: models.ScoredPoint) -> Hit:
@@ -414,6 +445,21 @@ def ingest_sops(kb: KnowledgeBase) -> int:
     from knowledge.documents import SOP_DIR
 
     return kb.ingest_path(SOP_DIR)
+
+
+def seed_if_empty(kb: KnowledgeBase) -> int:
+    """A knowledge base with no SOPs gets the shipped ones, so chat and agents never meet an empty one.
+
+    Run on every start (``crossdock serve``, a worker on a Qdrant server); it writes only the first
+    time, or after the SOPs were removed. Returns the chunks written (0: the base already had SOPs).
+    """
+    if kb.count("sop"):
+        return 0
+    from knowledge.documents import SOP_DIR
+
+    written = ingest_sops(kb)
+    log.info("knowledge.seeded", chunks=written, source=str(SOP_DIR), knowledge_base=kb.location)
+    return written
 
 
 def silence_local_mode_size_warning() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from knowledge.base import FILTER_FIELDS, KnowledgeBase
+from knowledge.base import FILTER_FIELDS, KnowledgeBase, KnowledgeBaseEmpty
 from knowledge.documents import SOP_DIR
 
 
@@ -36,12 +36,16 @@ def search_command(
     *,
     url: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Hybrid search; ``filters`` may hold doc_type, sku, node and workflow."""
+    """Hybrid search; ``filters`` may hold doc_type, sku, node and workflow.
+
+    Raises ``KnowledgeBaseEmpty`` (its message says how to fill it) when the base holds nothing."""
     given = {key: value for key, value in (filters or {}).items() if value is not None}
     unknown = sorted(set(given) - set(FILTER_FIELDS))
     if unknown:
         raise ValueError(f"unknown filter(s) {unknown}; allowed: {list(FILTER_FIELDS)}")
     with open_base(kb_path, url) as kb:
+        if kb.count() == 0:
+            raise KnowledgeBaseEmpty(kb.location)
         hits = kb.search(
             query,
             k=k,

@@ -18,6 +18,16 @@ A document looks like::
 Section ``## 2. Tolerance`` becomes section ``"2"``, so a playbook can cite ``SOP-RCV-001 §2``.
 A section longer than ``max_words`` is split at paragraph boundaries into several chunks that
 share its section number. Text between the title and the first ``##`` heading is section ``"0"``.
+
+Front matter may also carry ``keywords``: per section, the words staff use for it when they do not
+use the SOP's own ("the truck left without it" for a missed carrier cutoff)::
+
+    keywords:
+      "3": [missed the truck, driver left without it]
+
+Each keyworded section gets one more chunk, indexed (dense and BM25) on the title, heading and
+those phrases, that shows and cites the section's own text (``passage`` names the section chunk it
+stands for, so a search returns that passage once).
 """
 
 from __future__ import annotations
@@ -56,12 +66,14 @@ class Chunk:
     heading: str
     text: str
     payload: dict[str, Any] = field(default_factory=dict)
+    # Indexed instead of ``text`` when set (a keyword chunk: the phrases, not the passage it shows).
+    index_text: str = ""
 
     @property
     def embed_text(self) -> str:
         """What is embedded and indexed: the document title and heading give the body context."""
         head = f"{self.title} — {self.heading}" if self.heading else self.title
-        return f"{head}\n{self.text}"
+        return f"{head}\n{self.index_text or self.text}"
 
     @property
     def citation(self) -> str:
@@ -156,6 +168,7 @@ def chunk_document(doc: Document, *, max_words: int = MAX_WORDS) -> list[Chunk]:
     for key in ("sku", "node"):
         if key in doc.meta:
             base[key] = doc.meta[key]
+    keywords = _keywords(doc, {number for number, _, _ in sections})
     chunks: list[Chunk] = []
     for number, heading, text in sections:
         parts = _split_long(text, max_words)
@@ -163,7 +176,43 @@ def chunk_document(doc: Document, *, max_words: int = MAX_WORDS) -> list[Chunk]:
             cid = f"{doc.id}#{number}" + (f".p{j + 1}" if len(parts) > 1 else "")
             payload = {**base, "section": number, "heading": heading, "text": part, "chunk_id": cid}
             chunks.append(Chunk(cid, doc.id, doc.title, number, heading, part, payload))
+        if number in keywords:
+            first = f"{doc.id}#{number}" + (".p1" if len(parts) > 1 else "")
+            kid = f"{doc.id}#{number}.keywords"
+            payload = {
+                **base,
+                "section": number,
+                "heading": heading,
+                "text": parts[0],
+                "chunk_id": kid,
+                "passage": first,
+                "keywords": keywords[number],
+            }
+            chunks.append(
+                Chunk(kid, doc.id, doc.title, number, heading, parts[0], payload, "; ".join(keywords[number]))
+            )
     return chunks
+
+
+def _keywords(doc: Document, sections: set[str]) -> dict[str, list[str]]:
+    """The front matter's ``keywords``: section number -> staff phrases for it."""
+    raw = doc.meta.get("keywords")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DocumentError(f"{doc.source}: front matter field 'keywords' must map section numbers to phrases")
+    out: dict[str, list[str]] = {}
+    for key, phrases in raw.items():
+        number = str(key)
+        if number not in sections:
+            raise DocumentError(
+                f"{doc.source}: front matter field 'keywords' names section {number!r}, which has no text"
+            )
+        items = [phrases] if isinstance(phrases, str) else list(phrases or [])
+        cleaned = [str(p).strip() for p in items if str(p).strip()]
+        if cleaned:
+            out[number] = cleaned
+    return out
 
 
 def load_documents(path: str | Path) -> list[Document]:

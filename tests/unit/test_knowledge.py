@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from qdrant_client.hybrid.fusion import DEFAULT_RANKING_CONSTANT_K
 
-from bench.knowledge import load_queries, run_knowledge_bench
+from bench.knowledge import STAFF_QUERIES, load_queries, run_knowledge_bench
 from domain.decisions import Action, Decision
 from knowledge import (
     SOP_DIR,
@@ -108,7 +108,7 @@ def test_shipped_sops_are_well_formed() -> None:
     assert len({d.id for d in docs}) == len(docs)
     for d in docs:
         assert d.doc_type == "sop" and d.workflows, d.id
-        sections = [c.section for c in chunk_document(d)]
+        sections = [c.section for c in chunk_document(d) if "passage" not in c.payload]  # not keyword chunks
         assert len(sections) >= 4, d.id
         assert sections[:2] == ["1", "2"], d.id
     ids = {d.id for d in docs}
@@ -267,6 +267,31 @@ def test_labelled_queries_hit_rate(sop_kb: KnowledgeBase) -> None:
     assert rate >= 0.9, [q["q"] for q, ok in zip(queries, found, strict=True) if not ok]
 
 
+# Top-3 accuracy on the held-out staff questions (knowledge/eval/staff_queries.yaml) as measured when
+# the set was written: 102 of 109 (0.936). The goal is 0.95; see the README's knowledge section.
+STAFF_HELD_OUT_FLOOR = 0.93
+
+
+def test_held_out_staff_questions_find_their_sop_in_the_top_3(sop_kb: KnowledgeBase) -> None:
+    queries = load_queries(STAFF_QUERIES)
+    missed = [q["q"] for q in queries if q["expect"] not in [h.doc_id for h in sop_kb.search(q["q"], k=3)]]
+    assert len(queries) >= 100
+    assert 1 - len(missed) / len(queries) >= STAFF_HELD_OUT_FLOOR, missed
+
+
+def test_a_missed_truck_is_the_carrier_cutoff_sop_not_the_short_pick_one(sop_kb: KnowledgeBase) -> None:
+    hits = sop_kb.search("order will miss the truck pickup time", k=3)
+    assert hits[0].doc_id == "SOP-SHP-001"
+
+
+def test_a_keyword_chunk_shows_and_cites_its_sections_own_text(sop_kb: KnowledgeBase) -> None:
+    hits = sop_kb.search("driver or truck already left without it", k=5)
+    assert hits[0].citation == "SOP-SHP-001 §3"
+    assert hits[0].text.startswith("When an order misses its cutoff")  # the passage, not the phrases
+    passages = [h.payload.get("passage") or h.id for h in hits]
+    assert len(passages) == len(set(passages))  # a section's text and its keywords come back once
+
+
 def test_hits_carry_citations_and_filters_apply(sop_kb: KnowledgeBase) -> None:
     hits = sop_kb.search("received lot differs from the purchase order lot", k=3, doc_type="sop")
     assert isinstance(hits[0], Hit)
@@ -368,7 +393,8 @@ def test_ingest_and_search_commands(tmp_path: Path) -> None:
         (src / name).write_text((SOP_DIR / name).read_text())
     kb_path = tmp_path / "kb"
     result = ingest_command(src, kb_path)
-    assert result["chunks"] == 9 and result["total_points"] == 9  # 5 + 4 sections
+    # 5 + 4 sections, and a keyword chunk for each (the staff phrases in the SOPs' front matter)
+    assert result["chunks"] == 18 and result["total_points"] == 18
     rows = search_command("cancel after the wave was released", 2, {"doc_type": "sop"}, kb_path=kb_path)
     assert rows[0]["citation"] == "SOP-CS-001 §2"
     assert set(rows[0]) >= {"id", "doc_id", "title", "section", "text", "score", "payload"}
@@ -382,7 +408,8 @@ def test_bench_smoke() -> None:
         sizes=(150, 300), rounds=1, filler_embedded=8, embedder=emb, max_queries=5, history_decisions=30, history_new=5
     )
     assert result["points_at_end"] == 300
-    assert set(result["baseline"]) >= {"hit_rate_top3_sops_only", "p50_ms_300", "p95_ms_150"}
+    assert set(result["baseline"]) >= {"hit_rate_top3_sops_only", "hit_rate_top3_staff", "p50_ms_300", "p95_ms_150"}
+    assert result["staff_queries_held_out"] == result["tuning_queries"] == 5
     assert result["crossdock"]["mode"] == "hybrid" and result["baseline"]["mode"] == "sparse"
     assert result["embedding_chunks_per_s"] > 0
     history = result["history_sync"]
