@@ -61,6 +61,12 @@ RULES: dict[tuple[str, str | None, str | None], tuple[str, str]] = {
     ("customer_service", "ticket_opened", None): ("SOP-ESC-001", "4"),
 }
 
+# Where one section covers several classes, the sentence quoted is the one about the decision's
+# class (the first sentence containing these words), not the section's first sentence.
+FOCUS: dict[tuple[str, str | None, str | None], str] = {
+    ("reconciliation", "discrepancy", "over_shipment"): "over shipment",
+}
+
 # Outcomes that decide nothing cite nothing.
 SILENT = frozenset({"no_action", "in_sync", "rejected_agent_output"})
 _QUALIFIER_KEYS = ("hold_reason", "play", "finding")
@@ -78,16 +84,20 @@ def qualifier(evidence: dict[str, Any]) -> str | None:
     return None
 
 
-def rule_for(workflow: str, outcome: str, evidence: dict[str, Any]) -> tuple[str, str] | None:
-    """The (SOP id, section) a decision follows, or None when no SOP governs it."""
+def _rule_key(workflow: str, outcome: str, evidence: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
     if outcome in SILENT:
         return None
     q = qualifier(evidence)
     for key in ((workflow, outcome, q), (workflow, outcome, None), (workflow, None, q)):
-        found = RULES.get(key)
-        if found is not None:
-            return found
+        if key in RULES:
+            return key
     return None
+
+
+def rule_for(workflow: str, outcome: str, evidence: dict[str, Any]) -> tuple[str, str] | None:
+    """The (SOP id, section) a decision follows, or None when no SOP governs it."""
+    key = _rule_key(workflow, outcome, evidence)
+    return RULES[key] if key is not None else None
 
 
 @cache
@@ -107,9 +117,16 @@ def first_sentence(text: str, limit: int = 240) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "…"
 
 
-def quote(doc_id: str, section: str) -> str:
-    """The first sentence of an SOP section (KeyError if the section does not exist)."""
-    return first_sentence(sections()[(doc_id, section)])
+def quote(doc_id: str, section: str, about: str | None = None) -> str:
+    """The first sentence of an SOP section, or with ``about`` its first sentence containing those
+    words (the first sentence when none does); KeyError if the section does not exist."""
+    text = sections()[(doc_id, section)]
+    if about:
+        flat = " ".join(text.split())
+        for sentence in re.split(r"(?<=[.!?])\s+", flat):
+            if about.lower() in sentence.lower():
+                return first_sentence(sentence)
+    return first_sentence(text)
 
 
 def engine_rationale(rationale: str, evidence: dict[str, Any]) -> str:
@@ -124,11 +141,12 @@ def cite_sop(proposal: Proposal) -> Proposal:
     quote at the end of its rationale; unchanged when no SOP governs it or it already cites one."""
     if "sop" in proposal.evidence:
         return proposal
-    rule = rule_for(proposal.workflow, proposal.outcome, proposal.evidence)
-    if rule is None:
+    key = _rule_key(proposal.workflow, proposal.outcome, proposal.evidence)
+    if key is None:
         return proposal
+    rule = RULES[key]
     ref = f"{rule[0]} §{rule[1]}"
-    said = quote(*rule)
+    said = quote(*rule, about=FOCUS.get(key))
     return proposal.model_copy(
         update={
             "evidence": {**proposal.evidence, "sop": ref, "sop_quote": said},

@@ -38,6 +38,7 @@ from typing import Any
 from domain.context import BookPosition, Movement, NodeStock
 from domain.decisions import Action, Proposal, ticket
 from domain.engines.clock import as_utc
+from domain.rationale import num, signed
 
 ENGINE_VERSION = "discrepancy/1.0.0"
 EPS = 1e-9
@@ -139,7 +140,7 @@ def _stock_proposal(
                 subject=subject,
                 outcome="in_sync",
                 confidence=1.0,
-                rationale=f"ERP book and WMS physical agree at {evidence['erp_book']:g}; nothing to correct.",
+                rationale=f"ERP book and WMS physical agree at {num(evidence['erp_book'])}; nothing to correct.",
                 evidence=evidence,
             )
         return Proposal(
@@ -148,8 +149,9 @@ def _stock_proposal(
             outcome="timing_difference",
             confidence=0.95,
             rationale=(
-                f"WMS has {evidence['wms_on_hand']:g}, ERP books {evidence['erp_book']:g}: the {variance:+g} gap is "
-                f"postings in flight ({flight:+g} within {p.grace_hours:g} h), so nothing is corrected twice."
+                f"WMS has {num(evidence['wms_on_hand'])}, ERP books {num(evidence['erp_book'])}: "
+                f"the {signed(variance)} gap is "
+                f"postings in flight ({signed(flight)} within {num(p.grace_hours)} h), so nothing is corrected twice."
             ),
             evidence=evidence,
         )
@@ -169,8 +171,8 @@ def _stock_proposal(
         )
     ]
     rationale = (
-        f"True variance of {residual:+g} units ({cost:g} at {p.unit_cost:g}/unit): the WMS counts "
-        f"{evidence['wms_on_hand']:g}, the ERP books {evidence['erp_book']:g} and {flight:+g} is in flight. "
+        f"True variance of {signed(residual)} units ({num(cost)} at {num(p.unit_cost)}/unit): the WMS counts "
+        f"{num(evidence['wms_on_hand'])}, the ERP books {num(evidence['erp_book'])} and {signed(flight)} is in flight. "
         f"The ERP book is corrected because {RULE}."
     )
     if doubt:
@@ -182,11 +184,11 @@ def _stock_proposal(
                     "task_type": "cycle_count",
                     "node": p.node,
                     "sku": p.sku,
-                    "reason": f"variance {residual:+g} exceeds {threshold:g}: confirm the count before booking",
+                    "reason": f"variance {signed(residual)} exceeds {num(threshold)}: confirm the count before booking",
                 },
             )
         )
-        rationale += f" A gap above {threshold:g} units puts the count in doubt: cycle count first."
+        rationale += f" A gap above {num(threshold)} units puts the count in doubt: cycle count first."
     evidence["cycle_count_threshold"] = threshold
     return Proposal(
         workflow="discrepancy",
@@ -198,7 +200,9 @@ def _stock_proposal(
         evidence=evidence,
         actions=actions,
         review_required=doubt,
-        review_reason=f"variance {residual:+g} above {threshold:g} units: the count is in doubt" if doubt else None,
+        review_reason=f"variance {signed(residual)} above {num(threshold)} units: the count is in doubt"
+        if doubt
+        else None,
     )
 
 
@@ -223,8 +227,8 @@ def _uncovered(p: StockPicture, pickable_physical: float) -> list[Proposal]:
         short -= r.qty
     for order_id, rs in by_order.items():
         detail = (
-            f"{p.sku}@{p.node}: the WMS can pick {max(0.0, pickable_physical):g} but {held:g} is reserved; "
-            f"this order's {sum(r.qty for r in rs):g} is released for re-sourcing"
+            f"{p.sku}@{p.node}: the WMS can pick {num(max(0.0, pickable_physical))} but {num(held)} is reserved; "
+            f"this order's {num(sum(r.qty for r in rs))} is released for re-sourcing"
         )
         actions = [
             Action(

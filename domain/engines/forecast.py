@@ -53,6 +53,7 @@ from pydantic import Field
 from domain.decisions import Action, Proposal
 from domain.engines.clock import as_utc
 from domain.models import DemandPoint, Model, TransferLane
+from domain.rationale import num
 
 ENGINE_VERSION = "forecast/1.0.0"
 METHOD = "SBA (Syntetos-Boylan approximation of Croston)"
@@ -311,7 +312,8 @@ def _for_node(
                 rationale=(
                     f"{net.sku} at {pos.node} runs out on {stamp} ({fc.days_ahead(today)} days; "
                     f"{fc.rate:.2f}/day by SBA, "
-                    f"{fc.short:g} short before the next supply). {src_node} has excess: a transfer of {qty:g} lands "
+                    f"{num(fc.short)} short before the next supply). {src_node} has excess: "
+                    f"a transfer of {num(qty)} lands "
                     f"{eta.isoformat()} for {cost:.2f}, against {saved:.2f} of margin lost."
                 ),
                 evidence=ev,
@@ -354,7 +356,8 @@ def _for_node(
                         confidence=0.75,
                         cost_impact=round(premium, 2),
                         rationale=(
-                            f"{net.sku} at {pos.node} runs out on {stamp} but {ln.po_id}/{ln.line} ({ln.qty:g}) only "
+                            f"{net.sku} at {pos.node} runs out on {stamp} but {ln.po_id}/{ln.line} "
+                            f"({num(ln.qty)}) only "
                             f"arrives {ln.expected.isoformat()}: ask the supplier for {new_date.isoformat()} "
                             f"(premium ~{premium:.2f})."
                         ),
@@ -392,8 +395,9 @@ def _for_node(
                 confidence=0.7,
                 cost_impact=round(added * net.unit_cost, 2),
                 rationale=(
-                    f"{net.sku} at {pos.node} sells {fc.rate:.2f}/day (SBA) and keeps {pos.safety_stock:g} in reserve: "
-                    f"{safety_days:g} days of cover is {target:g}."
+                    f"{net.sku} at {pos.node} sells {fc.rate:.2f}/day (SBA) and keeps "
+                    f"{num(pos.safety_stock)} in reserve: "
+                    f"{num(safety_days)} days of cover is {num(target)}."
                 ),
                 evidence=_base_evidence(net, pos, fc, today)
                 | {
@@ -423,9 +427,9 @@ def _for_node(
                 cost_impact=round(fc.short * margin_unit, 2),
                 rationale=(
                     f"{net.sku} at {pos.node} is predicted to run out on {stamp} ({fc.days_ahead(today)} days ahead), "
-                    f"{fc.short:g} short before {until}"
+                    f"{num(fc.short)} short before {until}"
                     + (
-                        f"; the transfer covers {covered:g}."
+                        f"; the transfer covers {num(covered)}."
                         if covered > EPS
                         else "; no transfer pays or lands in time."
                     )

@@ -62,6 +62,7 @@ import numpy.typing as npt
 
 from domain.decisions import Action, Proposal, ticket
 from domain.models import Asn, PurchaseOrder, Receipt
+from domain.rationale import num, signed
 
 ENGINE_VERSION = "matching/1.0.0"
 
@@ -580,7 +581,7 @@ def _match(
         if alot:
             ev["asn_lot"] = words[alot]
         if not st:
-            ev["awaiting"] = "no receipt on the PO yet" if pend <= 0 else f"ASN(s) announcing {pend:g} not received"
+            ev["awaiting"] = "no receipt on the PO yet" if pend <= 0 else f"ASN(s) announcing {num(pend)} not received"
         more = extra.get(row)
         if more:
             ev.update(more)
@@ -800,7 +801,7 @@ def _close(lm: LineMatch, pct: float, prices: _Prices) -> Proposal:
     diff = lm.received_good - lm.ordered
     tol = lm.ordered * pct / 100
     reason = (
-        f"received {_n(lm.received_good)} of {_n(lm.ordered)} ordered ({diff:+.10g}), "
+        f"received {_n(lm.received_good)} of {_n(lm.ordered)} ordered ({signed(diff)}), "
         f"within the {_n(pct)}% tolerance (±{_n(tol)})"
     )
     written_off = abs(diff) * price

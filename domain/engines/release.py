@@ -25,6 +25,7 @@ from domain.engines.waves import ENGINE_VERSION as WAVE_ENGINE
 from domain.engines.waves import ReleasableOrder, committed_lines, plan_waves
 from domain.errors import InvalidOrder, UnknownSku
 from domain.models import Customer, Lane, Node, Order, Policy
+from domain.rationale import num
 
 ENGINE_VERSION = "release/1.1.0"
 WORKFLOW = "order_release"
@@ -72,7 +73,7 @@ def validate_order(order: Order, skus: dict[str, SkuInfo]) -> None:
     """Raise a clear error for lines no engine can decide on."""
     for ln in order.lines:
         if ln.qty <= 0:
-            raise InvalidOrder(f"{order.id} line {ln.line} has quantity {ln.qty:g}; quantities must be positive")
+            raise InvalidOrder(f"{order.id} line {ln.line} has quantity {num(ln.qty)}; quantities must be positive")
         if ln.sku not in skus:
             raise UnknownSku(ln.sku)
 
@@ -306,16 +307,18 @@ def _release_proposal(
     confidence = (
         0.95 - 0.05 * bool(used_safety) - 0.15 * bool(disagree) - 0.05 * bool(short) - 0.05 * bool(sourcing.late)
     )
-    sources = ", ".join(f"{n} ({lanes[n].cost_per_unit:g}/unit)" for n in sorted(per_node))
+    sources = ", ".join(f"{n} ({num(lanes[n].cost_per_unit)}/unit)" for n in sorted(per_node))
     if short:
         rationale = (
             f"Released what is pickable from {sources}; "
-            f"{sum(short.values()):g} units on line(s) {', '.join(map(str, sorted(short)))} are short everywhere "
+            f"{num(sum(short.values()))} units on line(s) {', '.join(map(str, sorted(short)))} are short everywhere "
             "and go to a backorder."
         )
     else:
         split = " as a split shipment" if len(per_node) > 1 else ""
-        rationale = f"All lines are pickable; released from {sources}{split}, the cheapest on-time source(s)."
+        # "On-time" only when it is: a line placed at a node that ships after ship-by is late.
+        which = "the cheapest source(s) with stock" if sourcing.late else "the cheapest on-time source(s)"
+        rationale = f"All lines are pickable; released from {sources}{split}, {which}."
     if sourcing.substituted:
         subs = ", ".join(f"line {n}: {lines[n].sku} → {s}" for n, s in sorted(sourcing.substituted.items()))
         rationale += f" Substituted {subs} (the first allowed substitute with stock)."
@@ -454,7 +457,7 @@ def _no_stock(
     for ln in order.lines:
         best = max((v.usable for (sku, _), v in views.items() if sku == ln.sku), default=0.0)
         if best < ln.qty:
-            parts.append(f"{ln.sku} needs {ln.qty:g}, best node has {best:g} usable")
+            parts.append(f"{ln.sku} needs {num(ln.qty)}, best node has {num(best)} usable")
     why = "; ".join(parts) or "no single node can fill every line"
     if not order.allow_split:
         why += " and the order does not allow splitting"
@@ -475,7 +478,9 @@ def _no_stock(
 
 def _safety_kept_back(ctx: ReleaseContext, views: dict[tuple[str, str], _NodeView], skus: set[str]) -> str:
     """Rationale clause for a standard order that was not allowed to touch safety stock."""
-    kept = [f"{v.safety:g} at {sku}@{node}" for (sku, node), v in sorted(views.items()) if sku in skus and v.safety > 0]
+    kept = [
+        f"{num(v.safety)} at {sku}@{node}" for (sku, node), v in sorted(views.items()) if sku in skus and v.safety > 0
+    ]
     if not kept:
         return ""
     return (

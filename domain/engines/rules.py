@@ -28,6 +28,7 @@ from domain.decisions import Action, Proposal
 from domain.engines.baseline import fifo_wave
 from domain.engines.release import ReleaseContext, region_lanes, validate_order
 from domain.models import Lane
+from domain.rationale import num
 
 ENGINE_VERSION = "rules/1.0.0"
 WORKFLOW = "order_release"
@@ -109,7 +110,7 @@ def _short_lines(ctx: ReleaseContext, nearest: list[str], free: dict[tuple[str, 
     for ln in ctx.order.lines:
         total = sum(free.get((ln.sku, n), 0.0) for n in nearest)
         if total + 1e-9 < ln.qty:
-            parts.append(f"{ln.sku} needs {ln.qty:g}, the network has {total:g} pickable")
+            parts.append(f"{ln.sku} needs {num(ln.qty)}, the network has {num(total)} pickable")
     return "; ".join(parts) or "lines of one SKU together need more than is pickable"
 
 

@@ -66,6 +66,7 @@ from domain.context import Network, NodeStock, OrderView, SkuInfo, Supply, WaveV
 from domain.decisions import Action, Proposal, ticket
 from domain.engines.release import promise_date, region_lanes
 from domain.models import Model
+from domain.rationale import money, num, where
 
 ENGINE_VERSION = "triage/1.0.0"
 EPS = 1e-9
@@ -397,21 +398,22 @@ def _fix_order(
                     "qty": take,
                     "order_id": order.id,
                     "line": n.line,
-                    "reason": f"{f.reason} at {f.location} on task {f.task_id}",
+                    "reason": f"{f.reason} at {where(f.node, f.location)} on task {f.task_id}",
                     "case_key": case_key(f),
                 },
             )
             for loc, _, take in picks
         ]
-        where = ", ".join(f"{take:g} from {loc}" for loc, _, take in picks)
+        spots = ", ".join(f"{num(take)} from {loc}" for loc, _, take in picks)
         rationale = (
-            f"{f.reason.replace('_', ' ')} of {n.short:g} {f.sku} at {f.node}/{f.location}: the node still holds "
-            f"{holding:g} in other locations and can spare {spare:g}, so the order is re-picked ({where})."
+            f"{f.reason.replace('_', ' ')} of {num(n.short)} {f.sku} at {where(f.node, f.location)}: "
+            "the node still holds "
+            f"{num(holding)} in other locations and can spare {num(spare)}, so the order is re-picked ({spots})."
         )
         return _proposal(
             ctx, "repick", subject, "auto_resolved", rationale, evidence, actions, 0.0, n.short, grouped, model
         )
-    tried.append(f"{f.node} can spare {max(0.0, spare):g} of {n.short:g}")
+    tried.append(f"{f.node} can spare {num(max(0.0, spare))} of {num(n.short)}")
     # 2. Re-allocate to another node.
     lanes = region_lanes(ctx.network, order.region)
     has_other_lines_here = any(
@@ -443,8 +445,9 @@ def _fix_order(
                 ),
             ]
             rationale = (
-                f"{f.node} cannot cover the {n.short:g} {f.sku} missing at {f.location} ({tried[-1]}); {node} has "
-                f"{pickable:g} pickable and the cheapest lane to {order.region}, so {move:g} "
+                f"{f.node} cannot cover the {num(n.short)} {f.sku} missing at {where(f.node, f.location)} "
+                f"({tried[-1]}); {node} has "
+                f"{num(pickable)} pickable and the cheapest lane to {order.region}, so {num(move)} "
                 f"{'units move' if order.allow_split else '(the whole line, the order may not split) move'} there."
             )
             evidence["reallocation"] = {"to": node, "qty": move, "extra_lane_cost": round(extra, 2)}
@@ -462,7 +465,7 @@ def _fix_order(
                 model,
                 costly=extra > COSTLY_SHARE * unit_cost * move + EPS and unit_cost > 0,
             )
-        tried.append(f"no other node can pick {move:g} with a lane to {order.region}")
+        tried.append(f"no other node can pick {num(move)} with a lane to {order.region}")
     else:
         tried.append("the order may not split and has other lines at the node")
     # 3. Substitute the whole line.
@@ -500,7 +503,7 @@ def _fix_order(
             ]
             rationale = (
                 f"{f.sku} cannot be found for {order.id} ({'; '.join(tried)}); the order allows substitution and "
-                f"{sub} has {n.line_qty:g} at {sub_node}, so the line is substituted."
+                f"{sub} has {num(n.line_qty)} at {sub_node}, so the line is substituted."
             )
             return _proposal(
                 ctx,
@@ -557,7 +560,8 @@ def _fix_order(
                 ),
             ]
             rationale = (
-                f"No stock anywhere covers the {n.short:g} {f.sku} {order.id} lost ({'; '.join(tried)}); the order may "
+                f"No stock anywhere covers the {num(n.short)} {f.sku} {order.id} lost ({'; '.join(tried)}); "
+                "the order may "
                 f"split, so they are backordered against {source} with a new promise of {promise.isoformat()}."
             )
             return _proposal(
@@ -579,8 +583,8 @@ def _fix_order(
         tried.append("the order may not split")
     # 5. Escalate with a packaged ticket.
     summary = (
-        f"Task {f.task_id}: {f.reason.replace('_', ' ')} of {f.sku} at {f.node}/{f.location}; {order.id} line "
-        f"{n.line} is short {n.short:g}. Tried: {'; '.join(tried)}. Case {case_key(f)}."
+        f"Task {f.task_id}: {f.reason.replace('_', ' ')} of {f.sku} at {where(f.node, f.location)}; {order.id} line "
+        f"{n.line} is short {num(n.short)}. Tried: {'; '.join(tried)}. Case {case_key(f)}."
     )
     priority = "high" if order.priority == "express" or ctx.tier == "gold" else "normal"
     actions = [
@@ -640,7 +644,7 @@ def _correction(
         ),
     }
     out: list[Proposal] = []
-    what = f"Task {f.task_id} found {n.lost:g} {f.sku} fewer at {f.node}/{f.location} than the WMS records"
+    what = f"Task {f.task_id} found {num(n.lost)} {f.sku} fewer at {where(f.node, f.location)} than the WMS records"
     if f.reason in ("short_pick", "not_found"):
         count = _task_or_ticket(
             ctx,
@@ -650,7 +654,9 @@ def _correction(
                 "sku": f.sku,
                 "location": f.location,
                 "qty": n.lost,
-                "reason": f"task {f.task_id}: {f.reason} found {f.found_qty or 0:g}, expected {f.expected_qty or 0:g}",
+                "reason": (
+                    f"task {f.task_id}: {f.reason} found {num(f.found_qty or 0)}, expected {num(f.expected_qty or 0)}"
+                ),
                 "case_key": key,
             },
         )
@@ -685,7 +691,8 @@ def _correction(
             "correct",
             subject,
             "stock_correction",
-            f"{what}: the ERP book is proposed down by {n.lost:g} ({cost:g}), for review because one pick is not a "
+            f"{what}: the ERP book is proposed down by {num(n.lost)} ({money(cost)}), for review because one "
+            "pick is not a "
             "count.",
             dict(evidence),
             [adjust],
@@ -703,10 +710,10 @@ def _task_or_ticket(ctx: ExceptionContext, payload: dict[str, Any]) -> Action:
     """A ``wms.create_task``, or the same work as a warehouse ticket when the WMS has no task API."""
     if ctx.wms_tasks:
         return Action(system="wms", type="create_task", payload=payload)
-    where = f"{payload['node']}/{payload.get('location') or '?'}"
+    place = where(str(payload["node"]), payload.get("location"))
     return ticket(
         "warehouse",
-        f"{payload['task_type'].replace('_', ' ')} {payload['qty']:g} {payload['sku']} at {where}",
+        f"{payload['task_type'].replace('_', ' ')} {num(payload['qty'])} {payload['sku']} at {place}",
         f"{payload['task_type']}: {payload.get('reason') or ''} (case {payload.get('case_key')}).",
         [str(v) for v in (payload.get("order_id"), payload.get("case_key")) if v],
     )
@@ -731,7 +738,7 @@ def _proposal(
     feats = case_features(play, ctx.facts.reason, cost, qty, express, ctx.tier == "gold", grouped)
     conf, p_override, source = confidence_for(play, feats, model)
     if costly and review is None:
-        review = f"the {play} costs {cost:g}, more than {COSTLY_SHARE:.0%} of the goods' value"
+        review = f"the {play} costs {num(cost)}, more than {COSTLY_SHARE:.0%} of the goods' value"
     ev = {**evidence, "play": play, "features": feats, "override": {"p": p_override, "source": source}}
     return Proposal(
         workflow="exception_triage",
@@ -784,7 +791,7 @@ def decide_payment_failed(
         ticket(
             "finance",
             f"Payment failed for {order_id}",
-            f"{detail}. The order is held with its {value:g} reserved units kept; retry the payment or ask the "
+            f"{detail}. The order is held with its {num(value)} reserved units kept; retry the payment or ask the "
             "customer for another method, then release the hold.",
             [order_id],
             "high" if express or tier == "gold" else "normal",
@@ -874,7 +881,7 @@ def decide_cancellation(
     conf, p, source = confidence_for("cancel", feats, model)
     rationale = (
         f"{order_id} cancelled ({reason or 'no reason given'}): "
-        + (f"{released:g} reserved units released" if released > EPS else "no reservation left to release")
+        + (f"{num(released)} reserved units released" if released > EPS else "no reservation left to release")
         + (f", {len(on_waves)} wave(s) to pull it from (ticket to the warehouse)" if on_waves else "")
         + "."
     )

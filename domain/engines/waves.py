@@ -46,6 +46,7 @@ from domain.context import WaveView
 from domain.decisions import Action
 from domain.engines.clock import as_utc, next_cutoff
 from domain.models import Carrier, Node, Zone
+from domain.rationale import num
 
 ENGINE_VERSION = "waves/1.1.0"
 EPS = 1e-9
@@ -291,8 +292,8 @@ def plan_waves(
                 ev.update(
                     outcome="deferred",
                     reason=(
-                        f"makes the cutoff, but the {window_hours:g} h window of {node_id}/{zone_id} "
-                        f"has {window_left:g} line(s) left"
+                        f"makes the cutoff, but the {num(window_hours)} h window of {node_id}/{zone_id} "
+                        f"has {num(window_left)} line(s) left"
                     ),
                 )
         waved_lines = sum(i.order.picks for i in waved)
@@ -424,8 +425,8 @@ def _keep_most_on_time(
             o = victim.order
             when = rfc3339(now + timedelta(hours=load / rate))
             reason = (
-                f"with it, {load:g} lines ({queued:g} already queued) would be due in {o.node}/{o.zone} by the "
-                f"{item.order.carrier} cutoff {rfc3339(item.cutoff_at)} and {limit:g} fit at {rate:g} lines/h: "
+                f"with it, {num(load)} lines ({num(queued)} already queued) would be due in {o.node}/{o.zone} by the "
+                f"{item.order.carrier} cutoff {rfc3339(item.cutoff_at)} and {num(limit)} fit at {num(rate)} lines/h: "
                 f"the last would finish at {when}, after the {item.order.carrier} cutoff {rfc3339(item.cutoff_at)}; "
                 f"left out as the {rule} ({o.picks} line(s)) so that more orders make their trucks"
             )
@@ -483,8 +484,8 @@ def _unplannable(order: ReleasableOrder, zone: Zone | None, carrier: Carrier | N
         return "the order has no lines to pick"
     if order.picks > zone.pick_capacity_per_hour * window_hours + EPS:
         return (
-            f"{order.picks} lines exceed what {order.node}/{order.zone} picks in one {window_hours:g} h window "
-            f"({zone.pick_capacity_per_hour * window_hours:g}); it needs a dedicated wave from a planner"
+            f"{order.picks} lines exceed what {order.node}/{order.zone} picks in one {num(window_hours)} h window "
+            f"({num(zone.pick_capacity_per_hour * window_hours)}); it needs a dedicated wave from a planner"
         )
     return None
 
