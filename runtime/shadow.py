@@ -247,7 +247,7 @@ def agreement(store: Store, limit: int = 10_000) -> dict[str, Any]:
 # and the only queries are reads of ``event_records`` and ``decisions``. Same records, decisions and
 # policy in, same report out.
 
-_NO_RECORD = "no recorded reads (decided before reads were kept, or with CROSSDOCK_RECORD_READS off)"
+_NO_RECORD = "no recorded reads (decided before reads were kept, with CROSSDOCK_RECORD_READS off, or by a triage crew)"
 
 
 def _engine_version() -> str:
@@ -542,7 +542,9 @@ def replay_event(
     mine = {did for did in decided if did in recorded and recorded[did].event_id == event.id}
     # Decisions the live proposals repeated (recorded under an earlier event), by live key.
     repeats = {recorded[did].live_key: did for did in decided if did in recorded and recorded[did].event_id != event.id}
-    engine_own = {did for did, d in recorded.items() if d.event_id == event.id}
+    # The event's own decisions: what its live proposals became (never an agent's, a planner's
+    # question or a re-decision, which the engines' replay cannot reproduce).
+    engine_own = {did for did in {*proposed, *decided} if did in recorded and recorded[did].event_id == event.id}
     used: set[str] = set()
     for i, p in enumerate(proposals):
         did = decision_id(event.key, p.workflow, i)
@@ -565,22 +567,14 @@ def replay_event(
     return out, pickable
 
 
-def _engine_decisions(store: Store, event_ids: list[str], extra_ids: set[str]) -> dict[str, Decision]:
-    """The engines' recorded decisions of these events (agents' left out), and the decisions with
-    ``extra_ids``, by id."""
+def _engine_decisions(store: Store, ids: set[str]) -> dict[str, Decision]:
+    """The recorded decisions with these ids (what the events' engine proposals became), by id."""
     t = store.decisions
     out: dict[str, Decision] = {}
+    wanted = sorted(ids)
     with store.engine.connect() as conn:
-        for n in range(0, len(event_ids), 500):
-            chunk = event_ids[n : n + 500]
-            stmt = sa.select(t.c.data).where(t.c.event_id.in_(chunk), t.c.status.not_in(_SKIP_STATUSES))
-            for data in conn.execute(stmt).scalars():
-                d = Decision.model_validate(data)
-                if not d.engine_version.startswith("agent:"):
-                    out[d.id] = d
-        missing = sorted(extra_ids - set(out))
-        for n in range(0, len(missing), 500):
-            stmt = sa.select(t.c.data).where(t.c.id.in_(missing[n : n + 500]))
+        for n in range(0, len(wanted), 500):
+            stmt = sa.select(t.c.data).where(t.c.id.in_(wanted[n : n + 500]))
             for data in conn.execute(stmt).scalars():
                 d = Decision.model_validate(data)
                 out[d.id] = d
@@ -600,7 +594,9 @@ def _events_without_record(store: Store, since: datetime, until: datetime, recor
         for event_id, workflow in conn.execute(stmt):
             if event_id not in recorded:
                 out.setdefault(str(event_id), str(workflow))
-    return out
+    # An event accepted before the period but decided again within it has its record elsewhere.
+    kept = store.event_record_keys(out)
+    return {e: w for e, w in out.items() if e not in kept}
 
 
 def engine_diff(records: list[dict[str, Any]], recorded: dict[str, Decision], candidate: Policy) -> dict[str, Any]:
@@ -653,8 +649,8 @@ def engine_replay(store: Store, since: datetime, until: datetime, candidate: Pol
     """The engine replay of a period with a candidate policy (writes nothing); see above."""
     records = store.event_records_between(since, until)
     ids = [str(r["event_id"]) for r in records]
-    extra = {did for r in records for did in (r.get("decisions") or {}).get("decided", [])}
-    recorded = _engine_decisions(store, ids, extra)
+    wanted = {did for r in records for part in (r.get("decisions") or {}).values() for did in part}
+    recorded = _engine_decisions(store, wanted)
     report = engine_diff(records, recorded, candidate)
     # Events decided in the period without a record cannot be replayed: counted, with the reason.
     missing = _events_without_record(store, since, until, set(ids))
