@@ -808,6 +808,79 @@ def bench_backorders(
     )
 
 
+@bench_app.command("load")
+def bench_load(
+    rate: Annotated[
+        float, typer.Option(min=0.1, max=5000, help="Events per second, sent on a fixed schedule.")
+    ] = 100.0,
+    duration: Annotated[float, typer.Option(min=0.5, max=3600, help="Seconds of load per worker count.")] = 60.0,
+    workers: Annotated[str, typer.Option(help="Worker process counts, one run each (comma-separated).")] = "1,2,4",
+    tick_s: Annotated[float, typer.Option("--tick-s", min=1, help="The built-in clock's tick interval.")] = 60.0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for load.json and load.svg.")] = Path("out/bench-load"),
+    noop: Annotated[
+        bool, typer.Option(help="Instead: no-op jobs/s per worker process (ack included) beside the XADD floor.")
+    ] = False,
+    noop_jobs: Annotated[int, typer.Option(min=100, help="Jobs queued for each --noop run.")] = 20_000,
+    medium_day: Annotated[
+        bool, typer.Option(help="Also replay the medium scenario's day and report its decision latency.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Scenario seed (the event mix).")] = 7,
+) -> None:
+    """Open-loop load through real processes (twin, API with its clock, N workers, Redis): event→decision
+    latency from each event's scheduled send time, p50/p95/p99/max by kind, queue depth over time, errors,
+    and the floors (bare /healthz, bare XADD, the twin's reads) measured in the same run."""
+    from bench.load import LoadOptions, run_load_bench, run_noop_bench, summary_rows
+
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+    except ValueError:
+        fail(f"--workers: comma-separated whole numbers, got {workers!r}")
+    if not counts or min(counts) < 1:
+        fail("--workers: each count must be at least 1")
+    if noop:
+        with _progress() as progress:
+            task = progress.add_task("bench load --noop", total=None)
+            noop_result = run_noop_bench(noop_jobs, counts, lambda msg: progress.update(task, description=msg))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "noop.json").write_text(json.dumps(noop_result, indent=1))
+        rows = summary_rows({"loadavg_at_end": Path("/proc/loadavg").read_text().strip(), "noop": noop_result})
+    else:
+        with _progress() as progress:
+            task = progress.add_task("bench load", total=int(rate * duration))
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = run_load_bench(
+                LoadOptions(
+                    rate=rate,
+                    duration_s=duration,
+                    workers=counts,
+                    tick_s=tick_s,
+                    seed=seed,
+                    out=out_dir,
+                    medium_day=medium_day,
+                    say=lambda msg: progress.update(task, description=msg),
+                    progress=advance,
+                )
+            )
+        rows = summary_rows(result)
+    table = Table(title=f"Load benchmark (measured in this run; written to {out_dir})")
+    table.add_column("measure")
+    table.add_column("value")
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+
+
+@bench_app.command("startup")
+def bench_startup() -> None:
+    """`crossdock serve` from launch to /readyz ready (first start and restart), and a bad setting to its error."""
+    from bench.startup import run_startup_bench
+
+    _bench("startup", "Start-up benchmark (measured in this run)", run_startup_bench)
+
+
 @knowledge_app.command("ingest")
 def knowledge_ingest(
     path: Annotated[Path | None, typer.Argument(help="A markdown file or folder (default: the shipped SOPs).")] = None,

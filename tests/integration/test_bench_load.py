@@ -1,0 +1,54 @@
+"""``crossdock bench load`` end to end, small: 20 events/s for 3 s through a real twin, API and one
+worker process on a real Redis; every event sent is decided, latencies are measured from the
+schedule, and the report and its plot are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.load import LoadOptions, build_events, run_load_bench, summary_rows
+from tests import services
+
+
+def test_events_follow_the_scenario_mix_and_repeat_orders_under_new_ids() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)
+    scenario, events = build_events(7, "small", 80, now)
+    assert len(events) == 80
+    assert not any(e["type"] == "crossdock.tick" for e in events)
+    assert {"oms.order.created", "wms.task.exception"} <= {e["type"] for e in events}
+    assert scenario["start"].startswith("2026-12-06")  # the day moved to today
+    ids = [e["id"] for e in events]
+    assert len(set(ids)) == len(ids)
+    orders = [e["data"]["id"] for e in events if e["type"] == "oms.order.created"]
+    assert len(set(orders)) == len(orders)  # repeated orders carry new ids
+
+
+def test_load_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", services.redis_url())
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # SQLite in the run's folder
+    result = run_load_bench(
+        LoadOptions(rate=20, duration_s=3, workers=(1,), size="medium", out=tmp_path, floor_samples=20, tick_s=3600)
+    )
+    (run,) = result["runs"]
+    assert run["workers"] == 1 and run["events_sent"] == 60
+    assert run["errors"]["not_accepted"] == 0 and run["errors"]["not_settled"] == 0, run["errors"]
+    rows = run["events"]
+    assert all(r["status"] == "done" for r in rows), [r for r in rows if r["status"] != "done"][:3]
+    assert all(r["decisions"] >= 1 and r["decision_ms"] >= 0 for r in rows), [r for r in rows if not r["decisions"]][:3]
+    assert all(r["settled_ms"] >= r["decision_ms"] for r in rows)
+    orders = run["by_kind"]["orders"]
+    assert orders["with_decision"] == orders["sent"] > 0
+    assert 0 < orders["decision"]["p50_ms"] <= orders["decision"]["p99_ms"] <= orders["decision"]["max_ms"]
+    for floor in ("api_healthz", "xadd", "twin_read_order", "twin_read_inventory"):
+        assert run["floors"][floor]["n"] == 20 and run["floors"][floor]["p50_ms"] > 0
+    assert run["queue_depth"]["samples"] and run["latency_per_second"]
+    saved = json.loads((tmp_path / "load.json").read_text())
+    assert saved["runs"][0]["events_sent"] == 60
+    svg = (tmp_path / "load.svg").read_text()
+    assert svg.startswith("<svg") and "<polyline" in svg
+    assert any(name == "1w orders decision ms" for name, _ in summary_rows(result))
