@@ -19,6 +19,7 @@ from domain.engines.release import DEFAULT_WAVE_WINDOW_H
 from domain.engines.waves import add_committed, committed_lines
 from domain.events import CloudEvent, Tick
 from domain.models import Policy
+from domain.rationale import money
 from tools.context import Systems, backlog_context, held_orders, order_needs, substitute_map, wave_context
 
 # One planner at a time: two concurrent plans could put one order on two waves.
@@ -105,18 +106,23 @@ def fold_prevention(proposals: list[Proposal]) -> list[Proposal]:
         if not group:
             continue
         items = [{"subject": p.subject, "rationale": p.rationale, "cost_impact": p.cost_impact} for p in group]
-        shown = "; ".join(f"{p.subject}" for p in group[:10]) + (" …" if len(group) > 10 else "")
+        shown = ", ".join(f"{p.subject}" for p in group[:10]) + (" …" if len(group) > 10 else "")
+        total = round(sum(p.cost_impact for p in group), 2)
+        if outcome == "safety_stock_proposed":
+            said = (
+                f"{len(group)} SKU@node pair(s) keep less than their days of cover in reserve: {shown}. "
+                f"Raise their safety stock ({money(total)} of stock tied up; one approval for the list)."
+            )
+        else:
+            said = f"{len(group)} SKU@node pair(s) forecast to run short before their next supply: {shown}."
         kept.append(
             Proposal(
                 workflow="backorder_prevention",
                 subject=subject,
                 outcome=outcome,
                 confidence=min(p.confidence for p in group),
-                cost_impact=round(sum(p.cost_impact for p in group), 2),
-                rationale=(
-                    f"{len(group)} SKU@node pair(s) forecast to run short before their next supply: {shown}."
-                    + (" Raise their safety stock (one approval for the list)." if group[0].actions else "")
-                ),
+                cost_impact=total,
+                rationale=said,
                 evidence={"engine": str(group[0].evidence.get("engine", "forecast")), "items": items},
                 actions=[a for p in group for a in p.actions],
                 review_required=any(p.review_required for p in group),

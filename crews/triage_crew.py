@@ -7,7 +7,8 @@ supervisor gets one task per exception (and one customer follow-up per exception
 and delegates each to the exception-triage or the customer-service agent. Every answer is validated
 against the specialist the task belongs to, whoever wrote it; every proposal, the engine's or an
 agent's, goes through the governance gate; a rejected agent output is stored as a ``rejected``
-decision.
+decision. An agent's proposal naming a node, SKU, order or location the systems do not know is
+turned into an escalation before it is recorded (``crews.existence``); the engine checks its own.
 
 No CrewAI import at module level: deterministic mode never loads it.
 """
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.proposals import RejectedProposal
+from crews.existence import checked
 from crews.supervisor import route
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import CloudEvent
@@ -125,6 +127,7 @@ def triage_batch(
         if isinstance(result, RejectedProposal):
             decisions.append(recorder.save_rejected(result.to_decision(did, event_id=event_id, job_id=job_id)))
             continue
+        result = checked(result, systems)  # a bin, SKU, node or order the systems do not know: escalated
         with hold(sorted({f"sku:{a.payload['sku']}" for a in result.actions if a.payload.get("sku")})):
             recorded = recorder.record(
                 result,

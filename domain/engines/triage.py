@@ -56,6 +56,7 @@ the next training reads them back from the decision store.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -279,9 +280,70 @@ def _numbers(ctx: ExceptionContext, here: NodeStock | None) -> _Numbers:
     )
 
 
-def decide_exception(ctx: ExceptionContext, model: OverrideEstimator | None = None) -> list[Proposal]:
-    """The order's fix (cheapest adequate play), then the case's stock correction if it is new."""
+def unknown_refs(ctx: ExceptionContext) -> list[str]:
+    """What the exception names that the systems do not know: the node (OMS network), the SKU
+    (ERP material master, WMS stock), the order (OMS) and the location (a WMS location record of
+    the SKU at the node). An empty network or stock list is no evidence either way."""
     f = ctx.facts
+    out: list[str] = []
+    nodes = {n.id for n in ctx.network.nodes}
+    if nodes and f.node not in nodes:
+        out.append(f"node {f.node} is not in the network")
+    if ctx.sku_info is None and not ctx.stock:
+        out.append(f"SKU {f.sku} is not in the ERP material master nor in WMS stock")
+    if f.order_id and ctx.order is None:
+        out.append(f"order {f.order_id} is not in the OMS")
+    here = next((s for s in ctx.stock if s.node == f.node), None)
+    if f.location and ctx.stock and f.location not in {lo.location for lo in (here.locations if here else [])}:
+        out.append(f"location {f.location} holds no {f.sku} at {f.node} in the WMS")
+    return out
+
+
+def _unknown(ctx: ExceptionContext, missing: list[str], model: OverrideEstimator | None) -> Proposal:
+    """An exception naming what does not exist: no task, move or adjustment, one ticket saying what."""
+    f = ctx.facts
+    what = "; ".join(missing)
+    summary = (
+        f"Task {f.task_id} reports a {f.reason.replace('_', ' ')} of {f.sku} at {where(f.node, f.location)}, "
+        f"but {what}. Check the task's data before anything is moved, counted or booked."
+    )
+    evidence: dict[str, Any] = {
+        "engine": ENGINE_VERSION,
+        "exception": dataclasses.asdict(f),
+        "unknown": missing,
+    }
+    actions = [
+        ticket(
+            "warehouse",
+            f"Task {f.task_id} names what the systems do not know",
+            summary,
+            [r for r in (f.task_id, f.order_id) if r],
+        )
+    ]
+    return _proposal(
+        ctx,
+        "escalate",
+        f.order_id or f.task_id,
+        "escalated",
+        f"Escalated, nothing proposed: {summary}",
+        evidence,
+        actions,
+        0.0,
+        0.0,
+        False,
+        model,
+    )
+
+
+def decide_exception(ctx: ExceptionContext, model: OverrideEstimator | None = None) -> list[Proposal]:
+    """The order's fix (cheapest adequate play), then the case's stock correction if it is new.
+
+    An exception naming a node, SKU, order or location the systems do not know gets neither: one
+    escalation saying what is unknown (never a task for a bin that does not exist)."""
+    f = ctx.facts
+    missing = unknown_refs(ctx)
+    if missing:
+        return [_unknown(ctx, missing, model)]
     key = case_key(f)
     here = next((s for s in ctx.stock if s.node == f.node), None)
     n = _numbers(ctx, here)

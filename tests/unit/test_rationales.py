@@ -21,12 +21,16 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 
 from connectors.http import http_connectors
+from crews.existence import checked, unknown_refs
 from crews.supervisor import route
-from domain.decisions import Proposal, decision_id, with_idempotency_keys
+from crews.triage import TriageSpecialist
+from domain.context import LineAllocation, LocationStock, Network, NodeStock, OrderLineView, OrderView, SkuInfo, Supply
+from domain.decisions import Action, Proposal, decision_id, with_idempotency_keys
+from domain.engines.triage import WmsTask
 from domain.errors import UnknownOrder, UnknownSku
-from domain.events import parse_event
+from domain.events import CloudEvent, parse_event
 from domain.governance import gated_decision
-from domain.models import Scenario
+from domain.models import Customer, Lane, Node, Order, OrderLine, Scenario
 from domain.rationale import CLASS_TERMS, money, num, problems, signed, where
 from knowledge.citations import RULES, cite_sop
 from tools.context import Systems
@@ -231,3 +235,136 @@ def test_each_receiving_class_quotes_a_sentence_about_itself(cls: str) -> None:
     cited = cite_sop(proposal("reconciliation", "discrepancy", "PO-1/10 (SKU-1): see the evidence.", classes=[cls]))
     assert cited.evidence["sop_quote"] in cited.rationale
     assert problems(cited) == [], cited.evidence["sop_quote"]
+
+
+# --- every bin, SKU, node and order an action names exists ------------------------------------
+
+
+class _FakeSystems:
+    """Fake WMS, ERP and OMS ports: node A with S1 in bin A-01-01 only, order SO-1 holding 5 there."""
+
+    def __init__(self) -> None:
+        self.applied: list[Action] = []
+
+    # WMS
+    def stock(self, sku: str) -> list[NodeStock]:
+        if sku != "S1":
+            return []
+        bins = [LocationStock(zone="Z", location="A-01-01", on_hand=5, locked=0)]
+        return [NodeStock(node="A", sku="S1", on_hand=5, locked=0, allocated=5, pickable=0, locations=bins)]
+
+    def tasks(self, sku: str | None = None, node: str | None = None) -> list[WmsTask]:
+        return []
+
+    # ERP
+    def sku(self, sku: str) -> SkuInfo:
+        if sku != "S1":
+            raise UnknownSku(sku)
+        return SkuInfo(id="S1", unit_cost=10.0)
+
+    def planned_supply(self, sku: str) -> list[Supply]:
+        return []
+
+    # OMS
+    def order(self, order_id: str) -> OrderView:
+        if order_id != "SO-1":
+            raise UnknownOrder(order_id)
+        order = Order(id="SO-1", customer="C1", region="R1", lines=[OrderLine(line=1, sku="S1", qty=5)])
+        allocated = [LineAllocation(node="A", qty=5)]
+        return OrderView(
+            order=order, status="released", lines=[OrderLineView(line=1, sku="S1", qty=5, allocations=allocated)]
+        )
+
+    def customer(self, customer_id: str) -> Customer:
+        return Customer(id=customer_id)
+
+    def network(self) -> Network:
+        lane = Lane.model_validate({"from": "A", "to_region": "R1", "cost_per_unit": 1.0, "transit_days": 1})
+        return Network(nodes=[Node(id="A", region="R1")], lanes=[lane])
+
+    def apply(self, action: Action) -> dict[str, Any]:
+        self.applied.append(action)
+        return {}
+
+    def systems(self) -> Systems:
+        me: Any = self
+        return Systems(wms=me, erp=me, oms=me, notify=me)
+
+
+def _exception(**data: Any) -> CloudEvent:
+    body = {"task_id": "T-9", "node": "A", "sku": "S1", "reason": "short_pick", "order_id": "SO-1"}
+    return CloudEvent.model_validate(
+        {
+            "specversion": "1.0",
+            "id": "evt-t9",
+            "source": "wms/test",
+            "type": "wms.task.exception",
+            "time": "2026-03-21T10:00:00Z",
+            "data": {**body, "expected_qty": 5, "found_qty": 1, **data},
+        }
+    )
+
+
+def test_a_task_exception_at_a_real_bin_is_counted_there() -> None:
+    fake = _FakeSystems()
+    proposals = TriageSpecialist().propose(_exception(location="A-01-01"), fake.systems())
+    counts = [a for p in proposals for a in p.actions if a.payload.get("task_type") == "cycle_count"]
+    assert [a.payload["location"] for a in counts] == ["A-01-01"]
+
+
+@pytest.mark.parametrize(
+    ("data", "unknown"),
+    [
+        ({"location": "PICK-A-01-01"}, "location PICK-A-01-01 holds no S1 at A in the WMS"),
+        ({"location": "A-01-01", "order_id": "SO-404"}, "order SO-404 is not in the OMS"),
+        ({"location": "A-01-01", "node": "DC-X"}, "node DC-X is not in the network"),
+        ({"location": "A-01-01", "sku": "S-404"}, "SKU S-404 is not in the ERP material master nor in WMS stock"),
+    ],
+)
+def test_a_task_exception_naming_what_does_not_exist_is_escalated_with_the_reason(
+    data: dict[str, Any], unknown: str
+) -> None:
+    fake = _FakeSystems()
+    [p] = [cite_sop(p) for p in TriageSpecialist().propose(_exception(**data), fake.systems())]
+    assert (p.outcome, p.evidence["play"]) == ("escalated", "escalate")
+    assert unknown in p.evidence["unknown"] and unknown in p.rationale
+    [act] = p.actions
+    assert act.name == "notify.ticket" and unknown in act.payload["summary"]
+    assert problems(p) == []
+
+
+def test_an_agent_proposal_naming_a_missing_bin_becomes_an_escalation() -> None:
+    systems = _FakeSystems().systems()
+    count = Action(
+        system="wms",
+        type="create_task",
+        payload={"task_type": "cycle_count", "node": "A", "sku": "S1", "location": "PICK-A-01-01", "qty": 4},
+    )
+    agent = Proposal(
+        workflow="exception_triage",
+        subject="T-9",
+        outcome="cycle_count",
+        confidence=0.9,
+        rationale="Count it.",
+        actions=[count],
+    )
+    escalated = checked(agent, systems)
+    assert escalated.outcome == "escalated" and escalated.review_required
+    assert [a.name for a in escalated.actions] == ["notify.ticket"]
+    assert escalated.evidence["unknown"] == ["wms.create_task: location PICK-A-01-01 holds no S1 at A in the WMS"]
+    assert escalated.evidence["withdrawn"]["actions"][0]["payload"]["location"] == "PICK-A-01-01"
+    # The same task at the real bin goes through untouched.
+    real = agent.model_copy(
+        update={"actions": [count.model_copy(update={"payload": {**count.payload, "location": "A-01-01"}})]}
+    )
+    assert checked(real, systems) is real
+    # An order, node or SKU the systems do not know is caught the same way.
+    moves = [
+        Action(system="oms", type="allocate", payload={"order_id": "SO-404", "line": 1, "node": "A", "qty": 1}),
+        Action(system="wms", type="create_transfer", payload={"from": "DC-X", "to": "A", "sku": "S-404", "qty": 1}),
+    ]
+    assert unknown_refs(moves, systems) == [
+        "oms.allocate: order SO-404 is not in the OMS",
+        "wms.create_transfer: node DC-X is not in the network",
+        "wms.create_transfer: SKU S-404 is not in the ERP material master nor in WMS stock",
+    ]
