@@ -849,6 +849,8 @@ def _bucket_prices(m: _Model) -> FloatArray:
     (c_ib + u_b). Iterated from the top in integer cost units until nothing changes.
     """
     assert m.flows is not None and m.unfilled is not None
+    if m.prices is not None:
+        return m.prices
     nb = len(m.buckets)
     node_of = np.where(m.arc_safety, nb + m.arc_bucket, m.arc_bucket)
     cap = np.concatenate([m.free_cap, m.safety_cap])
@@ -882,7 +884,8 @@ def _bucket_prices(m: _Model) -> FloatArray:
         if np.array_equal(nu, u) and np.array_equal(npi, pi):
             break
         u, pi = nu, npi
-    return u.astype(np.float64) / COST_SCALE
+    m.prices = u.astype(np.float64) / COST_SCALE
+    return m.prices
 
 
 def optimise(
@@ -1058,6 +1061,7 @@ class _Model:
     unfilled: IntArray | None = None  # per line, after the solve
     comps: tuple[IntArray, IntArray, int] | None = None  # see _components
     groups: tuple[IntArray, list[list[int]]] | None = None  # see _merge_groups
+    prices: FloatArray | None = None  # see _bucket_prices, kept once computed
 
 
 def _ts(moment: datetime | None) -> float:
@@ -1330,6 +1334,7 @@ def _solve_flow(
     m.num_arcs = num_arcs
     m.num_nodes = num_nodes
     m.flows = flows
+    m.prices = None
     m.unfilled = unfilled
     q = float(m.scale)
     objective = float((flows * m.arc_cost).sum() / q + (unfilled * m.unfilled_rate).sum() / q)

@@ -18,9 +18,11 @@ and hands it to SCIP (through OR-Tools' ``pywraplp``) with a time limit:
 * a splittable line that uses k nodes pays the split penalty k − 1 times (binary ``z[i, n]``).
 
 ``exact`` returns the best plan's objective (recomputed from its units with the engine's cost
-functions, not read off the solver), the solver's proven lower bound and the status: OPTIMAL when
-the bound meets the objective, FEASIBLE when the time ran out first, so a gap computed from it is
-honest either way. ``components`` splits a batch into independent sub-problems (lines linked by
+functions, not read off the solver), a proven lower bound (the better of SCIP's and the LP
+relaxation's, which GLOP solves first) and the status: OPTIMAL when the bound meets the
+objective, FEASIBLE when the time ran out first, so a gap computed from it is honest either way.
+``polish`` runs the same MIP from a plan within a node and time limit (``optimise`` uses it on
+small batches). ``components`` splits a batch into independent sub-problems (lines linked by
 shared SKU stock: a line's options, and every line of an order that must ship whole) so a large
 batch can be proven piece by piece. Pure: no I/O.
 """
@@ -173,8 +175,15 @@ def exact(
                 start = None  # not a plan of this batch
                 break
             start[i].append((a.node, a.sku, a.qty))
-    got = _solve(lines, net, penalties, time_limit_s=time_limit_s, start=start)
+    # The LP relaxation first (GLOP, fast): its optimum is a proven bound even when SCIP's own
+    # root LP does not finish in the time; then the MIP with the time that is left.
+    relaxed = _solve(lines, net, penalties, time_limit_s=time_limit_s, relax=True)
+    left = max(0.001, time_limit_s - (time.perf_counter() - started))
+    got = _solve(lines, net, penalties, time_limit_s=left, start=start)
     wall = (time.perf_counter() - started) * 1000
+    bound = max(got.bound, relaxed.bound)
+    if got.objective is not None:
+        bound = min(bound, got.objective)
     flat = tuple(
         sorted(
             (ln.order_id, ln.line, node, sku, qty)
@@ -182,7 +191,7 @@ def exact(
             for node, sku, qty in ps
         )
     )
-    return ExactResult(got.objective, got.bound, got.status, wall, got.variables, got.binaries, flat)
+    return ExactResult(got.objective, bound, got.status, wall, got.variables, got.binaries, flat)
 
 
 def polish(
@@ -198,7 +207,7 @@ def polish(
     time limit: its best plan as parts, or None when it found none. Used by ``optimise`` to
     polish small batches; the plan keeps every rule by construction (and ``_State.take`` checks)."""
     start = [[(p.node, p.sku, p.qty) for p in ps] for ps in parts]
-    got = _solve(lines, net, pen, time_limit_s=time_limit_s, start=start, node_limit=node_limit)
+    got = _solve(lines, net, pen, time_limit_s=time_limit_s, start=start, node_limit=node_limit, reserve=0.25)
     if got.objective is None:
         return None
     state = _State(net)
@@ -230,11 +239,22 @@ def _solve(
     time_limit_s: float,
     start: Sequence[Sequence[tuple[str, str, float]]] | None = None,
     node_limit: int | None = None,
+    reserve: float = 0.0,
+    relax: bool = False,
 ) -> _Solved:
+    """Build and solve the MIP (SCIP), or with ``relax`` its LP relaxation (GLOP: a bound only).
+
+    ``reserve``: the share of the time left after building that SCIP does not get (its clock
+    starts after the model is handed over, and the solution is read back after it stops)."""
     deadline = time.perf_counter() + time_limit_s  # building the model counts
-    solver = pywraplp.Solver.CreateSolver("SCIP")
-    if solver is None:  # pragma: no cover - SCIP ships with OR-Tools
-        raise RuntimeError("SCIP is not available in this OR-Tools build")
+    solver = pywraplp.Solver.CreateSolver("GLOP" if relax else "SCIP")
+    if solver is None:  # pragma: no cover - both ship with OR-Tools
+        raise RuntimeError("SCIP or GLOP is not available in this OR-Tools build")
+    int_var = solver.NumVar if relax else solver.IntVar
+
+    def bool_var() -> pywraplp.Variable:
+        return solver.NumVar(0, 1, "") if relax else solver.BoolVar("")
+
     stocked = [v for k in set(net.free) | set(net.safety) for v in (net.free.get(k, 0.0), net.safety.get(k, 0.0))]
     scale = 1 if _integral(ln.qty for ln in lines) and _integral(stocked) else 1000  # as the flow model
 
@@ -252,7 +272,7 @@ def _solve(
     for i, ln in enumerate(lines):
         q = round(ln.qty * scale)
         row = solver.Constraint(q, q)
-        u = solver.IntVar(0, q, "")
+        u = int_var(0, q, "")
         row.SetCoefficient(u, 1)
         objective.SetCoefficient(u, _unfilled_rate(ln, pen) / scale)
         unfilled.append(u)
@@ -262,7 +282,7 @@ def _solve(
                 cap = units(net.free.get(key, 0.0) + (net.safety.get(key, 0.0) if ln.privileged else 0.0))
                 if cap <= 0:
                     continue
-                x = solver.IntVar(0, min(q, cap), "")
+                x = int_var(0, min(q, cap), "")
                 row.SetCoefficient(x, 1)
                 objective.SetCoefficient(x, _unit_cost(ln, lane, net.late(ln, node), rank, pen) / scale)
                 xs[(i, sku, node)] = x
@@ -289,7 +309,7 @@ def _solve(
                 many = solver.Constraint(-1, solver.infinity())  # split ≥ Σ z − 1
                 many.SetCoefficient(split, 1)
                 for node, vs in at_node[i].items():
-                    z = solver.BoolVar("")
+                    z = bool_var()
                     binaries += 1
                     zs[(i, node)] = z
                     many.SetCoefficient(z, -1)
@@ -300,7 +320,7 @@ def _solve(
             continue
         one = solver.Constraint(0, 1)
         for node in nodes:
-            y = solver.BoolVar("")
+            y = bool_var()
             binaries += 1
             ys[(k, node)] = y
             one.SetCoefficient(y, 1)
@@ -308,20 +328,24 @@ def _solve(
                 if node in at_node[i]:
                     _link(solver, at_node[i][node], y, room[i][node])
     objective.SetMinimization()
-    if start is not None:
+    if start is not None and not relax:
         _set_hint(solver, lines, start, scale, xs, ys, zs, unfilled, orders)
-    solver.SetTimeLimit(max(1, int((deadline - time.perf_counter()) * 1000)))
-    # Probing in presolve costs more than it finds on these models; the node limit makes a
-    # short polish deterministic (the time limit only binds on a slow machine).
-    settings = ["propagating/probing/maxprerounds = 0"]
-    if node_limit is not None:
-        settings.append(f"limits/nodes = {node_limit}")
-    solver.SetSolverSpecificParametersAsString("\n".join(settings) + "\n")
+    solver.SetTimeLimit(max(1, int((1 - reserve) * (deadline - time.perf_counter()) * 1000)))
     params = pywraplp.MPSolverParameters()
-    params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, 1e-7)
+    if not relax:
+        # Probing in presolve costs more than it finds on these models; the node limit makes a
+        # short polish deterministic (the time limit only binds on a slow machine).
+        settings = ["propagating/probing/maxprerounds = 0"]
+        if node_limit is not None:
+            settings.append(f"limits/nodes = {node_limit}")
+        solver.SetSolverSpecificParametersAsString("\n".join(settings) + "\n")
+        params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, 1e-7)
     status = solver.Solve(params)
     nvars = solver.NumVariables()
     parts: list[list[tuple[str, str, float]]] = [[] for _ in lines]
+    if relax:  # the relaxation's optimum is a bound; its fractional plan is no plan
+        bound = float(objective.Value()) if status == pywraplp.Solver.OPTIMAL else -math.inf
+        return _Solved(None, bound, "NO_SOLUTION", parts, nvars, binaries)
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         return _Solved(None, -math.inf, "NO_SOLUTION", parts, nvars, binaries)
     for (i, sku, node), x in xs.items():
