@@ -299,9 +299,19 @@ class DecisionService:
 
     # ------------------------------------------------------------------ review
 
-    def approve(self, id: str, actor: str, changes: list[dict[str, Any]] | None = None, note: str = "") -> Review:
-        """Approve a pending proposal (or resume an interrupted one). See the module docstring."""
-        review = self._approve(id, actor, changes, note)
+    def approve(
+        self,
+        id: str,
+        actor: str,
+        changes: list[dict[str, Any]] | None = None,
+        note: str = "",
+        lines: list[int] | None = None,
+    ) -> Review:
+        """Approve a pending proposal (or resume an interrupted one). See the module docstring.
+
+        ``lines`` (indexes into its actions) approves only those: the rest are declined, recorded in
+        ``review.declined`` and the audit chain, and never run (an override, like changes)."""
+        review = self._approve(id, actor, changes, note, lines)
         self._autonomy(review.decision)
         return review
 
@@ -338,7 +348,9 @@ class DecisionService:
         )
         return marked, demoted
 
-    def _approve(self, id: str, actor: str, changes: list[dict[str, Any]] | None, note: str) -> Review:
+    def _approve(
+        self, id: str, actor: str, changes: list[dict[str, Any]] | None, note: str, lines: list[int] | None = None
+    ) -> Review:
         current = self.store.get_decision(id)
         if current is None:
             raise DecisionNotFound(f"no decision {id!r}")
@@ -351,6 +363,11 @@ class DecisionService:
                 return Review(done, done.status)
             if decision.status != "pending_review":
                 raise NotReviewable(f"decision {id} is {decision.status}, not pending_review")
+            keep = _lines(decision, lines, changes)
+            if keep is not None and needs_four_eyes(decision, policy) and not approvals_of(decision):
+                raise ChangeRejected(
+                    f"{decision.id} needs two approvers: the first approves it whole (or rejects it with a reason)"
+                )
             first = self._first_of_two(decision, actor, changes, note, policy)
             if first is not None:
                 return first
@@ -373,6 +390,16 @@ class DecisionService:
                     original_actions=decision.model_dump(mode="json")["actions"],
                 )
                 update["actions"] = actions
+            declined = [i for i in range(len(decision.actions)) if keep is not None and i not in keep]
+            if keep is not None and declined:
+                original = decision.model_dump(mode="json")["actions"]
+                review.update(
+                    kind="approved_with_changes",
+                    lines=keep,
+                    declined=[{"line": i, "action": original[i]} for i in declined],
+                    original_actions=original,
+                )
+                update["actions"] = [decision.actions[i] for i in keep]
             claimed = self.store.transition(id, to="executing", from_={"pending_review"}, actor=actor, **update)
             if claimed is None:
                 now = self.store.get_decision(id)
@@ -381,7 +408,8 @@ class DecisionService:
                 "decision.approved",
                 decision.subject,
                 actor,
-                {"decision": id, "kind": review["kind"], "changes": changes or [], "note": note},
+                {"decision": id, "kind": review["kind"], "changes": changes or [], "note": note}
+                | ({"lines": keep, "declined": declined} if keep is not None else {}),
             )
             done = self._finish(claimed, actor, verify)
             return Review(done, done.status)
@@ -662,6 +690,21 @@ def _checked(a: Action, key: str, value: Any, nodes: set[str]) -> Any:
             raise ChangeRejected(f"{a.name}: promise_date must be YYYY-MM-DD, not {value!r}") from None
         return day.isoformat()
     raise ChangeRejected(f"{a.name}: cannot change {key}")
+
+
+def _lines(decision: Decision, lines: list[int] | None, changes: list[dict[str, Any]] | None) -> list[int] | None:
+    """The action indexes a per-line approval keeps (sorted, unique), or None for the whole decision."""
+    if lines is None:
+        return None
+    if changes:
+        raise ChangeRejected("approve some lines or approve with changes, not both at once")
+    if not lines:
+        raise ChangeRejected(f"approve at least one line of {decision.id}; reject it to decline them all")
+    last = len(decision.actions) - 1
+    wrong = [i for i in lines if not 0 <= i <= last]
+    if wrong:
+        raise ChangeRejected(f"line(s) {', '.join(map(str, wrong))} are not actions of {decision.id} (0..{last})")
+    return sorted(set(lines))
 
 
 def _now() -> str:

@@ -46,6 +46,11 @@ class ApproveBody(BaseModel):
 
     changes: list[Change] = Field(default=[], max_length=50)
     note: str = Field(default="", max_length=2000)
+    lines: list[int] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="approve only these actions (indexes); the others are declined, recorded and audited",
+    )
 
 
 class RejectBody(BaseModel):
@@ -96,12 +101,13 @@ async def approve(
     503 and is resumed (approve again, or the worker resumes it); a permanent failure undoes what
     was applied and answers 409 ``failed``. A decision above the policy's four-eyes amount needs
     two approvers with different names: the first answers 202 ``pending_review``, the same name
-    again 409 ``same_approver``, and the second executes it."""
+    again 409 ``same_approver``, and the second executes it. ``lines`` approves only those actions
+    of a grouped decision (a safety-stock list): the rest are declined and never run."""
     body = body or ApproveBody()
     changes = [c.edits() for c in body.changes]
     try:
         review = await run_in_threadpool(
-            container.pipeline.decisions.approve, decision_id, who.actor, changes or None, body.note
+            container.pipeline.decisions.approve, decision_id, who.actor, changes or None, body.note, body.lines
         )
     except DecisionNotFound as exc:
         raise HTTPException(404, str(exc)) from None
