@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.ports import SNAPSHOT_PAGE, SnapshotPage, SnapshotRow
 from domain.context import (
     BookPosition,
     Movement,
@@ -104,6 +105,31 @@ class _HttpSystem:
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         return self._ok(self._request("GET", path, params=params), "GET", path)
 
+    def _snapshot(self, path: str, since: datetime | None, after: str | None, limit: int) -> SnapshotPage:
+        params = {"limit": str(limit)}
+        if since is not None:
+            params["since"] = since.isoformat()
+        if after is not None:
+            params["after"] = after
+        body = self._get(path, params)
+        try:
+            rows = [
+                SnapshotRow(
+                    sku=str(r["sku"]),
+                    node=str(r["node"]),
+                    qty=float(r["qty"]),
+                    held=float(r.get("held") or 0.0),
+                    changed_at=datetime.fromisoformat(r["changed_at"]) if r.get("changed_at") else None,
+                )
+                for r in body["rows"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentConnectorError(
+                f"{self.system.upper()} GET {path} answered an unreadable page: {exc}"
+            ) from exc
+        nxt = body.get("next_after")
+        return SnapshotPage(rows=rows, next_after=str(nxt) if nxt is not None else None)
+
     def apply(self, action: Action) -> dict[str, Any]:
         """Send one action to its route with the idempotency key; returns the system's answer."""
         if action.system != self.system:
@@ -145,6 +171,11 @@ class HttpWms(_HttpSystem):
     def asns(self, po_id: str) -> list[Asn]:
         return [Asn.model_validate(a) for a in self._get("/api/v1/asns", {"po_id": po_id})]
 
+    def stock_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        return self._snapshot("/api/v1/inventory/snapshot", since, after, limit)
+
     def receipts(self, po_id: str) -> list[Receipt]:
         return [Receipt.model_validate(r) for r in self._get("/api/v1/receipts", {"po_id": po_id})]
 
@@ -173,6 +204,11 @@ class HttpErp(_HttpSystem):
 
     def book_stock(self, sku: str) -> list[BookPosition]:
         return [BookPosition.model_validate(b) for b in self._get("/api/v1/stock", {"sku": sku})]
+
+    def book_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        return self._snapshot("/api/v1/stock/snapshot", since, after, limit)
 
     def planned_supply(self, sku: str) -> list[Supply]:
         return [Supply.model_validate(s) for s in self._get("/api/v1/supply", {"sku": sku})]
@@ -224,6 +260,11 @@ class HttpOms(_HttpSystem):
 
     def customer(self, customer_id: str) -> Customer:
         return Customer.model_validate(self._get(f"/api/v1/customers/{quote(customer_id, safe='')}"))
+
+    def allocations_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        return self._snapshot("/api/v1/allocations/snapshot", since, after, limit)
 
     def network(self) -> Network:
         return Network.model_validate(self._get("/api/v1/network"))

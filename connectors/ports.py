@@ -7,6 +7,7 @@ through ``apply`` with the action's idempotency key, so a replayed action is a n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -132,4 +133,69 @@ class WmsTransferReader(Protocol):
 class DemandHistoryReader(Protocol):
     def demand_history(self, sku: str | None = None, node: str | None = None) -> list[DemandPoint]:
         """Units shipped per day (the ERP's demand history), optionally for one sku and/or node."""
+        ...
+
+
+# Bulk reads for continuous reconciliation (``crews.reconcile_sweep``): one page of SKU@node rows,
+# ordered by ``snapshot_key``, from every system. With ``since``, only the rows the system changed
+# at or after that time (its change feed); without, every row (a full pass).
+
+SNAPSHOT_PAGE = 1000
+
+
+def snapshot_key(sku: str, node: str) -> str:
+    """The order bulk reads page in (the same string in every system, so pages can be merged)."""
+    return f"{sku}@{node}"
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """One SKU@node in a bulk read. ``qty``: WMS on hand, ERP book or OMS allocated; ``held``: WMS
+    locked or ERP blocked (0 for the OMS); ``changed_at``: when the system last changed the row, by
+    its own clock (None: not since it was loaded)."""
+
+    sku: str
+    node: str
+    qty: float
+    held: float = 0.0
+    changed_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return snapshot_key(self.sku, self.node)
+
+
+@dataclass(frozen=True)
+class SnapshotPage:
+    """Rows with keys after the ``after`` asked for, in key order; ``next_after`` is the cursor for
+    the next page (None: there is none)."""
+
+    rows: list[SnapshotRow]
+    next_after: str | None = None
+
+
+@runtime_checkable
+class StockSnapshotReader(Protocol):
+    def stock_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """WMS physical stock per SKU@node (on hand, locked), a page at a time."""
+        ...
+
+
+@runtime_checkable
+class BookSnapshotReader(Protocol):
+    def book_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """ERP book stock per SKU@node (book, blocked), a page at a time."""
+        ...
+
+
+@runtime_checkable
+class AllocationSnapshotReader(Protocol):
+    def allocations_snapshot(
+        self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """OMS reservations per SKU@node on orders that still hold stock, a page at a time."""
         ...

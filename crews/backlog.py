@@ -12,6 +12,7 @@ import hashlib
 
 from crews.backorder import backorder_proposals
 from crews.order_release import event_now
+from crews.reconcile_sweep import judge_suspects, reconcile_pass
 from crews.sweeps import due_stock_rechecks, sweep
 from domain.decisions import Proposal
 from domain.engines.backlog import decide_backlog, decide_waves
@@ -60,6 +61,7 @@ class BacklogSpecialist:
         self.locked: set[str] | None = None
         self.subs: dict[str, list[str]] | None = None
         self.rechecks: list[str] = []
+        self.suspects: list[tuple[str, str]] = []
 
     def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         # Every SKU a held order could take, substitutes included, so no release races this batch.
@@ -70,6 +72,9 @@ class BacklogSpecialist:
         self.locked = {sku for v in views for sku in order_needs(v.order, self.subs)}
         # Stock re-checks may release reservations: their SKUs are locked too.
         rechecks = {sku for sku, _ in due_stock_rechecks(systems, Tick.model_validate(event.data).now)}
+        # Continuous reconciliation: SKU@node the bulk reads found out of step (crews.reconcile_sweep).
+        self.suspects = reconcile_pass(systems, Tick.model_validate(event.data).now).suspects
+        rechecks |= {sku for sku, _ in self.suspects}
         return [WAVE_PLAN_LOCK, *sorted(f"sku:{s}" for s in self.locked | rechecks)]
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
@@ -88,6 +93,7 @@ class BacklogSpecialist:
                 add_committed(committed, a)
         plan = decide_waves(dataclasses.replace(waves, committed=committed), wave_tag(event), event.type)
         swept = sweep(systems, now, self.policy.posting_grace_hours, self.policy.receipt_tolerance_pct)
+        swept += judge_suspects(systems, self.suspects, now, self.policy.posting_grace_hours)
         prevent = [p for p in backorder_proposals(systems, now, self.policy) if _fresh(systems, p)]
         return [*backlog, plan, *swept, *fold_prevention(prevent)]
 

@@ -5,6 +5,9 @@
   variance (``domain.engines.discrepancy``).
 * **Overdue ASNs.** Every open PO is matched again; an ASN whose goods never came is raised
   once (``Memo.first_time``), with a ticket to planning.
+* **Continuous reconciliation** (``crews.reconcile_sweep``): every SKU@node compared across the
+  three systems by bulk reads. ``schedule_recheck`` marks each judged state (``fingerprint``) so
+  that sweep never raises again a state an event or a re-check already judged.
 
 Both need Crossdock's memory (``Systems.memo``); without it the sweeps do nothing and say so.
 """
@@ -22,10 +25,23 @@ from tools.context import Systems, stock_picture
 STOCK_QUEUE = "stock"
 
 
+def fingerprint(picture: StockPicture) -> str:
+    """One state of a SKU@node: its quantities in the three systems and how many movements each
+    side recorded (a new movement is a new state, even back to the same numbers)."""
+    wms, book = picture.wms, picture.book
+    reserved = sum(r.qty for r in picture.reservations)
+    return (
+        f"recon:{picture.sku}@{picture.node}:{wms.on_hand if wms else 0.0:g}/{wms.locked if wms else 0.0:g}"
+        f"/{book.qty if book else 0.0:g}/{reserved:g}/{len(picture.wms_moves)}/{len(picture.erp_postings)}"
+    )
+
+
 def schedule_recheck(systems: Systems, picture: StockPicture) -> None:
-    """Look at this SKU@node again when its newest posting in flight leaves the grace window."""
+    """Look at this SKU@node again when its newest posting in flight leaves the grace window, and
+    mark its state as judged (the reconciliation sweep raises only states nobody judged)."""
     if systems.memo is None:
         return
+    systems.memo.first_time(fingerprint(picture))
     wms, erp = in_flight(picture)
     times = [as_utc(m.at) for m in (*wms, *erp) if m.at is not None]
     key = f"{picture.sku}@{picture.node}"

@@ -752,6 +752,23 @@ def bench_reconciliation(
     )
 
 
+@bench_app.command("sweep")
+def bench_sweep(
+    pairs: Annotated[int, typer.Option(min=100, help="SKU@node in the twin.")] = 50_000,
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes they are spread over.")] = 10,
+    planted: Annotated[int, typer.Option(min=1, help="Standing variances planted with no event.")] = 20,
+) -> None:
+    """Continuous reconciliation against the twin over HTTP: full-pass time (and the bulk-read floor), raise-once,
+    planted discrepancy → decision latency with the default tick and full-pass intervals."""
+    from bench.sweep import run_sweep_bench
+
+    _bench(
+        "sweep",
+        "Continuous reconciliation benchmark (measured in this run)",
+        lambda: run_sweep_bench(pairs=pairs, nodes=nodes, planted=planted),
+    )
+
+
 @bench_app.command("knowledge")
 def bench_knowledge(
     rounds: Annotated[int, typer.Option(min=1, help="Passes over the labelled query set.")] = 2,

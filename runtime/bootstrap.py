@@ -317,7 +317,14 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     if settings.erp == "tryton":
         wms, erp, oms, close_tryton = tryton_ports(overlay, tryton_config)
         closers.append(close_tryton)
-    systems = Systems(wms=wms, erp=erp, oms=oms, notify=notify, memo=RedisMemo(client, settings.stream_prefix))
+    systems = Systems(
+        wms=wms,
+        erp=erp,
+        oms=oms,
+        notify=notify,
+        memo=RedisMemo(client, settings.stream_prefix),
+        recon_full_s=settings.recon_full_s,
+    )
     executor = Executor(store, wms, erp, oms, notify)
     locks = StockLocks(client, settings.stream_prefix, settings.lock_ttl_s)
     agents = agent_runtime(systems, store)

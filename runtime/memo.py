@@ -6,6 +6,8 @@
   set of things to re-check when their time comes (a stock gap explained by a posting in
   flight is re-checked when the grace window ends). ``due`` does not remove: the caller calls
   ``done`` after deciding, so a crash before that re-checks again rather than forgetting.
+* ``value(key)`` / ``put(key, value)``: a small string a sweep keeps between ticks (the
+  reconciliation sweep's watermarks and cursor).
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class RedisMemo:
     def due(self, queue: str, now: float) -> list[str]:
         raw = self.r.zrangebyscore(f"{self.prefix}:recheck:{queue}", "-inf", now)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+
+    def value(self, key: str) -> str | None:
+        raw = self.r.get(f"{self.prefix}:value:{key}")
+        return raw.decode() if isinstance(raw, bytes) else None if raw is None else str(raw)
+
+    def put(self, key: str, value: str) -> None:
+        self.r.set(f"{self.prefix}:value:{key}", value)
 
     def done(self, queue: str, members: Iterable[str]) -> None:
         members = list(members)

@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(default=1.0, gt=0, le=30)
     # The built-in clock: `crossdock serve` queues crossdock.tick this often (0: off; send your own).
     tick_s: float = Field(default=60.0, ge=0)
+    # Continuous reconciliation (crews/reconcile_sweep.py): every tick re-judges the SKU@node the
+    # systems changed; a full pass over every SKU@node starts this often (seconds).
+    recon_full_s: float = Field(default=900.0, gt=0)
     # A decision left executing (a system failed mid-way, a worker died) is resumed by a worker
     # after resume_after_s, and undone and failed after give_up_s: nothing stays executing forever.
     resume_after_s: float = Field(default=60.0, gt=0)

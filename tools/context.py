@@ -32,6 +32,10 @@ class Memo(Protocol):
 
     def done(self, queue: str, members: Iterable[str]) -> None: ...
 
+    def value(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Systems:
@@ -42,6 +46,7 @@ class Systems:
     oms: OmsPort
     notify: NotifyPort
     memo: Memo | None = None  # without it, sweeps re-raise findings and nothing is re-checked
+    recon_full_s: float = 900.0  # a full reconciliation pass this often (CROSSDOCK_RECON_FULL_S)
 
 
 MAX_SUBSTITUTES = 3
@@ -265,8 +270,16 @@ def wave_context(systems: Systems, now: datetime, wave_window_hours: float = DEF
 RESERVING = ["released", "partially_released", "held", "backordered", "open"]
 
 
-def stock_picture(systems: Systems, sku: str, node: str, now: datetime, grace_hours: float) -> StockPicture:
-    """One SKU@node from all three systems: physical, book, each side's movements, reservations."""
+def stock_picture(
+    systems: Systems,
+    sku: str,
+    node: str,
+    now: datetime,
+    grace_hours: float,
+    reserving: list[OrderView] | None = None,
+) -> StockPicture:
+    """One SKU@node from all three systems: physical, book, each side's movements, reservations
+    (from ``reserving`` when the caller already read the orders that hold stock, for many pictures)."""
     wms = next((s for s in read_stock(systems, sku) if s.node == node), None)
     try:
         info, book, _ = systems.erp.sku(sku), systems.erp.book_stock(sku), None
@@ -274,7 +287,7 @@ def stock_picture(systems: Systems, sku: str, node: str, now: datetime, grace_ho
         info, book = None, []
     reservations = []
     tiers: dict[str, str] = {}
-    for view in systems.oms.orders(RESERVING):
+    for view in systems.oms.orders(RESERVING) if reserving is None else reserving:
         for ln in view.lines:
             if (ln.substituted_by or ln.sku) != sku:
                 continue

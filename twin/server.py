@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from domain.decisions import Action, System
@@ -21,6 +21,7 @@ from twin.state import TwinNotFound, TwinRejected, TwinState
 Act = Callable[[System, str, str | None, dict[str, Any]], JSONResponse]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 JsonBody = Annotated[dict[str, Any] | None, Body()]
+PageLimit = Annotated[int, Query(ge=1, le=5000)]
 
 
 def create_twin_app(state: TwinState) -> FastAPI:
@@ -68,6 +69,14 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
             return found
         after = as_utc(cutoff_after)
         return [w for w in found if (at := _cutoff_of(w)) is None or at > after]
+
+    @r.get("/inventory/snapshot")
+    def inventory_snapshot(
+        since: datetime | None = None, after: str | None = None, limit: PageLimit = 1000
+    ) -> dict[str, Any]:
+        """Bulk read: on hand (qty) and locked (held) per SKU@node, a page in key order; with
+        ``since``, only what changed at or after it."""
+        return state.snapshot("wms", since, after, limit)
 
     @r.get("/movements")
     def wms_movements(sku: str, node: str) -> list[dict[str, Any]]:
@@ -140,6 +149,14 @@ def _erp_routes(state: TwinState, act: Act) -> APIRouter:
         """Book stock per node."""
         return [b.model_dump(mode="json") for b in state.book_stock(sku)]
 
+    @r.get("/stock/snapshot")
+    def stock_snapshot(
+        since: datetime | None = None, after: str | None = None, limit: PageLimit = 1000
+    ) -> dict[str, Any]:
+        """Bulk read: book (qty) and blocked (held) per SKU@node, a page in key order; with
+        ``since``, only what changed at or after it."""
+        return state.snapshot("erp", since, after, limit)
+
     @r.get("/supply")
     def supply(sku: str) -> list[dict[str, Any]]:
         """Open PO lines and transfers in transit."""
@@ -205,6 +222,14 @@ def _oms_routes(state: TwinState, act: Act) -> APIRouter:
         """Orders, optionally filtered by a comma-separated list of statuses."""
         wanted = {s.strip() for s in status.split(",") if s.strip()} if status else None
         return [o.model_dump(mode="json") for o in state.orders(wanted)]
+
+    @r.get("/allocations/snapshot")
+    def allocations_snapshot(
+        since: datetime | None = None, after: str | None = None, limit: PageLimit = 1000
+    ) -> dict[str, Any]:
+        """Bulk read: units reserved (qty) per SKU@node on orders still holding stock, a page in
+        key order; with ``since``, only what changed at or after it (a released one at 0)."""
+        return state.snapshot("oms", since, after, limit)
 
     @r.get("/orders/{order_id}")
     def order(order_id: str) -> dict[str, Any]:

@@ -8,10 +8,11 @@ arrive through ``apply_event`` before the event is posted to Crossdock.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -137,6 +138,11 @@ class TwinState:
         self._log: list[dict[str, Any]] = []
         self._oversells: list[dict[str, Any]] = []
         self._seq = 0
+        # Change feed for bulk reads: when each system last changed a SKU@node (wall clock, UTC),
+        # and the sorted rows of the last bulk read per system, kept until the state changes.
+        self._changed: dict[str, dict[tuple[str, str], datetime]] = {"wms": {}, "erp": {}, "oms": {}}
+        self._version = 0
+        self._snapshots: dict[str, tuple[int, list[str], dict[str, dict[str, Any]]]] = {}
 
     # ------------------------------------------------------------------ loading helpers
 
@@ -349,7 +355,14 @@ class TwinState:
             handler = self._HANDLERS.get(action.name)
             if handler is None:
                 raise TwinRejected(f"unknown action type {action.name!r}")
+            order_id = action.payload.get("order_id") if action.system == "oms" else None
+            before = self._reserved_keys(order_id)
             result = handler(self, dict(action.payload), key)
+            self._version += 1
+            for node, sku in before | self._reserved_keys(order_id):
+                self._touch("oms", node, sku)
+            if action.name == "erp.post_adjustment":
+                self._touch("erp", str(action.payload["node"]), str(action.payload["sku"]))
             result = {"action": action.name, "idempotency_key": key, **result}
             if key:
                 self._results[key] = copy.deepcopy(result)
@@ -778,6 +791,7 @@ class TwinState:
             raise TwinRejected("event data must be an object")
         try:
             with self._lock:
+                self._version += 1
                 if etype == "oms.order.created":
                     order = Order.model_validate(data)
                     if order.id not in self._orders:
@@ -785,6 +799,8 @@ class TwinState:
                 elif etype == "oms.order.cancelled":
                     rec = self._orders.get(str(data.get("order_id")))
                     if rec is not None:
+                        for node, sku in self._reserved_keys(rec["order"].id):
+                            self._touch("oms", node, sku)
                         self._set_status(rec, "cancelled")
                 elif etype == "erp.po.created":
                     po = PurchaseOrder.model_validate(data)
@@ -792,12 +808,14 @@ class TwinState:
                         self._add_po(po)
                 elif etype == "erp.inventory.posted":
                     self._book_record(str(data["node"]), str(data["sku"]))["qty"] += float(data["qty_delta"])
+                    self._touch("erp", str(data["node"]), str(data["sku"]))
                     self._erp_postings.append(
                         _movement("posting", data, data.get("posted_at") or event.get("time"), data.get("document_id"))
                     )
                 elif etype == "wms.inventory.adjusted":
                     rec = self._location(str(data["node"]), str(data["sku"]), data.get("location"))
                     rec["on_hand"] = max(0.0, rec["on_hand"] + float(data["qty_delta"]))
+                    self._touch("wms", str(data["node"]), str(data["sku"]))
                     self._wms_moves.append(_movement("adjustment", data, event.get("time"), event.get("id")))
                 elif etype == "wms.asn.received":
                     asn = Asn.model_validate(data)
@@ -847,6 +865,7 @@ class TwinState:
             good = float(line["qty"]) - float(line.get("damaged") or 0)
             if good > 0:
                 self._location(node, str(line["sku"]))["on_hand"] += good
+                self._touch("wms", node, str(line["sku"]))
             if po is not None:
                 for po_line in po["lines"]:
                     if po_line["line"] == line.get("po_line"):
@@ -860,6 +879,101 @@ class TwinState:
             z.model_copy(update={"pick_capacity_per_hour": capacity}) if z.id == zone_id else z for z in found.zones
         ]
         self._nodes[node] = found.model_copy(update={"zones": zones})
+
+    # ------------------------------------------------------------------ bulk reads (change feed)
+
+    def drift(self, node: str, sku: str, book_delta: float) -> None:
+        """Twin control: move the ERP book with no posting, no event and no change-feed entry (a
+        direct database edit): a standing difference only a full reconciliation pass can find."""
+        with self._lock:
+            self._book_record(node, sku)["qty"] += book_delta
+            self._version += 1
+
+    def _touch(self, system: str, node: str, sku: str) -> None:
+        self._changed[system][(node, sku)] = datetime.now(UTC)
+
+    def _reserved_keys(self, order_id: Any) -> set[tuple[str, str]]:
+        """(node, sku) of every reservation an order holds (none for an unknown order)."""
+        rec = self._orders.get(str(order_id)) if order_id is not None else None
+        if rec is None:
+            return set()
+        return {(a["node"], a["sku"]) for ln in rec["lines"].values() for a in ln["allocations"]}
+
+    def _aggregate(self, system: str) -> dict[tuple[str, str], tuple[float, float]]:
+        """(node, sku) -> (qty, held) as the system sees it now."""
+        out: dict[tuple[str, str], tuple[float, float]] = {}
+        if system == "wms":
+            for r in self._stock:
+                qty, held = out.get((r["node"], r["sku"]), (0.0, 0.0))
+                out[(r["node"], r["sku"])] = (qty + r["on_hand"], held + r["locked"])
+        elif system == "erp":
+            for b in self._book:
+                qty, held = out.get((b["node"], b["sku"]), (0.0, 0.0))
+                out[(b["node"], b["sku"])] = (qty + b["qty"], held + b.get("blocked", 0.0))
+        else:
+            for rec in self._orders.values():
+                if rec["status"] in _CLOSED_STATUSES:
+                    continue
+                for line in rec["lines"].values():
+                    for a in line["allocations"]:
+                        qty, _ = out.get((a["node"], a["sku"]), (0.0, 0.0))
+                        out[(a["node"], a["sku"])] = (qty + a["qty"], 0.0)
+        return out
+
+    def _snapshot(self, system: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Every row the system holds or changed, sorted by key; rebuilt only after a change."""
+        cached = self._snapshots.get(system)
+        if cached is not None and cached[0] == self._version:
+            return cached[1], cached[2]
+        current = self._aggregate(system)
+        changed = self._changed[system]
+        rows: dict[str, dict[str, Any]] = {}
+        for node, sku in set(current) | set(changed):
+            qty, held = current.get((node, sku), (0.0, 0.0))
+            at = changed.get((node, sku))
+            rows[f"{sku}@{node}"] = {
+                "sku": sku,
+                "node": node,
+                "qty": qty,
+                "held": held,
+                "changed_at": at.isoformat() if at else None,
+                "_at": at,
+                "_held": (node, sku) in current,
+            }
+        keys = sorted(rows)
+        self._snapshots[system] = (self._version, keys, rows)
+        return keys, rows
+
+    def snapshot(
+        self, system: str, since: datetime | None = None, after: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of SKU@node rows of ``system`` (wms, erp or oms) in key order, after ``after``.
+
+        Without ``since``: every row the system holds. With it: only rows changed at or after it,
+        a row given up since (a reservation released) included with qty 0.
+        """
+        if system not in self._changed:
+            raise TwinNotFound(f"no bulk read for system {system!r}")
+        floor = since.astimezone(UTC) if since is not None and since.tzinfo else since
+        if floor is not None and floor.tzinfo is None:
+            floor = floor.replace(tzinfo=UTC)
+        with self._lock:
+            keys, rows = self._snapshot(system)
+            start = bisect.bisect_right(keys, after) if after is not None else 0
+            page: list[dict[str, Any]] = []
+            last = None
+            for key in keys[start:]:
+                row = rows[key]
+                if floor is None and not row["_held"]:
+                    continue
+                if floor is not None and (row["_at"] is None or row["_at"] < floor):
+                    continue
+                page.append({k: v for k, v in row.items() if not k.startswith("_")})
+                last = key
+                if len(page) >= limit:
+                    break
+            more = last is not None and len(page) >= limit and keys[-1] != last
+            return {"rows": page, "next_after": last if more else None}
 
     # ------------------------------------------------------------------ export
 
