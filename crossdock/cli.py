@@ -41,6 +41,10 @@ knowledge_app = typer.Typer(help="The knowledge base: SOPs and decision history 
 triage_app = typer.Typer(help="Exception triage: the planner-override model.", no_args_is_help=True)
 app.add_typer(knowledge_app, name="knowledge")
 app.add_typer(triage_app, name="triage")
+connect_app = typer.Typer(
+    help="Connect a live system: follow its changes and post them to Crossdock's intake.", no_args_is_help=True
+)
+app.add_typer(connect_app, name="connect")
 console = Console(stderr=True)
 out = Console()
 
@@ -641,6 +645,127 @@ def _start(settings: Any, bootstrap: Callable[[Any], Any]) -> Any:
         _startup_fail(f"DATABASE_URL: {type(exc).__name__}: {first}")
 
 
+# --- connect ---------------------------------------------------------------------------
+
+CONNECT_TRYTON_HELP = (
+    "Follow a live Tryton and post its changes to Crossdock's intake (POST /v1/events) as CloudEvents: a "
+    "confirmed sale is oms.order.created, a cancelled one oms.order.cancelled, a confirmed purchase "
+    "erp.po.created, a done supplier shipment wms.receipt.posted, a done inventory wms.inventory.adjusted per "
+    "changed line. Tryton is polled over JSON-RPC by write_date/create_date per model; the watermarks and the "
+    "ids already accepted live in Redis (REDIS_URL, under CROSSDOCK_STREAM_PREFIX), so a restart continues "
+    "where the last run stopped and never posts an event twice (ids are derived from the record and the state "
+    "it reached; the intake also drops a repeated id).\n\n"
+    "Tryton's login: TRYTON_URL (or --url), TRYTON_DATABASE, TRYTON_USER, TRYTON_PASSWORD or "
+    "TRYTON_PASSWORD_FILE. The API key (role gateway): CROSSDOCK_CONNECT_API_KEY or --api-key-file. An "
+    "order's region comes from CROSSDOCK_NETWORK_FILE's regions when the sale does not carry one."
+)
+
+
+@connect_app.command("tryton", help=CONNECT_TRYTON_HELP)
+def connect_tryton(
+    url: Annotated[str | None, typer.Option(help="Tryton's base URL (default TRYTON_URL).")] = None,
+    api: Annotated[str, typer.Option(help="Crossdock's API base URL.")] = "http://127.0.0.1:8000",
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File whose first line is the API key (else CROSSDOCK_CONNECT_API_KEY).")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="Poll once, post what changed, then exit.")] = False,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 2.0,
+    since: Annotated[
+        str, typer.Option(help="With no watermark yet: 'now' (Tryton's newest change), 'all', or an ISO time.")
+    ] = "now",
+    overlap: Annotated[float, typer.Option(min=0, help="Seconds re-read before each watermark.")] = 1.0,
+    source: Annotated[str | None, typer.Option(help="CloudEvent source (default tryton/<database>).")] = None,
+) -> None:
+    import datetime as dt
+
+    import httpx
+
+    from connectors.tryton.follower import FollowState, Intake, IntakeError, IntakeUnavailable, TrytonFollower
+    from connectors.tryton.network_file import NetworkFileError, load
+    from connectors.tryton.rpc import TrytonClient, TrytonConfig
+    from domain.errors import ConnectorError
+    from runtime.bootstrap import StartupError, connect_redis, stop_embedded
+
+    if since not in ("now", "all"):
+        try:
+            dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--since: 'now', 'all' or an ISO 8601 time, not {since!r}")
+    key = os.environ.get("CROSSDOCK_CONNECT_API_KEY", "")
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().splitlines()[0].strip() if api_key_file.read_text() else ""
+        except OSError as exc:
+            fail(f"--api-key-file {api_key_file}: {exc.strerror or exc}")
+    if not key:
+        fail("no API key: set CROSSDOCK_CONNECT_API_KEY or pass --api-key-file (a key with the gateway role)")
+    env = dict(os.environ)
+    if url:
+        env["TRYTON_URL"] = url
+    try:
+        config = TrytonConfig.from_env(env)
+    except (ConnectorError, OSError) as exc:
+        fail(str(exc))
+    settings = _settings()
+    network = None
+    if settings.network_file is not None:
+        try:
+            network = load(settings.network_file)
+        except NetworkFileError as exc:
+            fail(str(exc))
+    try:
+        with httpx.Client(trust_env=False, timeout=3.0) as probe:
+            probe.get(f"{api.rstrip('/')}/healthz")
+    except httpx.HTTPError as exc:
+        fail(f"Crossdock API at {api} unreachable ({type(exc).__name__}); start `crossdock serve` or pass --api")
+    client = TrytonClient(config)
+    try:
+        client.login()
+    except ConnectorError as exc:
+        client.close()
+        fail(str(exc))
+    try:
+        redis_client, embedded = connect_redis(settings)
+    except StartupError as exc:
+        client.close()
+        _startup_fail(str(exc))
+    intake = Intake(api, key)
+    follower = TrytonFollower(
+        client,
+        intake,
+        FollowState(redis_client, settings.stream_prefix, source or f"tryton/{config.database}"),
+        source=source or f"tryton/{config.database}",
+        network=network,
+        since=since,
+        overlap_s=overlap,
+    )
+    console.print(f"following Tryton {config.url} ({config.database}) into {api}", soft_wrap=True)
+    stop = threading.Event()
+
+    def progress(result: Any) -> None:
+        if result.posted or result.invalid or once:
+            console.print(result.line(), soft_wrap=True, markup=False)
+        for bad in result.invalid:
+            console.print(f"not posted: {bad}", soft_wrap=True, markup=False)
+
+    try:
+        if once:
+            progress(follower.poll_once())
+        else:
+            follower.run(stop, interval, progress, lambda msg: console.print(f"retrying: {msg}", soft_wrap=True))
+    except (IntakeError, IntakeUnavailable, ConnectorError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        intake.close()
+        client.close()
+        redis_client.close()
+        if embedded is not None:
+            stop_embedded(embedded)
+
+
 # --- twin ------------------------------------------------------------------------------
 
 
@@ -688,6 +813,25 @@ def bench_intake(
             events, batch, concurrency, latency_orders, lambda msg: progress.update(task, description=msg), seconds
         )
     _print_bench("Intake benchmark (measured in this run)", result)
+
+
+@bench_app.command("tryton-follow")
+def bench_tryton_follow(
+    sales: Annotated[int, typer.Option(min=2, help="Sales confirmed one by one for the latency.")] = 20,
+    restart_sales: Annotated[int, typer.Option(min=1, help="Sales confirmed while the follower restarts.")] = 10,
+    interval: Annotated[float, typer.Option(min=0.05, help="The follower's seconds between polls.")] = 0.2,
+) -> None:
+    """Change → decision latency p50/p95 against a live trytond (sales confirmed through its JSON-RPC,
+    followed by `crossdock connect tryton`'s follower), and sales missed or duplicated across a restart
+    of the follower. Needs the tryton extra; uses REDIS_URL when set."""
+    from bench.tryton_follow import run_tryton_follow_bench
+
+    with _progress() as progress:
+        task = progress.add_task("bench tryton-follow", total=None)
+        result = run_tryton_follow_bench(
+            sales, restart_sales, interval, lambda msg: progress.update(task, description=msg)
+        )
+    _print_bench("Tryton follower (measured in this run)", result)
 
 
 @bench_app.command("allocation")

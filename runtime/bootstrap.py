@@ -234,6 +234,21 @@ def tryton_ports(overlay: Any = None, config: Any = None) -> tuple[WmsPort, ErpP
     return wms, erp, oms, client.close
 
 
+def network_overlay(store: Store, path: Path | None) -> Any:
+    """The Tryton adapters' overlay from the network in force (``runtime.network_versions``);
+    a bad ``CROSSDOCK_NETWORK_FILE`` is a ``StartupError`` naming the field."""
+    from connectors.tryton.network_file import NetworkFileError
+    from runtime.network_versions import network_in_force
+
+    try:
+        spec, recorded = network_in_force(store, path)
+    except NetworkFileError as exc:
+        raise StartupError(str(exc)) from None
+    if recorded is not None:
+        log.info("network.changed", version=recorded.version, source=recorded.source, digest=recorded.digest[:12])
+    return spec.overlay() if spec is not None else None
+
+
 def agent_runtime(systems: Systems, store: Store) -> Any:
     """The agent runtime in LLM mode (``CROSSDOCK_LLM_MODEL`` set), else None. CrewAI is imported
     only here, and only when a model is configured."""
@@ -315,6 +330,8 @@ def bootstrap(settings: Settings | None = None, *, overlay: Any = None, tryton_c
     )
     closers: list[Callable[[], None]] = []
     if settings.erp == "tryton":
+        if overlay is None:  # lanes, carriers, regions...: CROSSDOCK_NETWORK_FILE or the last version
+            overlay = network_overlay(store, settings.network_file)
         wms, erp, oms, close_tryton = tryton_ports(overlay, tryton_config)
         closers.append(close_tryton)
     systems = Systems(

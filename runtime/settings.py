@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # above) or one Tryton database. Tryton's URL and credentials stay in TRYTON_* variables, read
     # by ``connectors.tryton.rpc.TrytonConfig.from_env``; notify stays HTTP either way.
     erp: Literal["twin", "tryton"] = Field(default="twin", validation_alias="CROSSDOCK_ERP")
+    # With erp=tryton: what Tryton cannot hold (lanes, carriers, regions, substitutes, safety stock),
+    # YAML validated by connectors.tryton.network_file; each change is a version in the audit chain.
+    network_file: Path | None = None
     # "key:role:name,key:role" — hashed at load; a name defaults to the role.
     api_keys: str = ""
     # YAML or JSON: [{name, role, key | key_sha256, customers?}], hashed at load too.

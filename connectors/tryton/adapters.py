@@ -126,6 +126,13 @@ class Overlay:
     nodes: dict[str, Node] = field(default_factory=dict)
     substitutes: dict[str, list[str]] = field(default_factory=dict)
     safety_stock: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Where a sale ships to when it does not say (CROSSDOCK_NETWORK_FILE regions): by customer
+    # code, else by the shipment address's country code.
+    customer_regions: dict[str, str] = field(default_factory=dict)
+    country_regions: dict[str, str] = field(default_factory=dict)
+
+    def region_of(self, customer: str, country: str | None) -> str:
+        return self.customer_regions.get(customer) or self.country_regions.get(country or "") or ""
 
     @classmethod
     def from_scenario(cls, scenario: dict[str, Any] | Scenario) -> Overlay:
@@ -975,6 +982,7 @@ _SALE_FIELDS = [
     "sale_date",
     "shipping_date",
     "warehouse",
+    "shipment_address.country.code",
 ]
 
 
@@ -1119,7 +1127,13 @@ class TrytonOms:
             order = Order(
                 id=str(s["reference"]),
                 customer=str(party.get("code") or ""),
-                region=str(extras.get("region") or ""),
+                region=str(
+                    extras.get("region")
+                    or self.b.overlay.region_of(
+                        str(party.get("code") or ""),
+                        ((s.get("shipment_address.") or {}).get("country.") or {}).get("code"),
+                    )
+                ),
                 priority="express" if extras.get("priority") == "express" else "standard",
                 created=created,
                 ship_by=ship_by,
