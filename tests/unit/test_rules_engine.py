@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from crews.order_release import BaselineReleaseSpecialist, RulesReleaseSpecialist
 from crews.supervisor import BaselineEscalation, route
 from domain.context import BookPosition
 from domain.engines.rules import decide_rules_release
+from domain.events import CloudEvent
 from domain.models import Policy
 from tests.unit.test_release_engine import actions, allocations, make_ctx, ns
 
@@ -119,3 +122,24 @@ def test_the_supervisor_routes_the_rules_policy_and_it_locks_and_verifies_stock(
     assert isinstance(route("oms.order.created", Policy(policy="baseline")), BaselineReleaseSpecialist)
     other = route("wms.task.exception", Policy(policy="rules"))
     assert isinstance(other, BaselineEscalation) and other.policy_name == "rules"
+
+
+def test_the_rules_specialist_locks_the_orders_own_skus_even_when_it_allows_substitution() -> None:
+    event = CloudEvent.model_validate(
+        {
+            "specversion": "1.0",
+            "id": "evt-1",
+            "source": "oms/test",
+            "type": "oms.order.created",
+            "subject": "SO-1",
+            "data": {
+                "id": "SO-1",
+                "customer": "C-1",
+                "region": "east",
+                "allow_substitution": True,
+                "lines": [{"line": 1, "sku": "SKU-2", "qty": 1}, {"line": 2, "sku": "SKU-1", "qty": 2}],
+            },
+        }
+    )
+    # No substitution under the rules policy, so no need to read the item master for substitutes.
+    assert RulesReleaseSpecialist().lock_keys(event, cast(Any, None)) == ["sku:SKU-1", "sku:SKU-2"]
