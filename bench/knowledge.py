@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from bench.report import percentile
-from knowledge.base import KnowledgeBase, SearchMode, silence_local_mode_size_warning
+from knowledge.base import ENGINES, KnowledgeBase, SearchMode, default_engine, silence_local_mode_size_warning
 from knowledge.documents import SOP_DIR, Chunk, chunk_document, load_documents
 from knowledge.embedder import Embedder, default_embedder
 
@@ -372,4 +372,52 @@ def run_knowledge_bench(
                 100 * (result["crossdock"]["hit_rate_top3_staff"] - result["baseline"]["hit_rate_top3_staff"]), 2
             ),
         },
+    }
+
+
+def run_engine_bench(
+    size: int = 20_000, rounds: int = 2, filler_embedded: int = 512, seed: int = 7, engines: tuple[str, ...] = ENGINES
+) -> dict[str, Any]:
+    """The embedded engines side by side at ``size`` chunks: qdrant-client's local mode against
+    Qdrant Edge (``qdrant-edge-py``), the same SOPs, filler, vectors and queries in each.
+
+    Per engine: the time to upsert the filler, hybrid search p50/p95 (query embedding included, k=5)
+    unfiltered over ``rounds`` passes and with the ``doc_type="sop"`` filter over one, and the top-3
+    hit rate (both engines should find the same passages).
+    """
+    silence_local_mode_size_warning()
+    emb = default_embedder()
+    queries = load_queries()
+    sop_chunks = [c for d in load_documents(SOP_DIR) for c in chunk_document(d)]
+    fillers = filler_chunks(max(0, size - len(sop_chunks)), seed)
+    vectors = _filler_vectors(fillers, emb, filler_embedded, seed)
+    emb.embed([q["q"] for q in queries[:8]])  # warm-up
+    out: dict[str, Any] = {}
+    for engine in engines:
+        kb = KnowledgeBase(":memory:", embedder=emb, collection="bench_engines", engine=engine)  # type: ignore[arg-type]
+        try:
+            kb.ingest_path(SOP_DIR)
+            t0 = time.perf_counter()
+            kb.ingest_chunks([c for _, c in fillers], vectors=vectors)
+            upsert_s = time.perf_counter() - t0
+            plain = _run_queries(kb, queries, "hybrid", rounds)
+            filtered = _run_queries(kb, queries, "hybrid", 1, doc_type="sop")
+            out[engine] = {
+                "points": kb.count(),
+                "filler_upsert_s": round(upsert_s, 2),
+                "hybrid_p50_ms": plain["p50_ms"],
+                "hybrid_p95_ms": plain["p95_ms"],
+                "hybrid_filtered_p50_ms": filtered["p50_ms"],
+                "hybrid_filtered_p95_ms": filtered["p95_ms"],
+                "hit_rate_top3": plain["hit_rate_top3"],
+            }
+        finally:
+            kb.close()
+    return {
+        "bench": "knowledge engines",
+        "corpus_chunks": size,
+        "queries": len(queries),
+        "rounds": rounds,
+        "loadavg": Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "",
+        **{f"{engine} (default)" if engine == default_engine() else engine: r for engine, r in out.items()},
     }

@@ -5,13 +5,21 @@ term frequencies; Qdrant applies IDF through ``Modifier.IDF``). A search runs bo
 of one Query API call, with the same payload filter in each, and fuses them with reciprocal rank
 fusion (``FusionQuery(fusion=RRF)``). Qdrant local mode (an on-disk path) is the default;
 ``url`` (or ``QDRANT_URL``) points at a server.
+
+The embedded engine is a choice (``engine=``, or ``CROSSDOCK_KNOWLEDGE_ENGINE``): ``local`` is
+qdrant-client's local mode (pure Python), ``edge`` is Qdrant Edge (``qdrant-edge-py``, Qdrant's
+own engine in-process: one shard per collection, a folder under the path). Both store the same
+points and answer the same queries; ``crossdock bench knowledge`` measures them side by side.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import uuid
 import warnings
@@ -37,6 +45,9 @@ DENSE = "dense"
 SPARSE = "bm25"
 FILTER_FIELDS = ("doc_type", "sku", "node", "workflow")
 SearchMode = Literal["hybrid", "dense", "sparse"]
+Engine = Literal["local", "edge"]
+ENGINES: tuple[Engine, ...] = ("local", "edge")
+RRF_K = 2  # Qdrant's default ranking constant (local mode and the server use it; Edge is told)
 _NAMESPACE = uuid.UUID("4f6c1b0e-8a63-4d0b-9a52-6f1d2b7c9e10")
 _SUBJECT_AT = re.compile(r"^([A-Za-z0-9][\w.-]*)@([A-Za-z0-9][\w.-]*)$")
 
@@ -139,6 +150,7 @@ class KnowledgeBase:
         embedder: Embedder | None = None,
         collection: str = COLLECTION,
         api_key: str | None = None,
+        engine: Engine | None = None,
     ) -> None:
         if path is None and url is None:
             url, default_path = default_location()
@@ -154,8 +166,13 @@ class KnowledgeBase:
         self._lock: threading.RLock | contextlib.nullcontext[None] = (
             threading.RLock() if self.local else contextlib.nullcontext()
         )
+        self.engine: Engine | Literal["server"] = "server" if url is not None else (engine or default_engine())
+        self.edge: _EdgeShard | None = None
         if url is not None:
             self.client = QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY"))
+        elif self.engine == "edge":
+            self.edge = _EdgeShard(None if str(path) == ":memory:" else Path(str(path)), collection, self.embedder.dim)
+            return
         elif str(path) == ":memory:":
             self.client = QdrantClient(location=":memory:")
         else:
@@ -195,10 +212,16 @@ class KnowledgeBase:
     def clear(self) -> None:
         """Drop every point: the collection is deleted and created anew."""
         with self._lock:
+            if self.edge is not None:
+                self.edge.clear()
+                return
             self.client.delete_collection(self.collection)
             self._ensure_collection()
 
     def close(self) -> None:
+        if self.edge is not None:
+            self.edge.close()
+            return
         self.client.close()
 
     def __enter__(self) -> KnowledgeBase:
@@ -209,6 +232,8 @@ class KnowledgeBase:
 
     def count(self, doc_type: str | None = None) -> int:
         with self._lock:
+            if self.edge is not None:
+                return self.edge.count(doc_type)
             return self.client.count(self.collection, count_filter=build_filter(doc_type=doc_type), exact=True).count
 
     # --- ingestion -------------------------------------------------------------------------
@@ -241,7 +266,10 @@ class KnowledgeBase:
                 for c, vec in zip(batch, dense, strict=True)
             ]
             with self._lock:
-                self.client.upsert(self.collection, points=points, wait=True)
+                if self.edge is not None:
+                    self.edge.upsert(points)
+                else:
+                    self.client.upsert(self.collection, points=points, wait=True)
         return len(chunks)
 
     def ingest_path(self, path: str | Path) -> int:
@@ -255,7 +283,10 @@ class KnowledgeBase:
         for doc in docs:
             chunks.extend(chunk_document(doc))
         ids = [d.id for d in docs]
-        if ids:
+        if ids and self.edge is not None:
+            with self._lock:
+                self.edge.delete_documents(ids)
+        elif ids:
             with self._lock:
                 self.client.delete(
                     self.collection,
@@ -316,9 +347,133 @@ class KnowledgeBase:
                 "query": models.FusionQuery(fusion=models.Fusion.RRF),  # candidates are already filtered
             }
         with self._lock:
+            if self.edge is not None:
+                found = self.edge.query(2 * k, limit, dense, sparse, mode, (doc_type, sku, node, workflow))
+                return distinct_passages([_hit(p) for p in found], k)
             # 2k: a keyworded SOP section is two points (its text, its staff phrases) showing one passage.
             resp = self.client.query_points(self.collection, limit=2 * k, with_payload=True, **request)
         return distinct_passages([_hit(p) for p in resp.points], k)
+
+
+def default_engine() -> Engine:
+    """``CROSSDOCK_KNOWLEDGE_ENGINE`` (local or edge), else local."""
+    raw = (os.environ.get("CROSSDOCK_KNOWLEDGE_ENGINE") or "local").strip().lower()
+    if raw not in ENGINES:
+        raise ValueError(f"CROSSDOCK_KNOWLEDGE_ENGINE: {raw!r} is not one of {', '.join(ENGINES)}")
+    return raw
+
+
+class _EdgeShard:
+    """One collection as a Qdrant Edge shard in ``root/collection`` (a temporary folder for ":memory:").
+
+    Qdrant Edge keeps no collection metadata of ours, so the dense size is written beside the shard
+    (``crossdock.json``) and checked on open, as local mode checks its collection's config.
+    """
+
+    def __init__(self, root: Path | None, collection: str, dim: int) -> None:
+        with needs("knowledge"):
+            import qdrant_edge
+        self.qe: Any = qdrant_edge
+        self.dim = dim
+        self._temp = None if root is not None else tempfile.mkdtemp(prefix="crossdock-edge-")
+        self.path = (Path(self._temp) if self._temp else Path(str(root))) / collection
+        self.shard: Any = self._open()
+
+    def _config(self) -> Any:
+        qe = self.qe
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+
+    def _open(self) -> Any:
+        meta = self.path / "crossdock.json"
+        if meta.exists():
+            size = json.loads(meta.read_text()).get("dense_size")
+            if size != self.dim:
+                raise ValueError(
+                    f"collection {self.path.name!r} holds {size}-d vectors, the embedder makes {self.dim}-d"
+                )
+            try:
+                return self.qe.EdgeShard.load(str(self.path), self._config())
+            except Exception as exc:  # the bindings raise a bare Exception; its text names the cause
+                if "WouldBlock" not in str(exc):
+                    raise
+                raise KnowledgeBaseBusy(
+                    f"the knowledge base at {self.path.parent} is open in another process (a running `crossdock "
+                    "serve`?); Qdrant Edge allows one: stop it, or run a Qdrant server and set QDRANT_URL"
+                ) from None
+        self.path.mkdir(parents=True, exist_ok=True)
+        shard = self.qe.EdgeShard.create(str(self.path), self._config())
+        for key in (*FILTER_FIELDS, "doc_id"):  # as on a server: filtered searches use the index
+            shard.update(self.qe.UpdateOperation.create_field_index(key, self.qe.PayloadSchemaType.Keyword))
+        meta.write_text(json.dumps({"dense_size": self.dim}))
+        return shard
+
+    def clear(self) -> None:
+        self.shard.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.shard = self._open()
+
+    def close(self) -> None:
+        self.shard.close()
+        if self._temp:
+            shutil.rmtree(self._temp, ignore_errors=True)
+
+    def _filter(self, doc_type: str | None, sku: str | None, node: str | None, workflow: str | None) -> Any:
+        qe = self.qe
+        given = {"doc_type": doc_type, "sku": sku, "node": node, "workflow": workflow}
+        must = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in given.items() if v is not None]
+        return qe.Filter(must=must) if must else None
+
+    def count(self, doc_type: str | None) -> int:
+        return int(self.shard.count(self.qe.CountRequest(exact=True, filter=self._filter(doc_type, None, None, None))))
+
+    def upsert(self, points: list[models.PointStruct]) -> None:
+        qe = self.qe
+        edge_points = []
+        for p in points:
+            vec: dict[str, Any] = dict(p.vector)  # type: ignore[arg-type]
+            sparse = vec[SPARSE]
+            vec[SPARSE] = qe.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+            edge_points.append(qe.Point(id=str(p.id), vector=vec, payload=p.payload))
+        self.shard.update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        qe = self.qe
+        flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(any=doc_ids))])
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def query(
+        self,
+        k: int,
+        limit: int,
+        dense: list[float] | None,
+        sparse: SparseVec,
+        mode: SearchMode,
+        filters: tuple[str | None, str | None, str | None, str | None],
+    ) -> list[Any]:
+        qe = self.qe
+        flt = self._filter(*filters)
+        by_dense = qe.Query.Nearest(dense, using=DENSE) if dense is not None else None
+        by_sparse = qe.Query.Nearest(qe.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE)
+        if mode == "dense" or (mode == "hybrid" and not sparse.indices):
+            request = qe.QueryRequest(limit=k, query=by_dense, filter=flt, with_payload=True)
+        elif mode == "sparse":
+            if not sparse.indices:
+                return []
+            request = qe.QueryRequest(limit=k, query=by_sparse, filter=flt, with_payload=True)
+        else:
+            request = qe.QueryRequest(
+                limit=k,
+                prefetches=[
+                    qe.Prefetch(limit=limit, query=by_dense, filter=flt),
+                    qe.Prefetch(limit=limit, query=by_sparse, filter=flt),
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                with_payload=True,
+            )
+        return list(self.shard.query(request))
 
 
 def distinct_passages(hits: list[Hit], k: int) -> list[Hit]:
