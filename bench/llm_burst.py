@@ -2,14 +2,16 @@
 
 ``python -m bench.llm_burst [--orders 100] [--notes 10] [--workers 2] [--budget 1500] [--json PATH]``
 
-The engines decide, record and execute an order under the SKU locks; the agent's judgement comes
-after, outside them (``runtime/pipeline.py``). So a slow or failing model must not delay the
-engines' decisions. This bench shows it: it starts the local model server the way ``make test-llm``
+The engines decide, record and execute an order under the SKU locks; the agent's judgement is a
+job of its own on the background lane (``runtime/pipeline.py``, ``runtime/queue.py``), taken by a
+background worker as ``serve`` runs one. So a slow or failing model must not delay the engines'
+decisions. This bench shows it: it starts the local model server the way ``make test-llm``
 does (``tests/llm/conftest.py``: ``scripts/llm_server.sh``, adopted by ``runtime.processes.OWNER``),
 a real stack (``tests/integration/conftest.py``'s ``make_stack``: HTTP intake, Redis from
 ``REDIS_URL`` else an embedded one, a SQLite store, the twin on ``twin/scenarios/example.json``)
-with ``--workers`` worker threads, posts a burst of orders (every ``orders/notes``-th one with a
-free-text note, so the agent judge is asked) as fast as intake takes them, and measures:
+with ``--workers`` decisions-lane worker threads and one background-lane thread, posts a burst of
+orders (every ``orders/notes``-th one with a free-text note, so the agent judge is asked) as fast
+as intake takes them, and measures:
 
 - per order, accepted → the engine's decision recorded (p50/p95/max), and that every order has one;
 - engine decisions/s over the burst (first accepted → last engine decision);
@@ -39,6 +41,7 @@ from typing import Any
 import pytest
 
 from runtime.processes import exit_on_signals
+from runtime.queue import BACKGROUND, DECISIONS
 from runtime.worker import Worker
 from tests import services
 from tests.integration.conftest import Stack, close_stack, make_stack, order_event
@@ -83,8 +86,9 @@ def burst(redis_url: str, mode: str, orders: int, notes: int, workers: int, budg
         pipeline = stack.container.pipeline
         assert (pipeline.judge is not None) == (mode == "llm"), f"{mode} mode: judge is {pipeline.judge!r}"
         c = stack.container
-        for n in range(workers):
-            w = Worker(c.queue, pipeline.handle, c.settings, name=f"burst-{mode}-{n}")
+        lanes = [(DECISIONS,)] * workers + [(BACKGROUND,)]
+        for n, lane in enumerate(lanes):
+            w = Worker(c.queue, pipeline.handle, c.settings, name=f"burst-{mode}-{lane[0]}-{n}", lanes=lane)
             t = threading.Thread(target=w.run, args=(stop,), daemon=True)
             t.start()
             threads.append(t)
@@ -110,7 +114,8 @@ def burst(redis_url: str, mode: str, orders: int, notes: int, workers: int, budg
                 if status.get(oid) not in ("done", "failed", "dead"):
                     got = stack.client.get(f"/v1/jobs/{job_id}", headers=stack.headers("planner")).json()
                     status[oid] = str(got.get("status"))
-            if all(s in ("done", "failed", "dead") for s in status.values()):
+            # ... and the agent judgements they asked for (background jobs) are finished too.
+            if all(s in ("done", "failed", "dead") for s in status.values()) and c.queue.idle():
                 break
             time.sleep(1.0)
         waited = time.time() - started

@@ -371,15 +371,20 @@ def serve(
     from api.main import create_app
     from runtime.bootstrap import bootstrap, make_worker
     from runtime.clock import Clock
+    from runtime.queue import BACKGROUND, DECISIONS, LANES
 
     if not settings.key_hashes:
         fail("no API keys: set CROSSDOCK_API_KEYS='key:role,...' (roles: gateway, planner, cs_rep, admin)")
     container = _start(settings, bootstrap)
     stop = threading.Event()
     threads = []
-    for n in range(workers if workers is not None else settings.workers):
-        worker = make_worker(container)
-        worker.name = f"{worker.name}-{n}"
+    # Decisions-only workers, and the background lane's own (ticks, crews and agent judgements
+    # never stand in front of an order); with no background worker, each takes both, orders first.
+    background = settings.background_workers
+    roles = [(DECISIONS,) if background else LANES] * (workers if workers is not None else settings.workers)
+    for n, lanes in enumerate(roles + [(BACKGROUND,)] * background):
+        worker = make_worker(container, lanes=lanes)
+        worker.name = f"{worker.name}-{lanes[0] if len(lanes) == 1 else 'all'}-{n}"
         threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
         threads[-1].start()
     if settings.tick_s > 0:  # the built-in clock (one instance ticks: a Redis lease)
@@ -519,9 +524,17 @@ def _print_engine_replay(report: dict[str, Any], start: Any, end: Any) -> None:
 def worker(
     burst: Annotated[bool, typer.Option(help="Drain the queue, then exit (deterministic runs and tests).")] = False,
     name: Annotated[str | None, typer.Option(help="Consumer name in the group (default host-pid).")] = None,
+    lane: Annotated[
+        Literal["all", "decisions", "background"],
+        typer.Option(
+            help="Which lane to consume: decisions (source events: orders, receipts, exceptions), "
+            "background (ticks, triage crews, agent judgements), or all (decisions first)."
+        ),
+    ] = "all",
 ) -> None:
     """Worker only: consume the queue (scale out by running more of these)."""
     from runtime.bootstrap import bootstrap, make_worker
+    from runtime.queue import LANES
 
     container = bootstrap(_settings())
     if container.pipeline.agents is not None and os.environ.get("QDRANT_URL"):
@@ -534,7 +547,7 @@ def worker(
     # SIGTERM finishes the job in hand, then exits; anything unacknowledged is re-claimed by a peer.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        worker = make_worker(container, name=name)
+        worker = make_worker(container, name=name, lanes=LANES if lane == "all" else (lane,))
         processed = worker.run(stop, burst=burst)
         console.print(f"processed {processed} job(s)")
     finally:

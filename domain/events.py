@@ -64,10 +64,21 @@ class CrewTriage(Model):
     requested_by: str = Field(min_length=1)
 
 
+class AgentJudge(Model):
+    """An agent's judgement of an event the engines already decided (``runtime.pipeline``)."""
+
+    event: dict[str, Any]
+    proposals: list[dict[str, Any]]
+    before: dict[str, Any]
+    job_id: str = Field(min_length=1)
+    accepted_at: float
+
+
 CREW_TRIAGE = "crossdock.crew.triage"
-# Job types only Crossdock itself queues (a planner's request through its own route); a source
-# system posting one to /v1/events is refused.
-INTERNAL_TYPES = frozenset({CREW_TRIAGE})
+AGENT_JUDGE = "crossdock.agent.judge"
+# Job types only Crossdock itself queues (a planner's request through its own route, the pipeline's
+# request for an agent's judgement); a source system posting one to /v1/events is refused.
+INTERNAL_TYPES = frozenset({CREW_TRIAGE, AGENT_JUDGE})
 
 
 DATA_SCHEMAS: dict[str, type[Model]] = {
@@ -83,6 +94,7 @@ DATA_SCHEMAS: dict[str, type[Model]] = {
     "wms.capacity.changed": CapacityChanged,
     "crossdock.tick": Tick,
     CREW_TRIAGE: CrewTriage,
+    AGENT_JUDGE: AgentJudge,
 }
 
 

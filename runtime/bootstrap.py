@@ -31,7 +31,7 @@ from runtime.learning import load_model
 from runtime.locks import StockLocks
 from runtime.memo import RedisMemo
 from runtime.pipeline import Pipeline
-from runtime.queue import JobQueue
+from runtime.queue import LANES, JobQueue
 from runtime.settings import Settings, disable_telemetry
 from runtime.store import Store
 from runtime.worker import Worker
@@ -279,8 +279,9 @@ def check_agent_timing(settings: Settings, agent_max_seconds: float) -> None:
         )
 
 
-def make_worker(container: Container, name: str | None = None) -> Worker:
-    """A worker on the container's queue that also resumes decisions left executing."""
+def make_worker(container: Container, name: str | None = None, lanes: tuple[str, ...] = LANES) -> Worker:
+    """A worker on the container's queue (``lanes`` in priority order) that also resumes
+    decisions left executing."""
     s = container.settings
     return Worker(
         container.queue,
@@ -288,6 +289,7 @@ def make_worker(container: Container, name: str | None = None) -> Worker:
         s,
         name=name,
         maintenance=lambda: container.pipeline.maintain(s.resume_after_s, s.give_up_s),
+        lanes=lanes,
     )
 
 

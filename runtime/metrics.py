@@ -42,6 +42,10 @@ QUEUE_RETRYING = Gauge("crossdock_queue_retrying", "Jobs waiting for their next 
 QUEUE_OLDEST_AGE = Gauge(
     "crossdock_queue_oldest_age_seconds", "Age of the oldest job still queued, in flight or retrying (0: none)"
 )
+LANE_DEPTH = Gauge("crossdock_queue_lane_depth", "Jobs waiting, in flight or retrying, per lane", ["lane"])
+LANE_OLDEST_AGE = Gauge(
+    "crossdock_queue_lane_oldest_age_seconds", "Age of the lane's oldest unfinished job (0: none)", ["lane"]
+)
 DEAD_LETTERS = Gauge("crossdock_dead_letters", "Jobs in the dead-letter stream (failed every attempt)")
 PENDING_REVIEWS = Gauge("crossdock_pending_reviews", "Decisions waiting for a planner (pending_review)")
 PENDING_REVIEW_OLDEST_AGE = Gauge(
@@ -72,6 +76,9 @@ def refresh(queue: Any, store: Any, now: float | None = None) -> None:
         QUEUE_RETRYING.set(stats["retrying"])
         QUEUE_OLDEST_AGE.set(stats["oldest_age_s"] or 0)
         DEAD_LETTERS.set(stats["dead"])
+        for lane, figures in stats["lanes"].items():
+            LANE_DEPTH.labels(lane=lane).set(figures["depth"])
+            LANE_OLDEST_AGE.labels(lane=lane).set(figures["oldest_age_s"] or 0)
     except Exception:  # noqa: BLE001 - a scrape must answer even when Redis is down
         SCRAPE_ERRORS.labels(source="redis").inc()
     try:

@@ -8,9 +8,11 @@ Order of effects, chosen so that a crash anywhere is recoverable by redelivery:
 A redelivered job that was already decided resumes execution instead of deciding again,
 so a half-executed decision is finished, never replaced.
 
-In LLM mode the agent's judgement runs after the locks are released (a slow model must not
-hold stock locks); what it proposes is recorded and executed under the locks again, and only
-if the orders it is about did not move meanwhile.
+In LLM mode the agent's judgement is a job of its own (``crossdock.agent.judge``) on the
+background lane (``runtime.queue``): the event's job decides, executes and finishes without
+waiting for a model, and no order waits behind one. The judgement job runs the agent without
+locks; what it proposes is recorded and executed under the locks, and only if the orders it is
+about did not move since the engines decided.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from typing import Any
 
 import structlog
 
+from crews.judgement import judgement_reason
 from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
 from domain.decisions import Decision, Proposal, decision_id
-from domain.events import CREW_TRIAGE, CloudEvent
+from domain.events import AGENT_JUDGE, CREW_TRIAGE, CloudEvent
 from domain.models import Policy
 from runtime.executor import Executor
 from runtime.lifecycle import DecisionService, execution_locks
 from runtime.locks import StockLocks
 from runtime.queue import JobQueue
+from runtime.shadow import proposal_of
 from runtime.store import Store
 from tools.context import Systems
 from tools.premises import moved, read_facts
@@ -72,6 +76,8 @@ class Pipeline:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
             if event.type == CREW_TRIAGE:
                 return self._crew_triage(job_id, job, event)
+            if event.type == AGENT_JUDGE:
+                return self._judgement(job_id, job, event)
             return self._handle(job_id, job, event)
 
     def _handle(self, job_id: str, job: dict[str, str], event: CloudEvent) -> list[str]:
@@ -86,21 +92,73 @@ class Pipeline:
         policy = self.store.get_policy()
         specialist = route(event.type, policy)
         if job.get("decided"):  # a redelivery resumes: execute what was decided, never decide again
-            decisions = self._stored(job["decided"])
-            for decision in decisions:
-                with self.locks.hold(execution_locks(decision)):
-                    self.decisions.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
-            return [d.id for d in decisions]
+            done = self._resume(job["decided"], specialist)
+            if self.judge is not None and not job.get("judgement_job"):
+                # The worker died between executing and queueing the judgement: queue it now.
+                self._maybe_ask(job_id, event, [proposal_of(d) for d in self._stored(job["decided"])], accepted_at)
+            return done
         when = datetime.fromtimestamp(accepted_at, UTC)
         with self.locks.hold(specialist.lock_keys(event, self.systems)):
             proposals = specialist.propose(event, self.systems)
             decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
             self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock)
-            before = self._order_facts(proposals) if self.judge is not None else {}
-        if self.judge is not None:
-            decisions += self._judged(job_id, event, proposals, specialist, policy, when, before)
-            self.queue.set_fields(job_id, decided=[d.id for d in decisions])
+            if self.judge is not None:
+                self._maybe_ask(job_id, event, proposals, accepted_at)
+        return [d.id for d in decisions]
+
+    def _maybe_ask(self, job_id: str, event: CloudEvent, proposals: list[Proposal], accepted_at: float) -> None:
+        if judgement_reason(event, proposals):
+            self._ask_agent(job_id, event, proposals, accepted_at, self._order_facts(proposals))
+
+    def _ask_agent(
+        self, job_id: str, event: CloudEvent, proposals: list[Proposal], accepted_at: float, before: dict[str, Any]
+    ) -> None:
+        """Queue the agent's judgement of this event as its own background job. Its id derives from
+        the event's, so a redelivered event job queues it once."""
+        ask = CloudEvent.model_validate(
+            {
+                "specversion": "1.0",
+                "id": f"judge:{event.key}",
+                "source": "crossdock/agents",
+                "type": AGENT_JUDGE,
+                "subject": event.subject,
+                "data": {
+                    "event": event.model_dump(mode="json"),
+                    "proposals": [p.model_dump(mode="json") for p in proposals],
+                    "before": before,
+                    "job_id": job_id,
+                    "accepted_at": accepted_at,
+                },
+            }
+        )
+        [queued] = self.queue.enqueue_many([(ask.key, ask.type, ask.model_dump_json(), repr(time.time()))])
+        self.queue.set_fields(job_id, judgement_job=queued.job_id)
+
+    def _judgement(self, job_id: str, job: dict[str, str], ask: CloudEvent) -> list[str]:
+        """The agent's judgement of an event the engines already decided (``_ask_agent``). Its
+        decisions carry the event's job id, so the event's job lists them once they exist."""
+        if job.get("decided"):  # a redelivery resumes: execute what was decided, never ask again
+            return self._resume(job["decided"], route(ask.data["event"]["type"], self.store.get_policy()))
+        if self.judge is None:  # this worker has no model: another one with a model must take it
+            raise RuntimeError("an agent judgement reached a worker with no model (set CROSSDOCK_LLM_MODEL)")
+        event = CloudEvent.model_validate(ask.data["event"])
+        proposals = [Proposal.model_validate(p) for p in ask.data["proposals"]]
+        policy = self.store.get_policy()
+        specialist = route(event.type, policy)
+        when = datetime.fromtimestamp(float(ask.data["accepted_at"]), UTC)
+        with structlog.contextvars.bound_contextvars(judged_event_id=event.id):
+            decisions = self._judged(
+                str(ask.data["job_id"]), event, proposals, specialist, policy, when, ask.data["before"]
+            )
+        self.queue.set_fields(job_id, decided=[d.id for d in decisions])
+        return [d.id for d in decisions]
+
+    def _resume(self, ids: str, specialist: Specialist) -> list[str]:
+        decisions = self._stored(ids)
+        for decision in decisions:
+            with self.locks.hold(execution_locks(decision)):
+                self.decisions.execute(decision, ACTOR, verify_stock=specialist.verify_stock)
         return [d.id for d in decisions]
 
     def _stored(self, ids: str) -> list[Decision]:
@@ -150,7 +208,8 @@ class Pipeline:
         before: dict[str, Any],
     ) -> list[Decision]:
         """Ask the agent outside the locks; record what it proposes under them, unless the orders
-        it judged moved meanwhile (then its proposals are stored as rejected, never executed)."""
+        it judged moved since the engines decided (then its proposals are stored as rejected,
+        never executed). ``job_id`` is the event's job."""
         assert self.judge is not None
         extras = self.judge(event, proposals)
         agent = [x for x in extras if isinstance(x, Proposal)]

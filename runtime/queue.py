@@ -2,9 +2,15 @@
 
 Keys (``P`` = stream prefix):
 
-- ``P:events``      the stream; one entry per accepted job, consumer group ``workers``
-- ``P:job:<id>``    a hash per job: status, event JSON, accepted_at, attempts, error, decisions
-- ``P:retry``       a sorted set of job ids due for another attempt (score = due time)
+- ``P:events``      the decisions lane: one entry per accepted event from a source system,
+                    consumer group ``workers``
+- ``P:background``  the background lane (its own group ``workers``): ticks, planners' triage
+                    crews and agent judgements. They never sit in front of an order: a worker
+                    reads the decisions lane first (``lanes``), and ``serve`` gives each lane its
+                    own consumers, so an order is never queued behind housekeeping or a model.
+- ``P:job:<id>``    a hash per job: status, event JSON, accepted_at, attempts, error, decisions, lane
+- ``P:retry``, ``P:background:retry``
+                    a sorted set per lane of job ids due for another attempt (score = due time)
 - ``P:dead``        the dead-letter stream: job id, error and attempts after the last failure;
                     ``replay_dead`` puts a dead job back on the stream (an operator's decision)
 
@@ -27,18 +33,32 @@ import redis
 
 GROUP = "workers"
 
-# KEYS[1] = stream, KEYS[2..n+1] = job hashes; ARGV = 4 values per event.
+DECISIONS = "decisions"
+BACKGROUND = "background"
+LANES = (DECISIONS, BACKGROUND)
+# Job types that run on the background lane; every other type is a decision about a source event.
+BACKGROUND_TYPES = frozenset({"crossdock.tick", "crossdock.crew.triage", "crossdock.agent.judge"})
+
+
+def lane_of(type_: str) -> str:
+    return BACKGROUND if type_ in BACKGROUND_TYPES else DECISIONS
+
+
+# KEYS[1], KEYS[2] = the decisions and background streams, KEYS[3..n+2] = job hashes;
+# ARGV = 5 values per event (the 5th: 1 or 2, its lane's stream), then the job-key prefix.
 _INTAKE = """
 local out = {}
-for i = 2, #KEYS do
-  local a = (i - 2) * 4
+for i = 3, #KEYS do
+  local a = (i - 3) * 5
   if redis.call('EXISTS', KEYS[i]) == 1 then
     out[#out + 1] = 0
     out[#out + 1] = redis.call('HGET', KEYS[i], 'status') or ''
   else
+    local lane = tonumber(ARGV[a + 5])
     redis.call('HSET', KEYS[i], 'status', 'queued', 'event', ARGV[a + 1], 'accepted_at', ARGV[a + 2],
-               'attempts', 0, 'event_key', ARGV[a + 3], 'type', ARGV[a + 4])
-    redis.call('XADD', KEYS[1], '*', 'job', string.sub(KEYS[i], string.len(ARGV[#ARGV]) + 1))
+               'attempts', 0, 'event_key', ARGV[a + 3], 'type', ARGV[a + 4],
+               'lane', lane == 2 and 'background' or 'decisions')
+    redis.call('XADD', KEYS[lane], '*', 'job', string.sub(KEYS[i], string.len(ARGV[#ARGV]) + 1))
     out[#out + 1] = 1
     out[#out + 1] = 'queued'
   end
@@ -95,6 +115,7 @@ class Delivery:
     message_id: str
     job_id: str
     times_delivered: int
+    lane: str = DECISIONS
 
 
 class JobQueue:
@@ -111,9 +132,11 @@ class JobQueue:
         # the dead-letter stream keeps about its newest dead_letter_max entries.
         self.job_ttl_s = job_ttl_s
         self.dead_letter_max = dead_letter_max
-        self.stream = f"{prefix}:events"
+        self.streams = {DECISIONS: f"{prefix}:events", BACKGROUND: f"{prefix}:background"}
+        self.retries = {DECISIONS: f"{prefix}:retry", BACKGROUND: f"{prefix}:background:retry"}
+        self.stream = self.streams[DECISIONS]
+        self.retry = self.retries[DECISIONS]
         self.dead = f"{prefix}:dead"
-        self.retry = f"{prefix}:retry"
         self._intake = client.register_script(_INTAKE)
         self._promote = client.register_script(_PROMOTE)
         self._replay = client.register_script(_REPLAY)
@@ -122,25 +145,27 @@ class JobQueue:
         return f"{self.prefix}:job:{job_id}"
 
     def ensure_group(self) -> None:
-        try:
-            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams.values():
+            try:
+                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    def register(self, consumer: str) -> None:
-        """Make the consumer visible in the group (XINFO CONSUMERS) before it reads anything."""
-        self.r.xgroup_createconsumer(self.stream, GROUP, consumer)
+    def register(self, consumer: str, lanes: Iterable[str] = LANES) -> None:
+        """Make the consumer visible in its lanes' groups (XINFO CONSUMERS) before it reads anything."""
+        for lane in lanes:
+            self.r.xgroup_createconsumer(self.streams[lane], GROUP, consumer)
 
     # --- intake ------------------------------------------------------------------------
 
     def _intake_args(self, events: list[tuple[str, str, str, str]]) -> tuple[list[str], list[str], list[str]]:
-        ids, keys, args = [], [self.stream], []
+        ids, keys, args = [], [self.streams[DECISIONS], self.streams[BACKGROUND]], []
         for event_key, type_, event_json, accepted_at in events:
             job_id = job_id_for(event_key)
             ids.append(job_id)
             keys.append(self.job_key(job_id))
-            args += [event_json, accepted_at, event_key, type_]
+            args += [event_json, accepted_at, event_key, type_, "2" if lane_of(type_) == BACKGROUND else "1"]
         args.append(self.job_key(""))  # the prefix the script strips to recover each job id
         return ids, keys, args
 
@@ -184,31 +209,34 @@ class JobQueue:
 
     # --- consuming ---------------------------------------------------------------------
 
-    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        resp = self.r.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None)
+    def read(self, consumer: str, count: int, block_ms: int, lane: str = DECISIONS) -> list[Delivery]:
+        stream = self.streams[lane]
+        resp = self.r.xreadgroup(GROUP, consumer, {stream: ">"}, count=count, block=block_ms or None)
         out = []
         for _stream, messages in resp or []:
             for msg_id, fields in messages:
-                out.append(Delivery(_s(msg_id), _s(fields[b"job"]), 1))
+                out.append(Delivery(_s(msg_id), _s(fields[b"job"]), 1, lane))
         return out
 
-    def claim_stale(self, consumer: str, min_idle_ms: int, count: int = 20) -> list[Delivery]:
+    def claim_stale(self, consumer: str, min_idle_ms: int, count: int = 20, lane: str = DECISIONS) -> list[Delivery]:
         """Take over entries whose worker has been silent for ``min_idle_ms`` (it died)."""
-        pending = self.r.xpending_range(self.stream, GROUP, min="-", max="+", count=count, idle=min_idle_ms)
+        stream = self.streams[lane]
+        pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=count, idle=min_idle_ms)
         if not pending:
             return []
         times = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        claimed = self.r.xclaim(self.stream, GROUP, consumer, min_idle_ms, list(times))
+        claimed = self.r.xclaim(stream, GROUP, consumer, min_idle_ms, list(times))
         out = []
         for msg_id, fields in claimed:
             if fields is None:  # entry was deleted from the stream
                 continue
             mid = _s(msg_id)
-            out.append(Delivery(mid, _s(fields[b"job"]), times.get(mid, 1) + 1))
+            out.append(Delivery(mid, _s(fields[b"job"]), times.get(mid, 1) + 1, lane))
         return out
 
-    def promote_due(self, now: float | None = None) -> int:
-        return int(self._promote(keys=[self.retry, self.stream], args=[now if now is not None else time.time()]))
+    def promote_due(self, now: float | None = None, lanes: Iterable[str] = LANES) -> int:
+        at = now if now is not None else time.time()
+        return sum(int(self._promote(keys=[self.retries[lane], self.streams[lane]], args=[at])) for lane in lanes)
 
     def ack_done(self, delivery: Delivery, **fields: Any) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -216,8 +244,8 @@ class JobQueue:
             pipe.hset(self.job_key(delivery.job_id), mapping={k: _enc(v) for k, v in fields.items()})
         if self.job_ttl_s:
             pipe.expire(self.job_key(delivery.job_id), self.job_ttl_s)
-        pipe.xack(self.stream, GROUP, delivery.message_id)
-        pipe.xdel(self.stream, delivery.message_id)
+        pipe.xack(self.streams[delivery.lane], GROUP, delivery.message_id)
+        pipe.xdel(self.streams[delivery.lane], delivery.message_id)
         pipe.execute()
 
     def fail(self, delivery: Delivery, error: str, max_attempts: int, base_s: float, max_s: float) -> str:
@@ -234,10 +262,10 @@ class JobQueue:
         else:
             delay = min(max_s, base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
             pipe.hset(self.job_key(delivery.job_id), mapping={"status": "retrying", "error": error})
-            pipe.zadd(self.retry, {delivery.job_id: time.time() + delay})
+            pipe.zadd(self.retries[delivery.lane], {delivery.job_id: time.time() + delay})
             status = "retrying"
-        pipe.xack(self.stream, GROUP, delivery.message_id)
-        pipe.xdel(self.stream, delivery.message_id)
+        pipe.xack(self.streams[delivery.lane], GROUP, delivery.message_id)
+        pipe.xdel(self.streams[delivery.lane], delivery.message_id)
         pipe.execute()
         return status
 
@@ -246,13 +274,17 @@ class JobQueue:
 
     # --- observability -----------------------------------------------------------------
 
-    def idle(self) -> bool:
-        """Nothing queued, in flight or waiting for a retry (burst workers stop here).
+    def idle(self, lanes: Iterable[str] = LANES) -> bool:
+        """Nothing queued, in flight or waiting for a retry in ``lanes`` (burst workers stop here).
 
         Settled entries are deleted from the stream, so its length is the backlog plus
         what is in flight.
         """
-        return int(self.r.xlen(self.stream)) == 0 and int(self.r.zcard(self.retry)) == 0
+        pipe = self.r.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.xlen(self.streams[lane])
+            pipe.zcard(self.retries[lane])
+        return not any(int(n) for n in pipe.execute())
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         if not self.r.exists(self.dead):
@@ -261,40 +293,58 @@ class JobQueue:
 
     def replay_dead(self, job_id: str) -> bool:
         """Put a dead job back on the stream with its attempts reset; False when it is not dead."""
-        keys = [self.job_key(job_id), self.stream, self.dead]
+        lane = _s(self.r.hget(self.job_key(job_id), "lane") or DECISIONS)
+        keys = [self.job_key(job_id), self.streams.get(lane, self.stream), self.dead]
         return bool(self._replay(keys=keys, args=[job_id]))
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        """Depth (stream + retrying), jobs retrying, dead letters, and the age in seconds of the
-        oldest job still queued, in flight or retrying (None when there is none), from its
-        ``accepted_at``."""
+        """Depth (streams + retrying, all lanes), jobs retrying, dead letters, the age in seconds of
+        the oldest job still queued, in flight or retrying (None when there is none), from its
+        ``accepted_at``, and the same depth and age per lane."""
         now = time.time() if now is None else now
         pipe = self.r.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.zcard(self.retry)
+        for lane in LANES:
+            pipe.xlen(self.streams[lane])
+            pipe.zcard(self.retries[lane])
+            pipe.xrange(self.streams[lane], count=1)
+            pipe.zrange(self.retries[lane], 0, 9)
         pipe.exists(self.dead)
-        pipe.xrange(self.stream, count=1)
-        pipe.zrange(self.retry, 0, 9)
-        length, retrying, has_dead, first, due = pipe.execute()
-        jobs = [_s(fields[b"job"]) for _, fields in first] + [_s(j) for j in due]
-        ages: list[float] = []
-        if jobs:
-            pipe = self.r.pipeline(transaction=False)
-            for job in jobs:
-                pipe.hget(self.job_key(job), "accepted_at")
-            for raw in pipe.execute():
-                try:
-                    ages.append(now - float(_s(raw)))
-                except (TypeError, ValueError):
-                    continue
-        if not ages and first:  # no accepted_at: the stream entry's own time
-            ages.append(now - int(_s(first[0][0]).split("-")[0]) / 1000)
+        replies = pipe.execute()
+        has_dead = replies.pop()
+        lanes: dict[str, dict[str, Any]] = {}
+        for i, lane in enumerate(LANES):
+            length, retrying, first, due = replies[4 * i : 4 * i + 4]
+            jobs = [_s(fields[b"job"]) for _, fields in first] + [_s(j) for j in due]
+            ages = self._ages(jobs, now)
+            if not ages and first:  # no accepted_at: the stream entry's own time
+                ages.append(now - int(_s(first[0][0]).split("-")[0]) / 1000)
+            lanes[lane] = {
+                "depth": int(length) + int(retrying),
+                "retrying": int(retrying),
+                "oldest_age_s": round(max(0.0, max(ages)), 3) if ages else None,
+            }
+        ages = [x["oldest_age_s"] for x in lanes.values() if x["oldest_age_s"] is not None]
         return {
-            "depth": int(length) + int(retrying),
-            "retrying": int(retrying),
+            "depth": sum(x["depth"] for x in lanes.values()),
+            "retrying": sum(x["retrying"] for x in lanes.values()),
             "dead": int(self.r.xlen(self.dead)) if has_dead else 0,
-            "oldest_age_s": round(max(0.0, max(ages)), 3) if ages else None,
+            "oldest_age_s": max(ages) if ages else None,
+            "lanes": lanes,
         }
+
+    def _ages(self, jobs: list[str], now: float) -> list[float]:
+        if not jobs:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hget(self.job_key(job), "accepted_at")
+        ages = []
+        for raw in pipe.execute():
+            try:
+                ages.append(now - float(_s(raw)))
+            except (TypeError, ValueError):
+                continue
+        return ages
 
 
 def _s(value: bytes | str) -> str:

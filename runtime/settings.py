@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     claim_idle_ms: int = 30_000
     block_ms: int = 1000
     workers: int = 1
+    # `serve`: threads on the background lane (ticks, triage crews, agent judgements) beside the
+    # `workers` threads that take only decisions; 0: the workers take both lanes, decisions first.
+    background_workers: int = Field(default=1, ge=0, le=16)
     lock_ttl_s: float = 30.0
     # Retention in Redis (0: keep forever): settled job records, and the dead-letter stream's length.
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)

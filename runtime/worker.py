@@ -1,8 +1,13 @@
-"""The worker loop: read the stream as one consumer of the group, run the handler, settle.
+"""The worker loop: read the lanes' streams as one consumer of their groups, run the handler, settle.
 
 At-least-once: an entry is acknowledged only after its job is settled (done, retry
 scheduled or dead-lettered). A worker that dies leaves its entry pending; another worker
 claims it after ``claim_idle_ms``. Handlers are idempotent, so redelivery is harmless.
+
+Lanes (``runtime.queue``): a worker consumes the lanes it is given in priority order. One on both
+lanes takes an order before any background job and takes background jobs one at a time, so at most
+one tick, crew or agent judgement stands between an order and that worker; ``serve`` runs
+decisions-only workers and a background worker beside them, so orders never wait behind one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import redis
 import structlog
 
 from runtime.metrics import JOBS
-from runtime.queue import Delivery, JobQueue
+from runtime.queue import DECISIONS, LANES, Delivery, JobQueue
 from runtime.settings import Settings
 
 log = structlog.get_logger("crossdock.worker")
@@ -36,8 +41,12 @@ class Worker:
         settings: Settings,
         name: str | None = None,
         maintenance: Callable[[], object] | None = None,
+        lanes: tuple[str, ...] = LANES,
     ) -> None:
+        if not lanes or any(lane not in LANES for lane in lanes):
+            raise ValueError(f"lanes must be some of {', '.join(LANES)}, got {lanes!r}")
         self.queue = queue
+        self.lanes = lanes
         self.handler = handler
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
@@ -50,14 +59,14 @@ class Worker:
         """Consume until ``stop`` is set (or, in burst mode, until the queue is idle)."""
         stop = stop or threading.Event()
         self.queue.ensure_group()
-        self.queue.register(self.name)
-        log.info("worker.started", worker=self.name, burst=burst)
+        self.queue.register(self.name, self.lanes)
+        log.info("worker.started", worker=self.name, burst=burst, lanes=list(self.lanes))
         while not stop.is_set():
             try:
                 batch = self._poll(burst)
                 for delivery in batch:
                     self.process(delivery)
-                if burst and not batch and self.queue.idle():
+                if burst and not batch and self.queue.idle(self.lanes):
                     break
             except redis.RedisError as exc:
                 # Redis blinked: whatever was in flight stays pending and is re-claimed later.
@@ -81,10 +90,23 @@ class Worker:
             log.warning("worker.maintenance_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
 
     def _poll(self, burst: bool) -> list[Delivery]:
-        self.queue.promote_due()
-        batch = self.queue.claim_stale(self.name, self.settings.claim_idle_ms)
-        block = 0 if batch else (min(self.settings.block_ms, 200) if burst else self.settings.block_ms)
-        return batch + self.queue.read(self.name, count=10, block_ms=block)
+        """Stale entries first (their worker died), then the lanes in priority order: a batch of
+        decisions, else a single background job, blocking on the last lane only."""
+        self.queue.promote_due(lanes=self.lanes)
+        batch = [
+            d for lane in self.lanes for d in self.queue.claim_stale(self.name, self.settings.claim_idle_ms, lane=lane)
+        ]
+        if batch:
+            return batch
+        block = min(self.settings.block_ms, 200) if burst else self.settings.block_ms
+        for i, lane in enumerate(self.lanes):
+            last = i == len(self.lanes) - 1
+            got = self.queue.read(
+                self.name, count=10 if lane == DECISIONS else 1, block_ms=block if last else 0, lane=lane
+            )
+            if got:
+                return got
+        return []
 
     def process(self, delivery: Delivery) -> None:
         job = self.queue.job(delivery.job_id)

