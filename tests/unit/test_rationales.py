@@ -5,6 +5,7 @@ every proposal of generated scenarios is rendered and checked: the specialists d
 against the twin (served on loopback, read through the HTTP connectors), the SOP is cited as the
 pipeline cites it, the gate decides, and what the gate lets through is applied to the twin, so
 later events see the state earlier decisions made. No Redis, no store: seconds, not minutes.
+The medium scenario (about 500 proposals, minutes) runs with ``CROSSDOCK_TEST_MEDIUM=1``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 from datetime import datetime
 from typing import Any, get_type_hints
 
@@ -221,6 +223,16 @@ def test_every_rationale_of_the_small_scenario_matches_its_evidence(small: list[
 @pytest.mark.parametrize("seed", [23, 4242])
 def test_every_rationale_of_a_random_scenario_matches_its_evidence(seed: int) -> None:
     bad = _report(_Run(generate(seed, "small")).run())
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CROSSDOCK_TEST_MEDIUM"), reason="the medium scenario takes minutes: CROSSDOCK_TEST_MEDIUM=1"
+)
+def test_every_rationale_of_the_medium_scenario_matches_its_evidence() -> None:
+    proposals = _Run(generate(7, "medium")).run()
+    assert len(proposals) > 400
+    bad = _report(proposals)
     assert not bad, "\n".join(bad)
 
 
