@@ -35,10 +35,11 @@ from runtime.executor import Executor
 from runtime.lifecycle import DecisionService, execution_locks
 from runtime.locks import StockLocks
 from runtime.queue import JobQueue
-from runtime.shadow import proposal_of
+from runtime.shadow import keep_event, proposal_of
 from runtime.store import Store
 from tools.context import Systems
 from tools.premises import moved, read_facts
+from tools.recording import RecordingSystems
 
 log = structlog.get_logger("crossdock.pipeline")
 ACTOR = "crossdock-engine"
@@ -98,13 +99,18 @@ class Pipeline:
                 self._maybe_ask(job_id, event, [proposal_of(d) for d in self._stored(job["decided"])], accepted_at)
             return done
         when = datetime.fromtimestamp(accepted_at, UTC)
-        with self.locks.hold(specialist.lock_keys(event, self.systems)):
-            proposals = specialist.propose(event, self.systems)
+        # Every read the decision makes is kept with the event, for the engine replay (runtime.shadow).
+        recorder = RecordingSystems(self.systems) if self.store.record_reads else None
+        seen = recorder.systems if recorder is not None else self.systems
+        with self.locks.hold(specialist.lock_keys(event, seen)):
+            proposals = specialist.propose(event, seen)
             decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
             self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock)
             if self.judge is not None:
                 self._maybe_ask(job_id, event, proposals, accepted_at)
+        if recorder is not None:
+            keep_event(self.store, event, when, recorder.reads(), proposals, decisions)
         return [d.id for d in decisions]
 
     def _maybe_ask(self, job_id: str, event: CloudEvent, proposals: list[Proposal], accepted_at: float) -> None:

@@ -1,5 +1,6 @@
 """Shadow replay over HTTP and from the command line: a candidate policy re-gates a period's
-decisions; the answer is deterministic, and nothing reaches the twin or the store."""
+decisions, or (``--engines``) decides its recorded events again on their recorded reads; the answer
+is deterministic, and nothing reaches the twin, the store or the live Redis."""
 
 from __future__ import annotations
 
@@ -10,19 +11,34 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from domain.decisions import Action
 from tests.integration.conftest import Stack, order_event
+from tools.recording import ReadOnlySystems, ReadOnlyViolation
 
 
 def state_of(stack: Stack) -> tuple[Any, ...]:
     """What a write anywhere would change: the twin's applied actions and state, the decisions,
-    the audit chain and the policy."""
+    the action log, the event records, the audit chain, the policy, and the live Redis's keys."""
+    import sqlalchemy as sa
+
     store = stack.container.store
+    with store.engine.connect() as conn:
+        actions = conn.execute(sa.select(sa.func.count()).select_from(store.action_log)).scalar()
+        records = conn.execute(sa.select(sa.func.count()).select_from(store.event_records)).scalar()
+    prefix = stack.container.settings.stream_prefix
+    redis_keys = sorted(str(k) for k in stack.container.redis.scan_iter(match=f"{prefix}:*", count=1000))
+    memo = sorted(k for k in redis_keys if ":seen:" in k or ":recheck:" in k or ":value:" in k)
     return (
         json.dumps(stack.state.applied_actions(), sort_keys=True, default=str),
         json.dumps(stack.state.export_state(), sort_keys=True, default=str),
         [d.model_dump_json() for d in store.list_decisions(limit=10_000)],
+        actions,
+        records,
         [e.hash for e in store.audit(limit=10_000)],
         store.get_policy().model_dump_json(),
+        memo,
     )
 
 
@@ -104,3 +120,88 @@ def test_a_shadow_candidate_that_is_not_a_valid_policy_is_refused_with_the_field
     unknown = {"shadow": {"workflows": ["order_release"], "candidate": {"reveiw_cost_above": 5}}}
     resp = stack.client.patch("/v1/policy", json=unknown, headers=admin)
     assert resp.status_code == 422 and "reveiw_cost_above" in resp.text
+
+
+def test_an_engine_replay_decides_the_recorded_events_again_and_writes_nothing(stack: Stack, tmp_path: Path) -> None:
+    """A real pipeline over the twin keeps each event with its reads; the engine replay of the period
+    with the policy in force changes nothing, a stricter candidate sends the costed releases to
+    review, and neither reaches the twin, the action log, the decisions, the audit chain or Redis."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    for n, qty in enumerate((2, 40, 3)):
+        stack.publish(order_event(f"SO-E{n}", [("SKU-100", qty)]))
+    stack.drain()
+    # A decision taken while recording is off has no record: it cannot be replayed, and says so.
+    stack.container.store.record_reads = False
+    try:
+        stack.publish(order_event("SO-E9", [("SKU-200", 1)]))
+        stack.drain()
+    finally:
+        stack.container.store.record_reads = True
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    records = stack.container.store.event_records_between(since, until)
+    assert [r["event_id"] for r in records] == ["evt-SO-E0", "evt-SO-E1", "evt-SO-E2"]
+    assert all(r["reads"]["calls"] and r["decisions"]["decided"] for r in records)
+    before = state_of(stack)
+    planner = stack.headers("planner")
+    window = {"since": since.isoformat(), "until": until.isoformat(), "method": "engines"}
+
+    same = stack.client.post("/v1/replay", json={**window, "policy": {}}, headers=planner)
+    assert same.status_code == 200, same.text
+    got = same.json()
+    assert got["method"] == "engines" and got["events"] == 3 and got["replayed"] == 3
+    assert got["total"]["changed"] == 0 and got["changed"] == [] and got["decisions"] == 3
+    assert got["not_replayable"]["count"] == 1
+    assert got["not_replayable"]["events"][0]["event_id"] == "evt-SO-E9"
+    assert "no recorded reads" in next(iter(got["not_replayable"]["reasons"]))
+
+    executed = [
+        d
+        for d in stack.container.store.list_decisions(limit=100)
+        if d.status == "executed" and d.cost_impact > 0 and d.event_id != "evt-SO-E9"
+    ]
+    assert executed  # the releases that cost something and ran without a person
+    strict = {**window, "policy": {"review_cost_above": 0}}
+    diff = stack.client.post("/v1/replay", json=strict, headers=planner).json()
+    assert sorted(c["id"] for c in diff["changed"]) == sorted(d.id for d in executed)
+    assert diff["total"]["moves"] == {"executed->review": len(executed)}
+    assert diff["total"]["delta"]["reviews_needed"] == len(executed)
+    assert diff["total"]["delta"]["oversells"] == 0 and diff["total"]["after"]["oversells"] == 0
+    # deterministic, over HTTP and from the command line, and nothing was written anywhere
+    assert stack.client.post("/v1/replay", json=strict, headers=planner).json() == diff
+    policy_file = tmp_path / "strict.json"
+    policy_file.write_text(json.dumps({"review_cost_above": 0}))
+    cli = subprocess.run(
+        [sys.executable, "-m", "crossdock.cli", "replay", "--engines", "--since", window["since"]]
+        + ["--until", window["until"], "--policy", str(policy_file), "--json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == diff
+    # the console's Replay page, the same method
+    from api.console.auth import CSRF_FIELD
+    from tests.integration.test_autonomy import _csrf, _signed_in
+
+    console = _signed_in(stack, "planner")
+    try:
+        page = console.get("/console/replay")
+        form = {CSRF_FIELD: _csrf(page.text), "since": window["since"], "until": window["until"]}
+        shown = console.post(
+            "/console/replay", data={**form, "policy": '{"review_cost_above": 0}', "method": "engines"}
+        )
+        assert shown.status_code == 200 and 'id="replay-changed"' in shown.text
+        assert all(d.id in shown.text for d in executed) and 'id="replay-not-replayable"' in shown.text
+    finally:
+        console.close()
+    assert state_of(stack) == before
+
+    # A read-only wrapper over the live connectors: a write is an error and never reaches the twin.
+    read_only = ReadOnlySystems(stack.container.pipeline.systems).systems
+    assert read_only.oms.order("SO-E0").order.id == "SO-E0"
+    hold = Action(system="oms", type="update_order_status", payload={"order_id": "SO-E0", "status": "held"})
+    for port in (read_only.wms, read_only.erp, read_only.oms, read_only.notify):
+        with pytest.raises(ReadOnlyViolation):
+            port.apply(hold)
+    assert state_of(stack) == before
