@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
 from connectors.ports import (
     SNAPSHOT_PAGE,
     AllocationSnapshotReader,
@@ -51,8 +53,10 @@ from domain.context import BookPosition, NodeStock
 from domain.decisions import Proposal
 from domain.engines.clock import as_utc
 from domain.engines.discrepancy import EPS, Reservation, StockPicture, decide_discrepancy
+from domain.errors import ConnectorError
 from tools.context import RESERVING, Systems, stock_picture
 
+log = structlog.get_logger("crossdock.reconcile")
 RECON_QUEUE = "recon"  # suspects found by a pass, judged under the tick's locks
 STATE_KEY = "recon:state"
 OVERLAP_S = 2.0
@@ -96,6 +100,7 @@ class PassReport:
     full_rows: int = 0  # SKU@node the full pass compared this tick
     full_done: bool = False
     read_s: float = 0.0  # wall time in bulk reads
+    error: str | None = None  # a system failed a bulk read: nothing advanced, the next tick tries again
 
 
 def _feeds(systems: Systems) -> dict[str, Reader]:
@@ -217,8 +222,36 @@ def reconcile_pass(systems: Systems, now: datetime, budget_s: float = TICK_BUDGE
         return report  # no memory or no bulk reads: only events and re-checks find discrepancies
     state = ReconState.load(memo.value(STATE_KEY))
     started = time.monotonic()
+    found: set[tuple[str, str]] = set()
+    try:
+        _passes(systems, state, feeds, now, budget_s, started, found, report)
+    except ConnectorError as exc:
+        # A system without the bulk reads (a gateway answering 404) or down: the tick's other work
+        # goes on; the pass resumes from the state kept before this tick.
+        report.error = str(exc)
+        log.warning("reconcile.read_failed", error=str(exc))
+        report.suspects = queued_suspects(systems)
+        return report
+    report.read_s = time.monotonic() - started
+    for sku, node in sorted(found):
+        memo.schedule(RECON_QUEUE, f"{sku}@{node}", 0.0)
+    memo.put(STATE_KEY, state.dump())
+    report.suspects = queued_suspects(systems)
+    return report
+
+
+def _passes(
+    systems: Systems,
+    state: ReconState,
+    feeds: dict[str, Reader],
+    now: datetime,
+    budget_s: float,
+    started: float,
+    found: set[tuple[str, str]],
+    report: PassReport,
+) -> None:
     changed, overflow = _incremental(state, feeds, report)
-    found = set(_judge_keys(systems, changed, now))
+    found.update(_judge_keys(systems, changed, now))
     tick = as_utc(now)
     last = datetime.fromisoformat(state.last_full) if state.last_full else None
     due = overflow or last is None or (tick - last).total_seconds() >= systems.recon_full_s
@@ -233,12 +266,6 @@ def reconcile_pass(systems: Systems, now: datetime, budget_s: float = TICK_BUDGE
             report.full_done = True
         if time.monotonic() - started >= budget_s:
             break
-    report.read_s = time.monotonic() - started
-    for sku, node in sorted(found):
-        memo.schedule(RECON_QUEUE, f"{sku}@{node}", 0.0)
-    memo.put(STATE_KEY, state.dump())
-    report.suspects = queued_suspects(systems)
-    return report
 
 
 def queued_suspects(systems: Systems) -> list[tuple[str, str]]:

@@ -914,16 +914,21 @@ def bench_sweep(
     pairs: Annotated[int, typer.Option(min=100, help="SKU@node in the twin.")] = 50_000,
     nodes: Annotated[int, typer.Option(min=1, help="Nodes they are spread over.")] = 10,
     planted: Annotated[int, typer.Option(min=1, help="Standing variances planted with no event.")] = 20,
+    tryton_pairs: Annotated[
+        int, typer.Option(min=0, help="Also a full pass against a real trytond seeded with this many (0: no).")
+    ] = 0,
 ) -> None:
     """Continuous reconciliation against the twin over HTTP: full-pass time (and the bulk-read floor), raise-once,
-    planted discrepancy → decision latency with the default tick and full-pass intervals."""
-    from bench.sweep import run_sweep_bench
+    planted discrepancy → decision latency with the default tick and full-pass intervals; optionally Tryton."""
+    from bench.sweep import run_sweep_bench, run_tryton_sweep_bench
 
-    _bench(
-        "sweep",
-        "Continuous reconciliation benchmark (measured in this run)",
-        lambda: run_sweep_bench(pairs=pairs, nodes=nodes, planted=planted),
-    )
+    def run() -> dict[str, Any]:
+        result = run_sweep_bench(pairs=pairs, nodes=nodes, planted=planted)
+        if tryton_pairs:
+            result.update(run_tryton_sweep_bench(pairs=tryton_pairs, nodes=min(nodes, tryton_pairs)))
+        return result
+
+    _bench("sweep", "Continuous reconciliation benchmark (measured in this run)", run)
 
 
 @bench_app.command("knowledge")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from connectors.http import http_connectors
+from connectors.http import HttpWms, http_connectors
 from connectors.ports import AllocationSnapshotReader, BookSnapshotReader, StockSnapshotReader
 from crews.reconcile_sweep import judge_suspects, reconcile_pass, state_of
 from crews.sweeps import STOCK_QUEUE
@@ -119,7 +120,12 @@ def test_the_incremental_pass_reads_only_what_changed(world: World) -> None:
         "source": "erp",
         "type": "erp.inventory.posted",
         "time": (now - timedelta(hours=10)).isoformat(),
-        "data": {"node": "STORE-12", "sku": "SKU-100", "qty_delta": 2, "posted_at": (now - timedelta(hours=10)).isoformat()},
+        "data": {
+            "node": "STORE-12",
+            "sku": "SKU-100",
+            "qty_delta": 2,
+            "posted_at": (now - timedelta(hours=10)).isoformat(),
+        },
     }
     assert httpx.post(f"{world.url}/twin/events", json=posted).status_code == 200
     report = reconcile_pass(world.systems, now + timedelta(seconds=60))
@@ -132,3 +138,15 @@ def test_the_incremental_pass_reads_only_what_changed(world: World) -> None:
     ]
     # A posting outside the grace window with no WMS movement: a true variance, raised.
     assert raised(judge_suspects(world.systems, report.suspects, now, GRACE_H), "SKU-100@STORE-12")
+
+
+def test_a_system_without_the_bulk_reads_does_not_fail_the_tick(world: World) -> None:
+    with httpx.Client() as http:
+        gateway = HttpWms(f"{world.url}/elsewhere", http)  # answers 404 to every bulk read
+        systems = dataclasses.replace(world.systems, wms=gateway)
+        tick(world, datetime.now(UTC))  # a pass with the real WMS: the state to resume from
+        before = state_of(systems)
+        report = reconcile_pass(systems, datetime.now(UTC) + timedelta(seconds=901))
+    assert report.error is not None and "404" in report.error
+    assert (report.full_rows, report.suspects) == (0, [])
+    assert state_of(systems) == before  # nothing advanced: the next tick tries again
