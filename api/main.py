@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from api import openapi
 from api.console import mount as mount_console
 from api.guards import RETRY_AFTER_UNAVAILABLE_S, RequestGuard, unavailable
-from api.routes import audit, autonomy, chat, decisions, events, jobs, system
+from api.routes import audit, autonomy, chat, decisions, events, jobs, network, system
 from api.routes import crews as crew_routes
 from domain.extras import MissingExtra
 from runtime.bootstrap import Container, bootstrap
@@ -100,7 +100,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         )
 
     app.include_router(chat.router)  # before system: /v1/orders/at-risk must precede /v1/orders/{id}
-    for module in (events, jobs, decisions, audit, system):
+    for module in (events, jobs, decisions, audit, system, network):
         app.include_router(module.router)
     app.include_router(crew_routes.router)
     app.include_router(autonomy.router)  # guarded autonomy and shadow replay (runtime.autonomy, runtime.shadow)

@@ -52,6 +52,7 @@ class Live:
     container: Container
     api: ThreadedServer
     key: str
+    admin: str
     redis: redis.Redis
     prefix: str
 
@@ -81,7 +82,7 @@ def live(tryton: Tryton, tmp_path_factory: pytest.TempPathFactory, redis_url: st
     tmp = tmp_path_factory.mktemp("follow")
     network = tmp / "network.yaml"
     network.write_text(yaml.safe_dump(from_scenario(tryton.scenario).dump(), sort_keys=False))
-    key, prefix = secrets.token_urlsafe(18), f"test-follow-{secrets.token_hex(4)}"
+    key, admin, prefix = secrets.token_urlsafe(18), secrets.token_urlsafe(18), f"test-follow-{secrets.token_hex(4)}"
     settings = Settings(
         env="test",
         data_dir=tmp,
@@ -91,7 +92,7 @@ def live(tryton: Tryton, tmp_path_factory: pytest.TempPathFactory, redis_url: st
         erp="tryton",
         network_file=network,
         notify_url="http://127.0.0.1:9/notify",
-        key_hashes={hash_key(key): "gateway"},
+        key_hashes={hash_key(key): "gateway", hash_key(admin): "admin"},
         block_ms=100,
         retry_base_s=0.01,
         retry_max_s=0.05,
@@ -104,7 +105,7 @@ def live(tryton: Tryton, tmp_path_factory: pytest.TempPathFactory, redis_url: st
     api = serve_in_thread(create_app(container))
     client = redis.Redis.from_url(redis_url)
     try:
-        yield Live(container, api, key, client, prefix)
+        yield Live(container, api, key, admin, client, prefix)
     finally:
         api.stop()
         notify.stop()
@@ -242,3 +243,28 @@ def test_connect_tryton_says_clearly_when_tryton_is_unreachable(tmp_path: Path, 
     assert done.returncode == 2
     assert "Tryton at http://127.0.0.1:9 unreachable" in done.stderr and "Traceback" not in done.stderr
     assert httpx.get(f"{live.api.url}/healthz").status_code == 200
+
+
+def test_the_network_is_read_and_replaced_through_the_api_as_a_new_version(live: Live) -> None:
+    with httpx.Client(base_url=live.api.url, trust_env=False, timeout=30) as http:
+        admin = {"Authorization": f"Bearer {live.admin}"}
+        current = http.get("/v1/network", headers=admin).json()
+        assert current["version"] == 1 and current["source"].startswith("file:")
+        body = current["network"]
+        body["lanes"] = [{**body["lanes"][0], "transit_days": 9}, *body["lanes"][1:]]
+        refused = http.put("/v1/network", json=body, headers={"Authorization": f"Bearer {live.key}"})
+        assert refused.status_code == 403  # a gateway key may not
+        bad = http.put("/v1/network", json={**body, "lanes": [{**body["lanes"][0], "transit_days": -1}]}, headers=admin)
+        assert bad.status_code == 422 and "lanes" in bad.text and "transit_days" in bad.text
+        done = http.put("/v1/network", json={**body, "reason": "DC-EAST lane slower"}, headers=admin)
+        assert done.status_code == 200 and done.headers["X-Crossdock-Network-Version"] == "2"
+        first = next(
+            ln for ln in live.container.systems.oms.network().lanes if ln.from_node == body["lanes"][0]["from"]
+        )
+        assert first.transit_days == 9  # in force for this process's workers at once
+        history = http.get("/v1/network/history", headers=admin).json()
+        assert [(v["version"], v["actor"], v["reason"]) for v in history][1:] == [
+            (2, "admin:admin", "DC-EAST lane slower")
+        ]
+        again = http.put("/v1/network", json=body, headers=admin)
+        assert again.status_code == 200 and "X-Crossdock-Network-Version" not in again.headers  # no change
