@@ -85,7 +85,7 @@ class LoadOptions:
     seed: int = 7
     size: str = "large"
     out: Path | None = None
-    drain_timeout_s: float = 120.0
+    drain_timeout_s: float = 300.0
     floor_samples: int = 300
     medium_day: bool = False
     say: Say = field(default=lambda _: None)
@@ -152,13 +152,14 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited: {log.read_text()[-2000:]}")  # type: ignore[arg-type]
-        time.sleep(0.1)
+    with httpx.Client(timeout=2.0, trust_env=False) as client:  # one client: no TLS context per poll
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.args))} exited: {log.read_text()[-2000:]}")  # type: ignore[arg-type]
+            time.sleep(0.1)
     raise TimeoutError(f"{url} not ready after {timeout_s:g}s: {log.read_text()[-2000:]}")
 
 
@@ -713,6 +714,15 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
                     f"p50 {d['p50_ms']:.1f}  p95 {d['p95_ms']:.1f}  p99 {d['p99_ms']:.1f}  "
                     f"max {d['max_ms']:.1f}  ({s['with_decision']}/{s['sent']} decided; "
                     f"service {s['service_mean_ms']:.1f} ms)",
+                )
+            )
+        orders = run["by_kind"].get("orders")
+        if orders and orders["service_mean_ms"]:
+            rows.append(
+                (
+                    f"{w} order decisions/s per worker process",
+                    f"{1000 / orders['service_mean_ms']:.1f} (1000 / mean service {orders['service_mean_ms']:.1f} ms; "
+                    f"floor: a twin read {fl['twin_read_order']['p50_ms']:.2f} ms p50)",
                 )
             )
         rows += [

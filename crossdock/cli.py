@@ -1004,6 +1004,9 @@ def bench_load(
         bool, typer.Option(help="Also replay the medium scenario's day and report its decision latency.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Scenario seed (the event mix).")] = 7,
+    drain_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait after the last send for the queue to drain.")
+    ] = 300.0,
 ) -> None:
     """Open-loop load through real processes (twin, API with its clock, N workers, Redis): event→decision
     latency from each event's scheduled send time, p50/p95/p99/max by kind, queue depth over time, errors,
@@ -1039,6 +1042,7 @@ def bench_load(
                     seed=seed,
                     out=out_dir,
                     medium_day=medium_day,
+                    drain_timeout_s=drain_timeout,
                     say=lambda msg: progress.update(task, description=msg),
                     progress=advance,
                 )
