@@ -907,16 +907,21 @@ def bench_sweep(
     pairs: Annotated[int, typer.Option(min=100, help="SKU@node in the twin.")] = 50_000,
     nodes: Annotated[int, typer.Option(min=1, help="Nodes they are spread over.")] = 10,
     planted: Annotated[int, typer.Option(min=1, help="Standing variances planted with no event.")] = 20,
+    tryton_pairs: Annotated[
+        int, typer.Option(min=0, help="Also a full pass against a real trytond seeded with this many (0: no).")
+    ] = 0,
 ) -> None:
     """Continuous reconciliation against the twin over HTTP: full-pass time (and the bulk-read floor), raise-once,
-    planted discrepancy → decision latency with the default tick and full-pass intervals."""
-    from bench.sweep import run_sweep_bench
+    planted discrepancy → decision latency with the default tick and full-pass intervals; optionally Tryton."""
+    from bench.sweep import run_sweep_bench, run_tryton_sweep_bench
 
-    _bench(
-        "sweep",
-        "Continuous reconciliation benchmark (measured in this run)",
-        lambda: run_sweep_bench(pairs=pairs, nodes=nodes, planted=planted),
-    )
+    def run() -> dict[str, Any]:
+        result = run_sweep_bench(pairs=pairs, nodes=nodes, planted=planted)
+        if tryton_pairs:
+            result.update(run_tryton_sweep_bench(pairs=tryton_pairs, nodes=min(nodes, tryton_pairs)))
+        return result
+
+    _bench("sweep", "Continuous reconciliation benchmark (measured in this run)", run)
 
 
 @bench_app.command("knowledge")
@@ -992,6 +997,9 @@ def bench_load(
         bool, typer.Option(help="Also replay the medium scenario's day and report its decision latency.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Scenario seed (the event mix).")] = 7,
+    drain_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait after the last send for the queue to drain.")
+    ] = 300.0,
 ) -> None:
     """Open-loop load through real processes (twin, API with its clock, N workers, Redis): event→decision
     latency from each event's scheduled send time, p50/p95/p99/max by kind, queue depth over time, errors,
@@ -1027,6 +1035,7 @@ def bench_load(
                     seed=seed,
                     out=out_dir,
                     medium_day=medium_day,
+                    drain_timeout_s=drain_timeout,
                     say=lambda msg: progress.update(task, description=msg),
                     progress=advance,
                 )
