@@ -45,8 +45,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from connectors.ports import SNAPSHOT_PAGE, SnapshotPage
 from connectors.tryton.loader import CREDIT_HOLD_CATEGORY, GOLD_CATEGORY, ORDER_EXTRAS_PREFIX, lock_code
 from connectors.tryton.rpc import TrytonClient
+from connectors.tryton.snapshot import snapshots
 from domain.context import (
     BookPosition,
     LineAllocation,
@@ -529,6 +531,12 @@ class TrytonWms:
             )
         return out
 
+    def stock_snapshot(
+        self, since: dt.datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """Bulk read: on hand and locked per SKU@node (``connectors.tryton.snapshot``)."""
+        return snapshots(self.b).page("wms", since, after, limit)
+
     def movements(self, sku: str, node: str) -> list[Movement]:
         """Adjustments (confirmed ``stock.inventory``) and supplier receipts at ``node``; Tryton keeps
         one ledger, so these are the same moves ``TrytonErp.postings`` reports."""
@@ -787,6 +795,12 @@ class TrytonErp:
                 out.append(BookPosition(node=w.code, sku=sku, qty=total, blocked=blocked))
         return out
 
+    def book_snapshot(
+        self, since: dt.datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """Bulk read: book and blocked per SKU@node (``connectors.tryton.snapshot``)."""
+        return snapshots(self.b).page("erp", since, after, limit)
+
     def forecast(self, sku: str) -> dict[str, float]:
         """Tryton's ``forecast_quantity`` per warehouse (moves planned from today on)."""
         pid = self.b.require_product(sku)
@@ -1011,6 +1025,12 @@ class TrytonOms:
             domain.append(("state", "in", ["cancelled", "done", "processing"]))
         rows = self.b.client.search_read("sale.sale", domain, _SALE_FIELDS, order=[("id", "ASC")])
         return [v for v in self._views(rows) if v.status in wanted]
+
+    def allocations_snapshot(
+        self, since: dt.datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """Bulk read: units reserved per SKU@node (``connectors.tryton.snapshot``)."""
+        return snapshots(self.b).page("oms", since, after, limit)
 
     def customer(self, customer_id: str) -> Customer:
         rows = self.b.client.search_read(
