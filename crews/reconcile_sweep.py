@@ -8,8 +8,8 @@ reservations) through the bulk reads of ``connectors.ports`` (``StockSnapshotRea
   SKU@node it changed since the watermark kept in Crossdock's memory (``Memo.value``/``put``). The
   watermark is the newest change time the feed reported, by the system's own clock, less
   ``OVERLAP_S`` (a row changed while the feed was being read is read again, never lost); the first
-  one is the wall clock less ``OVERLAP_S``. Those SKUs are read per SKU (WMS stock, ERP book) and
-  compared.
+  one is the wall clock less ``OVERLAP_S``. Those SKUs are read per SKU (WMS stock with its
+  reservations, ERP book) and compared; more than ``MAX_KEY_READS`` of them start a full pass instead.
 * **Full pass, every ``recon_full_s``** (``CROSSDOCK_RECON_FULL_S``, default 900 s, by the tick's
   clock). The three systems are read a page at a time in key order and merged; a pass keeps its
   cursor in the memory and spans ticks: a tick spends at most ``TICK_BUDGET_S`` on it. A system
@@ -27,6 +27,9 @@ movements each side recorded) has a fingerprint; whoever judges it first (an eve
 this sweep) marks it (``Memo.first_time``), and the sweep raises only states nobody judged. A
 standing discrepancy therefore gives one decision, not one per pass; a new movement makes a new
 state.
+
+Inbound documents need no bulk read: ``crews.sweeps`` matches every open PO with its ASNs and
+receipts on every tick already.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ STATE_KEY = "recon:state"
 OVERLAP_S = 2.0
 TICK_BUDGET_S = 5.0  # wall time one tick may spend on the full pass
 FEED_PAGES = 50  # change-feed pages read per system per tick (more: a full pass is started)
+MAX_KEY_READS = 500  # changed SKU@node judged by per-SKU reads in a tick (more: a full pass instead)
 
 Reader = Callable[[datetime | None, str | None, int], SnapshotPage]
 
@@ -251,7 +255,10 @@ def _passes(
     report: PassReport,
 ) -> None:
     changed, overflow = _incremental(state, feeds, report)
-    found.update(_judge_keys(systems, changed, now))
+    if len(changed) > MAX_KEY_READS:
+        overflow = True  # bulk reads are cheaper than this many per-SKU reads
+    else:
+        found.update(_judge_keys(systems, changed, now))
     tick = as_utc(now)
     last = datetime.fromisoformat(state.last_full) if state.last_full else None
     due = overflow or last is None or (tick - last).total_seconds() >= systems.recon_full_s
