@@ -486,20 +486,28 @@ def replay(
 
 
 def _print_engine_replay(report: dict[str, Any], start: Any, end: Any) -> None:
-    nr = report["not_replayable"]
+    nr, total = report["not_replayable"], report["total"]
     title = (
         f"engine replay: {report['replayed']} of {report['events']} events decided again, "
-        f"{start.isoformat()} to {end.isoformat()}"
+        f"{report['decisions']} decisions, {total['changed']} changed"
     )
-    table = Table(title=title)
-    keys = ("cost", "splits", "on_time", "reviews_needed", "oversells")
-    for column in ("workflow/outcome", "decisions", "changed", *keys):
-        table.add_column(column.replace("_", " "), justify="left" if column == "workflow/outcome" else "right")
-    rows = [*report["pairs"].items(), ("total", report["total"])]
-    for name, row in rows:
-        cells = [f"{row['before'][k]:g} → {row['after'][k]:g} ({row['delta'][k]:+g})" for k in keys]
-        table.add_row(name, str(row["decisions"]), str(row["changed"]), *cells)
-    out.print(table)
+    kpis = Table(title=title, caption=f"{start.isoformat()} to {end.isoformat()}")
+    for column in ("KPI", "before", "after", "delta"):
+        kpis.add_column(column, justify="left" if column == "KPI" else "right")
+    for key in ("cost", "splits", "on_time", "reviews_needed", "oversells", "executed", "cost_executed"):
+        kpis.add_row(
+            key.replace("_", " "), f"{total['before'][key]:g}", f"{total['after'][key]:g}", f"{total['delta'][key]:+g}"
+        )
+    out.print(kpis)
+    pairs = Table(title="changed, by workflow and outcome")
+    for column in ("workflow/outcome", "decisions", "changed", "moves"):
+        pairs.add_column(column, justify="right" if column in ("decisions", "changed") else "left")
+    for name, row in report["pairs"].items():
+        if row["changed"]:
+            moves = ", ".join(f"{m} {n}" for m, n in {**row["moves"], **row["outcome_moves"]}.items())
+            pairs.add_row(name, str(row["decisions"]), str(row["changed"]), moves)
+    if pairs.row_count:
+        out.print(pairs)
     for c in report["changed"][:20]:
         before, after = c["before"] or {}, c["after"] or {}
         out.print(
