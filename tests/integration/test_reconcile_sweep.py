@@ -15,6 +15,7 @@ import redis
 
 from connectors.http import HttpWms, http_connectors
 from connectors.ports import AllocationSnapshotReader, BookSnapshotReader, StockSnapshotReader
+from crews import reconcile_sweep
 from crews.reconcile_sweep import judge_suspects, reconcile_pass, state_of
 from crews.sweeps import STOCK_QUEUE
 from domain.decisions import Proposal
@@ -150,3 +151,20 @@ def test_a_system_without_the_bulk_reads_does_not_fail_the_tick(world: World) ->
     assert report.error is not None and "404" in report.error
     assert (report.full_rows, report.suspects) == (0, [])
     assert state_of(systems) == before  # nothing advanced: the next tick tries again
+
+
+def test_too_many_changes_for_per_sku_reads_start_a_full_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime.now(UTC)
+    assert reconcile_pass(world.systems, now).full_done  # the first pass; the next is 900 s away
+    monkeypatch.setattr(reconcile_sweep, "MAX_KEY_READS", 0)
+    posted = {
+        "specversion": "1.0",
+        "id": "evt-recon-3",
+        "source": "erp",
+        "type": "erp.inventory.posted",
+        "time": now.isoformat(),
+        "data": {"node": "DC-EAST", "sku": "SKU-100", "qty_delta": 1},
+    }
+    assert httpx.post(f"{world.url}/twin/events", json=posted).status_code == 200
+    report = reconcile_pass(world.systems, now + timedelta(seconds=60))
+    assert report.changed == 1 and report.full_done and report.full_rows >= 5
