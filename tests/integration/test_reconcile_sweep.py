@@ -134,9 +134,9 @@ def test_the_incremental_pass_reads_only_what_changed(world: World) -> None:
     assert ("SKU-100", "STORE-12") in report.suspects
     # The feed itself: only the changed row since the watermark.
     mark = datetime.fromisoformat(state_of(world.systems)["marks"]["erp"])
-    assert [r.key for r in world.systems.erp.book_snapshot(since=mark - timedelta(minutes=1)).rows] == [
-        "SKU-100@STORE-12"
-    ]
+    erp = world.systems.erp
+    assert isinstance(erp, BookSnapshotReader)
+    assert [r.key for r in erp.book_snapshot(since=mark - timedelta(minutes=1)).rows] == ["SKU-100@STORE-12"]
     # A posting outside the grace window with no WMS movement: a true variance, raised.
     assert raised(judge_suspects(world.systems, report.suspects, now, GRACE_H), "SKU-100@STORE-12")
 
