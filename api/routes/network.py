@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,12 +34,11 @@ async def get_network(container: ContainerDep, _role: PlannerRole) -> dict[str, 
 
 @router.put("/v1/network")
 async def put_network(request: Request, container: ContainerDep, who: Admin) -> Response:
-    """Replace the network (the file's shape as JSON; ``reason`` optional). 422 names a bad field;
-    409 when Crossdock does not run against Tryton (``CROSSDOCK_ERP=tryton``: the twin holds its own
-    network). The change is a new version in the audit chain (``network.changed``) and is in force
-    for this process's workers at once; other processes take it when they start."""
-    if container.settings.erp != "tryton":
-        raise HTTPException(409, {"error": "not_tryton", "message": "the network applies to CROSSDOCK_ERP=tryton"})
+    """Replace the network (the file's shape as JSON; ``reason`` optional); 422 names a bad field.
+    The change is a new version in the audit chain (``network.changed``). With
+    ``CROSSDOCK_ERP=tryton`` it is in force for this process's workers at once (``in_force``) and
+    for other processes when they start; against the twin, which holds its own network, it is only
+    recorded."""
     try:
         body = await request.json()
     except ValueError:
@@ -59,14 +58,16 @@ async def put_network(request: Request, container: ContainerDep, who: Admin) -> 
             [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         ) from None
     version = await run_in_threadpool(network_versions.record, container.store, spec, who.actor, reason, "api")
-    backend = getattr(container.systems.oms, "b", None)
-    if backend is not None and hasattr(backend, "overlay"):
+    backend: Any = getattr(container.systems.oms, "b", None)
+    in_force = container.settings.erp == "tryton" and hasattr(backend, "overlay")
+    if in_force:
         backend.overlay = spec.overlay()  # the three Tryton adapters share this backend
     headers = {}
     if version is not None:
         log.info("network.changed", version=version.version, actor=who.actor, reason=reason)
         headers["X-Crossdock-Network-Version"] = str(version.version)
-    return JSONResponse({"version": version.version if version else None, "network": spec.dump()}, headers=headers)
+    body = {"version": version.version if version else None, "in_force": in_force, "network": spec.dump()}
+    return JSONResponse(body, headers=headers)
 
 
 @router.get("/v1/network/history")

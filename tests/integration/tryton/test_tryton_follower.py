@@ -258,6 +258,7 @@ def test_the_network_is_read_and_replaced_through_the_api_as_a_new_version(live:
         assert bad.status_code == 422 and "lanes" in bad.text and "transit_days" in bad.text
         done = http.put("/v1/network", json={**body, "reason": "DC-EAST lane slower"}, headers=admin)
         assert done.status_code == 200 and done.headers["X-Crossdock-Network-Version"] == "2"
+        assert done.json()["in_force"] is True
         first = next(
             ln for ln in live.container.systems.oms.network().lanes if ln.from_node == body["lanes"][0]["from"]
         )
