@@ -894,6 +894,27 @@ def bench_release(
     _bench("release", "Release benchmark (measured in this run)", lambda: run_release_bench(orders=orders, seed=seed))
 
 
+@bench_app.command("writes")
+def bench_writes(
+    decisions: Annotated[int, typer.Option(min=4, help="Order decisions written per mode and backend.")] = 300,
+    threads: Annotated[int, typer.Option(min=1, help="Writers at once (workers share the audit chain's head).")] = 4,
+    database_url: Annotated[
+        str | None, typer.Option(help="A PostgreSQL server URL to measure too (a temporary database is made).")
+    ] = None,
+) -> None:
+    """Order decisions/s through the store: one transaction per write vs batched, SQLite (and PostgreSQL)."""
+    from bench.writes import BenchWritesError, run_writes_bench
+
+    try:
+        _bench(
+            "writes",
+            "Write path (measured in this run)",
+            lambda: run_writes_bench(decisions=decisions, threads=threads, database_url=database_url),
+        )
+    except BenchWritesError as exc:
+        fail(str(exc))
+
+
 @bench_app.command("reconciliation")
 def bench_reconciliation(
     lines: Annotated[int, typer.Option(min=100, help="PO lines to generate (with ASNs and receipts).")] = 200_000,

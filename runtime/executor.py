@@ -3,6 +3,15 @@
 Each action is sent with its idempotency key and recorded in the action log; an action
 already in the log is skipped, and the system itself deduplicates on the key, so a
 decision executed twice (redelivery, double-click on approve) applies every action once.
+
+The action log is written when the execution ends, in the transaction that moves the decision to
+``executed`` and appends its audit entries (``Store.batch``): one transaction for the whole
+execution, not two per action. An execution that stops early writes what it applied before the
+error goes on (a failure before compensating, a retryable error before it propagates). Only a
+crash between two applies leaves applied actions out of the log; the resume sends them again with
+the same keys, the systems answer with their first result and change nothing, and since a
+resumed execution cannot tell which allocations the dead one made, its stock check counts an
+allocation the order already holds at that node as made.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ from typing import Any
 import structlog
 
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
+from domain.context import OrderView
 from domain.decisions import Action, Decision
-from domain.errors import ConnectorError, PermanentConnectorError, StockConflict
+from domain.errors import ConnectorError, PermanentConnectorError, StockConflict, UnknownOrder
 from runtime.metrics import ACTIONS
 from runtime.store import Store
 
@@ -27,43 +37,66 @@ class Executor:
         self.wms = wms
         self.ports: dict[str, Any] = {"wms": wms, "erp": erp, "oms": oms, "notify": notify}
 
-    def execute(self, decision: Decision, actor: str, verify_stock: bool = True) -> Decision:
+    def execute(self, decision: Decision, actor: str, verify_stock: bool = True, *, first: bool = False) -> Decision:
         """Apply the decision's actions (status must be ``executing``); ends executed or failed.
 
         All or nothing: when an action is refused for good (or stock moved), the actions already
         applied are compensated in reverse order and the decision ends ``failed`` with the reason
         and what was undone. A connector error worth a retry propagates and leaves the decision
         ``executing``: the queue, a second approval or the worker's resume sweep finishes it.
+        ``first``: no earlier execution of this decision can have applied anything (it was recorded
+        or approved just now); otherwise this may resume one that died (see the module docstring).
         """
+        applied: list[tuple[Action, dict[str, Any]]] = []
         try:
             if verify_stock:
-                self.verify_stock(decision)
+                self.verify_stock(decision, resumed=not first)
             for action in decision.actions:
-                self._apply(decision, action, actor)
+                self._apply(decision, action, actor, applied)
         except (PermanentConnectorError, StockConflict) as exc:
-            return self.fail(decision, actor, str(exc))
-        done = self.store.transition(decision.id, to="executed", from_={"executing"}, actor=actor)
-        if done is not None:
-            self.store.append_audit(
-                "decision.executed",
-                decision.subject,
-                actor,
-                {"decision": decision.id},
-                dedup_key=f"executed:{decision.id}",
-            )
+            return self.fail(decision, actor, str(exc), applied)
+        except BaseException:
+            self._log(decision, actor, applied)  # a retry must know what is applied
+            raise
+        with self.store.batch():
+            self._log(decision, actor, applied)
+            done = self.store.transition(decision.id, to="executed", from_={"executing"}, actor=actor)
+            if done is not None:
+                self.store.append_audit(
+                    "decision.executed",
+                    decision.subject,
+                    actor,
+                    {"decision": decision.id},
+                    dedup_key=f"executed:{decision.id}",
+                )
         return done or self.store.get_decision(decision.id) or decision
 
-    def fail(self, decision: Decision, actor: str, error: str) -> Decision:
-        """Undo what a decision applied, then mark it failed with the reason and the undo record."""
+    def fail(
+        self, decision: Decision, actor: str, error: str, applied: list[tuple[Action, dict[str, Any]]] | None = None
+    ) -> Decision:
+        """Undo what a decision applied (the log, and ``applied`` not logged yet), then mark it failed
+        with the reason and the undo record."""
+        self._log(decision, actor, applied or [])
         undone = self.compensate(decision, actor)
-        failed = self.store.transition(
-            decision.id, to="failed", from_={"executing"}, actor=actor, error=error, undone=undone
-        )
-        self.store.append_audit(
-            "decision.failed", decision.subject, actor, {"decision": decision.id, "error": error, "undone": undone}
-        )
+        with self.store.batch():
+            failed = self.store.transition(
+                decision.id, to="failed", from_={"executing"}, actor=actor, error=error, undone=undone
+            )
+            self.store.append_audit(
+                "decision.failed", decision.subject, actor, {"decision": decision.id, "error": error, "undone": undone}
+            )
         log.warning("decision.failed", decision_id=decision.id, error=error, undone=len(undone))
         return failed or self.store.get_decision(decision.id) or decision
+
+    def _log(self, decision: Decision, actor: str, applied: list[tuple[Action, dict[str, Any]]]) -> None:
+        """Record applied actions in the action log and the audit chain, in apply order, in one
+        transaction (the caller's batch, if one is open); ``applied`` is emptied."""
+        if not applied:
+            return
+        with self.store.batch():
+            for action, result in applied:
+                self._record(decision, action, actor, result)
+        del applied[:]
 
     def compensate(self, decision: Decision, actor: str) -> list[dict[str, Any]]:
         """Reverse the decision's applied actions, newest first; each entry says what happened."""
@@ -86,12 +119,19 @@ class Executor:
             record.append({"action": action.name, "undone": True, "by": undo.name})
         return record
 
-    def verify_stock(self, decision: Decision) -> None:
-        """Refuse to allocate more than is pickable now (stock may have moved since the proposal)."""
+    def verify_stock(self, decision: Decision, resumed: bool = False) -> None:
+        """Refuse to allocate more than is pickable now (stock may have moved since the proposal).
+
+        ``resumed``: an earlier execution may have made allocations it did not live to log; one
+        the order already holds (that line, that node, at least that quantity) counts as made."""
         need: dict[tuple[str, str], float] = defaultdict(float)
+        orders: dict[str, OrderView | None] = {}
         for action in decision.actions:
-            if action.name == "oms.allocate" and not self.store.action_done(action.idempotency_key):
-                need[(action.payload["sku"], action.payload["node"])] += float(action.payload["qty"])
+            if action.name != "oms.allocate" or self.store.action_done(action.idempotency_key):
+                continue
+            if resumed and self._holds(action, orders):
+                continue
+            need[(action.payload["sku"], action.payload["node"])] += float(action.payload["qty"])
         for sku in sorted({sku for sku, _ in need}):
             pickable = {ns.node: ns.pickable for ns in self.wms.stock(sku)}
             for (s, node), qty in need.items():
@@ -100,7 +140,36 @@ class Executor:
                         f"{sku}@{node}: {qty:g} to allocate but only {pickable.get(node, 0.0):g} pickable now"
                     )
 
-    def _apply(self, decision: Decision, action: Action, actor: str) -> None:
+    def _holds(self, action: Action, orders: dict[str, OrderView | None]) -> bool:
+        """Whether the order already holds this allocation (its line has at least its quantity at
+        its node): a resumed execution's sign that the dead one made it."""
+        order_id = str(action.payload.get("order_id"))
+        if order_id not in orders:
+            try:
+                orders[order_id] = self.ports["oms"].order(order_id)
+            except UnknownOrder:
+                orders[order_id] = None
+        view = orders[order_id]
+        if view is None:
+            return False
+        held = sum(
+            a.qty
+            for ln in view.lines
+            if ln.line == action.payload.get("line")
+            for a in ln.allocations
+            if a.node == action.payload.get("node")
+        )
+        return held + 1e-9 >= float(action.payload["qty"])
+
+    def _apply(
+        self,
+        decision: Decision,
+        action: Action,
+        actor: str,
+        applied: list[tuple[Action, dict[str, Any]]] | None = None,
+    ) -> None:
+        """Send one action (unless the log has it); log it now, or add it to ``applied`` to be
+        logged with the rest of the execution."""
         if self.store.action_done(action.idempotency_key):
             return
         try:
@@ -108,6 +177,15 @@ class Executor:
         except Exception:
             ACTIONS.labels(action=action.name, result="error").inc()
             raise
+        ACTIONS.labels(action=action.name, result="ok").inc()
+        log.info("action.applied", action=action.name, idempotency_key=action.idempotency_key)
+        if applied is not None:
+            applied.append((action, result))
+            return
+        with self.store.batch():
+            self._record(decision, action, actor, result)
+
+    def _record(self, decision: Decision, action: Action, actor: str, result: dict[str, Any]) -> None:
         self.store.record_action(action.idempotency_key, decision.id, action.name, result)
         self.store.append_audit(
             "action.executed",
@@ -121,8 +199,6 @@ class Executor:
             },
             dedup_key=f"action:{action.idempotency_key}",
         )
-        ACTIONS.labels(action=action.name, result="ok").inc()
-        log.info("action.applied", action=action.name, idempotency_key=action.idempotency_key)
 
 
 def compensation(action: Action, result: dict[str, Any], facts: dict[str, Any]) -> Action | None:

@@ -13,6 +13,9 @@ and a planner's approve and reject go through here too, so the lifecycle holds e
 * **Execution finishes or undoes** (``runtime.executor``): a permanent failure compensates what
   was applied; a transient one leaves the decision ``executing`` for a second approval or the
   worker's resume sweep, which gives up (and undoes) after ``give_up_s``.
+* **Few transactions.** A decision is stored with its audit entries in one transaction
+  (``Store.batch``; the pipeline adds the event's ``event.accepted`` entry to it), and its
+  execution's action log, final transition and audit entries go in one more (``runtime.executor``).
 * **A rejection leads somewhere**: the subject is decided again with the rejected plan's nodes
   excluded; with nothing else to offer it waits in ``awaiting_planner``.
 """
@@ -199,36 +202,38 @@ class DecisionService:
         return None
 
     def _save(self, decision: Decision, actor: str) -> Decision:
-        inserted, decision, superseded = self.store.record_decision(decision)
-        if not inserted:
-            return decision
+        # The decision, the proposals it supersedes and their audit entries: one transaction.
+        with self.store.batch():
+            inserted, decision, superseded = self.store.record_decision(decision)
+            if not inserted:
+                return decision
+            self.store.append_audit(
+                "decision.recorded",
+                decision.subject,
+                actor,
+                {
+                    "decision": decision.id,
+                    "outcome": decision.outcome,
+                    "status": decision.status,
+                    "confidence": decision.confidence,
+                    "gate": decision.evidence.get("governance"),
+                    "job_id": decision.job_id,
+                    "supersedes": decision.supersedes,
+                },
+                dedup_key=f"decision:{decision.id}",
+            )
+            for old in superseded:
+                self.store.append_audit(
+                    "decision.superseded",
+                    old.subject,
+                    actor,
+                    {"decision": old.id, "superseded_by": decision.id},
+                    dedup_key=f"superseded:{old.id}",
+                )
         DECISIONS.labels(workflow=decision.workflow, outcome=decision.outcome, status=decision.status).inc()
         if decision.accepted_at is not None:
             latency = (decision.decided_at or datetime.now(UTC)) - decision.accepted_at
             DECISION_LATENCY.observe(max(0.0, latency.total_seconds()))
-        self.store.append_audit(
-            "decision.recorded",
-            decision.subject,
-            actor,
-            {
-                "decision": decision.id,
-                "outcome": decision.outcome,
-                "status": decision.status,
-                "confidence": decision.confidence,
-                "gate": decision.evidence.get("governance"),
-                "job_id": decision.job_id,
-                "supersedes": decision.supersedes,
-            },
-            dedup_key=f"decision:{decision.id}",
-        )
-        for old in superseded:
-            self.store.append_audit(
-                "decision.superseded",
-                old.subject,
-                actor,
-                {"decision": old.id, "superseded_by": decision.id},
-                dedup_key=f"superseded:{old.id}",
-            )
         if decision.status in ("pending_review", "executing"):
             self._watch(decision, waiting=False)
         log.info(
@@ -255,24 +260,26 @@ class DecisionService:
 
     # ------------------------------------------------------------------ execute
 
-    def execute(self, decision: Decision, actor: str, verify_stock: bool) -> Decision:
-        """Run an ``executing`` decision's actions (call under its locks); see ``Executor.execute``."""
+    def execute(self, decision: Decision, actor: str, verify_stock: bool, *, first: bool = False) -> Decision:
+        """Run an ``executing`` decision's actions (call under its locks); see ``Executor.execute``
+        (``first``: it was recorded or approved just now, so no earlier execution applied anything)."""
         if decision.status != "executing":
             return decision
         with structlog.contextvars.bound_contextvars(decision_id=decision.id):
             failed = fail_if_waved(self.store, self.systems.wms, decision, actor)
             if failed is not None:
                 return failed
-            return self.executor.execute(decision, actor, verify_stock=verify_stock)
+            return self.executor.execute(decision, actor, verify_stock=verify_stock, first=first)
 
-    def settle(self, decisions: list[Decision], actor: str, verify_stock: bool) -> None:
+    def settle(self, decisions: list[Decision], actor: str, verify_stock: bool, *, first: bool = False) -> None:
         """Execute a batch's executing decisions (call under their locks), then re-read the facts
         of its pending ones: a sibling that ran (the release half of a short order) changed what
-        they stand on, and a planner's approval must compare against the world they will act in."""
+        they stand on, and a planner's approval must compare against the world they will act in.
+        ``first``: the decisions were recorded just now (see ``execute``)."""
         ran = False
         for decision in decisions:
             if decision.status == "executing":
-                self.execute(decision, actor, verify_stock)
+                self.execute(decision, actor, verify_stock, first=first)
                 ran = True
         if not ran:
             return
@@ -283,16 +290,17 @@ class DecisionService:
                     decision.id, to="pending_review", from_={"pending_review"}, actor=decision.actor, facts=facts
                 )
 
-    def _finish(self, decision: Decision, actor: str, verify_stock: bool) -> Decision:
+    def _finish(self, decision: Decision, actor: str, verify_stock: bool, *, first: bool = False) -> Decision:
         try:
-            return self.execute(decision, actor, verify_stock)
+            return self.execute(decision, actor, verify_stock, first=first)
         except ConnectorError as exc:
-            touched = self.store.transition(
-                decision.id, to="executing", from_={"executing"}, actor=actor, error=str(exc)
-            )
-            self.store.append_audit(
-                "decision.interrupted", decision.subject, actor, {"decision": decision.id, "error": str(exc)}
-            )
+            with self.store.batch():
+                touched = self.store.transition(
+                    decision.id, to="executing", from_={"executing"}, actor=actor, error=str(exc)
+                )
+                self.store.append_audit(
+                    "decision.interrupted", decision.subject, actor, {"decision": decision.id, "error": str(exc)}
+                )
             if touched is None:  # it settled meanwhile (another approval finished it)
                 return self.store.get_decision(decision.id) or decision
             raise ExecutionInterrupted(f"{decision.id} is executing and will be resumed: {exc}") from exc
@@ -400,18 +408,20 @@ class DecisionService:
                     original_actions=original,
                 )
                 update["actions"] = [decision.actions[i] for i in keep]
-            claimed = self.store.transition(id, to="executing", from_={"pending_review"}, actor=actor, **update)
+            with self.store.batch():  # the approval and its audit entry: one transaction
+                claimed = self.store.transition(id, to="executing", from_={"pending_review"}, actor=actor, **update)
+                if claimed is not None:
+                    self.store.append_audit(
+                        "decision.approved",
+                        decision.subject,
+                        actor,
+                        {"decision": id, "kind": review["kind"], "changes": changes or [], "note": note}
+                        | ({"lines": keep, "declined": declined} if keep is not None else {}),
+                    )
             if claimed is None:
                 now = self.store.get_decision(id)
                 raise NotReviewable(f"decision {id} is {now.status if now else 'gone'}, not pending_review")
-            self.store.append_audit(
-                "decision.approved",
-                decision.subject,
-                actor,
-                {"decision": id, "kind": review["kind"], "changes": changes or [], "note": note}
-                | ({"lines": keep, "declined": declined} if keep is not None else {}),
-            )
-            done = self._finish(claimed, actor, verify)
+            done = self._finish(claimed, actor, verify, first=True)
             return Review(done, done.status)
 
     def _first_of_two(
@@ -575,10 +585,11 @@ class DecisionService:
             facts=decision.facts,
             supersedes=decision.id,
         )
-        _, saved, _ = self.store.record_decision(waiting)
-        self.store.append_audit(
-            "decision.awaiting_planner", saved.subject, actor, {"decision": saved.id, "rejected": decision.id}
-        )
+        with self.store.batch():
+            _, saved, _ = self.store.record_decision(waiting)
+            self.store.append_audit(
+                "decision.awaiting_planner", saved.subject, actor, {"decision": saved.id, "rejected": decision.id}
+            )
         self._watch(saved, waiting=True)
         return saved
 

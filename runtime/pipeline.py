@@ -81,18 +81,22 @@ class Pipeline:
                 return self._judgement(job_id, job, event)
             return self._handle(job_id, job, event)
 
+    def _accepted(self, job_id: str, event: CloudEvent) -> dict[str, Any]:
+        """The event's ``event.accepted`` audit entry (once per event key)."""
+        return {
+            "kind": "event.accepted",
+            "subject": event.subject or event.id,
+            "actor": f"source:{event.source}",
+            "payload": {"event_id": event.id, "source": event.source, "type": event.type, "job_id": job_id},
+            "dedup_key": f"event:{event.key}",
+        }
+
     def _handle(self, job_id: str, job: dict[str, str], event: CloudEvent) -> list[str]:
         accepted_at = float(job.get("accepted_at") or time.time())
-        self.store.append_audit(
-            "event.accepted",
-            event.subject or event.id,
-            f"source:{event.source}",
-            {"event_id": event.id, "source": event.source, "type": event.type, "job_id": job_id},
-            dedup_key=f"event:{event.key}",
-        )
         policy = self.store.get_policy()
         specialist = route(event.type, policy)
         if job.get("decided"):  # a redelivery resumes: execute what was decided, never decide again
+            self.store.append_audit(**self._accepted(job_id, event))
             done = self._resume(job["decided"], specialist)
             if self.judge is not None and not job.get("judgement_job"):
                 # The worker died between executing and queueing the judgement: queue it now.
@@ -104,9 +108,13 @@ class Pipeline:
         seen = recorder.systems if recorder is not None else self.systems
         with self.locks.hold(specialist.lock_keys(event, seen)):
             proposals = specialist.propose(event, seen)
-            decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
+            # The event's acceptance, its decisions and their audit entries: one transaction, which
+            # opens at the first write (the reads of recording a decision come before it).
+            with self.store.batch() as batch:
+                batch.audit_when_open(**self._accepted(job_id, event))
+                decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
-            self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock)
+            self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
             if self.judge is not None:
                 self._maybe_ask(job_id, event, proposals, accepted_at)
         if recorder is not None:

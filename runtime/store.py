@@ -15,6 +15,13 @@ each entry's hash covers the previous entry's hash, so any tampering is detected
 the database (``runtime/audit_seal.py``), so that a rewrite by someone who can write to the
 database (and recompute the hashes) is detected too.
 
+Writes that belong together share one transaction through :meth:`Store.batch` (a unit of work):
+inside it every write of this thread (decisions, transitions, the action log, audit appends and
+their seals) goes to one transaction, opened at the first write and committed when the batch
+ends, so an order decision costs a few transactions instead of one per row. The batch's audit
+appends take consecutive seqs under one hold of the chain's head; their seals reach the seal file
+after the commit, in order.
+
 The schema is made and upgraded by the Alembic revisions in ``runtime/migrations``
 (:meth:`Store.create_schema`, ``crossdock db upgrade``).
 """
@@ -25,7 +32,8 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,6 +256,26 @@ def _metadata(dialect: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     return md, tables
 
 
+@dataclass
+class Batch:
+    """One unit of work (:meth:`Store.batch`): the transaction its writes share, opened lazily."""
+
+    conn: Connection | None = None
+    opener: AbstractContextManager[Connection] | None = None
+    seals: list[Seal] = field(default_factory=list)
+    # Audit appends made first thing when the transaction opens (or at the end, if nothing wrote).
+    leading: list[dict[str, Any]] = field(default_factory=list)
+
+    def audit_when_open(
+        self, kind: str, subject: str, actor: str, payload: dict[str, Any], dedup_key: str | None = None
+    ) -> None:
+        """Append this audit entry as the first write of the batch's transaction: no transaction is
+        opened for it alone while the batch still reads (an order's reads happen before its write)."""
+        self.leading.append(
+            {"kind": kind, "subject": subject, "actor": actor, "payload": payload, "dedup_key": dedup_key}
+        )
+
+
 def _alembic_config(conn: Connection) -> Config:
     """Alembic's configuration for the shipped revisions, running on ``conn`` (no alembic.ini)."""
     config = Config()
@@ -296,6 +324,8 @@ class Store:
         self.event_records = t["event_records"]
         # Whether the pipeline keeps each decided event with its reads (``record_event``).
         self.record_reads = True
+        # The unit of work of each thread (``batch``), if one is open.
+        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> Store:
@@ -336,15 +366,72 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _current_batch(self) -> Batch | None:
+        batch: Batch | None = getattr(self._local, "batch", None)
+        return batch
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """A unit of work: this thread's writes inside it share one transaction, committed when the
+        block ends (rolled back, all of them, if it raises). The transaction opens at the first
+        write, so reads before it take no lock; once open, reads go through it too and see its
+        writes. Audit seals reach the seal file after the commit. A batch inside a batch joins it.
+
+        Hold no lock the batch's writes could wait for and call no other system inside it once it
+        has written: on SQLite the open transaction holds the database's write lock, on PostgreSQL
+        the chain's head."""
+        outer = self._current_batch()
+        if outer is not None:
+            yield outer
+            return
+        batch = Batch()
+        self._local.batch = batch
+        try:
+            yield batch
+            if batch.leading and batch.conn is None:
+                self._open(batch)
+        except BaseException as exc:
+            self._local.batch = None
+            if batch.opener is not None:
+                batch.opener.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._local.batch = None
+        if batch.opener is not None:
+            batch.opener.__exit__(None, None, None)  # the commit
+        if batch.seals:
+            self.sealer.append_to_file(batch.seals)
+
+    def _open(self, batch: Batch) -> Connection:
+        """Open the batch's transaction: take the chain's head first (the lock order of every batch:
+        the head, then rows), then make the appends it leads with."""
+        batch.opener = self._write_engine.begin()
+        batch.conn = conn = batch.opener.__enter__()
+        head = self.audit_head.c
+        conn.execute(sa.select(head.seq).where(head.id == 1).with_for_update()).one()
+        leading, batch.leading = batch.leading, []
+        for entry in leading:
+            self._append(conn, batch, **entry)
+        return conn
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success; inside a batch,
+        the batch's transaction (committed when the batch ends)."""
+        batch = self._current_batch()
+        if batch is not None:
+            yield batch.conn if batch.conn is not None else self._open(batch)
+            return
         with self._write_engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """A read-only transaction, rolled back at the end."""
+        """A read-only transaction, rolled back at the end; inside a batch that has written, the
+        batch's transaction (so that its reads see its writes)."""
+        batch = self._current_batch()
+        if batch is not None and batch.conn is not None:
+            yield batch.conn
+            return
         with self.engine.connect() as conn:
             yield conn
 
@@ -733,42 +820,64 @@ class Store:
 
         The same transaction seals the new head (one more row, in ``audit_seals``); the seal goes
         to the seal file, if one is set, after the commit (so the file never seals an entry that
-        was rolled back; a crash in between leaves the file one seal behind, which is harmless)."""
+        was rolled back; a crash in between leaves the file one seal behind, which is harmless).
+        Inside a :meth:`batch` the entry joins the batch's transaction and its seal reaches the
+        file when the batch commits."""
         if dedup_key is not None:
             with self._read() as conn:
                 existing = self._by_dedup_key(conn, dedup_key)
             if existing is not None:
                 return existing
+        batch = self._current_batch()
+        if batch is not None:
+            with self._write() as conn:
+                return self._append(conn, batch, kind, subject, actor, payload, dedup_key)
+        alone = Batch()
+        with self._write() as conn:
+            entry = self._append(conn, alone, kind, subject, actor, payload, dedup_key)
+        self.sealer.append_to_file(alone.seals)
+        return entry
+
+    def _append(
+        self,
+        conn: Connection,
+        batch: Batch,
+        kind: str,
+        subject: str,
+        actor: str,
+        payload: dict[str, Any],
+        dedup_key: str | None,
+    ) -> AuditEntry:
+        """Append one entry (and its seal, kept in ``batch.seals`` for the file) in ``conn``'s
+        transaction; an entry of this dedup_key already there is returned instead."""
         payload_text = canonical_json(payload)
         normalised: dict[str, Any] = json.loads(payload_text)
         head = self.audit_head.c
-        sealer = self.sealer
-        with self._write() as conn:
-            # The lock that serialises appends: a row lock on PostgreSQL; on SQLite the
-            # transaction already holds the database's write lock (BEGIN IMMEDIATE).
-            row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
-            if dedup_key is not None:
-                existing = self._by_dedup_key(conn, dedup_key)
-                if existing is not None:
-                    return existing
-            seq, prev_hash, at = int(row.seq) + 1, str(row.hash), utcnow()
-            digest = audit_hash(prev_hash, seq, at, kind, subject, actor, normalised)
-            conn.execute(
-                sa.insert(self.audit_log).values(
-                    seq=seq,
-                    at=at,
-                    kind=kind,
-                    subject=subject,
-                    actor=actor,
-                    payload=payload_text,
-                    dedup_key=dedup_key,
-                    prev_hash=prev_hash,
-                    hash=digest,
-                )
+        # The lock that serialises appends: a row lock on PostgreSQL (held to the commit, so a
+        # batch's entries are consecutive); on SQLite the transaction already holds the database's
+        # write lock (BEGIN IMMEDIATE).
+        row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
+        if dedup_key is not None:
+            existing = self._by_dedup_key(conn, dedup_key)
+            if existing is not None:
+                return existing
+        seq, prev_hash, at = int(row.seq) + 1, str(row.hash), utcnow()
+        digest = audit_hash(prev_hash, seq, at, kind, subject, actor, normalised)
+        conn.execute(
+            sa.insert(self.audit_log).values(
+                seq=seq,
+                at=at,
+                kind=kind,
+                subject=subject,
+                actor=actor,
+                payload=payload_text,
+                dedup_key=dedup_key,
+                prev_hash=prev_hash,
+                hash=digest,
             )
-            conn.execute(sa.update(self.audit_head).where(head.id == 1).values(seq=seq, hash=digest))
-            seal = self._insert_seal(conn, seq, digest, at)
-        sealer.append_to_file([seal])
+        )
+        conn.execute(sa.update(self.audit_head).where(head.id == 1).values(seq=seq, hash=digest))
+        batch.seals.append(self._insert_seal(conn, seq, digest, at))
         return AuditEntry(
             seq=seq,
             at=at,

@@ -1,0 +1,198 @@
+"""The write path: an order decision in at most three write transactions (``Store.batch``), with
+the audit chain in order and sealed, batches atomic, and a crashed execution resumed once."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from crews.supervisor import route
+from domain.events import CloudEvent
+from runtime.audit_seal import AuditSealer
+from runtime.store import Store
+from tests.integration.conftest import Stack, close_stack, fresh_pg_database, make_stack, order_event
+
+SEAL_KEY = b"write-path-seal-key-0123456789ab"
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    database_url: str = request.getfixturevalue("pg_database")
+    schema = f"w_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store(store_url, sealer=AuditSealer(SEAL_KEY, file=tmp_path / "audit.seals"))
+    s.create_schema()
+    yield s
+    s.close()
+
+
+class Commits:
+    """Counts the write transactions a store commits (its write engine's ``commit`` events)."""
+
+    def __init__(self, store: Store) -> None:
+        self.count = 0
+        self.engine = store._write_engine
+        sa.event.listen(self.engine, "commit", self._on_commit)
+
+    def _on_commit(self, _conn: Any) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "commit", self._on_commit)
+
+
+def test_an_autonomous_order_release_costs_at_most_three_write_transactions(
+    tmp_path: Path, redis_url: str, example: dict[str, Any]
+) -> None:
+    stack = make_stack(tmp_path, redis_url, example)
+    store = stack.container.store
+    try:
+        stack.publish(order_event("SO-1", [("SKU-100", 4), ("SKU-200", 1)]))
+        commits = Commits(store)
+        try:
+            stack.drain()
+        finally:
+            commits.close()
+        [decision] = store.list_decisions()
+        assert decision.status == "executed" and len(decision.actions) == 4
+        # The event, the decision and their audit entries; the execution (action log, the final
+        # transition, audit); the event kept with its reads (``record_reads``, on by default).
+        assert commits.count <= 3, commits.count
+        kinds = [e.kind for e in store.audit()]
+        assert kinds == ["event.accepted", "decision.recorded", *["action.executed"] * 4, "decision.executed"]
+        logged = [e.payload["idempotency_key"] for e in store.audit(kind="action.executed")]
+        assert logged == [a.idempotency_key for a in decision.actions]  # in apply order
+        assert [a["idempotency_key"] for a in store.actions_of(decision.id)] == logged
+        check = store.verify_audit()
+        assert (check.ok, check.entries, check.sealed_seq) == (True, 7, 7), check
+    finally:
+        close_stack(stack)
+
+
+def test_a_batch_shares_one_transaction_and_its_seals_reach_the_file_in_order(store: Store) -> None:
+    commits = Commits(store)
+    try:
+        with store.batch() as batch:
+            batch.audit_when_open("event.accepted", "SO-1", "source:test", {"n": 0}, dedup_key="event:1")
+            assert store.audit() == []  # nothing opened yet: a batch that has only read takes no lock
+            store.record_action("k-1", "dec-1", "oms.allocate", {"ok": True})
+            for i in range(1, 4):
+                store.append_audit("action.executed", "SO-1", "engine", {"n": i})
+            # Reads inside the batch see its writes.
+            assert [e.payload["n"] for e in store.audit()] == [0, 1, 2, 3]
+            assert store.action_done("k-1")
+    finally:
+        commits.close()
+    assert commits.count == 1
+    check = store.verify_audit()
+    assert (check.ok, check.entries, check.sealed_seq) == (True, 4, 4), check
+    assert store.sealer.file is not None
+    assert [s.seq for s in store.sealer.file_seals()] == [1, 2, 3, 4]
+
+
+def test_a_batch_that_raises_leaves_nothing_behind_not_even_a_seal(store: Store) -> None:
+    store.append_audit("before", "s", "a", {})
+    with pytest.raises(RuntimeError, match="boom"), store.batch():
+        store.record_action("k-1", "dec-1", "oms.allocate", {})
+        store.append_audit("inside", "s", "a", {})
+        raise RuntimeError("boom")
+    assert not store.action_done("k-1")
+    assert [e.kind for e in store.audit()] == ["before"]
+    assert [s.seq for s in store.sealer.file_seals()] == [1]
+    store.append_audit("after", "s", "a", {})
+    check = store.verify_audit()
+    assert (check.ok, check.entries) == (True, 2), check
+
+
+def test_batches_from_four_threads_keep_each_batch_consecutive_and_the_chain_verifies(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def work(tag: str) -> None:
+        try:
+            for b in range(5):
+                with store.batch():
+                    for i in range(3):
+                        store.append_audit("t", f"{tag}-{b}", tag, {"i": i})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    entries = store.audit(limit=1000)
+    assert [e.seq for e in entries] == list(range(1, 61))
+    for start in range(0, 60, 3):  # each batch's three entries are consecutive, in order
+        group = entries[start : start + 3]
+        assert len({e.subject for e in group}) == 1 and [e.payload["i"] for e in group] == [0, 1, 2]
+    check = store.verify_audit()
+    assert (check.ok, check.entries, check.sealed_seq) == (True, 60, 60), check
+
+
+def test_an_execution_that_died_before_logging_is_resumed_once_without_a_false_stock_conflict(
+    tmp_path: Path, redis_url: str, example: dict[str, Any]
+) -> None:
+    """The state a worker killed mid-execution leaves (its log is written at the end): the decision
+    ``executing``, its allocations of the last SKU-200 units applied in the OMS, none logged. The
+    resume's stock check sees nothing pickable, but the order already holds the units: it resumes
+    (the systems dedupe on the keys) instead of failing with the units leaked. A real SIGKILL
+    mid-execution is ``test_resilience``'s."""
+    scenario = copy.deepcopy(example)
+    scenario["events"] = []
+    stack: Stack = make_stack(tmp_path, redis_url, scenario)
+    store, pipeline = stack.container.store, stack.container.pipeline
+    try:
+        pickable = {s.node: s.pickable for s in stack.state.stock("SKU-200")}["DC-EAST"]
+        body = order_event("SO-9", [("SKU-200", pickable)], allow_split=False)
+        stack.state.apply_event(body)
+        event = CloudEvent.model_validate(body)
+        policy = store.get_policy()
+        specialist = route(event.type, policy)
+        proposals = specialist.propose(event, pipeline.systems)
+        [decision] = pipeline._record("job-9", event, proposals, specialist, policy, datetime.now(UTC), 0)
+        assert decision.status == "executing"
+        allocations = [a for a in decision.actions if a.name == "oms.allocate"]
+        assert allocations and sum(float(a.payload["qty"]) for a in allocations) == pickable
+        for action in allocations:  # what the dead worker did before it died
+            stack.state.apply(action)
+        assert store.actions_of(decision.id) == []
+        done = pipeline.decisions.execute(decision, "crossdock-resume", verify_stock=True)
+        assert done.status == "executed", done.error
+        counts = {a["idempotency_key"]: a["count"] for a in stack.state.applied_actions()}
+        assert len(counts) == len(decision.actions) and set(counts.values()) == {1}
+        assert stack.state.export_state()["oversells"]["count"] == 0
+        logged = [a["idempotency_key"] for a in store.actions_of(decision.id)]
+        assert logged == [a.idempotency_key for a in decision.actions]
+        assert store.verify_audit().ok
+    finally:
+        close_stack(stack)
