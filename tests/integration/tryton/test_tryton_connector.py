@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from bench.tryton_server import free_port
-from connectors.ports import ErpPort, OmsPort, WmsPort
+from connectors.ports import (
+    AllocationSnapshotReader,
+    BookSnapshotReader,
+    ErpPort,
+    OmsPort,
+    SnapshotRow,
+    StockSnapshotReader,
+    WmsPort,
+)
 from connectors.tryton.adapters import NOT_MAPPED
 from connectors.tryton.loader import create_asn, create_sale, post_receipt
 from connectors.tryton.rpc import TrytonAuthError, TrytonClient, TrytonConfig
@@ -319,3 +327,52 @@ def test_update_line_qty_writes_a_quotation_and_refuses_a_confirmed_sale(tryton:
         assert float(line["quantity"]) == 2
     with pytest.raises(PermanentConnectorError, match="has no line 9"):
         act(tryton, "oms", "update_line_qty", "dec-q-2", order_id="SO-Q1", line=9, qty=1)
+
+
+# Bulk reads for continuous reconciliation (connectors/tryton/snapshot.py); last, on the state the
+# tests above left.
+
+
+def every_row(read: object, **kw: object) -> list[SnapshotRow]:
+    rows: list[SnapshotRow] = []
+    after = None
+    while True:
+        page = read(after=after, **kw)  # type: ignore[operator]
+        rows.extend(page.rows)
+        if page.next_after is None:
+            return rows
+        after = page.next_after
+
+
+def test_the_bulk_views_are_the_per_sku_reads_in_bulk(tryton: Tryton) -> None:
+    assert isinstance(tryton.wms, StockSnapshotReader) and isinstance(tryton.erp, BookSnapshotReader)
+    assert isinstance(tryton.oms, AllocationSnapshotReader)
+    stock = every_row(tryton.wms.stock_snapshot, limit=2)  # paged two rows at a time
+    book = every_row(tryton.erp.book_snapshot, limit=1000)
+    keys = [r.key for r in stock]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) and len(keys) > 4
+    for sku in sorted({s["id"] for s in tryton.scenario["skus"]}):
+        want_stock = {s.node: (s.on_hand, s.locked) for s in tryton.wms.stock(sku) if s.on_hand or s.locked}
+        want_book = {b.node: (b.qty, b.blocked) for b in tryton.erp.book_stock(sku)}
+        assert {r.node: (r.qty, r.held) for r in stock if r.sku == sku} == want_stock, sku
+        assert {r.node: (r.qty, r.held) for r in book if r.sku == sku} == want_book, sku
+
+
+def test_the_change_feed_names_what_moved_since(tryton: Tryton) -> None:
+    before = datetime.now(UTC)  # trytond on this host stamps write_date in UTC, to the microsecond
+    assert every_row(tryton.erp.book_snapshot, since=before + timedelta(seconds=1)) == []
+    action = Action.model_validate(
+        {
+            "system": "erp",
+            "type": "post_adjustment",
+            "payload": {"node": "DC-WEST", "sku": "SKU-100", "qty_delta": -2, "reason": "count"},
+            "idempotency_key": "snap-adj-1",
+        }
+    )
+    tryton.erp.apply(action)
+    changed = every_row(tryton.erp.book_snapshot, since=before)
+    assert [r.key for r in changed] == ["SKU-100@DC-WEST"]
+    assert changed[0].qty == next(b.qty for b in tryton.erp.book_stock("SKU-100") if b.node == "DC-WEST")
+    assert changed[0].changed_at is not None and changed[0].changed_at >= before
+    stock = every_row(tryton.wms.stock_snapshot, since=before)
+    assert [(r.key, r.qty) for r in stock] == [("SKU-100@DC-WEST", changed[0].qty)]
