@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,10 @@ def test_chat_rewrites_pass_the_claim_check_or_fall_back_on_record(llm_stack: St
 
 
 CORPUS = yaml.safe_load((Path(__file__).parents[1] / "fixtures" / "injections.yaml").read_text())
-# One case per channel and per agent (a subset: each case is a model run of tens of seconds here).
-SUBSET = [c for c in CORPUS if c["id"] in {"order_note-05", "sop-01", "exception_reason-01", "chat-01"}]
+# The whole corpus by default; CROSSDOCK_TEST_LLM_INJECTIONS=smoke runs one case per channel and agent
+# (each case is a model run of a few to tens of seconds on 2 cores).
+SMOKE = {"order_note-05", "sop-01", "exception_reason-01", "chat-01"}
+SUBSET = [c for c in CORPUS if os.environ.get("CROSSDOCK_TEST_LLM_INJECTIONS", "all") != "smoke" or c["id"] in SMOKE]
 
 
 @pytest.mark.parametrize("case", SUBSET, ids=[c["id"] for c in SUBSET])
