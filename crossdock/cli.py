@@ -915,6 +915,40 @@ def bench_writes(
         fail(str(exc))
 
 
+@bench_app.command("autonomy")
+def bench_autonomy(
+    scenario: Annotated[Path, typer.Argument(help="A scenario file (crossdock scenario generate).")],
+    planner_lag: Annotated[int, typer.Option(min=0, help="The simulated planner answers after this many events.")] = 3,
+    reject: Annotated[
+        list[str] | None, typer.Option(help="workflow/outcome the simulated planner rejects (repeatable).")
+    ] = None,
+    candidate: Annotated[str, typer.Option(help="The policy change to replay (JSON).")] = '{"review_cost_above": 250}',
+    mode: Annotated[list[str] | None, typer.Option(help="workflow=mode over the scenario's (repeatable).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the whole result as JSON here.")] = None,
+) -> None:
+    """Guarded autonomy on a scenario: trust per pair (eligible, demoted) with a simulated planner, then
+    the shadow replay of one policy change by both methods (re-gate; engines, with KPI deltas)."""
+    from bench.autonomy import AutonomyBenchError, parse_args, print_result, run
+
+    try:
+        source, rejects, body, modes = parse_args(scenario, reject or [], candidate, mode or [])
+    except AutonomyBenchError as exc:
+        fail(str(exc))
+    with _progress() as progress:
+        progress.add_task("bench autonomy", total=None)
+        result = run(
+            source,
+            planner_lag=planner_lag,
+            rejects=rejects,
+            candidate=body,
+            modes=modes,
+            redis_url=os.environ.get("REDIS_URL"),
+        )
+    if out_file:
+        out_file.write_text(json.dumps(result, indent=1, default=str))
+    print_result(result)
+
+
 @bench_app.command("reconciliation")
 def bench_reconciliation(
     lines: Annotated[int, typer.Option(min=100, help="PO lines to generate (with ASNs and receipts).")] = 200_000,
