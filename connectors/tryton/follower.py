@@ -357,6 +357,13 @@ class TrytonFollower:
             "data": data,
         }
 
+    def _index(self, locations: list[int]) -> Any:
+        """The location tree, read again when a warehouse or location is new to it."""
+        index = self.backend.index()
+        if any(loc and loc not in index.node_of for loc in locations):
+            index = self.backend.index(refresh=True)
+        return index
+
     def _keyed(self, model: str, rows: list[dict[str, Any]]) -> None:
         """Give a record without a reference its number as reference (Crossdock's key)."""
         for r in rows:
@@ -465,7 +472,7 @@ class TrytonFollower:
         by_po: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for ln in lines:
             by_po[int(ln["purchase"])].append(ln)
-        index = self.backend.index()
+        index = self._index([int(r.get("warehouse") or 0) for r in rows])
         out = []
         for r in rows:
             at, pid = _ts(r), int(r["id"])
@@ -510,7 +517,7 @@ class TrytonFollower:
             purchase = m.get("purchase.") or {}
             po = str(purchase.get("reference") or purchase.get("number") or "")
             per[int(str(m["shipment"]).split(",")[1])][po].append(m)
-        index = self.backend.index()
+        index = self._index([int(r.get("warehouse") or 0) for r in rows])
         out = []
         for r in rows:
             at, sid = _ts(r), int(r["id"])
@@ -565,7 +572,7 @@ class TrytonFollower:
         by_inv: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for ln in lines:
             by_inv[int(ln["inventory"])].append(ln)
-        index = self.backend.index()
+        index = self._index([int(r.get("location") or 0) for r in rows])
         out = []
         for r in rows:
             at, iid = _ts(r), int(r["id"])
