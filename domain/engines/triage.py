@@ -422,6 +422,37 @@ def _spare_here(
     return spare, [o for o in others if o[2] > EPS]
 
 
+def _target(
+    options: list[tuple[float, int, str, float]],
+    move: float,
+    here: NodeStock | None,
+    n: _Numbers,
+    grouped: bool,
+    evidence: dict[str, Any],
+) -> tuple[float, int, str, float]:
+    """The node a re-allocation goes to: the cheapest lane, unless the case is a burst.
+
+    In a burst (``grouped``: an earlier exception of the same root cause opened the case), the
+    other orders short at this node may have re-allocations of their own waiting for review,
+    which the OMS does not show yet: two of them could claim the same units elsewhere. The
+    other orders can move at most what they reserve at the node, so the cheapest node whose
+    pickable covers this move *and* all of that holds for every one of them; when none does,
+    the node with the most pickable (the most room left for the others).
+    """
+    if not grouped:
+        return options[0]
+    others_here = max(0.0, (here.allocated if here else 0.0) - n.own_here)
+    covering = [o for o in options if o[3] + EPS >= move + others_here]
+    chosen = covering[0] if covering else max(options, key=lambda o: (o[3], -o[0], -o[1]))
+    evidence["burst_headroom"] = {
+        "others_reserved_at_node": others_here,
+        "covers_every_other_order": bool(covering),
+        "cheapest": options[0][2],
+        "chosen": chosen[2],
+    }
+    return chosen
+
+
 def _fix_order(
     ctx: ExceptionContext,
     n: _Numbers,
@@ -491,7 +522,7 @@ def _fix_order(
             ),
         )
         if options and move > EPS:
-            cost_per_unit, _, node, pickable = options[0]
+            cost_per_unit, _, node, pickable = _target(options, move, here, n, grouped, evidence)
             own_lane = lanes.get(f.node)
             extra = max(0.0, cost_per_unit - (own_lane.cost_per_unit if own_lane else 0.0)) * move
             actions = [

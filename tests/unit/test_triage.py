@@ -174,6 +174,48 @@ def test_a_second_exception_in_the_same_location_joins_the_open_case() -> None:
     assert proposals[0].evidence["case"] == {"key": "missing:S1@A/L1", "grouped": True, "prior_tasks": ["TASK-1"]}
 
 
+def _burst_stock(c_pickable: float, b_pickable: float) -> list[NodeStock]:
+    # A lost its L1 units; 23 are reserved there (5 for SO-1, 18 for other orders of the burst).
+    return [
+        node_stock("A", [loc("L1", 5), loc("L2", 20)], allocated=23),
+        node_stock("C", [loc("C1", c_pickable)], 0),
+        node_stock("B", [loc("B1", b_pickable)], 0),
+    ]
+
+
+CASE_OPEN = [
+    WmsTask(id="TASK-1", node="A", task_type="cycle_count", sku="S1", location="L1", qty=4, case_key="missing:S1@A/L1")
+]
+
+
+def test_the_first_exception_of_a_case_reallocates_to_the_cheapest_lane() -> None:
+    fix, *_ = decide_exception(ctx(_burst_stock(c_pickable=4, b_pickable=40)))
+    assert fix.evidence["play"] == "reallocate" and fix.actions[1].payload["node"] == "C"
+    assert "burst_headroom" not in fix.evidence
+
+
+def test_in_a_burst_the_reallocation_leaves_room_for_the_other_orders_pending_moves() -> None:
+    # An earlier exception of the case may have a move to C waiting for review (the OMS does not
+    # show it): C's 4 units could be claimed twice, B's 40 cover this move and the 18 others hold.
+    fix, *_ = decide_exception(ctx(_burst_stock(c_pickable=4, b_pickable=40), prior=CASE_OPEN))
+    assert fix.evidence["play"] == "reallocate" and fix.actions[1].payload["node"] == "B"
+    assert fix.evidence["burst_headroom"] == {
+        "others_reserved_at_node": 18,
+        "covers_every_other_order": True,
+        "cheapest": "C",
+        "chosen": "B",
+    }
+    # The cheapest lane is kept when it has that room.
+    fix, *_ = decide_exception(ctx(_burst_stock(c_pickable=30, b_pickable=40), prior=CASE_OPEN))
+    assert fix.actions[1].payload["node"] == "C"
+
+
+def test_in_a_burst_with_no_node_covering_every_order_the_roomiest_node_is_chosen() -> None:
+    fix, *_ = decide_exception(ctx(_burst_stock(c_pickable=4, b_pickable=12), prior=CASE_OPEN))
+    assert fix.actions[1].payload["node"] == "B"
+    assert fix.evidence["burst_headroom"]["covers_every_other_order"] is False
+
+
 def test_a_locked_location_is_not_a_stock_error() -> None:
     stock = [node_stock("A", [loc("L1", 5), loc("L2", 20)], allocated=5)]
     f = facts(reason="location_locked", found=0)
@@ -264,6 +306,10 @@ def test_the_triage_bench_makes_no_wrong_action_and_grouping_cuts_tickets() -> N
     assert xd["wrong_actions"] == 0
     assert xd["auto_resolved_rate_where_policy_allows"] >= 0.9
     assert xd["tickets_and_reviews"] <= xd["ungrouped_tickets_and_reviews"]
+    # Every exception not auto-resolved is explained by kind: the play and the engine's or gate's rule.
+    not_auto = xd["not_auto_by_kind"]
+    assert sum(sum(c.values()) for c in not_auto.values()) == xd["to_review_or_escalated"]
+    assert all(why.startswith("escalate: engine escalated") for why in not_auto.get("escalate", {}))
 
 
 def test_without_a_wms_task_api_the_work_goes_to_the_warehouse_as_tickets() -> None:
