@@ -342,7 +342,7 @@ def run_knowledge_bench(
         "bench": "knowledge",
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "model": emb.model_id,
-        "store": "qdrant server" if not kb.local else "qdrant local mode",
+        "store": "qdrant server" if not kb.local else f"embedded qdrant ({kb.engine})",
         "sops": len({c.doc_id for c in sop_chunks}),
         "sop_chunks": len(sop_chunks),
         "queries": len(queries),

@@ -744,7 +744,8 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(
                 (
                     f"no-op {run['workers']} process(es)",
-                    f"{run['jobs_per_s']:.0f} jobs/s, {run['per_process_jobs_per_s']:.0f}/s per process",
+                    f"{run['jobs_per_s']:.0f} jobs/s, {run['per_process_jobs_per_s']:.0f}/s per process "
+                    f"({run['per_process_jobs_per_cpu_s']:.0f} per CPU-second of a process)",
                 )
             )
         rows.append(
@@ -774,13 +775,14 @@ def _noop_worker(redis_url: str, prefix: str, name: str) -> None:
 
     def timed(delivery: Any) -> None:
         if not first:
-            first.append(time.perf_counter())
+            first.extend((time.perf_counter(), time.process_time()))
         inner(delivery)
 
     worker.process = timed  # type: ignore[method-assign]
     processed = worker.run(burst=True)
     elapsed = time.perf_counter() - first[0] if first else 0.0
-    print(json.dumps({"jobs": processed, "seconds": elapsed}), flush=True)
+    cpu = time.process_time() - first[1] if first else 0.0  # this process's CPU: contention does not count
+    print(json.dumps({"jobs": processed, "seconds": elapsed, "cpu_seconds": cpu}), flush=True)
 
 
 def run_noop_bench(
@@ -823,12 +825,14 @@ def run_noop_bench(
                 wall = time.perf_counter() - t0
                 done = sum(int(o.get("jobs", 0)) for o in outs)
                 per = [o["jobs"] / o["seconds"] for o in outs if o.get("seconds")]
+                per_cpu = [o["jobs"] / o["cpu_seconds"] for o in outs if o.get("cpu_seconds")]
                 runs.append(
                     {
                         "workers": n,
                         "jobs": done,
                         "jobs_per_s": round(done / max(o.get("seconds", 0.0) for o in outs), 1) if outs else 0.0,
                         "per_process_jobs_per_s": round(sum(per) / len(per), 1) if per else 0.0,
+                        "per_process_jobs_per_cpu_s": round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else 0.0,
                         "wall_s_with_start_up": round(wall, 2),
                     }
                 )

@@ -6,10 +6,11 @@ of one Query API call, with the same payload filter in each, and fuses them with
 fusion (``FusionQuery(fusion=RRF)``). Qdrant local mode (an on-disk path) is the default;
 ``url`` (or ``QDRANT_URL``) points at a server.
 
-The embedded engine is a choice (``engine=``, or ``CROSSDOCK_KNOWLEDGE_ENGINE``): ``local`` is
-qdrant-client's local mode (pure Python), ``edge`` is Qdrant Edge (``qdrant-edge-py``, Qdrant's
-own engine in-process: one shard per collection, a folder under the path). Both store the same
-points and answer the same queries; ``crossdock bench knowledge`` measures them side by side.
+The embedded engine is a choice (``engine=``, or ``CROSSDOCK_KNOWLEDGE_ENGINE``): ``edge``, the
+default, is Qdrant Edge (``qdrant-edge-py``, Qdrant's own engine in-process: one shard per
+collection, a folder under the path); ``local`` is qdrant-client's local mode (pure Python). Both
+store the same points and answer the same queries; ``crossdock bench knowledge-engines`` measures
+them side by side (at 20k chunks Edge answered a hybrid search 17 times faster).
 """
 
 from __future__ import annotations
@@ -356,8 +357,8 @@ class KnowledgeBase:
 
 
 def default_engine() -> Engine:
-    """``CROSSDOCK_KNOWLEDGE_ENGINE`` (local or edge), else local."""
-    raw = (os.environ.get("CROSSDOCK_KNOWLEDGE_ENGINE") or "local").strip().lower()
+    """``CROSSDOCK_KNOWLEDGE_ENGINE`` (edge or local), else edge."""
+    raw = (os.environ.get("CROSSDOCK_KNOWLEDGE_ENGINE") or "edge").strip().lower()
     if raw not in ENGINES:
         raise ValueError(f"CROSSDOCK_KNOWLEDGE_ENGINE: {raw!r} is not one of {', '.join(ENGINES)}")
     return raw

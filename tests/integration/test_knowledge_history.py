@@ -17,7 +17,8 @@ from tests.unit.test_knowledge import TableEmbedder
 
 
 def _kb() -> KnowledgeBase:
-    return KnowledgeBase(":memory:", embedder=TableEmbedder({"default": [1.0, 0.0, 0.0], "held": [0.0, 1.0, 0.0]}))
+    table = TableEmbedder({"default": [1.0, 0.0, 0.0], "held": [0.0, 1.0, 0.0]})
+    return KnowledgeBase(":memory:", embedder=table, engine="local")  # its points are read with the client
 
 
 def _history_ids(kb: KnowledgeBase) -> set[str]:
