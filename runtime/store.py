@@ -262,7 +262,11 @@ class Batch:
 
     conn: Connection | None = None
     opener: AbstractContextManager[Connection] | None = None
+    # The chain's head as this transaction moved it (read once, under its lock, when it opened);
+    # written back, with the seal rows, once before the commit (``Store._flush``).
+    head: tuple[int, str] | None = None
     seals: list[Seal] = field(default_factory=list)
+    unwritten: list[Seal] = field(default_factory=list)
     # Audit appends made first thing when the transaction opens (or at the end, if nothing wrote).
     leading: list[dict[str, Any]] = field(default_factory=list)
 
@@ -390,6 +394,8 @@ class Store:
             yield batch
             if batch.leading and batch.conn is None:
                 self._open(batch)
+            if batch.conn is not None:
+                self._flush(batch.conn, batch)
         except BaseException as exc:
             self._local.batch = None
             if batch.opener is not None:
@@ -407,7 +413,8 @@ class Store:
         batch.opener = self._write_engine.begin()
         batch.conn = conn = batch.opener.__enter__()
         head = self.audit_head.c
-        conn.execute(sa.select(head.seq).where(head.id == 1).with_for_update()).one()
+        row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
+        batch.head = (int(row.seq), str(row.hash))
         leading, batch.leading = batch.leading, []
         for entry in leading:
             self._append(conn, batch, **entry)
@@ -823,20 +830,36 @@ class Store:
         was rolled back; a crash in between leaves the file one seal behind, which is harmless).
         Inside a :meth:`batch` the entry joins the batch's transaction and its seal reaches the
         file when the batch commits."""
+        batch = self._current_batch()
+        if batch is not None and batch.conn is not None:  # the batch holds the head: check once, in it
+            with self._write() as conn:
+                return self._append(conn, batch, kind, subject, actor, payload, dedup_key)
         if dedup_key is not None:
             with self._read() as conn:
                 existing = self._by_dedup_key(conn, dedup_key)
             if existing is not None:
                 return existing
-        batch = self._current_batch()
         if batch is not None:
             with self._write() as conn:
                 return self._append(conn, batch, kind, subject, actor, payload, dedup_key)
         alone = Batch()
         with self._write() as conn:
             entry = self._append(conn, alone, kind, subject, actor, payload, dedup_key)
+            self._flush(conn, alone)
         self.sealer.append_to_file(alone.seals)
         return entry
+
+    def _flush(self, conn: Connection, batch: Batch) -> None:
+        """Write the head a batch moved and the seals of its entries (one statement each)."""
+        if not batch.unwritten or batch.head is None:
+            return
+        seq, digest = batch.head
+        conn.execute(
+            sa.insert(self.audit_seals),
+            [{"seq": x.seq, "hash": x.hash, "mac": x.mac, "key_id": x.key_id, "at": x.at} for x in batch.unwritten],
+        )
+        conn.execute(sa.update(self.audit_head).where(self.audit_head.c.id == 1).values(seq=seq, hash=digest))
+        batch.unwritten = []
 
     def _append(
         self,
@@ -848,20 +871,23 @@ class Store:
         payload: dict[str, Any],
         dedup_key: str | None,
     ) -> AuditEntry:
-        """Append one entry (and its seal, kept in ``batch.seals`` for the file) in ``conn``'s
-        transaction; an entry of this dedup_key already there is returned instead."""
+        """Append one entry in ``conn``'s transaction (an entry of this dedup_key already there is
+        returned instead). Its seal is kept in ``batch`` (for the table, written by ``_flush``
+        before the commit, and for the file, after it) and the batch's head moves on."""
         payload_text = canonical_json(payload)
         normalised: dict[str, Any] = json.loads(payload_text)
-        head = self.audit_head.c
-        # The lock that serialises appends: a row lock on PostgreSQL (held to the commit, so a
-        # batch's entries are consecutive); on SQLite the transaction already holds the database's
-        # write lock (BEGIN IMMEDIATE).
-        row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
+        if batch.head is None:
+            # The lock that serialises appends: a row lock on PostgreSQL (held to the commit, so a
+            # batch's entries are consecutive); on SQLite the transaction already holds the
+            # database's write lock (BEGIN IMMEDIATE). A batch took it when it opened.
+            head = self.audit_head.c
+            row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
+            batch.head = (int(row.seq), str(row.hash))
         if dedup_key is not None:
             existing = self._by_dedup_key(conn, dedup_key)
             if existing is not None:
                 return existing
-        seq, prev_hash, at = int(row.seq) + 1, str(row.hash), utcnow()
+        seq, prev_hash, at = batch.head[0] + 1, batch.head[1], utcnow()
         digest = audit_hash(prev_hash, seq, at, kind, subject, actor, normalised)
         conn.execute(
             sa.insert(self.audit_log).values(
@@ -876,8 +902,10 @@ class Store:
                 hash=digest,
             )
         )
-        conn.execute(sa.update(self.audit_head).where(head.id == 1).values(seq=seq, hash=digest))
-        batch.seals.append(self._insert_seal(conn, seq, digest, at))
+        batch.head = (seq, digest)
+        seal = self.sealer.seal(seq, digest, at)
+        batch.seals.append(seal)
+        batch.unwritten.append(seal)
         return AuditEntry(
             seq=seq,
             at=at,
