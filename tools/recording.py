@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
@@ -112,20 +113,37 @@ def plain(value: Any) -> Any:
     raise UnrecordableValue(f"cannot key a call on a {type(value).__name__}")
 
 
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite(value: Any) -> Any:
+    """A model's JSON dump with infinities and NaN as the strings pydantic reads back as floats
+    (strict JSON, which PostgreSQL's json type requires, has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def encode(value: Any) -> Any:
     """A read's answer as JSON that :func:`decode` rebuilds (models keep their type)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$f": _finite(value)}
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, BaseModel):
         if not type(value).__module__.startswith(_TYPE_PACKAGES):
             raise UnrecordableValue(f"a model outside {', '.join(_TYPE_PACKAGES)}: {_tag(type(value))}")
-        return {"$m": _tag(type(value)), "v": value.model_dump(mode="json")}
+        return {"$m": _tag(type(value)), "v": _finite(value.model_dump(mode="json"))}
     if isinstance(value, list | tuple):
         items = list(value)
         kinds = {type(v) for v in items}
         if items and len(kinds) == 1 and issubclass(next(iter(kinds)), BaseModel):
             first = encode(items[0])  # checks the type's package
-            return {"$ms": first["$m"], "v": [v.model_dump(mode="json") for v in items]}
+            return {"$ms": first["$m"], "v": [_finite(v.model_dump(mode="json")) for v in items]}
         return [encode(v) for v in items]
     if isinstance(value, dict):
         return {"$d": {str(k): encode(v) for k, v in value.items()}}
@@ -153,6 +171,8 @@ def decode(value: Any) -> Any:
         return {k: decode(v) for k, v in value["$d"].items()}
     if "$dt" in value:
         return datetime.fromisoformat(value["$dt"])
+    if "$f" in value:
+        return float(value["$f"])
     if "$c" in value:
         cls = _resolve(value["$c"])
         if not dataclasses.is_dataclass(cls):
@@ -229,7 +249,7 @@ class Tape:
             out["optional"] = sorted(self.optional)
         if self.incomplete:
             out["incomplete"] = self.incomplete
-        return out
+        return cast(dict[str, Any], _finite(out))  # strict JSON whatever a setting or error held
 
 
 def _reads_of(port: str, inner: object) -> list[str]:

@@ -298,3 +298,14 @@ def test_a_full_pass_snapshot_is_read_live_but_not_kept_and_a_change_feed_read_i
     got = feed.systems.wms.stock_snapshot(since, None, 1000)  # type: ignore[attr-defined]
     assert "incomplete" not in feed.reads()
     assert ReplaySystems(feed.reads()).systems.wms.stock_snapshot(since, None, 1000) == got  # type: ignore[attr-defined]
+
+
+def test_infinities_are_kept_as_strict_json_and_read_back_as_floats() -> None:
+    import math
+
+    from tools.recording import decode, encode
+
+    value = {"cover_days": math.inf, "days": [1.5, -math.inf], "gap": math.nan}
+    text = json.dumps(encode(value), allow_nan=False)  # PostgreSQL's json type refuses Infinity
+    back = decode(json.loads(text))
+    assert back["cover_days"] == math.inf and back["days"] == [1.5, -math.inf] and math.isnan(back["gap"])
