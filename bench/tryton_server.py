@@ -1,6 +1,6 @@
 """Start and stop a real ``trytond`` on 127.0.0.1 with an SQLite database.
 
-Initialising a database (``trytond-admin --all --activate-dependencies -u sale purchase``) takes
+Initialising a database (``trytond-admin --all --activate-dependencies -u <MODULES>``) takes
 about 20 s, so it is done once into a *template* directory; each server gets its own copy of the
 template's ``.sqlite`` file (SQLite's ``-wal``/``-shm`` side files are never copied).
 
@@ -27,8 +27,10 @@ from domain.extras import check
 from runtime.processes import OWNER, stop_tree
 
 # Modules the connectors need; their dependencies (stock, product, party, company, currency,
-# account...) are activated with them.
-MODULES = ("sale", "purchase")
+# account, purchase_request, account_credit_limit...) are activated with them. stock_supply gives
+# order points (erp.update_safety_stock), stock_lot lot numbers on moves, sale_credit_limit the
+# party's credit limit checked when a sale is confirmed.
+MODULES = ("sale", "purchase", "stock_supply", "stock_lot", "sale_credit_limit")
 ADMIN_LOGIN = "admin"
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -141,14 +143,18 @@ class TrytonTemplate:
     def load_or_create(cls, directory: Path, database: str = "crossdock") -> TrytonTemplate:
         """Reuse the template kept in ``directory`` (for ``--systems tryton`` runs), else build it.
 
-        The admin password of this local, loopback-only database is kept beside it (mode 0600).
+        The admin password of this local, loopback-only database is kept beside it (mode 0600), and
+        so are the modules it was built with: a template built with other modules is built again.
         """
         db_file, secret = directory / f"{database}.sqlite", directory / f".{database}.admin"
-        if db_file.is_file() and secret.is_file():
+        modules = directory / f".{database}.modules"
+        wanted = " ".join(MODULES)
+        if db_file.is_file() and secret.is_file() and modules.is_file() and modules.read_text().strip() == wanted:
             return cls(db_file, database, secret.read_text().strip())
         template = cls.create(directory, database)
         secret.write_text(template.admin_password + "\n")
         secret.chmod(0o600)
+        modules.write_text(wanted + "\n")
         return template
 
 

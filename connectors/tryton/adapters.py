@@ -46,7 +46,13 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from connectors.ports import SNAPSHOT_PAGE, SnapshotPage
-from connectors.tryton.loader import CREDIT_HOLD_CATEGORY, GOLD_CATEGORY, ORDER_EXTRAS_PREFIX, lock_code
+from connectors.tryton.loader import (
+    CREDIT_HOLD_CATEGORY,
+    GOLD_CATEGORY,
+    ORDER_EXTRAS_PREFIX,
+    ensure_order_point,
+    lock_code,
+)
 from connectors.tryton.rpc import TrytonClient
 from connectors.tryton.snapshot import snapshots
 from domain.context import (
@@ -105,15 +111,32 @@ MAPPED: dict[str, str] = {
     "erp.post_adjustment": "stock.inventory on the bin holding the SKU (or the storage zone), one line at "
     "expected + qty_delta, confirm; tagged with an ir.note carrying the key",
     "erp.expedite_po": "write planned_date = new_date on the open stock.move of the purchase.line",
+    "erp.update_safety_stock": "stock.order_point (stock_supply) of type purchase for the product at the node's "
+    "warehouse, min_quantity = target_quantity = qty: created, or written when it exists (one per product and "
+    "warehouse); tagged with an ir.note carrying the key",
+    "erp.close_po_line": "cancel the purchase.line's pending stock.move, add them to the line's moves_ignored (what "
+    "Tryton's Handle Shipment Exception wizard does when nothing is recreated) and process the purchase; a retry "
+    "finds nothing pending",
+    "erp.create_backorder": "planned_date = promise_date on the line's waiting stock.shipment.out holding what is "
+    "not assigned (oms.allocate and oms.split_line create it): draft, write, wait, as Tryton allows the date only "
+    "on a draft shipment; without one, a waiting stock.shipment.out for qty (reference = key) at the warehouse "
+    "the sale ships from",
+    "oms.update_promise_date": "planned_date = promise_date on the line's (or, without a line, every line's) "
+    "waiting stock.shipment.out holding no assigned stock (draft, write, wait; shipments holding stock keep their "
+    "reservation and date), and an "
+    "ir.note with the promise that OrderLineView.promise_date reads",
+    "wms.create_task": "by payload.task_type: cycle_count = a draft stock.inventory of the bin (payload.location, "
+    "else the storage zone) with one line for the SKU, quantity left to count, tagged with an ir.note carrying "
+    "the key; repick, replenish, relocate = a draft stock.shipment.internal (reference = key) inside the node, "
+    "from payload.from_location or location (else storage) to payload.to_location (a repick defaults to the "
+    "output zone)",
 }
 NOT_MAPPED: dict[str, str] = {
-    "oms.substitute_line": "a confirmed sale's lines are read-only in Tryton",
-    "oms.update_promise_date": "sale.shipping_date is read-only once the sale is processing",
-    "erp.create_backorder": "Tryton has no backorder document; oms.split_line creates the backorder shipment",
-    "erp.close_po_line": "closing a line means cancelling its moves and handling the purchase exception by hand",
-    "erp.update_safety_stock": "needs the stock_supply module (stock.order_point)",
-    "wms.create_task": "Tryton has no warehouse task model",
+    "oms.substitute_line": "a sale.line's product is read-only once the sale is confirmed (Tryton's rule), and the "
+    "customer shipment's moves must match the line's product; substitute by cancelling the line's shipment and "
+    "adding a line in Tryton",
 }
+TASK_TYPES = ("cycle_count", "repick", "replenish", "relocate")
 
 NOTE_TAG = "crossdock"
 OPEN_SHIPMENT_STATES = ("waiting", "assigned", "picked", "packed")
@@ -653,8 +676,116 @@ class TrytonWms:
         return list(waves.values())
 
     def apply(self, action: Action) -> dict[str, Any]:
-        handlers = {"wms.create_transfer": self._create_transfer, "wms.create_wave": self._create_wave}
+        handlers = {
+            "wms.create_transfer": self._create_transfer,
+            "wms.create_wave": self._create_wave,
+            "wms.create_task": self._create_task,
+        }
         return _dispatch(action, self.system, handlers)
+
+    def _bin(self, wh: _Warehouse, location: Any) -> int:
+        """The storage location of ``wh`` whose code is ``location`` (a bin or a zone)."""
+        for lid, pl in self.b.index().places.items():
+            if pl.node == wh.code and not pl.locked and pl.location == str(location):
+                return lid
+        raise PermanentConnectorError(f"location {location} is not a storage location of {wh.code} in Tryton")
+
+    def _create_task(self, action: Action) -> dict[str, Any]:
+        p = action.payload
+        task_type = str(_req(p, "task_type", action))
+        if task_type not in TASK_TYPES:
+            raise PermanentConnectorError(
+                f"wms.create_task task_type {task_type!r} has no Tryton equivalent; mapped: {', '.join(TASK_TYPES)}"
+            )
+        wh = self.b.index().warehouse(str(_req(p, "node", action)))
+        product = self.b.require_product(str(_req(p, "sku", action)))
+        if task_type == "cycle_count":
+            return self._count_task(action, wh, product)
+        return self._move_task(action, task_type, wh, product)
+
+    def _count_task(self, action: Action, wh: _Warehouse, product: int) -> dict[str, Any]:
+        """A draft ``stock.inventory`` of the bin with one line for the SKU: the count to do."""
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        note = self.b.find_note(key)
+        if note is not None:
+            (rec,) = c.read("ir.note", [note], ["resource"])
+            inv = int(str(rec["resource"]).split(",")[1])
+        else:
+            location = self._bin(wh, p["location"]) if p.get("location") else wh.storage
+            (inv,) = c.create(
+                "stock.inventory",
+                [
+                    {
+                        "location": location,
+                        "date": self.b.today(),
+                        "company": c.context.get("company"),
+                        "lines": [("create", [{"product": product}])],
+                    }
+                ],
+            )
+            self.b.note(
+                f"stock.inventory,{inv}",
+                key,
+                {
+                    "kind": "task",
+                    "task_type": "cycle_count",
+                    "node": wh.code,
+                    "sku": p.get("sku"),
+                    "location": p.get("location"),
+                    "reason": p.get("reason"),
+                    "case_key": p.get("case_key"),
+                },
+            )
+        (inventory,) = c.read("stock.inventory", [inv], ["state", "number"])
+        status = {"draft": "open", "done": "done"}.get(str(inventory["state"]), str(inventory["state"]))
+        return {"task_id": inventory["number"] or str(inv), "tryton_id": inv, "status": status}
+
+    def _move_task(self, action: Action, task_type: str, wh: _Warehouse, product: int) -> dict[str, Any]:
+        """A draft ``stock.shipment.internal`` inside the node: the move to do."""
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        found = c.search("stock.shipment.internal", [("reference", "=", key)], limit=1)
+        if found:
+            sid = found[0]
+        else:
+            qty = _qty(p, "qty", action, positive=True)
+            source = p.get("from_location") or p.get("location")
+            src = self._bin(wh, source) if source else wh.storage
+            if p.get("to_location"):
+                dst = self._bin(wh, p["to_location"])
+            elif task_type == "repick":
+                dst = wh.output
+            else:
+                raise PermanentConnectorError(f"wms.create_task {task_type} payload is missing to_location")
+            if src == dst:
+                raise PermanentConnectorError(f"wms.create_task {task_type}: from and to are the same location")
+            unit = c.read("product.product", [product], ["default_uom"])[0]["default_uom"]
+            company, today = c.context.get("company"), self.b.today()
+            move = {
+                "product": product,
+                "unit": unit,
+                "quantity": qty,
+                "company": company,
+                "from_location": src,
+                "to_location": dst,
+                "planned_date": today,
+            }
+            (sid,) = c.create(
+                "stock.shipment.internal",
+                [
+                    {
+                        "reference": key,
+                        "company": company,
+                        "planned_date": today,
+                        "planned_start_date": today,
+                        "from_location": src,
+                        "to_location": dst,
+                        "moves": [("create", [move])],
+                    }
+                ],
+            )
+        (ship,) = c.read("stock.shipment.internal", [sid], ["state", "number"])
+        status = "open" if ship["state"] in ("request", "draft", "waiting", "assigned") else str(ship["state"])
+        return {"task_id": ship["number"] or str(sid), "tryton_id": sid, "status": status}
 
     def _create_transfer(self, action: Action) -> dict[str, Any]:
         p, key, c = action.payload, action.idempotency_key, self.b.client
@@ -769,12 +900,23 @@ class TrytonErp:
             raise UnknownSku(sku)
         r = rows[0]
         self.b._products[sku] = int(r["id"])
+        # Safety stock: the purchase order points Tryton keeps (stock_supply), over the overlay's.
+        whs = self.b.index().wh_by_id
+        points = {
+            whs[int(op["location"])].code: float(op["min_quantity"] or 0)
+            for op in self.b.client.search_read(
+                "stock.order_point",
+                [("product", "=", int(r["id"])), ("type", "=", "purchase")],
+                ["location", "min_quantity"],
+            )
+            if int(op["location"]) in whs
+        }
         return SkuInfo(
             id=sku,
             description=str(r.get("name") or ""),
             unit_cost=float(r.get("cost_price") or 0),
             substitutes=self.b.overlay.substitutes.get(sku, []),
-            safety_stock=self.b.overlay.safety_stock.get(sku, {}),
+            safety_stock={**self.b.overlay.safety_stock.get(sku, {}), **points},
         )
 
     def book_stock(self, sku: str) -> list[BookPosition]:
@@ -904,8 +1046,95 @@ class TrytonErp:
         return PurchaseOrderView(po=po, status=status, closed_lines=closed, received=received)
 
     def apply(self, action: Action) -> dict[str, Any]:
-        handlers = {"erp.post_adjustment": self._post_adjustment, "erp.expedite_po": self._expedite_po}
+        handlers = {
+            "erp.post_adjustment": self._post_adjustment,
+            "erp.expedite_po": self._expedite_po,
+            "erp.update_safety_stock": self._update_safety_stock,
+            "erp.close_po_line": self._close_po_line,
+            "erp.create_backorder": self._create_backorder,
+        }
         return _dispatch(action, self.system, handlers)
+
+    def _update_safety_stock(self, action: Action) -> dict[str, Any]:
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        node, sku = str(_req(p, "node", action)), str(_req(p, "sku", action))
+        qty = _qty(p, "qty", action)
+        if qty < 0:
+            raise PermanentConnectorError(f"{action.name} payload.qty must not be negative")
+        wh = self.b.index().warehouse(node)
+        product = self.b.require_product(sku)
+        op = ensure_order_point(c, product, wh.id, qty, int(c.context.get("company") or 0))
+        self.b.note(f"stock.order_point,{op}", key, {"kind": "safety_stock", "node": node, "sku": sku, "qty": qty})
+        return {"sku": sku, "node": node, "safety_stock": qty, "order_point": op}
+
+    def _purchase_line(self, action: Action) -> tuple[str, int, dict[str, Any], dict[str, Any]]:
+        p, c = action.payload, self.b.client
+        po_id, line_no = str(_req(p, "po_id", action)), int(_req(p, "line", action))
+        purchases = c.search_read("purchase.purchase", [("reference", "=", po_id)], ["state"], limit=1)
+        if not purchases:
+            raise PermanentConnectorError(f"purchase order {po_id} is not known to Tryton")
+        lines = c.search_read(
+            "purchase.line",
+            [("purchase", "=", purchases[0]["id"]), ("sequence", "=", line_no)],
+            ["moves", "moves_ignored"],
+            limit=1,
+        )
+        if not lines:
+            raise PermanentConnectorError(f"purchase order {po_id} has no line {line_no}")
+        return po_id, line_no, purchases[0], lines[0]
+
+    def _close_po_line(self, action: Action) -> dict[str, Any]:
+        c = self.b.client
+        po_id, line_no, purchase, line = self._purchase_line(action)
+        if purchase["state"] not in ("confirmed", "processing", "done"):
+            raise PermanentConnectorError(f"purchase order {po_id} is {purchase['state']} in Tryton, not confirmed")
+        moves = c.read("stock.move", list(line["moves"]), ["state"])
+        pending = [int(m["id"]) for m in moves if m["state"] in ("draft", "staging", "assigned")]
+        if pending:
+            c.button("stock.move", "cancel", pending)
+        cancelled = [int(m["id"]) for m in moves if m["state"] == "cancelled"] + pending
+        to_ignore = sorted(set(cancelled) - {int(i) for i in line["moves_ignored"]})
+        if to_ignore:
+            c.write("purchase.line", [int(line["id"])], {"moves_ignored": [("add", to_ignore)]})
+        if to_ignore or purchase["state"] == "processing":
+            c.button("purchase.purchase", "process", [int(purchase["id"])])
+        received = sum(
+            float(m["internal_quantity"])
+            for m in c.read("stock.move", list(line["moves"]), ["state", "internal_quantity"])
+            if m["state"] == "done"
+        )
+        return {"po_id": po_id, "line": line_no, "status": "closed", "received": received, "cancelled": len(cancelled)}
+
+    def _create_backorder(self, action: Action) -> dict[str, Any]:
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        order_id, line_no = str(_req(p, "order_id", action)), int(_req(p, "line", action))
+        qty = _qty(p, "qty", action, positive=True)
+        promise = dt.date.fromisoformat(str(p["promise_date"])) if p.get("promise_date") else None
+        oms = TrytonOms(self.b)
+        sale = oms._sale(order_id)
+        line = oms._line(sale, line_no, order_id)
+        found = c.search("stock.shipment.out", [("reference", "=", key)], limit=1)
+        ships = found or _backorder_shipments(c, [int(line["id"])])
+        if not ships:
+            oms._confirmed(sale, order_id)
+            wh = self.b.index().wh_by_id.get(int(sale["warehouse"] or 0))
+            if wh is None:
+                raise PermanentConnectorError(f"order {order_id} line {line_no}: no warehouse to backorder at")
+            sid = oms._customer_shipment(key, sale, line, wh, int(line["product"]), qty)
+            c.button("stock.shipment.out", "wait", [sid])
+            ships = [sid]
+        if promise is not None:
+            _plan_shipments(c, ships, promise)
+        else:  # a shipment an interrupted attempt left in draft
+            drafts = [int(r["id"]) for r in c.read("stock.shipment.out", ships, ["state"]) if r["state"] == "draft"]
+            c.button("stock.shipment.out", "wait", drafts)
+        return {
+            "order_id": order_id,
+            "line": line_no,
+            "backordered": qty,
+            "promise_date": promise.isoformat() if promise else None,
+            "shipments": ships,
+        }
 
     def _post_adjustment(self, action: Action) -> dict[str, Any]:
         p, key, c = action.payload, action.idempotency_key, self.b.client
@@ -1172,6 +1401,7 @@ class TrytonOms:
                 or [OrderLine(line=1, sku="?", qty=1)],
             )
             status, hold = _status(s, notes.get(f"sale.sale,{s['id']}", []))
+            promises = _promises(notes.get(f"sale.sale,{s['id']}", []))
             views.append(
                 OrderView(
                     order=order,
@@ -1188,6 +1418,7 @@ class TrytonOms:
                                 if q > 0
                             ],
                             backordered=per_line[int(ln["id"])]["back"],
+                            promise_date=promises.get(int(ln["sequence"] or i + 1)) or promises.get(None),
                             substituted_by=_substitute(per_line[int(ln["id"])].get("code"), ln),
                         )
                         for i, ln in enumerate(sale_lines)
@@ -1206,6 +1437,7 @@ class TrytonOms:
             "oms.hold_order": self._hold,
             "oms.release_allocation": self._release_allocation,
             "oms.update_line_qty": self._update_line_qty,
+            "oms.update_promise_date": self._update_promise,
         }
         return _dispatch(action, self.system, handlers)
 
@@ -1538,6 +1770,24 @@ class TrytonOms:
         self.b.note(f"sale.sale,{sale['id']}", key, {"kind": "status", "status": status})
         return {"order_id": order_id, "status": status}
 
+    def _update_promise(self, action: Action) -> dict[str, Any]:
+        p, key, c = action.payload, action.idempotency_key, self.b.client
+        order_id = str(_req(p, "order_id", action))
+        promise = dt.date.fromisoformat(str(_req(p, "promise_date", action)))
+        sale = self._sale(order_id)
+        line_no = int(p["line"]) if p.get("line") is not None else None
+        lines = [self._line(sale, line_no, order_id)] if line_no is not None else self._lines(sale)
+        ships = _plan_shipments(c, _backorder_shipments(c, [int(ln["id"]) for ln in lines]), promise)
+        self.b.note(
+            f"sale.sale,{sale['id']}",
+            key,
+            {"kind": "promise", "line": line_no, "promise_date": promise.isoformat()},
+        )
+        return {"order_id": order_id, "line": line_no, "promise_date": promise.isoformat(), "shipments": ships}
+
+    def _lines(self, sale: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.b.client.search_read("sale.line", [("sale", "=", sale["id"]), ("type", "=", "line")], ["id"])
+
     def _hold(self, action: Action) -> dict[str, Any]:
         p, key = action.payload, action.idempotency_key
         order_id, reason = str(_req(p, "order_id", action)), str(_req(p, "reason", action))
@@ -1551,6 +1801,64 @@ class TrytonOms:
 
 
 ORDER_STATUSES = frozenset({"open", "released", "partially_released", "held", "backordered", "cancelled", "shipped"})
+
+
+def _backorder_shipments(c: TrytonClient, lines: list[int]) -> list[int]:
+    """The lines' waiting customer shipments whose moves hold no assigned stock (their backorders)."""
+    moves = c.search_read(
+        "stock.move",
+        [
+            ("origin", "in", [f"sale.line,{line}" for line in lines]),
+            # draft: a shipment an interrupted replanning left there.
+            ("shipment.state", "in", ["draft", "waiting"], "stock.shipment.out"),
+        ],
+        ["shipment"],
+    )
+    ships = sorted({int(str(m["shipment"]).split(",")[1]) for m in moves if m.get("shipment")})
+    if not ships:
+        return []
+    assigned = c.search_read(
+        "stock.move",
+        [("shipment", "in", [f"stock.shipment.out,{s}" for s in ships]), ("state", "in", ["assigned", "done"])],
+        ["shipment"],
+    )
+    busy = {int(str(m["shipment"]).split(",")[1]) for m in assigned}
+    return [s for s in ships if s not in busy]
+
+
+def _plan_shipments(c: TrytonClient, ships: list[int], when: dt.date) -> list[int]:
+    """planned_date = ``when`` on the customer shipments not yet assigned (Tryton lets a client write
+    it only on a draft shipment: back to draft, write, which moves the moves' planned dates too, and
+    wait again, which rebuilds the inventory moves). A shipment left in draft by an interrupted
+    attempt is finished; one already at ``when`` is left alone, so a retry changes nothing. Assigned
+    shipments keep their reservation and date. Returns the shipments replanned or already at
+    ``when``."""
+    if not ships:
+        return []
+    rows = c.read("stock.shipment.out", ships, ["planned_date", "state"])
+    planned = []
+    for r in rows:
+        sid = int(r["id"])
+        if r["state"] == "waiting" and r["planned_date"] != when:
+            c.button("stock.shipment.out", "draft", [sid])
+            r["state"] = "draft"
+        if r["state"] == "draft":
+            if r["planned_date"] != when:
+                c.write("stock.shipment.out", [sid], {"planned_date": when})
+            c.button("stock.shipment.out", "wait", [sid])
+            r["state"] = "waiting"
+        if r["state"] == "waiting":
+            planned.append(sid)
+    return planned
+
+
+def _promises(notes: list[dict[str, Any]]) -> dict[int | None, str]:
+    """The last promise Crossdock set per line (None = the whole order)."""
+    out: dict[int | None, str] = {}
+    for n in notes:
+        if n.get("kind") == "promise" and n.get("promise_date"):
+            out[int(n["line"]) if n.get("line") is not None else None] = str(n["promise_date"])
+    return out
 
 
 def _status(sale: dict[str, Any], notes: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -544,8 +544,33 @@ def post_receipt(client: TrytonClient, receipt: Receipt) -> int:
     return sid
 
 
+def ensure_order_point(client: TrytonClient, product: int, warehouse: int, qty: float, company: int) -> int:
+    """The warehouse's purchase ``stock.order_point`` for ``product`` (stock_supply) with minimum and
+    target ``qty``: a safety stock Tryton's supply wizard replenishes to. Written, not added to, so a
+    retry leaves the same record with the same values."""
+    found = client.search_read(
+        "stock.order_point",
+        [("product", "=", product), ("location", "=", warehouse), ("type", "=", "purchase")],
+        ["min_quantity", "target_quantity", "max_quantity"],
+        limit=1,
+    )
+    if not found:
+        values = {"product": product, "location": warehouse, "type": "purchase", "company": company}
+        (op,) = client.create("stock.order_point", [{**values, "min_quantity": qty, "target_quantity": qty}])
+        return op
+    row = found[0]
+    if row["min_quantity"] != qty or row["target_quantity"] != qty or row["max_quantity"] is not None:
+        client.write(
+            "stock.order_point",
+            [int(row["id"])],
+            {"min_quantity": qty, "target_quantity": qty, "max_quantity": None},
+        )
+    return int(row["id"])
+
+
 def load_scenario(client: TrytonClient, scenario: dict[str, Any] | Scenario, *, currency: str = "USD") -> LoadResult:
-    """Seed an empty Tryton database (with sale and purchase activated) from ``scenario``."""
+    """Seed an empty Tryton database (with ``bench.tryton_server.MODULES`` activated) from ``scenario``;
+    a SKU's safety stock becomes a purchase ``stock.order_point`` at the node's warehouse."""
     sc = scenario if isinstance(scenario, Scenario) else Scenario.model_validate(scenario)
     loader = Loader(client)
     company, currency_id = loader.ensure_company(sc.scenario, currency)
@@ -571,8 +596,12 @@ def load_scenario(client: TrytonClient, scenario: dict[str, Any] | Scenario, *, 
     result.products = loader.ensure_products(list(skus.values()), unit)
     if any(s.substitutes for s in sc.skus):
         result.skipped.append("skus[].substitutes: Tryton's product has no substitute list")
-    if any(s.safety_stock for s in sc.skus):
-        result.skipped.append("skus[].safety_stock: needs the stock_supply module (stock.order_point)")
+    for s in sc.skus:
+        for node_id, qty in sorted(s.safety_stock.items()):
+            if node_id in result.warehouses:
+                ensure_order_point(client, result.products[s.id], result.warehouses[node_id], float(qty), company)
+            else:
+                result.skipped.append(f"skus[].safety_stock at unknown node {node_id}")
 
     # Parties.
     holds = set(sc.erp.credit_holds)
