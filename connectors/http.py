@@ -6,6 +6,7 @@ are translated, never retried here: the queue owns retries, so every attempt is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -187,9 +188,13 @@ class HttpWms(_HttpSystem):
         params = {"sku": sku} if sku is not None else None
         return [TransferView.model_validate(t) for t in self._get("/api/v1/transfers", params)]
 
-    def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
-        params = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else None
-        return [WaveView.from_wms(w) for w in self._get("/api/v1/waves", params)]
+    def waves(self, cutoff_after: datetime | None = None, nodes: Sequence[str] | None = None) -> list[WaveView]:
+        params: dict[str, Any] = {"cutoff_after": cutoff_after.isoformat()} if cutoff_after is not None else {}
+        if nodes is not None:
+            params["node"] = list(nodes)
+            if not params["node"]:
+                return []
+        return [WaveView.from_wms(w) for w in self._get("/api/v1/waves", params or None)]
 
 
 class HttpErp(_HttpSystem):

@@ -7,6 +7,7 @@ through ``apply`` with the action's idempotency key, so a replayed action is a n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -46,9 +47,10 @@ class WmsPort(Protocol):
         """Goods receipts posted against a purchase order, duplicates included, as posted."""
         ...
 
-    def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
+    def waves(self, cutoff_after: datetime | None = None, nodes: Sequence[str] | None = None) -> list[WaveView]:
         """Released waves: what each zone has to pick. With ``cutoff_after``, only the waves
-        whose truck leaves after it (or that have no cutoff): the work still ahead."""
+        whose truck leaves after it (or that have no cutoff): the work still ahead; with
+        ``nodes``, only those nodes' waves (an order decision reads the nodes it can ship from)."""
         ...
 
     def apply(self, action: Action) -> dict[str, Any]:

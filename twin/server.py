@@ -62,9 +62,12 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
         return [s.model_dump(mode="json") for s in state.stock(sku)]
 
     @r.get("/waves")
-    def waves(cutoff_after: datetime | None = None) -> list[dict[str, Any]]:
-        """Released waves; with ``cutoff_after``, only those whose truck leaves later (or has no cutoff)."""
-        found = list(state.export_state()["wms"]["waves"])
+    def waves(
+        cutoff_after: datetime | None = None, node: Annotated[list[str] | None, Query()] = None
+    ) -> list[dict[str, Any]]:
+        """Released waves; with ``cutoff_after``, only those whose truck leaves later (or has no
+        cutoff); with ``node`` (repeatable), only those nodes' waves."""
+        found = state.waves(set(node) if node is not None else None)
         if cutoff_after is None:
             return found
         after = as_utc(cutoff_after)

@@ -1002,6 +1002,12 @@ class TwinState:
         with self._lock:
             return copy.deepcopy([po for po in self._pos.values() if status is None or po["status"] == status])
 
+    def waves(self, nodes: set[str] | None = None) -> list[dict[str, Any]]:
+        """Released waves (copies), only those of ``nodes`` when given: the wave API reads this,
+        not ``export_state``, which copies the whole world."""
+        with self._lock:
+            return copy.deepcopy([w for w in self._waves if nodes is None or w.get("node") in nodes])
+
     def export_state(self) -> dict[str, Any]:
         """The world now, in the shape of the report's ``final_state`` plus tickets and oversells."""
         with self._lock:

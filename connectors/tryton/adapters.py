@@ -40,7 +40,7 @@ import datetime as dt
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -604,11 +604,14 @@ class TrytonWms:
             )
         return out
 
-    def waves(self, cutoff_after: dt.datetime | None = None) -> list[WaveView]:
+    def waves(self, cutoff_after: dt.datetime | None = None, nodes: Sequence[str] | None = None) -> list[WaveView]:
         """Released waves: customer shipments Tryton has assigned (stock reserved, ready to pick),
         grouped by the wave ``wms.create_wave`` tagged them with, else one wave per shipment. With
-        ``cutoff_after``, only waves whose cutoff is later (or that have none)."""
+        ``cutoff_after``, only waves whose cutoff is later (or that have none); with ``nodes``,
+        only those warehouses' waves."""
         waves = [WaveView.from_wms(w) for w in self.wave_dicts(states=("assigned",))]
+        if nodes is not None:
+            waves = [w for w in waves if w.node in set(nodes)]
         if cutoff_after is None:
             return waves
         after = cutoff_after if cutoff_after.tzinfo else cutoff_after.replace(tzinfo=dt.UTC)

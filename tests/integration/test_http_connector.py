@@ -173,6 +173,10 @@ def test_writes_reach_each_system(adapters: Adapters, twin: Twin) -> None:
     # Only the work still ahead: W-2's truck has left by 15:00; W-1 has no cutoff to judge by.
     assert [w.wave_id for w in wms.waves(cutoff_after=datetime(2026, 3, 21, 13, 0, tzinfo=UTC))] == ["W-1", "W-2"]
     assert [w.wave_id for w in wms.waves(cutoff_after=datetime(2026, 3, 21, 15, 0, tzinfo=UTC))] == ["W-1"]
+    # Only the nodes an order can ship from (an order decision's read): W-2 is DC-EAST's.
+    assert "W-2" in [w.wave_id for w in wms.waves(nodes=["DC-EAST"])]
+    assert all(w.node == "DC-EAST" for w in wms.waves(nodes=["DC-EAST"]))
+    assert wms.waves(nodes=["NOWHERE"]) == [] and wms.waves(nodes=[]) == []
     assert oms.order("SO-1003").hold_reason == "credit_hold"
     assert [s.date.isoformat() for s in erp.planned_supply("SKU-200")] == ["2026-03-22"]
     assert exported["tickets"][0]["team"] == "finance"

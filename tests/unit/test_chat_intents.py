@@ -138,7 +138,7 @@ class _Wms:
     def __init__(self, waves: list[WaveView]) -> None:
         self._waves = waves
 
-    def waves(self, cutoff_after: datetime | None = None) -> list[WaveView]:
+    def waves(self, cutoff_after: datetime | None = None, nodes: Any = None) -> list[WaveView]:
         return self._waves
 
 
