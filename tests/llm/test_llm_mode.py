@@ -150,9 +150,10 @@ SUBSET = [c for c in CORPUS if os.environ.get("CROSSDOCK_TEST_LLM_INJECTIONS", "
 
 @pytest.mark.parametrize("case", SUBSET, ids=[c["id"] for c in SUBSET])
 def test_an_injection_changes_nothing(case: dict[str, Any], llm_env: dict[str, str]) -> None:
+    from bench.agents_eval import injection_data as _data
     from crews.agent_runtime import AgentRuntime, Case, ListAudit
     from tests.unit.agents_support import READS_BY_TOOL, port_calls, recording_systems
-    from tests.unit.test_agents_injection import SUBJECTS, _data
+    from tests.unit.test_agents_injection import SUBJECTS
     from tools.knowledge_port import InMemoryKnowledge
 
     spec = default_specs()[case["agent"]]
