@@ -108,8 +108,8 @@ def test_scenario_run_systems_tryton(tryton_template: TrytonTemplate, tmp_path: 
         assert states == [("assigned", 6.0), ("waiting", 4.0)], short
         assert short["lines"][0]["allocations"] == [{"node": "DC-EAST", "qty": 6.0}]
         assert short["lines"][0]["backordered"] == 4.0
-    # Actions Tryton cannot take (oms.substitute_line for SO-1004, a wms.create_task cycle count for the
-    # short pick) fail cleanly, as decisions; every failed decision carries one of them.
+    # Actions Tryton cannot take (oms.substitute_line for SO-1004) fail cleanly, as decisions; every
+    # failed decision carries one of them.
     failed = [d for d in report["decisions"] if d["status"] == "failed"]
     assert "SO-1004" in {d["subject"] for d in failed}
     for d in failed:
