@@ -85,9 +85,11 @@ def plan(order_id: str, qty: float, last: Action) -> Proposal:
 
 def test_a_refused_step_in_tryton_undoes_the_allocation_it_made(tryton: Tryton, service: DecisionService) -> None:
     create_sale(tryton.client, Order.model_validate({**tryton.scenario["events"][1]["data"], "id": "SO-2101"}))
-    # Tryton has no warehouse task model: the second step is refused for good.
+    # A confirmed sale's lines are read-only in Tryton: the second step is refused for good.
     task = Action(
-        system="wms", type="create_task", payload={"node": "DC-EAST", "task_type": "cycle_count", "sku": "SKU-100"}
+        system="oms",
+        type="substitute_line",
+        payload={"order_id": "SO-2101", "line": 1, "sku": "SKU-100", "substitute": "SKU-301"},
     )
     decision = service.record(plan("SO-2101", 2, task), AUTONOMOUS, "dec-try-1", actor="t", default_engine="t")
     assert decision is not None and decision.status == "pending_review"
