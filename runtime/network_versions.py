@@ -20,11 +20,12 @@ import json
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel
 
 from connectors.tryton.network_file import NetworkSpec, load, validate
+from runtime.policy_versions import AuditLog, entries
 from runtime.store import AuditEntry
 
 KIND = "network.changed"
@@ -32,14 +33,7 @@ SUBJECT = "network"
 _LOCK = threading.Lock()
 
 
-class NetworkStore(Protocol):
-    def append_audit(
-        self, kind: str, subject: str, actor: str, payload: dict[str, Any], dedup_key: str | None = None
-    ) -> AuditEntry: ...
-
-    def audit(
-        self, *, subject: str | None = None, kind: str | None = None, limit: int = 500, after_seq: int = 0
-    ) -> list[AuditEntry]: ...
+NetworkStore = AuditLog
 
 
 class NetworkVersion(BaseModel):
@@ -72,14 +66,7 @@ class NetworkVersion(BaseModel):
 
 def history(store: NetworkStore) -> list[NetworkVersion]:
     """Every version, oldest first, from the audit chain."""
-    out: list[NetworkVersion] = []
-    after = 0
-    while True:
-        page = store.audit(kind=KIND, subject=SUBJECT, after_seq=after, limit=500)
-        out += [NetworkVersion.of(e) for e in page]
-        if len(page) < 500:
-            return out
-        after = page[-1].seq
+    return [NetworkVersion.of(e) for e in entries(store, KIND, SUBJECT)]
 
 
 def record(

@@ -30,10 +30,8 @@ MAP_FIELDS: frozenset[str] = frozenset({"modes", "four_eyes_cost_above", "outcom
 _LOCK = threading.Lock()  # one change at a time in this process (the dedup key covers the others)
 
 
-class PolicyStore(Protocol):
-    def get_policy(self) -> Policy: ...
-
-    def set_policy(self, s: Policy) -> None: ...
+class AuditLog(Protocol):
+    """The audit chain as a versioned setting (the policy, the network) keeps its versions in it."""
 
     def append_audit(
         self, kind: str, subject: str, actor: str, payload: dict[str, Any], dedup_key: str | None = None
@@ -42,6 +40,24 @@ class PolicyStore(Protocol):
     def audit(
         self, *, subject: str | None = None, kind: str | None = None, limit: int = 500, after_seq: int = 0
     ) -> list[AuditEntry]: ...
+
+
+def entries(store: AuditLog, kind: str, subject: str) -> list[AuditEntry]:
+    """Every audit entry of ``kind`` about ``subject``, oldest first, page by page."""
+    out: list[AuditEntry] = []
+    after = 0
+    while True:
+        page = store.audit(kind=kind, subject=subject, after_seq=after, limit=500)
+        out += page
+        if len(page) < 500:
+            return out
+        after = page[-1].seq
+
+
+class PolicyStore(AuditLog, Protocol):
+    def get_policy(self) -> Policy: ...
+
+    def set_policy(self, s: Policy) -> None: ...
 
 
 class PolicyVersion(BaseModel):
@@ -138,14 +154,7 @@ def merged(current: Policy, body: dict[str, Any]) -> Policy:
 
 def history(store: PolicyStore) -> list[PolicyVersion]:
     """Every version, oldest first, from the audit chain."""
-    out: list[PolicyVersion] = []
-    after = 0
-    while True:
-        page = store.audit(kind=KIND, subject=SUBJECT, after_seq=after, limit=500)
-        out += [PolicyVersion.of(e) for e in page]
-        if len(page) < 500:
-            return out
-        after = page[-1].seq
+    return [PolicyVersion.of(e) for e in entries(store, KIND, SUBJECT)]
 
 
 def change(store: PolicyStore, new: Policy, actor: str, reason: str | None) -> PolicyVersion | None:

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import redis
 
-from domain.decisions import Action, Proposal
+from domain.decisions import Proposal
 from runtime.clock import tick_event
 from runtime.queue import BACKGROUND, DECISIONS, Delivery, JobQueue, lane_of
 from runtime.settings import Settings
 from runtime.worker import Worker
 from tests.integration.conftest import Stack, order_event
+from tests.integration.test_lifecycle import agent_ticket
 
 
 @pytest.fixture
@@ -112,24 +113,6 @@ def test_a_failed_background_job_retries_and_comes_back_to_its_own_lane(queue: J
     queue.dead_letter(Delivery("0-1", job, 1, BACKGROUND), "gave up")
     assert queue.replay_dead(job)
     assert queue.r.xlen(queue.streams[BACKGROUND]) == 2 and queue.r.xlen(queue.streams[DECISIONS]) == 0
-
-
-def agent_ticket(order_id: str) -> Proposal:
-    return Proposal(
-        workflow="order_release",
-        subject=order_id,
-        outcome="ticketed",
-        confidence=0.9,
-        rationale="tell customer service about the delivery slot",
-        evidence={"engine": "agent:allocation"},
-        actions=[
-            Action(
-                system="notify",
-                type="ticket",
-                payload={"team": "customer_service", "subject": order_id, "summary": "slot", "refs": [order_id]},
-            )
-        ],
-    )
 
 
 def test_the_engine_decides_and_executes_before_the_agent_is_even_asked(stack: Stack) -> None:
