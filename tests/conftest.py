@@ -104,3 +104,30 @@ def _stop_servers_at_session_end() -> Iterator[None]:
     """Set up first, torn down last: the embedded servers stop after every fixture that used them."""
     yield
     services.stop()
+
+
+@pytest.fixture(autouse=True)
+def _logging_stays_in_its_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A command run in-process (``CliRunner``) configures logging as the CLI does; here it does so
+    without caching loggers, and the previous set-up comes back after the test, so a later test's
+    ``capture_logs`` still sees every line and no handler writes to a closed stream."""
+    import logging
+
+    import structlog
+
+    from runtime import logs
+
+    real = logs.configure_logging
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(logs, "configure_logging", uncached)
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
