@@ -123,13 +123,17 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_and_effects_happen_once
     try:
         resp = stack.publish(order_event("SO-1", [("SKU-100", 4), ("SKU-200", 1)]))
         job_id = resp.json()["job_id"]
-        victim = stack.worker_process("--name", "victim")
+        # A short lock TTL: the victim dies holding the SKU locks, and the rescuer waits for them to
+        # expire (a live holder renews them; a dead one cannot).
+        victim = stack.worker_process("--name", "victim", CROSSDOCK_LOCK_TTL_S="3")
         assert gate.reached.wait(30), "the worker never reached the status update"
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         assert job(stack, job_id)["status"] == "running"  # it died holding the job
         gate.release.set()  # the request it had in flight still lands in the OMS
-        rescuer = stack.worker_process("--burst", "--name", "rescuer", CROSSDOCK_CLAIM_IDLE_MS="300")
+        rescuer = stack.worker_process(
+            "--burst", "--name", "rescuer", CROSSDOCK_CLAIM_IDLE_MS="300", CROSSDOCK_LOCK_TTL_S="3"
+        )
         out, err = rescuer.communicate(timeout=60)
         assert rescuer.returncode == 0, err.decode()[-2000:]
         finished = job(stack, job_id)
