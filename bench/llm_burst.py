@@ -153,11 +153,6 @@ def measure(
 
     fallback_orders, bound_orders = audited("agent.fallback"), audited("agent.bound_exceeded")
     reasons: dict[str, int] = {}
-    # When a worker took the job up (the pipeline audits ``event.accepted`` as its first step): the
-    # accepted -> engine decision time splits into the wait in the queue and the engine's own step.
-    taken = {e.subject: e.at.timestamp() for e in store.audit(kind="event.accepted", limit=100_000)}
-    queue_wait: list[float] = []
-    engine_step: list[float] = []
     engine_lat: list[float] = []
     engine_done: list[float] = []
     first_accepted = None
@@ -175,9 +170,6 @@ def measure(
             at = (first.decided_at or first.created_at).timestamp()
             acc = first.accepted_at.timestamp() if first.accepted_at else at
             engine_lat.append(at - acc)
-            if oid in taken:
-                queue_wait.append(taken[oid] - acc)
-                engine_step.append(at - taken[oid])
             engine_done.append(at)
             first_accepted = acc if first_accepted is None else min(first_accepted, acc)
         if oid in noted:
@@ -212,11 +204,6 @@ def measure(
         "engine_p50_s": _r(pct(engine_lat, 50)),
         "engine_p95_s": _r(pct(engine_lat, 95)),
         "engine_max_s": _r(max(engine_lat) if engine_lat else None),
-        "queue_wait_p50_s": _r(pct(queue_wait, 50)),
-        "queue_wait_p95_s": _r(pct(queue_wait, 95)),
-        "engine_step_p50_s": _r(pct(engine_step, 50)),
-        "engine_step_p95_s": _r(pct(engine_step, 95)),
-        "engine_step_max_s": _r(max(engine_step) if engine_step else None),
         "decisions_per_s": round(len(engine_lat) / span, 1) if span else None,
         "engine_span_s": _r(span),
         "notes": len(noted),
@@ -244,8 +231,6 @@ COLUMNS = [
     ("engine p50 s", "engine_p50_s"),
     ("engine p95 s", "engine_p95_s"),
     ("engine max s", "engine_max_s"),
-    ("of which queue wait p50/p95 s", "queue_wait"),
-    ("engine step p50/p95/max s", "engine_step"),
     ("decisions/s", "decisions_per_s"),
     ("judgements", "judgements"),
     ("judgement p50 s", "judgement_p50_s"),
@@ -262,14 +247,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     def cell(v: Any) -> str:
         return "-" if v is None else str(v)
 
-    rows = [
-        {
-            **row,
-            "queue_wait": f"{cell(row.get('queue_wait_p50_s'))} / {cell(row.get('queue_wait_p95_s'))}",
-            "engine_step": " / ".join(cell(row.get(f"engine_step_{k}_s")) for k in ("p50", "p95", "max")),
-        }
-        for row in rows
-    ]
     lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
     for row in rows:
         lines.append("| " + " | ".join(cell(row.get(k)) for _, k in COLUMNS) + " |")
