@@ -218,6 +218,21 @@ class JobQueue:
                 out.append(Delivery(_s(msg_id), _s(fields[b"job"]), 1, lane))
         return out
 
+    def read_lanes(self, consumer: str, lanes: Iterable[str], block_ms: int) -> list[Delivery]:
+        """One blocking read over several lanes (one entry at most from each), in ``lanes`` order:
+        a worker on both lanes waits for whichever comes first, and an order is never kept waiting
+        by a block on the background lane."""
+        order = list(lanes)
+        streams = {self.streams[lane]: ">" for lane in order}
+        resp = self.r.xreadgroup(GROUP, consumer, streams, count=1, block=block_ms or None)
+        lane_of_stream = {self.streams[lane]: lane for lane in order}
+        out = []
+        for stream, messages in resp or []:
+            lane = lane_of_stream[_s(stream)]
+            for msg_id, fields in messages:
+                out.append(Delivery(_s(msg_id), _s(fields[b"job"]), 1, lane))
+        return sorted(out, key=lambda d: order.index(d.lane))
+
     def claim_stale(self, consumer: str, min_idle_ms: int, count: int = 20, lane: str = DECISIONS) -> list[Delivery]:
         """Take over entries whose worker has been silent for ``min_idle_ms`` (it died)."""
         stream = self.streams[lane]

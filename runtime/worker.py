@@ -91,7 +91,7 @@ class Worker:
 
     def _poll(self, burst: bool) -> list[Delivery]:
         """Stale entries first (their worker died), then the lanes in priority order: a batch of
-        decisions, else a single background job, blocking on the last lane only."""
+        decisions, else a blocking read over all its lanes that takes one entry from each."""
         self.queue.promote_due(lanes=self.lanes)
         batch = [
             d for lane in self.lanes for d in self.queue.claim_stale(self.name, self.settings.claim_idle_ms, lane=lane)
@@ -99,14 +99,13 @@ class Worker:
         if batch:
             return batch
         block = min(self.settings.block_ms, 200) if burst else self.settings.block_ms
-        for i, lane in enumerate(self.lanes):
-            last = i == len(self.lanes) - 1
-            got = self.queue.read(
-                self.name, count=10 if lane == DECISIONS else 1, block_ms=block if last else 0, lane=lane
-            )
-            if got:
-                return got
-        return []
+        first = self.lanes[0]
+        if len(self.lanes) == 1:
+            return self.queue.read(self.name, count=10 if first == DECISIONS else 1, block_ms=block, lane=first)
+        # A batch of what is waiting in the first lane; else one blocking read over every lane, so
+        # an order that arrives while the worker waits is taken at once.
+        got = self.queue.read(self.name, count=10 if first == DECISIONS else 1, block_ms=0, lane=first)
+        return got or self.queue.read_lanes(self.name, self.lanes, block)
 
     def process(self, delivery: Delivery) -> None:
         job = self.queue.job(delivery.job_id)

@@ -36,7 +36,8 @@ def queue(redis_url: str) -> Iterator[JobQueue]:
 
 
 def settings(**kw: Any) -> Settings:
-    return Settings(env="test", block_ms=50, claim_idle_ms=60_000, retry_base_s=0.01, retry_max_s=0.02, **kw)
+    values: dict[str, Any] = {"block_ms": 50, "claim_idle_ms": 60_000, "retry_base_s": 0.01, "retry_max_s": 0.02}
+    return Settings(env="test", **{**values, **kw})
 
 
 def enqueue(queue: JobQueue, key: str, type_: str) -> str:
@@ -99,6 +100,30 @@ def test_an_order_is_decided_while_a_background_job_is_still_running(queue: JobQ
         stop.set()
         for t in threads:
             t.join(10)
+
+
+def test_a_worker_waiting_on_both_lanes_takes_an_order_as_soon_as_it_comes(queue: JobQueue) -> None:
+    taken: dict[str, float] = {}
+    stop = threading.Event()
+
+    def handler(job_id: str, job: dict[str, str]) -> list[str]:
+        taken[job["type"]] = time.monotonic()
+        return []
+
+    worker = Worker(queue, handler, settings(block_ms=3000), name="both")
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(0.5)  # the worker is blocked waiting, on both lanes at once
+        sent = time.monotonic()
+        enqueue(queue, "order-late", "oms.order.created")
+        deadline = sent + 10
+        while "oms.order.created" not in taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert taken["oms.order.created"] - sent < 1.5  # not after the 3 s block on the background lane
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def test_a_failed_background_job_retries_and_comes_back_to_its_own_lane(queue: JobQueue) -> None:
