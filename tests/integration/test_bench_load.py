@@ -5,6 +5,7 @@ schedule, and the report and its plot are written."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_events_follow_the_scenario_mix_and_repeat_orders_under_new_ids() -> Non
     assert len(set(orders)) == len(orders)  # repeated orders carry new ids
 
 
+@pytest.mark.skipif(not os.environ.get("CROSSDOCK_TEST_BENCH"), reason="starts real processes: CROSSDOCK_TEST_BENCH=1")
 def test_load_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", services.redis_url())
     monkeypatch.delenv("DATABASE_URL", raising=False)  # SQLite in the run's folder

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from tests.integration.conftest import Stack, capacity_event, order_event
 
@@ -305,6 +308,7 @@ def test_chat_needs_a_cs_rep_planner_or_admin_key(stack: Stack) -> None:
     assert stack.client.post("/v1/chat", json=body, headers=stack.headers("gateway")).status_code == 403
 
 
+@pytest.mark.skipif(not os.environ.get("CROSSDOCK_TEST_BENCH"), reason="a benchmark's goals: CROSSDOCK_TEST_BENCH=1")
 def test_the_chat_bench_meets_its_goals(redis_url: str) -> None:
     from bench.chat import run_chat_bench
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +21,12 @@ from tests.integration.conftest import Stack, close_stack, make_stack
 from twin.generator import generate
 
 
-@pytest.fixture
-def generated(tmp_path: Path, redis_url: str) -> Iterator[tuple[Stack, list[Any]]]:
-    """A generated scenario replayed through the stack, and the bench's questions about it."""
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[tuple[Stack, list[Any]]]:
+    """A generated scenario replayed through the stack, and the bench's questions about it (once for
+    the module: its tests only ask questions)."""
     scenario, events = load_scenario(generate(7, "small"))
-    stack = make_stack(tmp_path, redis_url, scenario.model_dump(mode="json"))
+    stack = make_stack(tmp_path_factory.mktemp("chat-llm"), redis_url, scenario.model_dump(mode="json"))
     try:
         stack.set_policy(**scenario.settings.model_dump(mode="json"))
         for event in events:  # one at a time, as the bench does: each is handled before the next lands
