@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,36 +17,14 @@ from crews.supervisor import route
 from domain.events import CloudEvent
 from runtime.audit_seal import AuditSealer
 from runtime.store import Store
-from tests.integration.conftest import Stack, close_stack, fresh_pg_database, make_stack, order_event
+from tests.integration.conftest import Stack, close_stack, make_stack, order_event
+from tests.integration.test_store import pg_database, store_url  # noqa: F401 - shared fixtures
 
 SEAL_KEY = b"write-path-seal-key-0123456789ab"
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    with fresh_pg_database() as url:
-        yield url
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    database_url: str = request.getfixturevalue("pg_database")
-    schema = f"w_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    engine.dispose()
-    return f"{database_url}?options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:  # noqa: F811 - the fixture imported above
     s = Store(store_url, sealer=AuditSealer(SEAL_KEY, file=tmp_path / "audit.seals"))
     s.create_schema()
     yield s
