@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import Admin, ContainerDep, PlannerRole
+from api.routes.system import versioned_body
 from connectors.tryton.network_file import NetworkSpec
 from runtime import network_versions
 
@@ -39,17 +40,7 @@ async def put_network(request: Request, container: ContainerDep, who: Admin) -> 
     ``CROSSDOCK_ERP=tryton`` it is in force for this process's workers at once (``in_force``) and
     for other processes when they start; against the twin, which holds its own network, it is only
     recorded."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise RequestValidationError([{"loc": ("body",), "msg": "not valid JSON", "type": "json_invalid"}]) from None
-    if not isinstance(body, dict):
-        raise RequestValidationError([{"loc": ("body",), "msg": "expected a JSON object", "type": "dict_type"}])
-    reason = body.pop("reason", None) or request.headers.get("x-crossdock-reason") or None
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
-        raise RequestValidationError(
-            [{"loc": ("body", "reason"), "msg": "a string of at most 2000 characters", "type": "string_type"}]
-        )
+    body, reason = await versioned_body(request)
     try:
         spec = NetworkSpec.model_validate(body)
     except ValidationError as exc:

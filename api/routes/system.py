@@ -73,9 +73,9 @@ async def get_policy(container: ContainerDep, _role: PlannerRole) -> dict[str, A
     return policy.model_dump()
 
 
-async def _policy_body(request: Request) -> tuple[dict[str, Any], str | None]:
-    """The body as an object, and the change's reason (``reason`` in the body, else the
-    ``X-Crossdock-Reason`` header)."""
+async def versioned_body(request: Request) -> tuple[dict[str, Any], str | None]:
+    """A versioned setting's body (the policy, the network) as an object, and the change's reason
+    (``reason`` in the body, else the ``X-Crossdock-Reason`` header)."""
     try:
         body = await request.json()  # NaN and Infinity parse here, and are refused by the model
     except ValueError:
@@ -111,7 +111,7 @@ async def _put_in_force(
 async def put_policy(request: Request, container: ContainerDep, who: Admin) -> Response:
     """Replace the governance settings: every field must be given (422 names a missing one). The
     change is a new version in the audit chain (``policy.changed``: who, when, diff, reason)."""
-    body, reason = await _policy_body(request)
+    body, reason = await versioned_body(request)
     return await _put_in_force(container, who, lambda _current: policy_versions.replaced(body), reason)
 
 
@@ -119,7 +119,7 @@ async def put_policy(request: Request, container: ContainerDep, who: Admin) -> R
 async def patch_policy(request: Request, container: ContainerDep, who: Admin) -> Response:
     """Change some settings: only the fields given change, and in ``modes`` and
     ``four_eyes_cost_above`` only the workflows given (null removes one). Audited as for PUT."""
-    body, reason = await _policy_body(request)
+    body, reason = await versioned_body(request)
     return await _put_in_force(container, who, lambda current: policy_versions.merged(current, body), reason)
 
 
