@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench.load import seeded_knowledge
 from bench.report import percentile
 from runtime.servers import free_port
 
@@ -119,6 +120,8 @@ def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
         "CROSSDOCK_STREAM_PREFIX": f"bench-{secrets.token_hex(4)}",
         "CROSSDOCK_ENV": "test",
         "CROSSDOCK_RATE_LIMIT_EVENTS_PER_S": "0",  # the bench measures capacity, not the per-key limit
+        "CROSSDOCK_KNOWLEDGE_PATH": seeded_knowledge(tmp),  # not seeded while the load runs
+        "CROSSDOCK_KNOWLEDGE_SYNC_S": "0",
     }
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
