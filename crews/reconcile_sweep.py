@@ -17,10 +17,11 @@ reservations) through the bulk reads of ``connectors.ports`` (``StockSnapshotRea
 
 A SKU@node is *suspect* when the engine (``domain.engines.discrepancy``) would not call it in sync
 on the read quantities alone: book ≠ physical, or more reserved than the WMS can pick. A suspect is
-queued in the memory (so a crash between ticks does not lose it), its SKU locked with the tick's
-locks, and judged in ``judge_suspects`` on a fresh ``stock_picture`` with both sides' movements,
-so a gap explained by a posting in flight is a timing difference and re-checked when the grace
-window ends (``crews.sweeps.schedule_recheck``), as for an event.
+queued in the memory (so a crash between ticks does not lose it) and judged in ``judge_suspects``
+on a fresh ``stock_picture`` with both sides' movements, so a gap explained by a posting in flight
+is a timing difference and re-checked when the grace window ends (``crews.sweeps.schedule_recheck``),
+as for an event. The tick's sweeps slice reads and judges with no lock (``crews.backlog``): what it
+decides executes under its own locks, so no order waits for a pass.
 
 Raise once: each judged state of a SKU@node (physical, locked, book, reserved and how many
 movements each side recorded) has a fingerprint; whoever judges it first (an event, a re-check,
@@ -60,7 +61,7 @@ from domain.errors import ConnectorError
 from tools.context import RESERVING, Systems, stock_picture
 
 log = structlog.get_logger("crossdock.reconcile")
-RECON_QUEUE = "recon"  # suspects found by a pass, judged under the tick's locks
+RECON_QUEUE = "recon"  # suspects found by a pass, judged in the tick's sweeps slice
 STATE_KEY = "recon:state"
 OVERLAP_S = 2.0
 TICK_BUDGET_S = 5.0  # wall time one tick may spend on the full pass

@@ -7,12 +7,17 @@ A hold that outlives the TTL (a tick re-sourcing a large backlog) must not lose 
 half-way, or an order could allocate the same units meanwhile: while any hold is open, one
 renewer thread per ``StockLocks`` extends the held locks every third of the TTL. A process that
 dies stops renewing, so its locks still expire after at most one TTL.
+
+Every hold reports how long it waited for its locks and how long it held them to ``observe``
+(a hook for tests and benchmarks), and a wait longer than ``SLOW_WAIT_S`` is logged
+(``lock.waited``): an order that queues behind a long holder shows up in the logs.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +26,10 @@ import structlog
 from redis.exceptions import LockError, RedisError
 
 log = structlog.get_logger("crossdock.locks")
+SLOW_WAIT_S = 0.25
+
+# (the keys of a hold, seconds waited to take them all, seconds they were held)
+Observer = Callable[[list[str], float, float], None]
 
 
 class LockTimeout(RuntimeError):
@@ -36,14 +45,18 @@ class StockLocks:
         self._guard = threading.Lock()
         self._wake = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.observe: Observer | None = None
 
     @contextmanager
     def hold(self, keys: Iterable[str]) -> Iterator[None]:
         """Take every lock in sorted order (no deadlock between workers), release in reverse."""
         held: list[Any] = []
         token = id(held)
+        names = sorted(set(keys))
+        started = time.monotonic()
+        taken = started
         try:
-            for key in sorted(set(keys)):
+            for key in names:
                 # thread_local=False: the renewer thread extends it with this hold's token.
                 lock = self.r.lock(
                     f"{self.prefix}:lock:{key}", timeout=self.ttl_s, blocking_timeout=self.ttl_s * 2, thread_local=False
@@ -53,6 +66,9 @@ class StockLocks:
                 held.append(lock)
                 if len(held) == 1:
                     self._register(token, held)
+            taken = time.monotonic()
+            if taken - started > SLOW_WAIT_S:
+                log.info("lock.waited", locks=len(names), first=names[0], waited_ms=round((taken - started) * 1000, 1))
             yield
         finally:
             with self._guard:
@@ -62,6 +78,8 @@ class StockLocks:
                     lock.release()
                 except LockError:
                     log.warning("lock.expired_before_release", lock=str(lock.name))
+            if self.observe is not None and names and len(held) == len(names):
+                self.observe(names, taken - started, time.monotonic() - taken)
 
     def _register(self, token: int, locks: list[Any]) -> None:
         with self._guard:

@@ -13,6 +13,11 @@ background lane (``runtime.queue``): the event's job decides, executes and finis
 waiting for a model, and no order waits behind one. The judgement job runs the agent without
 locks; what it proposes is recorded and executed under the locks, and only if the orders it is
 about did not move since the engines decided.
+
+A tick (``crews.backlog``) runs in bounded slices (``_sliced``): each takes only its own locks,
+decides, records and executes, then lets them go, so an order on one of the backlog's SKUs waits
+for one slice, not for the whole tick. Its progress is kept in the job, so a redelivered tick
+finishes what was recorded and goes on with what was not, never deciding a slice twice.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from crews.backlog import BacklogSpecialist, Slice
 from crews.judgement import judgement_reason
 from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
@@ -102,6 +108,8 @@ class Pipeline:
                 # The worker died between executing and queueing the judgement: queue it now.
                 self._maybe_ask(job_id, event, [proposal_of(d) for d in self._stored(job["decided"])], accepted_at)
             return done
+        if isinstance(specialist, BacklogSpecialist):
+            return self._sliced(job_id, job, event, specialist, policy, accepted_at)
         when = datetime.fromtimestamp(accepted_at, UTC)
         # Every read the decision makes is kept with the event, for the engine replay (runtime.shadow).
         recorder = RecordingSystems(self.systems) if self.store.record_reads else None
@@ -120,6 +128,98 @@ class Pipeline:
         if recorder is not None:
             keep_event(self.store, event, when, recorder.reads(), proposals, decisions)
         return [d.id for d in decisions]
+
+    def _sliced(
+        self,
+        job_id: str,
+        job: dict[str, str],
+        event: CloudEvent,
+        specialist: BacklogSpecialist,
+        policy: Policy,
+        accepted_at: float,
+    ) -> list[str]:
+        """A tick in bounded slices (``BacklogSpecialist.slices``): each locks what it needs,
+        decides, records, executes and lets its locks go before the next one is planned.
+
+        Progress is kept in the job: ``tick_index`` (the next decision index, reserved before a
+        slice records anything, so no two proposals of a tick ever get one id), ``tick_ids`` (the
+        decisions recorded so far) and ``tick_done`` (the stages finished). A redelivered tick first
+        executes what the killed run recorded and left executing (found by its job id, so a
+        decision recorded just before the kill is found too), then goes on with the stages it had
+        not finished. Its reads are then only the second run's: it is not kept for replay."""
+        when = datetime.fromtimestamp(accepted_at, UTC)
+        resumed = "tick_index" in job
+        index = int(job.get("tick_index") or 0)
+        ids: list[str] = json.loads(job.get("tick_ids") or "[]")
+        finished: list[str] = json.loads(job.get("tick_done") or "[]")
+        if resumed:
+            self.store.append_audit(**self._accepted(job_id, event))
+            left = [d.id for d in self.store.list_decisions(job_id=job_id, limit=10_000) if d.event_id == event.id]
+            ids += [i for i in left if i not in ids]
+            self._resume(json.dumps(ids), specialist)
+        recorder = RecordingSystems(self.systems) if self.store.record_reads and not resumed else None
+        seen = recorder.systems if recorder is not None else self.systems
+        proposals: list[Proposal] = []
+        decided: list[Decision] = []
+        stage: str | None = None
+        for piece in specialist.slices(event, seen, skip=frozenset(finished)):
+            if stage is not None and piece.stage != stage:
+                finished.append(stage)
+                self.queue.set_fields(job_id, tick_done=finished)
+            stage = piece.stage
+            made, decisions = self._slice(job_id, event, piece, specialist, policy, when, index, first=not ids)
+            index += len(made)
+            ids += [d.id for d in decisions]
+            self.queue.set_fields(job_id, tick_ids=ids)
+            proposals += made
+            decided += decisions
+        if stage is not None:
+            finished.append(stage)
+        self.queue.set_fields(job_id, tick_done=finished, decided=ids)
+        if self.judge is not None and not job.get("judgement_job"):
+            asked = proposals if not resumed else [proposal_of(d) for d in self._stored(json.dumps(ids))]
+            self._maybe_ask(job_id, event, asked, accepted_at)
+        if recorder is not None:
+            keep_event(self.store, event, when, recorder.reads(), proposals, decided)
+        return ids
+
+    def _slice(
+        self,
+        job_id: str,
+        event: CloudEvent,
+        piece: Slice,
+        specialist: BacklogSpecialist,
+        policy: Policy,
+        when: datetime,
+        index: int,
+        first: bool,
+    ) -> tuple[list[Proposal], list[Decision]]:
+        """One slice: under its locks, decide and record (and, for a locked slice, execute); an
+        unlocked slice's decisions then execute under their own locks."""
+        started = time.monotonic()
+        with self.locks.hold(piece.keys):
+            made = piece.decide()
+            self.queue.set_fields(job_id, tick_index=index + len(made))  # reserved before any is recorded
+            with self.store.batch() as batch:
+                if first:
+                    batch.audit_when_open(**self._accepted(job_id, event))
+                decisions = self._record(job_id, event, made, specialist, policy, when, first_index=index)
+            if piece.locked:
+                self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
+        held_s = time.monotonic() - started
+        if not piece.locked:
+            keys = {k for d in decisions if d.status == "executing" for k in action_locks(d)}
+            with self.locks.hold(keys):
+                self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
+        log.info(
+            "tick.slice",
+            stage=piece.stage,
+            locks=len(piece.keys),
+            held_ms=round(held_s * 1000, 1),
+            proposals=len(made),
+            decisions=len(decisions),
+        )
+        return made, decisions
 
     def _maybe_ask(self, job_id: str, event: CloudEvent, proposals: list[Proposal], accepted_at: float) -> None:
         if judgement_reason(event, proposals):
@@ -288,6 +388,13 @@ class Pipeline:
     def maintain(self, resume_after_s: float = 60.0, give_up_s: float = 900.0) -> int:
         """The worker's periodic duty: finish (or undo) decisions left executing."""
         return len(self.decisions.resume_stuck(resume_after_s, give_up_s))
+
+
+def action_locks(decision: Decision) -> list[str]:
+    """The locks a decision proposed without locks (a tick's sweeps) executes under: its execution
+    locks and the SKU of every action that names one (a stock correction, a released reservation)."""
+    skus = {f"sku:{a.payload['sku']}" for a in decision.actions if isinstance(a.payload.get("sku"), str)}
+    return sorted(set(execution_locks(decision)) | skus)
 
 
 def _stale_agent(p: Proposal, reasons: list[str]) -> Any:
