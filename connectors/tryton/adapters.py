@@ -15,13 +15,19 @@ Reads
 - ``TrytonWms.movements`` / ``TrytonErp.postings``: the same ledger (Tryton has one): done moves
   from confirmed ``stock.inventory`` (adjustments) and from suppliers (receipts).
   ``asns``/``receipts``: the purchase's ``stock.shipment.in``, draft (announced) or
-  received/done; Tryton keeps one document, whose quantities become the received ones.
+  received/done; Tryton keeps one document, whose quantities and lots become the received ones.
+  A line's ``lot`` is its incoming move's ``lot.number`` (stock_lot).
 - ``TrytonErp.purchase_order``/``open_purchase_orders``: ``purchase.purchase`` by reference,
-  received = done incoming moves per line, a line is closed when none of its moves is pending.
+  received = done incoming moves per line, a line is closed when none of its moves is pending;
+  a line's ``lot`` is the lot noted as expected on the ``purchase.line`` (an ``ir.note`` with key
+  ``po-lot:<PO>/<line>``, see ``connectors.tryton.loader.expect_lot``), since a purchase line has
+  no lot field and its moves carry the lot that arrived.
 - ``TrytonErp.sku``: ``product.product`` by code; ``book_stock``: warehouse ``quantity`` (blocked
   = the quarantine's quantity); ``planned_supply``: open incoming ``stock.move`` of purchases
   (``purchase.reference`` = PO id) and of internal shipments between warehouses (reference =
-  transfer id); ``credit_hold``: the party has the category ``credit hold``.
+  transfer id); ``credit_hold``: the party's ``credit_limit_amount`` (account_credit_limit) is set
+  and its exposure reaches it: ``credit_amount`` (receivable plus confirmed, uninvoiced sales, as
+  sale_credit_limit computes it) plus the untaxed amount of its draft and quotation sales.
 - ``TrytonOms``: ``sale.sale`` by reference (= order id). A sale has no column for priority,
   carrier, region, split/substitution rules: ``create_sale`` keeps them as JSON in its
   description. Status: ``cancelled`` and ``shipped`` come from Tryton's own states; otherwise the
@@ -47,12 +53,13 @@ from typing import Any, Literal
 
 from connectors.ports import SNAPSHOT_PAGE, SnapshotPage
 from connectors.tryton.loader import (
-    CREDIT_HOLD_CATEGORY,
     GOLD_CATEGORY,
     ORDER_EXTRAS_PREFIX,
     ensure_order_point,
     lock_code,
+    note_message,
 )
+from connectors.tryton.loader import NOTE_TAG as NOTE_TAG
 from connectors.tryton.rpc import TrytonClient
 from connectors.tryton.snapshot import snapshots
 from domain.context import (
@@ -138,7 +145,6 @@ NOT_MAPPED: dict[str, str] = {
 }
 TASK_TYPES = ("cycle_count", "repick", "replenish", "relocate")
 
-NOTE_TAG = "crossdock"
 OPEN_SHIPMENT_STATES = ("waiting", "assigned", "picked", "packed")
 
 
@@ -295,8 +301,7 @@ class TrytonBackend:
         existing = self.find_note(key, resource)
         if existing is not None:
             return existing
-        message = f"{NOTE_TAG} key={key}\n{json.dumps(body, separators=(',', ':'), sort_keys=True, default=str)}"
-        (nid,) = self.client.create("ir.note", [{"resource": resource, "message": message}])
+        (nid,) = self.client.create("ir.note", [{"resource": resource, "message": note_message(key, body)}])
         return nid
 
     def find_note(self, key: str, resource: str | None = None) -> int | None:
@@ -395,7 +400,8 @@ class TrytonBackend:
         return out
 
     def purchases(self, domain: list[Any]) -> list[dict[str, Any]]:
-        """Purchases with their lines, the done and pending quantity of each line's moves."""
+        """Purchases with their lines, each line with its moves (state, quantity, shipment, lot) and
+        the lot noted as expected on it (``expected_lot``, None when none is)."""
         c = self.client
         rows = c.search_read(
             "purchase.purchase",
@@ -415,7 +421,15 @@ class TrytonBackend:
             c.search_read(
                 "stock.move",
                 [("origin", "in", [f"purchase.line,{ln['id']}" for ln in lines])],
-                ["origin", "state", "internal_quantity", "shipment", "effective_date", "planned_date"],
+                [
+                    "origin",
+                    "state",
+                    "internal_quantity",
+                    "shipment",
+                    "effective_date",
+                    "planned_date",
+                    "lot.number",
+                ],
             )
             if lines
             else []
@@ -423,26 +437,34 @@ class TrytonBackend:
         by_line: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for m in moves:
             by_line[int(str(m["origin"]).split(",")[1])].append(m)
+        lots: dict[int, str] = {}
+        if lines:
+            for resource, bodies in self.notes([f"purchase.line,{ln['id']}" for ln in lines]).items():
+                lot = next((b["expected_lot"] for b in bodies if b.get("expected_lot")), None)
+                if lot:
+                    lots[int(resource.split(",")[1])] = str(lot)
         for r in rows:
             r["lines"] = [
-                dict(ln, moves=by_line.get(int(ln["id"]), [])) for ln in lines if int(ln["purchase"]) == int(r["id"])
+                dict(ln, moves=by_line.get(int(ln["id"]), []), expected_lot=lots.get(int(ln["id"])))
+                for ln in lines
+                if int(ln["purchase"]) == int(r["id"])
             ]
         return rows
 
-    def supplier_shipments(self, po_id: str) -> list[tuple[dict[str, Any], list[tuple[int, str, float]]]]:
-        """The ``stock.shipment.in`` holding the purchase's moves: (shipment, [(po line, sku, qty)])."""
+    def supplier_shipments(self, po_id: str) -> list[tuple[dict[str, Any], list[tuple[int, str, float, str | None]]]]:
+        """The ``stock.shipment.in`` holding the purchase's moves: (shipment, [(po line, sku, qty, lot)])."""
         purchases = self.purchases([("reference", "=", po_id)])
         if not purchases:
             return []
-        seq, sku = {}, {}
-        ship_moves: dict[int, list[tuple[int, str, float]]] = defaultdict(list)
+        ship_moves: dict[int, list[tuple[int, str, float, str | None]]] = defaultdict(list)
         for ln in purchases[0]["lines"]:
-            seq[int(ln["id"])] = int(ln["sequence"] or 0)
-            sku[int(ln["id"])] = str((ln.get("product.") or {}).get("code"))
+            seq = int(ln["sequence"] or 0)
+            sku = str((ln.get("product.") or {}).get("code"))
             for m in ln["moves"]:
                 if str(m.get("shipment") or "").startswith("stock.shipment.in,") and m["state"] != "cancelled":
                     sid = int(str(m["shipment"]).split(",")[1])
-                    ship_moves[sid].append((seq[int(ln["id"])], sku[int(ln["id"])], float(m["internal_quantity"])))
+                    lot = (m.get("lot.") or {}).get("number")
+                    ship_moves[sid].append((seq, sku, float(m["internal_quantity"]), str(lot) if lot else None))
         if not ship_moves:
             return []
         ships = self.client.read(
@@ -580,7 +602,7 @@ class TrytonWms:
                     po_id=po_id,
                     supplier=str((sh.get("supplier.") or {}).get("code") or ""),
                     expected=sh.get("planned_date"),
-                    lines=[AsnLine(po_line=ln, sku=sku, qty=qty) for ln, sku, qty in lines],
+                    lines=[AsnLine(po_line=ln, sku=sku, qty=qty, lot=lot) for ln, sku, qty, lot in lines],
                 )
             )
         return out
@@ -599,7 +621,7 @@ class TrytonWms:
                     po_id=po_id,
                     node=wh.code if wh else "",
                     received_at=_date_dt(sh.get("effective_date")),
-                    lines=[ReceiptLine(po_line=ln, sku=sku, qty=qty) for ln, sku, qty in lines],
+                    lines=[ReceiptLine(po_line=ln, sku=sku, qty=qty, lot=lot) for ln, sku, qty, lot in lines],
                 )
             )
         return out
@@ -999,10 +1021,23 @@ class TrytonErp:
         return out
 
     def credit_hold(self, customer: str) -> bool:
-        found = self.b.client.search(
-            "party.party", [("code", "=", customer), ("categories.name", "=", CREDIT_HOLD_CATEGORY)], limit=1
+        """On hold when the party has a credit limit and its exposure reaches it (no room is left
+        for another order, so a limit of 0 holds every order): ``credit_amount`` (what it owes plus
+        its confirmed, uninvoiced sales: account_credit_limit + sale_credit_limit) plus the
+        untaxed amount of its draft and quotation sales, which ``credit_amount`` leaves out. No
+        limit (or no such party) = no hold."""
+        c = self.b.client
+        fields = ["credit_limit_amount", "credit_amount"]
+        rows = c.search_read("party.party", [("code", "=", customer)], fields, limit=1)
+        if not rows or rows[0]["credit_limit_amount"] is None:
+            return False
+        limit = Decimal(rows[0]["credit_limit_amount"])
+        exposure = Decimal(rows[0]["credit_amount"] or 0)
+        quotes = c.search_read(
+            "sale.sale", [("party", "=", rows[0]["id"]), ("state", "in", ["draft", "quotation"])], ["untaxed_amount"]
         )
-        return bool(found)
+        exposure += sum((Decimal(q["untaxed_amount"] or 0) for q in quotes), Decimal(0))
+        return exposure >= limit
 
     def postings(self, sku: str, node: str) -> list[Movement]:
         """The same ledger moves as ``TrytonWms.movements``, as ERP postings."""
@@ -1033,6 +1068,7 @@ class TrytonErp:
                     sku=str((ln.get("product.") or {}).get("code")),
                     qty=float(ln["quantity"]),
                     unit_price=float(ln["unit_price"] or 0),
+                    lot=ln.get("expected_lot"),
                 )
             )
             received[number] = sum(float(m["internal_quantity"]) for m in ln["moves"] if m["state"] == "done")

@@ -15,19 +15,32 @@ would otherwise fill in through on-change: units, prices, addresses, warehouse l
 - ``skus[]``: ``product.template`` (goods, unit, list price = cost price = ``unit_cost``) with one
   ``product.product`` whose code is the SKU.
 - ``oms.customers[]``: ``party.party`` (code = customer id) with one address; tier ``gold`` is the
-  party category ``gold``; ``erp.credit_holds[]`` the party category ``credit hold``.
+  party category ``gold``. ``erp.credit_holds[]``: the party's ``credit_limit_amount``
+  (account_credit_limit, per company) is set to 0, so any credit exposure reaches it
+  (``TrytonErp.credit_hold`` compares it with the module's ``credit_amount``). Held customers'
+  sales are still confirmed: sale_credit_limit checks the limit only for sales shipped on order
+  (``Sale.must_check_credit_limit``), and ``create_sale`` uses shipment method ``manual``;
+  Crossdock holds the order itself (``oms.hold_order``). A sale Tryton refuses for its credit
+  limit stays a quotation (``_confirm_sale``).
 - ``erp.purchase_orders[]``: ``purchase.purchase`` (reference = PO id, delivery date =
   ``expected``, line sequence = PO line), quoted and confirmed, so its incoming moves exist
-  (planned supply, ``forecast_quantity``).
+  (planned supply, ``forecast_quantity``). A PO line's ``lot`` is a ``stock.lot`` (number = lot,
+  product = the line's) set on the line's pending incoming moves; as a purchase line has no lot
+  field and a receipt writes the lot that arrived onto those moves, the lot the line expects is
+  also kept in an ``ir.note`` on the ``purchase.line`` (key ``po-lot:<PO>/<line>``, body
+  ``{"expected_lot": ...}``), which ``TrytonErp.purchase_order`` reads back as ``PoLine.lot``.
 - ``erp.in_transit[]``: a waiting ``stock.shipment.internal`` (reference = transfer id) between
   the two warehouses' storage zones, through Tryton's transit location.
-- ``asns[]``: a draft ``stock.shipment.in`` (reference = ASN id) holding the PO's pending moves;
-  ``receipts[]``: the same document received and done (see ``create_asn``, ``post_receipt``).
+- ``asns[]``: a draft ``stock.shipment.in`` (reference = ASN id) holding the PO's pending moves,
+  each move's ``lot`` = the ASN line's; ``receipts[]``: the same document received and done, each
+  incoming move's ``lot`` = the receipt line's (the lot that arrived, none if none), which
+  Tryton's receive step copies onto the inventory moves (see ``create_asn``, ``post_receipt``).
 - ``oms.orders[]``: ``sale.sale`` (see ``create_sale``).
 
 Not representable, reported in ``LoadResult.skipped``: ERP book quantities that differ from the
 WMS (Tryton keeps one stock ledger, so its book stock *is* the physical stock), ERP ``blocked``
-without a WMS lock, lanes, carriers, substitutes, safety stock, demand history and OMS allocations.
+without a WMS lock, lanes, carriers, substitutes, demand history and OMS allocations. Lots of the
+opening stock (``wms.stock[].lot``) are not loaded: the stock views are per location, not per lot.
 """
 
 from __future__ import annotations
@@ -44,7 +57,10 @@ from domain.errors import PermanentConnectorError
 from domain.models import Asn, Node, Order, PurchaseOrder, Receipt, Scenario
 
 GOLD_CATEGORY = "gold"
-CREDIT_HOLD_CATEGORY = "credit hold"
+# The credit limit a customer on credit hold gets (account_credit_limit's credit_limit_amount).
+CREDIT_HOLD_LIMIT = Decimal(0)
+# The tag that starts every ir.note Crossdock writes: "crossdock key=<key>\n<json body>".
+NOTE_TAG = "crossdock"
 # The prefix of sale.description holding the order fields a Tryton sale has no column for.
 ORDER_EXTRAS_PREFIX = "crossdock "
 
@@ -67,6 +83,72 @@ def lock_code(node: str) -> str:
 
 def _money(value: float) -> Decimal:
     return Decimal(str(round(float(value), 4)))
+
+
+def note_message(key: str, body: dict[str, Any]) -> str:
+    """The text of a Crossdock ``ir.note``: the tag and key on the first line, the JSON body after."""
+    return f"{NOTE_TAG} key={key}\n{json.dumps(body, separators=(',', ':'), sort_keys=True, default=str)}"
+
+
+def _has_note(client: TrytonClient, resource: str, key: str) -> bool:
+    domain = [("resource", "=", resource), ("message", "like", f"{NOTE_TAG} key={key}\n%")]
+    return bool(client.search("ir.note", domain, limit=1))
+
+
+def set_credit_limit(client: TrytonClient, party: int, limit: Decimal) -> None:
+    """Write ``credit_limit_amount`` (account_credit_limit; a per-company value, stored for the
+    session's company) unless it already has that value."""
+    (row,) = client.read("party.party", [party], ["credit_limit_amount"])
+    if row["credit_limit_amount"] is None or Decimal(row["credit_limit_amount"]) != limit:
+        client.write("party.party", [party], {"credit_limit_amount": limit})
+
+
+def ensure_lot(client: TrytonClient, number: str, product: int) -> int:
+    """The ``stock.lot`` with ``number`` for ``product`` (stock_lot), created where missing."""
+    found = client.search("stock.lot", [("number", "=", number), ("product", "=", product)], limit=1)
+    if found:
+        return found[0]
+    (lot,) = client.create("stock.lot", [{"number": number, "product": product}])
+    return lot
+
+
+def expected_lot_key(po_id: str, line: int) -> str:
+    return f"po-lot:{po_id}/{line}"
+
+
+def expect_lot(client: TrytonClient, po_id: str, line_id: int, line_no: int, lot: str) -> bool:
+    """Note ``lot`` as the lot purchase line ``line_id`` (``po_id``/``line_no``) expects, unless a
+    lot is noted already; ``True`` when this call wrote the note."""
+    resource, key = f"purchase.line,{line_id}", expected_lot_key(po_id, line_no)
+    if _has_note(client, resource, key):
+        return False
+    client.create("ir.note", [{"resource": resource, "message": note_message(key, {"expected_lot": lot})}])
+    return True
+
+
+def expect_lots(client: TrytonClient, po: PurchaseOrder, purchase: int, products: dict[str, int]) -> None:
+    """The lots ``po``'s lines expect: a ``stock.lot`` set on each lotted line's pending incoming
+    moves (not yet in a supplier shipment), and noted on the ``purchase.line``; a line noted
+    already is left as it is, so a retry changes nothing."""
+    lotted = [ln for ln in po.lines if ln.lot]
+    if not lotted:
+        return
+    lines = {
+        int(r["sequence"] or 0): int(r["id"])
+        for r in client.search_read("purchase.line", [("purchase", "=", purchase), ("type", "=", "line")], ["sequence"])
+    }
+    for ln in lotted:
+        assert ln.lot is not None
+        line_id = lines.get(ln.line)
+        if line_id is None or _has_note(client, f"purchase.line,{line_id}", expected_lot_key(po.id, ln.line)):
+            continue
+        lot = ensure_lot(client, ln.lot, products[ln.sku])
+        pending = client.search(
+            "stock.move",
+            [("origin", "=", f"purchase.line,{line_id}"), ("state", "=", "draft"), ("shipment", "=", None)],
+        )
+        client.write("stock.move", pending, {"lot": lot})
+        expect_lot(client, po.id, line_id, ln.line, ln.lot)
 
 
 @dataclass
@@ -239,22 +321,29 @@ class Loader:
         (cat,) = self.client.create("party.category", [{"name": name}])
         return cat
 
-    def ensure_party(self, code: str, name: str, categories: list[str] | None = None) -> int:
+    def ensure_party(
+        self, code: str, name: str, categories: list[str] | None = None, *, credit_limit: Decimal | None = None
+    ) -> int:
+        """The party with ``code``, created with one address where missing. ``credit_limit``, when
+        given, is written as its ``credit_limit_amount`` for the session's company."""
         c = self.client
         found = c.search("party.party", [("code", "=", code)], limit=1)
         cats = [self._category(n) for n in categories or []]
         if found:
             if cats:
                 c.write("party.party", found, {"categories": [("add", cats)]})
-            return found[0]
-        values: dict[str, Any] = {
-            "code": code,
-            "name": name or code,
-            "addresses": [("create", [{"party_name": name or code}])],
-        }
-        if cats:
-            values["categories"] = [("add", cats)]
-        (party,) = c.create("party.party", [values])
+            party = found[0]
+        else:
+            values: dict[str, Any] = {
+                "code": code,
+                "name": name or code,
+                "addresses": [("create", [{"party_name": name or code}])],
+            }
+            if cats:
+                values["categories"] = [("add", cats)]
+            (party,) = c.create("party.party", [values])
+        if credit_limit is not None:
+            set_credit_limit(c, party, credit_limit)
         return party
 
     def address_of(self, party: int) -> int:
@@ -286,6 +375,7 @@ class Loader:
         c = self.client
         found = c.search("purchase.purchase", [("reference", "=", po.id)], limit=1)
         if found:
+            expect_lots(c, po, found[0], products)
             return found[0]
         address = self.address_of(supplier)
         lines = [
@@ -319,6 +409,7 @@ class Loader:
         # Confirming queues purchase.process, which trytond runs right after the commit (no
         # worker): it creates the incoming moves from the supplier to the warehouse input.
         c.button("purchase.purchase", "confirm", [pid])
+        expect_lots(c, po, pid, products)
         return pid
 
     def create_transfer(
@@ -390,7 +481,8 @@ def create_sale(client: TrytonClient, order: Order, *, warehouse: int | None = N
 
     The sale uses shipment method ``manual``: Tryton creates no shipment by itself, Crossdock
     decides the node (``oms.allocate`` creates the customer shipment there). Line sequence = order
-    line number, unit price = the product's list price.
+    line number, unit price = the product's list price (``list_price_used``: the variant's, else the
+    template's).
     """
     c = client
     found = c.search("sale.sale", [("reference", "=", order.id)], limit=1)
@@ -403,7 +495,7 @@ def create_sale(client: TrytonClient, order: Order, *, warehouse: int | None = N
     skus = sorted({ln.sku for ln in order.lines})
     products = {
         r["code"]: r
-        for r in c.search_read("product.product", [("code", "in", skus)], ["code", "list_price", "default_uom"])
+        for r in c.search_read("product.product", [("code", "in", skus)], ["code", "list_price_used", "default_uom"])
     }
     missing = [s for s in skus if s not in products]
     if missing:
@@ -433,7 +525,7 @@ def create_sale(client: TrytonClient, order: Order, *, warehouse: int | None = N
                         "product": products[ln.sku]["id"],
                         "quantity": float(ln.qty),
                         "unit": products[ln.sku]["default_uom"],
-                        "unit_price": products[ln.sku]["list_price"] or Decimal(0),
+                        "unit_price": products[ln.sku]["list_price_used"] or Decimal(0),
                     }
                     for ln in order.lines
                 ],
@@ -453,20 +545,31 @@ def create_sale(client: TrytonClient, order: Order, *, warehouse: int | None = N
 
 
 def _confirm_sale(c: TrytonClient, sid: int) -> int:
+    """Quote and confirm the sale. A sale shipped on order over its party's credit limit is refused
+    by sale_credit_limit (a CreditLimitError, or a CreditLimitWarning for an administrator): it
+    stays a quotation, the order still exists, and Crossdock holds it for credit."""
     (sale,) = c.read("sale.sale", [sid], ["state"])
     if sale["state"] == "draft":
         c.button("sale.sale", "quote", [sid])
         sale["state"] = "quotation"
     if sale["state"] == "quotation":
-        c.button("sale.sale", "confirm", [sid])
+        try:
+            c.button("sale.sale", "confirm", [sid])
+        except PermanentConnectorError as exc:
+            if "credit limit" not in str(exc):
+                raise
     return sid
 
 
+def _lot_value(client: TrytonClient, lot: str | None, product: int) -> int | None:
+    return ensure_lot(client, lot, product) if lot else None
+
+
 def _supplier_shipment(
-    client: TrytonClient, reference: str, po_id: str, lines: list[tuple[int, float]]
+    client: TrytonClient, reference: str, po_id: str, lines: list[tuple[int, float, str | None]]
 ) -> tuple[int, str]:
     """The ``stock.shipment.in`` with ``reference``, created in draft holding the purchase's pending
-    moves of ``lines`` ((po line, qty)); each move's quantity is set to the document's."""
+    moves of ``lines`` ((po line, qty, lot)); each move's quantity and lot are set to the document's."""
     c = client
     found = c.search_read("stock.shipment.in", [("reference", "=", reference)], ["state"], limit=1)
     if found:
@@ -479,8 +582,8 @@ def _supplier_shipment(
     po = purchases[0]
     (wh,) = c.read("stock.location", [po["warehouse"]], ["input_location", "storage_location"])
     moves: list[int] = []
-    for line_no, qty in lines:
-        pending = c.search(
+    for line_no, qty, lot in lines:
+        pending = c.search_read(
             "stock.move",
             [
                 ("origin.purchase", "=", po["id"], "purchase.line"),
@@ -488,12 +591,14 @@ def _supplier_shipment(
                 ("state", "=", "draft"),
                 ("shipment", "=", None),
             ],
+            ["product"],
             limit=1,
         )
         if not pending:
             raise PermanentConnectorError(f"purchase order {po_id} line {line_no} has nothing left to receive")
-        c.write("stock.move", pending, {"quantity": float(qty)})
-        moves.extend(pending)
+        ids = [int(pending[0]["id"])]
+        c.write("stock.move", ids, {"quantity": float(qty), "lot": _lot_value(c, lot, int(pending[0]["product"]))})
+        moves.extend(ids)
     (sid,) = c.create(
         "stock.shipment.in",
         [
@@ -513,30 +618,39 @@ def _supplier_shipment(
 
 def create_asn(client: TrytonClient, asn: Asn) -> int:
     """An advance shipping notice: a draft supplier shipment (reference = ASN id) holding the
-    purchase's pending moves at the announced quantities; idempotent."""
-    sid, _ = _supplier_shipment(client, asn.id, asn.po_id, [(ln.po_line, ln.qty) for ln in asn.lines])
+    purchase's pending moves at the announced quantities and lots; idempotent."""
+    sid, _ = _supplier_shipment(client, asn.id, asn.po_id, [(ln.po_line, ln.qty, ln.lot) for ln in asn.lines])
     return sid
 
 
 def post_receipt(client: TrytonClient, receipt: Receipt) -> int:
     """A goods receipt: the ASN's supplier shipment (or a new one, reference = receipt id) at the
-    good quantities received (qty − damaged), received and done; idempotent. Lots are not tracked
-    (that needs the stock_lot module)."""
+    good quantities received (qty − damaged) with the lots that arrived, received and done;
+    idempotent. Where the lot that arrived differs from the one the ASN announced on a line whose
+    purchase line expects none, the announced lot is noted as the expected one first (see
+    ``expect_lot``), so the mismatch stays visible once the document holds the received lot."""
     reference = receipt.asn_id or receipt.id
-    lines = [(ln.po_line, max(0.0, ln.qty - ln.damaged)) for ln in receipt.lines]
+    lines = [(ln.po_line, max(0.0, ln.qty - ln.damaged), ln.lot) for ln in receipt.lines]
     sid, state = _supplier_shipment(client, reference, receipt.po_id, lines)
     if state == "draft":
         if receipt.asn_id:  # what arrived, not what was announced
             moves = client.search_read(
                 "stock.move",
                 [("shipment", "=", f"stock.shipment.in,{sid}"), ("origin", "like", "purchase.line,%")],
-                ["origin.sequence"],
+                ["origin", "origin.sequence", "product", "lot.number"],
             )
-            wanted = dict(lines)
+            wanted = {line_no: (qty, lot) for line_no, qty, lot in lines}
             for m in moves:
                 seq = int((m.get("origin.") or {}).get("sequence") or 0)
-                if seq in wanted:
-                    client.write("stock.move", [m["id"]], {"quantity": wanted[seq]})
+                if seq not in wanted:
+                    continue
+                qty, lot = wanted[seq]
+                announced = (m.get("lot.") or {}).get("number")
+                if announced and announced != lot:
+                    line_id = int(str(m["origin"]).split(",")[1])
+                    expect_lot(client, receipt.po_id, line_id, seq, str(announced))
+                lot_id = _lot_value(client, lot, int(m["product"]))
+                client.write("stock.move", [m["id"]], {"quantity": qty, "lot": lot_id})
         client.button("stock.shipment.in", "receive", [sid])
         state = "received"
     if state == "received":
@@ -606,10 +720,11 @@ def load_scenario(client: TrytonClient, scenario: dict[str, Any] | Scenario, *, 
     # Parties.
     holds = set(sc.erp.credit_holds)
     for cust in sc.oms.customers:
-        cats = ([GOLD_CATEGORY] if cust.tier == "gold" else []) + ([CREDIT_HOLD_CATEGORY] if cust.id in holds else [])
-        result.parties[cust.id] = loader.ensure_party(cust.id, cust.name, cats)
-    for held in holds - set(result.parties):
-        result.parties[held] = loader.ensure_party(held, held, [CREDIT_HOLD_CATEGORY])
+        cats = [GOLD_CATEGORY] if cust.tier == "gold" else []
+        limit = CREDIT_HOLD_LIMIT if cust.id in holds else None
+        result.parties[cust.id] = loader.ensure_party(cust.id, cust.name, cats, credit_limit=limit)
+    for held in sorted(holds - set(result.parties)):
+        result.parties[held] = loader.ensure_party(held, held, credit_limit=CREDIT_HOLD_LIMIT)
     for supplier in sorted({po.supplier for po in sc.erp.purchase_orders}):
         result.parties.setdefault(supplier, loader.ensure_party(supplier, supplier))
 

@@ -286,13 +286,16 @@ def test_asn_and_receipt_are_one_supplier_shipment_and_the_rest_stays_on_order(t
     asn = Asn.model_validate(events["evt-0010"])  # ASN-5001: PO-9001 lines 10 (100) and 20 (50)
     assert create_asn(tryton.client, asn) == create_asn(tryton.client, asn)
     (announced,) = tryton.wms.asns("PO-9001")
-    assert [(ln.po_line, ln.sku, ln.qty) for ln in announced.lines] == [(10, "SKU-100", 100), (20, "SKU-200", 50)]
+    assert [(ln.po_line, ln.sku, ln.qty, ln.lot) for ln in announced.lines] == [
+        (10, "SKU-100", 100, None),
+        (20, "SKU-200", 50, "L-77"),
+    ]
     receipt = Receipt.model_validate(events["evt-0012"])  # 99 and 40 arrive
     assert post_receipt(tryton.client, receipt) == post_receipt(tryton.client, receipt)
     assert tryton.wms.asns("PO-9001") == []
     (received,) = tryton.wms.receipts("PO-9001")
     assert (received.id, received.node) == ("ASN-5001", "DC-EAST")
-    assert [(ln.po_line, ln.qty) for ln in received.lines] == [(10, 99), (20, 40)]
+    assert [(ln.po_line, ln.qty, ln.lot) for ln in received.lines] == [(10, 99, None), (20, 40, "L-78")]
     view = tryton.erp.purchase_order("PO-9001")
     assert (view.status, view.received, view.closed_lines) == ("open", {10: 99, 20: 40}, [])
     assert [v.po.id for v in tryton.erp.open_purchase_orders()] == ["PO-9001"]
