@@ -258,6 +258,9 @@ class Policy(Model):
     # Extension: how many hours of pick work a release may commit to a zone ahead of its
     # truck; about 1.5 tick intervals (the generated scenarios tick every 2 h).
     wave_window_hours: float = Field(default=3.0, gt=0, le=24)
+    # Extension: split an order over nodes only when that buys service (no single node can fill
+    # it, or fill it on time); a cheaper lane alone never buys a second parcel.
+    split_only_for_service: bool = True
     # Extension: how long a movement one system recorded may wait for the other's posting
     # before a stock gap counts as a true variance rather than a timing difference.
     posting_grace_hours: float = Field(default=4.0, ge=0, le=168)

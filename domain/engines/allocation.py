@@ -20,6 +20,11 @@ Two paths share one cost model:
   of CPU time), started from that plan; the MIP's plan is kept only if it is cheaper.
 * ``greedy`` — the real-time path for one order, O(lines × nodes).
 
+With ``Penalties.split_only_for_service`` (the policy's rule, on for releases) both paths split
+an order only for service: when one node serves it as well (as many units, as few late lines,
+as few substitutes) the order ships from that node whatever the lanes cost, and a split reuses
+the order's nodes before it adds one.
+
 ``certify`` solves the same transportation LP with GLOP (``pywraplp``) so a benchmark can
 check the flow optimum against a second solver; ``allocation_exact.exact`` solves the whole
 problem, split rules included, so it can measure the plan's true gap.
@@ -123,6 +128,16 @@ class Penalties:
     unfilled: float = 1000.0  # per unit left unfilled
     substitution: float = 1.0  # per substituted unit (×k for the k-th listed substitute)
     priority_factor: float = 2.0  # unfilled units of express/gold lines cost this many times more
+    # A rule, not a price: an order is split over nodes only when no single node serves it as
+    # well (as many units, as few late lines, as few substitutes); a cheaper lane alone never
+    # buys a second parcel. Off here (the cost model the benchmarks and the exact MIP share);
+    # the policy's ``split_only_for_service`` (on by default) turns it on for releases.
+    split_only_for_service: bool = False
+
+
+# Ranks single nodes by service before cost: an unfilled unit outweighs any late line, a late
+# line outweighs a substitute, a substitute outweighs a lane (``_single_for_service``).
+_SERVICE_FIRST = Penalties(late=1e6, unfilled=1e9, substitution=1e3, priority_factor=1.0)
 
 
 @dataclass(frozen=True)
@@ -565,35 +580,66 @@ def _worth(
 
 
 def _best_whole_line(
-    line: AllocLine, net: _Net, state: _State, pen: Penalties, *, on_time: bool | None, subs: bool
+    line: AllocLine,
+    net: _Net,
+    state: _State,
+    pen: Penalties,
+    *,
+    on_time: bool | None,
+    subs: bool,
+    prefer: set[str] | None = None,
 ) -> tuple[str, str, int] | None:
-    """Cheapest (node, sku, rank) that fills the whole line; the first substitute with stock wins."""
+    """Cheapest (node, sku, rank) that fills the whole line; the first substitute with stock wins.
+
+    ``prefer``: nodes the order already ships from. For each SKU option, one of them that fills
+    the line wins over a cheaper node the order does not use yet (a lane is no reason for
+    another parcel).
+    """
+    for sku, rank in _options(line) if subs else [(line.sku, -1)]:
+        for only in (prefer, None) if prefer else (None,):
+            node = _whole_line_at(line, net, state, pen, sku, rank, on_time=on_time, only=only)
+            if node is not None:
+                return node, sku, rank
+    return None
+
+
+def _whole_line_at(
+    line: AllocLine,
+    net: _Net,
+    state: _State,
+    pen: Penalties,
+    sku: str,
+    rank: int,
+    *,
+    on_time: bool | None,
+    only: set[str] | None,
+) -> str | None:
+    """The cheapest node (of ``only``, when given) that fills the whole line with ``sku``."""
     late_at = net.late_nodes(line)
     rrank = net.region_rank(line.region)
     free, safety = state.free, state.safety
     priv, qty = line.privileged, line.qty
-    for sku, rank in _options(line) if subs else [(line.sku, -1)]:
-        best: tuple[float, int, str] | None = None
-        extra = pen.substitution * (rank + 1) if rank >= 0 else 0.0
-        for node, lane in net.candidates(sku, line.region):
-            # cheapest lane first, then by rank: a later node costs at least lane (+ substitution)
-            if best is not None and (lane + extra if rank >= 0 else lane) >= best[0]:
-                break
-            late = node in late_at
-            if on_time is not None and late == on_time:
-                continue
-            key = (sku, node)
-            have = free.get(key, 0.0)
-            if priv:
-                have += safety.get(key, 0.0)
-            if have + _EPS < qty:
-                continue
-            cand = (_unit_cost(line, lane, late, rank, pen), rrank[node], node)
-            if best is None or cand[:2] < best[:2]:
-                best = cand
-        if best is not None:
-            return best[2], sku, rank
-    return None
+    best: tuple[float, int, str] | None = None
+    extra = pen.substitution * (rank + 1) if rank >= 0 else 0.0
+    for node, lane in net.candidates(sku, line.region):
+        # cheapest lane first, then by rank: a later node costs at least lane (+ substitution)
+        if best is not None and (lane + extra if rank >= 0 else lane) >= best[0]:
+            break
+        if only is not None and node not in only:
+            continue
+        late = node in late_at
+        if on_time is not None and late == on_time:
+            continue
+        key = (sku, node)
+        have = free.get(key, 0.0)
+        if priv:
+            have += safety.get(key, 0.0)
+        if have + _EPS < qty:
+            continue
+        cand = (_unit_cost(line, lane, late, rank, pen), rrank[node], node)
+        if best is None or cand[:2] < best[:2]:
+            best = cand
+    return None if best is None else best[2]
 
 
 def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Penalties) -> list[list[_Part]]:
@@ -632,30 +678,136 @@ def _greedy_order(lines: Sequence[AllocLine], net: _Net, state: _State, pen: Pen
     if not lines[0].allow_split:
         return _best_single_node(lines, net, state, pen)[0]
     # 2) line by line: on time, then a substitute on time, then late, then split, else unfilled.
-    out: list[list[_Part]] = []
-    for ln in lines:
-        pick = _best_whole_line(ln, net, state, pen, on_time=True, subs=ln.allow_substitution)
-        if pick is None:
-            pick = _best_whole_line(ln, net, state, pen, on_time=False, subs=False)
-        if pick is not None:
-            node, sku, rank = pick
-            out.append([_part(ln, net, state, node, sku, rank, ln.qty)])
-            continue
-        parts: list[_Part] = []
-        need = ln.qty
+    cheapest = [_line_parts(ln, net, state, pen) for ln in lines]
+    if not pen.split_only_for_service or len(_nodes_of(cheapest)) <= 1:
+        return cheapest
+    # Split only for service: one node when one node serves the order as well, whatever the lanes
+    # cost; else the split over fewer nodes when that costs no more than the parcels it saves.
+    plan = _single_if_as_good(lines, cheapest, net, state)
+    return _fewer_nodes(lines, cheapest, net, state, pen) if plan is cheapest else plan
+
+
+def _line_parts(ln: AllocLine, net: _Net, state: _State, pen: Penalties, used: set[str] | None = None) -> list[_Part]:
+    """One line's parts (taken from ``state``): the cheapest node that fills it whole on time, then
+    a substitute on time, then late, else spread over the nodes with stock. ``used``: nodes the
+    order already ships from, preferred when they serve the line as well."""
+    pick = _best_whole_line(ln, net, state, pen, on_time=True, subs=ln.allow_substitution, prefer=used)
+    if pick is None:
+        pick = _best_whole_line(ln, net, state, pen, on_time=False, subs=False, prefer=used)
+    if pick is not None:
+        node, sku, rank = pick
+        return [_part(ln, net, state, node, sku, rank, ln.qty)]
+    parts: list[_Part] = []
+    need = ln.qty
+    rrank = net.region_rank(ln.region)
+    if used is None:
         ranked = sorted(
-            net.candidates(ln.sku, region),
-            key=lambda x: (_unit_cost(ln, x[1], net.late(ln, x[0]), -1, pen), net.region_rank(region)[x[0]]),
+            net.candidates(ln.sku, ln.region),
+            key=lambda x: (_unit_cost(ln, x[1], net.late(ln, x[0]), -1, pen), rrank[x[0]]),
         )
-        for node, _lane in ranked:
-            take = min(state.avail(ln.sku, node, ln.privileged), need)
-            if take > _EPS:
-                parts.append(_part(ln, net, state, node, ln.sku, -1, take))
-                need -= take
-            if need <= _EPS:
-                break
-        out.append(parts)
-    return out
+    else:  # on time first, then the order's own nodes, then cost
+        ranked = sorted(
+            net.candidates(ln.sku, ln.region),
+            key=lambda x: (net.late(ln, x[0]), x[0] not in used, _unit_cost(ln, x[1], False, -1, pen), rrank[x[0]]),
+        )
+    for node, _lane in ranked:
+        take = min(state.avail(ln.sku, node, ln.privileged), need)
+        if take > _EPS:
+            parts.append(_part(ln, net, state, node, ln.sku, -1, take))
+            need -= take
+        if need <= _EPS:
+            break
+    return parts
+
+
+def _on_time_nodes(ln: AllocLine, net: _Net, state: _State) -> int:
+    """How many nodes could fill the line whole and on time with its own SKU."""
+    late_at = net.late_nodes(ln)
+    return sum(
+        1
+        for node, _ in net.candidates(ln.sku, ln.region)
+        if node not in late_at and state.avail(ln.sku, node, ln.privileged) + _EPS >= ln.qty
+    )
+
+
+Service = tuple[float, int, int]  # units unfilled, late lines, substituted lines
+
+
+def _service(lines: Sequence[AllocLine], parts: Sequence[Sequence[_Part]]) -> Service:
+    """What the customer gets from a plan for one order: fewer of each is better."""
+    unfilled = sum(max(0.0, ln.qty - sum(p.qty for p in ps)) for ln, ps in zip(lines, parts, strict=True))
+    late = sum(1 for ps in parts if any(p.late for p in ps))
+    substituted = sum(1 for ps in parts if any(p.rank >= 0 for p in ps))
+    return (unfilled, late, substituted)
+
+
+def _as_good(a: Service, b: Service) -> bool:
+    """Plan ``a`` serves the customer at least as well as ``b`` on every count."""
+    return a[0] <= b[0] + 1e-7 and a[1] <= b[1] and a[2] <= b[2]
+
+
+def _nodes_of(plan: Sequence[Sequence[_Part]]) -> set[str]:
+    return {p.node for ps in plan for p in ps}
+
+
+def _give_back_all(plan: Sequence[Sequence[_Part]], state: _State) -> None:
+    for ps in plan:
+        for p in ps:
+            state.give_back(p)
+
+
+def _consume_all(plan: Sequence[Sequence[_Part]], state: _State) -> None:
+    for ps in plan:
+        for p in ps:
+            state.consume(p)
+
+
+def _single_if_as_good(
+    lines: Sequence[AllocLine], split: list[list[_Part]], net: _Net, state: _State
+) -> list[list[_Part]]:
+    """The order from one node instead of ``split`` when one node serves it as well (as many
+    units, as few late lines, as few substitutes): a split must buy service, not a lane. The
+    single node is chosen on service first, then cost. ``split`` is taken from ``state``; the
+    plan returned is."""
+    _give_back_all(split, state)
+    single, _ = _best_single_node(lines, net, state, _SERVICE_FIRST)
+    if any(single) and _as_good(_service(lines, single), _service(lines, split)):
+        return single
+    _give_back_all(single, state)
+    _consume_all(split, state)
+    return split
+
+
+def _fewer_nodes(
+    lines: Sequence[AllocLine], split: list[list[_Part]], net: _Net, state: _State, pen: Penalties
+) -> list[list[_Part]]:
+    """``split`` over fewer nodes, when it serves the order as well and costs no more than
+    ``pen.split`` per node it saves (the price of a parcel); else ``split``.
+
+    The most constrained lines are placed first, each on a node the order already ships from
+    when one serves it the same way; then each whole line moves to the cheapest node of that set
+    that serves it the same way. ``split`` is taken from ``state``; the plan returned is.
+    """
+    _give_back_all(split, state)
+    fewer: list[list[_Part]] = [[] for _ in lines]
+    used: set[str] = set()
+    for i in sorted(range(len(lines)), key=lambda i: (_on_time_nodes(lines[i], net, state), i)):
+        fewer[i] = _line_parts(lines[i], net, state, pen, used)
+        used |= {p.node for p in fewer[i]}
+    for ln, ps in zip(lines, fewer, strict=True):
+        if len(ps) == 1:
+            p = ps[0]
+            state.give_back(p)
+            node = _whole_line_at(ln, net, state, pen, p.sku, p.rank, on_time=not p.late, only=used)
+            ps[0] = _part(ln, net, state, node or p.node, p.sku, p.rank, p.qty)
+    saved = len(_nodes_of(split)) - len(_nodes_of(fewer))
+    cost = sum(_parts_cost(ln, ps, pen) for ln, ps in zip(lines, fewer, strict=True))
+    was = sum(_parts_cost(ln, ps, pen) for ln, ps in zip(lines, split, strict=True))
+    if saved > 0 and _as_good(_service(lines, fewer), _service(lines, split)) and cost <= was + pen.split * saved:
+        return fewer
+    _give_back_all(fewer, state)
+    _consume_all(split, state)
+    return split
 
 
 def _order_sort_key(ln: AllocLine) -> tuple[bool, datetime, datetime, str]:
@@ -987,6 +1139,13 @@ def optimise(
             if better is not None and (cost := total_of(better)) < total - 1e-9:
                 chosen, solver, total = better, solver + "+mip", cost
         lap("polish")
+    if penalties.split_only_for_service:
+        # The flow splits an order for a cheaper lane; the policy allows a split only for service.
+        consolidated = _consolidate(lines, chosen, net, orders)
+        if consolidated:
+            repaired += consolidated
+            solver += "+one-node"
+        lap("repair")
     wall = (time.perf_counter() - started) * 1000
     stats = SolverStats(
         solver, "OPTIMAL", wall, arcs=arcs, nodes=graph_nodes, repaired=repaired, lower_bound=lower_bound
@@ -1453,6 +1612,26 @@ def _repair(
                 for p in parts[i]:
                     state.consume(p)
     return repaired
+
+
+def _consolidate(lines: Sequence[AllocLine], parts: list[list[_Part]], net: _Net, orders: list[list[int]]) -> int:
+    """Move each split order of the plan to one node when one node serves it as well (the policy's
+    split-only-for-service rule), in priority order, on the stock the rest of the plan leaves.
+    Returns how many orders moved."""
+    state = _State(net)
+    _consume_all(parts, state)
+    moved = 0
+    for idx in orders:
+        if len({p.node for i in idx for p in parts[i]}) <= 1:
+            continue
+        order_lines = [lines[i] for i in idx]
+        before = [parts[i] for i in idx]
+        after = _single_if_as_good(order_lines, before, net, state)
+        if after is not before:
+            moved += 1
+            for i, line_parts in zip(idx, after, strict=True):
+                parts[i] = line_parts
+    return moved
 
 
 # --- the plan and its evidence ------------------------------------------------------------

@@ -3,8 +3,9 @@
 Orders held for ``no_stock`` carry no reservation and are on no wave, so re-sourcing them
 moves nothing already released. The batch optimiser (min-cost flow) places all of them at
 once against the stock there is now, so scarce units go where they cost least and the
-express/gold orders get them first; each order it can release becomes a normal release
-decision, and the tick itself records a summary with the solver's figures.
+express/gold orders get them first (an order it would split moves to one node when one node
+serves it as well: the policy's ``split_only_for_service``); each order it can release becomes a
+normal release decision, and the tick itself records a summary with the solver's figures.
 
 ``decide_waves`` (on ticks and on ``wms.capacity.changed``) plans the orders whose stock is
 reserved but which are on no wave yet (their zone's window was full, or they could not make
@@ -24,6 +25,7 @@ from domain.context import BookPosition, Network, NodeStock, OrderView, SkuInfo,
 from domain.decisions import Action, Proposal
 from domain.engines import allocation as alloc
 from domain.engines.release import (
+    DEFAULT_SPLIT_ONLY_FOR_SERVICE,
     DEFAULT_WAVE_WINDOW_H,
     ReleaseContext,
     alloc_lines,
@@ -57,6 +59,7 @@ class BacklogContext:
     now: datetime
     waves: list[WaveView] = dataclasses.field(default_factory=list)
     wave_window_hours: float = DEFAULT_WAVE_WINDOW_H
+    split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE
 
 
 def decide_backlog(ctx: BacklogContext) -> list[Proposal]:
@@ -79,7 +82,13 @@ def decide_backlog(ctx: BacklogContext) -> list[Proposal]:
     # Releases in one batch share the zones: each one's waves count against the next one's plan.
     committed = committed_lines(ctx.waves, ctx.now)
     contexts = [
-        dataclasses.replace(rc, committed=committed, wave_window_hours=ctx.wave_window_hours) for rc in contexts
+        dataclasses.replace(
+            rc,
+            committed=committed,
+            wave_window_hours=ctx.wave_window_hours,
+            split_only_for_service=ctx.split_only_for_service,
+        )
+        for rc in contexts
     ]
     lines = [ln for rc in contexts for ln in alloc_lines(rc)]
     proposals: list[Proposal] = []
@@ -88,7 +97,8 @@ def decide_backlog(ctx: BacklogContext) -> list[Proposal]:
         views = alloc.stock_views(
             [ns for s in ctx.stock.values() for ns in s], [b for s in ctx.book.values() for b in s], ctx.skus.values()
         )
-        result = alloc.optimise(lines, views, ctx.network, ctx.now)
+        penalties = alloc.Penalties(split_only_for_service=ctx.split_only_for_service)
+        result = alloc.optimise(lines, views, ctx.network, ctx.now, penalties)
         stats.update(
             solver=result.stats.solver,
             status=result.stats.status,

@@ -31,6 +31,8 @@ ENGINE_VERSION = "release/1.1.0"
 WORKFLOW = "order_release"
 # How far ahead a release may commit pick work (the policy's ``wave_window_hours``).
 DEFAULT_WAVE_WINDOW_H = Policy.model_fields["wave_window_hours"].default
+# Split an order only when no single node serves it as well (the policy's ``split_only_for_service``).
+DEFAULT_SPLIT_ONLY_FOR_SERVICE: bool = Policy.model_fields["split_only_for_service"].default
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ReleaseContext:
     waves: list[WaveView] = field(default_factory=list)
     committed: dict[tuple[str, str], float] | None = None
     wave_window_hours: float = DEFAULT_WAVE_WINDOW_H
+    split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE
 
     def committed_lines(self) -> dict[tuple[str, str], float]:
         return self.committed if self.committed is not None else committed_lines(self.waves, self.now)
@@ -144,13 +147,18 @@ def _source(ctx: ReleaseContext, lanes: dict[str, Lane]) -> _Sourcing:
     Cheapest node that ships on time with free stock (safety stock only for express/gold),
     one node for the whole order when possible, a split only when allowed, a late node only
     when no on-time node has stock, the first substitute with stock when the order allows it.
+    With ``split_only_for_service`` (the default) a split must buy service: when one node
+    serves the order as well (as many units, as few late lines, as few substitutes) it ships
+    from that node even if another lane is cheaper, and a split uses the order's nodes again
+    before it adds one (unless the extra node saves more than a parcel, the split penalty).
     """
     order = ctx.order
     lines = alloc_lines(ctx)
     stock = [ns for sku_stock in ctx.stock.values() for ns in sku_stock if ns.node in lanes]
     book = [b for sku_book in ctx.book.values() for b in sku_book]
     views = alloc.stock_views(stock, book, ctx.skus.values())
-    return sourcing_from_plan(order, alloc.greedy(lines, views, ctx.network, ctx.now))
+    penalties = alloc.Penalties(split_only_for_service=ctx.split_only_for_service)
+    return sourcing_from_plan(order, alloc.greedy(lines, views, ctx.network, ctx.now, penalties))
 
 
 def alloc_lines(ctx: ReleaseContext) -> list[alloc.AllocLine]:
@@ -316,6 +324,8 @@ def _release_proposal(
         )
     else:
         split = " as a split shipment" if len(per_node) > 1 else ""
+        if split and ctx.split_only_for_service:
+            split += " (no single node serves it as well: in full, on time and without substitutes)"
         # "On-time" only when it is: a line placed at a node that ships after ship-by is late.
         which = "the cheapest source(s) with stock" if sourcing.late else "the cheapest on-time source(s)"
         rationale = f"All lines are pickable; released from {sources}{split}, {which}."
@@ -338,6 +348,7 @@ def _release_proposal(
         "cost": sourcing.cost,
         "late_lines": {str(k): v for k, v in sorted(sourcing.late.items())},
         "substituted": {str(k): v for k, v in sorted(sourcing.substituted.items())},
+        "split_only_for_service": ctx.split_only_for_service,
         **sourcing.stats,
     }
     return Proposal(

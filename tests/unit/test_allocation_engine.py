@@ -245,3 +245,96 @@ def test_the_flow_optimum_equals_the_glop_optimum_on_random_instances(seed: int)
     assert plan.stats.lower_bound is not None
     assert plan.stats.lower_bound == pytest.approx(lp, rel=1e-6)
     assert plan.objective >= lp - 1e-6
+
+
+# --- split only for service (the policy's rule) -------------------------------------------------
+
+SERVICE = Penalties(split_only_for_service=True)
+
+
+def test_the_batch_does_not_split_an_order_one_node_fills_on_time_for_a_cheaper_lane() -> None:
+    # N1 (1.0) has A only, N2 (2.0) has A and B, both ship on time. The flow optimum splits the
+    # order: A from N1, B from N2 = 5 + 10 = 15, against 20 for the whole order from N2.
+    net = Network(nodes=[node("N1"), node("N2")], lanes=[lane("N1", 1.0), lane("N2", 2.0)])
+    stock = [view("N1", "A", 10), view("N2", "A", 10), view("N2", "B", 10)]
+    lines = [line("O1", 1, "A"), line("O1", 2, "B")]
+
+    cheap = optimise(lines, stock, net, NOW)
+    assert placed(cheap) == {("O1", 1): {"N1": 5.0}, ("O1", 2): {"N2": 5.0}}
+
+    plan = optimise(lines, stock, net, NOW, SERVICE)
+    assert placed(plan) == {("O1", 1): {"N2": 5.0}, ("O1", 2): {"N2": 5.0}}
+    assert plan.objective == pytest.approx(20.0)
+    assert plan.stats.solver.endswith("+one-node") and plan.stats.repaired >= 1
+    # The real-time path agrees: one node fills the order on time, so one node ships it.
+    for pen in (Penalties(), SERVICE):
+        assert placed(greedy(lines, stock, net, NOW, pen)) == placed(plan)
+
+
+def test_an_order_no_single_node_ships_on_time_is_split_in_both_paths() -> None:
+    # N3 holds A and B but its 07:00 cutoff is tomorrow's, after ship-by: late. N1 has A and N2
+    # has B, both on time, so the split buys service and stands.
+    net = Network(
+        nodes=[node("N1"), node("N2"), node("N3", cutoff="07:00")],
+        lanes=[lane("N1", 2.0), lane("N2", 2.0), lane("N3", 1.0)],
+    )
+    stock = [view("N1", "A", 10), view("N2", "B", 10), view("N3", "A", 10), view("N3", "B", 10)]
+    lines = [line("O1", 1, "A"), line("O1", 2, "B")]
+    for plan in (optimise(lines, stock, net, NOW, SERVICE), greedy(lines, stock, net, NOW, SERVICE)):
+        assert placed(plan) == {("O1", 1): {"N1": 5.0}, ("O1", 2): {"N2": 5.0}}
+        assert not any(a.late for a in plan.assignments)
+
+
+def test_a_short_order_keeps_its_split_when_the_split_ships_more_units() -> None:
+    # A needs 5: N1 has 3, N2 has 2 and B. One node would leave more of A unfilled, so the split
+    # (3 + 2 of A, B from N2) stands.
+    net = Network(nodes=[node("N1"), node("N2")], lanes=[lane("N1", 1.0), lane("N2", 2.0)])
+    stock = [view("N1", "A", 3), view("N2", "A", 2), view("N2", "B", 10)]
+    lines = [line("O1", 1, "A"), line("O1", 2, "B")]
+    for plan in (optimise(lines, stock, net, NOW, SERVICE), greedy(lines, stock, net, NOW, SERVICE)):
+        assert placed(plan) == {("O1", 1): {"N1": 3.0, "N2": 2.0}, ("O1", 2): {"N2": 5.0}}
+        assert plan.unfilled == {}
+
+
+def test_greedy_reuses_the_orders_nodes_unless_another_saves_more_than_a_parcel() -> None:
+    # A only at N2, C only at N3, B at N1 (cheapest) and N2. With the rule, 4 units of B ride with
+    # A (2 parcels, 4 more in lanes: less than the split penalty of 5 for the parcel saved);
+    # 10 units of B save 10 on N1's lane, more than a parcel, so B goes to N1 (3 parcels).
+    net = Network(nodes=[node("N1"), node("N2"), node("N3")], lanes=[lane("N1", 1.0), lane("N2", 2.0), lane("N3", 3.0)])
+    stock = [view("N1", "B", 10), view("N2", "A", 10), view("N2", "B", 10), view("N3", "C", 10)]
+    lines = [line("O1", 1, "A"), line("O1", 2, "B", qty=4), line("O1", 3, "C")]
+    assert placed(greedy(lines, stock, net, NOW, SERVICE)) == {
+        ("O1", 1): {"N2": 5.0},
+        ("O1", 2): {"N2": 4.0},
+        ("O1", 3): {"N3": 5.0},
+    }
+    assert placed(greedy(lines, stock, net, NOW))[("O1", 2)] == {"N1": 4.0}
+    more = [lines[0], line("O1", 2, "B", qty=10), lines[2]]
+    assert placed(greedy(more, stock, net, NOW, SERVICE))[("O1", 2)] == {"N1": 10.0}
+
+
+def test_a_split_puts_each_line_on_the_cheapest_of_the_nodes_it_uses() -> None:
+    # C only at N3; B at N1 and N3; A at N1 and N2; D at N4 (cheapest) and N1. Cheapest per line
+    # uses N3, N1 and N4. Fewer nodes: C fixes N3, B could ride with it, but once A brings in N1,
+    # B and D both go to N1, the cheaper of the two: 2 parcels for 2.5 more in lanes.
+    net = Network(
+        nodes=[node("N1"), node("N2"), node("N3"), node("N4")],
+        lanes=[lane("N1", 1.0), lane("N2", 2.0), lane("N3", 3.0), lane("N4", 0.5)],
+    )
+    stock = [
+        view("N3", "C", 10),
+        view("N1", "B", 10),
+        view("N3", "B", 10),
+        view("N1", "A", 10),
+        view("N2", "A", 10),
+        view("N4", "D", 10),
+        view("N1", "D", 10),
+    ]
+    lines = [line("O1", 1, "C"), line("O1", 2, "B"), line("O1", 3, "A"), line("O1", 4, "D")]
+    assert placed(greedy(lines, stock, net, NOW, SERVICE)) == {
+        ("O1", 1): {"N3": 5.0},
+        ("O1", 2): {"N1": 5.0},
+        ("O1", 3): {"N1": 5.0},
+        ("O1", 4): {"N1": 5.0},
+    }
+    assert placed(greedy(lines, stock, net, NOW))[("O1", 4)] == {"N4": 5.0}

@@ -1,5 +1,7 @@
 """Property tests: on random small networks the allocation engine never oversells, accounts for
-every unit, respects the split rule, and the optimiser never costs more than the greedy path."""
+every unit, respects the split rules (one node for an unsplittable order; with the policy's
+split-only-for-service rule, a split only when no single node serves the order as well), and the
+optimiser never costs more than the greedy path."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from domain.engines.allocation import (
     AllocationPlan,
     AllocLine,
     NodeStockView,
+    Penalties,
     certify,
+    greedy,
     greedy_batch,
     optimise,
 )
@@ -132,3 +136,39 @@ def test_the_optimiser_never_costs_more_than_greedy_and_its_bound_is_the_lp_opti
     assert best.stats.lower_bound <= best.objective + 1e-6
     lp = certify(lines, stock, network, NOW)
     assert abs(best.stats.lower_bound - lp) <= 1e-6 * max(1.0, abs(lp))
+
+
+SERVICE = Penalties(split_only_for_service=True)
+
+
+def _service(plan: AllocationPlan, lines: list[AllocLine]) -> tuple[float, int, int]:
+    """Units unfilled, late lines, substituted lines: what the customer gets (fewer is better)."""
+    late = {(a.order_id, a.line) for a in plan.assignments if a.late}
+    subs = {
+        (a.order_id, a.line)
+        for a in plan.assignments
+        if a.sku != next(ln.sku for ln in lines if ln.key == (a.order_id, a.line))
+    }
+    return (sum(plan.unfilled.values()), len(late), len(subs))
+
+
+@SETTINGS
+@given(instances())
+def test_with_the_split_rule_a_split_order_has_no_single_node_that_serves_it_as_well(
+    inst: tuple[list[AllocLine], list[NodeStockView], Network],
+) -> None:
+    lines, stock, network = inst
+    _check_feasible(optimise(lines, stock, network, NOW, SERVICE), lines, stock)
+    _check_feasible(greedy_batch(lines, stock, network, NOW, SERVICE), lines, stock)
+    for order in sorted({ln.order_id for ln in lines}):
+        mine = [ln for ln in lines if ln.order_id == order]
+        plan = greedy(mine, stock, network, NOW, SERVICE)
+        if len({a.node for a in plan.assignments}) <= 1:
+            continue
+        got = _service(plan, mine)
+        # Each node alone (its stock only): the order served from that one node.
+        for n in sorted({v.node for v in stock}):
+            alone = greedy(mine, [v for v in stock if v.node == n], network, NOW, SERVICE)
+            one = _service(alone, mine)
+            as_good = one[0] <= got[0] + 1e-6 and one[1] <= got[1] and one[2] <= got[2]
+            assert not as_good, f"{order} split ({got}) though {n} alone serves it {one}"

@@ -870,3 +870,72 @@ def test_when_only_a_late_node_has_stock_the_promise_date_moves_to_its_ship_date
     ]
     assert p.evidence["sourcing"]["late_lines"] == {"1": ["N2"]}
     assert "promise date moves" in p.rationale
+
+
+# --- split only for service (policy ``split_only_for_service``) ---------------------------------
+
+
+def test_a_part_release_ships_from_one_node_when_one_node_fills_what_can_ship() -> None:
+    # SKU-3 is short everywhere: lines 1 and 2 ship now, line 3 is backordered. N2 has the
+    # cheaper lane for line 1 but not line 2; N1 fills both on time, so both ship from N1 (one
+    # parcel) rather than line 1 from N2 and line 2 from N1 for a lane saving of 3.
+    ctx = make_ctx(
+        [("SKU-1", 3), ("SKU-2", 2), ("SKU-3", 4)],
+        stock=[ns("N2", 10), ns("N1", 10), ns("N1", 10, sku="SKU-2")],
+    )
+
+    release, backorder = decide_release(ctx)
+
+    assert release.outcome == "partially_released" and backorder.outcome == "backordered"
+    assert allocations(release) == {(1, "N1"): 3, (2, "N1"): 2}
+    assert release.cost_impact == 10.0  # 5 units × 2.0 on the N1 lane
+    assert release.evidence["sourcing"]["split_only_for_service"] is True
+
+    # With the rule off, the lane saving alone splits the order over N2 and N1.
+    [cheap, _] = decide_release(dataclasses.replace(ctx, split_only_for_service=False))
+    assert allocations(cheap) == {(1, "N2"): 3, (2, "N1"): 2}
+    assert cheap.cost_impact == 7.0
+
+
+def test_an_order_splits_when_no_single_node_ships_it_on_time() -> None:
+    # Ship by 17:30: N1 (15:00 DHL) and N2 (16:30 DPD) ship on time, N3 (18:00 UPS) late. Only N3
+    # holds both SKUs; a split over N1 and N2 ships every line on time, so the split stands.
+    ship_by = NOW.replace(hour=17, minute=30)
+    ctx = make_ctx(
+        [("SKU-1", 5), ("SKU-2", 2)],
+        stock=[ns("N1", 10), ns("N2", 10, sku="SKU-2"), ns("N3", 10), ns("N3", 10, sku="SKU-2")],
+        ship_by=ship_by,
+    )
+
+    [p] = decide_release(ctx)
+
+    assert p.outcome == "released"
+    assert allocations(p) == {(1, "N1"): 5, (2, "N2"): 2}
+    assert p.evidence["sourcing"]["late_lines"] == {}
+    assert "as a split shipment (no single node serves it as well" in p.rationale
+    assert actions(p, "oms.update_promise_date") == []
+
+
+def test_an_order_that_one_node_fills_on_time_is_not_split_for_a_cheaper_lane() -> None:
+    # N2 (1.0) has line 1 only, N1 (2.0) has both lines: the whole order ships from N1.
+    ctx = make_ctx([("SKU-1", 5), ("SKU-2", 2)], stock=[ns("N2", 10), ns("N1", 10), ns("N1", 10, sku="SKU-2")])
+
+    [p] = decide_release(ctx)
+
+    assert allocations(p) == {(1, "N1"): 5, (2, "N1"): 2}
+    assert "split shipment" not in p.rationale
+
+
+def test_a_needed_split_reuses_the_orders_nodes_before_adding_one() -> None:
+    # SKU-1 only at N1, SKU-3 only at N3, SKU-2 at N2 (cheapest) and N1. No node holds all three,
+    # so the order splits; line 2 goes with line 1 to N1 instead of a third parcel from N2.
+    ctx = make_ctx(
+        [("SKU-1", 2), ("SKU-2", 2), ("SKU-3", 2)],
+        stock=[ns("N1", 5), ns("N1", 5, sku="SKU-2"), ns("N2", 5, sku="SKU-2"), ns("N3", 5, sku="SKU-3")],
+    )
+
+    [p] = decide_release(ctx)
+
+    assert allocations(p) == {(1, "N1"): 2, (2, "N1"): 2, (3, "N3"): 2}
+    [cheap] = decide_release(dataclasses.replace(ctx, split_only_for_service=False))
+    assert allocations(cheap) == {(1, "N1"): 2, (2, "N2"): 2, (3, "N3"): 2}
