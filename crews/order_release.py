@@ -6,11 +6,17 @@ order with the error as the reason, so the planner sees it instead of a dead let
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from domain.decisions import Action, Proposal, ticket
 from domain.engines.baseline import decide_baseline_release
-from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext, decide_release
+from domain.engines.release import (
+    DEFAULT_SPLIT_ONLY_FOR_SERVICE,
+    DEFAULT_WAVE_WINDOW_H,
+    ReleaseContext,
+    decide_release,
+)
 from domain.engines.rules import decide_rules_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
@@ -23,8 +29,13 @@ class OrderReleaseSpecialist:
     workflow = "order_release"
     verify_stock = True
 
-    def __init__(self, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H) -> None:
+    def __init__(
+        self,
+        wave_window_hours: float = DEFAULT_WAVE_WINDOW_H,
+        split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE,
+    ) -> None:
         self.wave_window_hours = wave_window_hours
+        self.split_only_for_service = split_only_for_service  # the policy's rule
 
     def lock_keys(self, event: CloudEvent, systems: Systems) -> list[str]:
         # One lock per SKU covers every node: read-decide-allocate is atomic per SKU. A substitute
@@ -35,7 +46,7 @@ class OrderReleaseSpecialist:
         return sorted(f"sku:{s}" for s in skus)
 
     def decide(self, ctx: ReleaseContext) -> list[Proposal]:
-        return decide_release(ctx)
+        return decide_release(dataclasses.replace(ctx, split_only_for_service=self.split_only_for_service))
 
     def propose(self, event: CloudEvent, systems: Systems) -> list[Proposal]:
         order_id = str(event.data.get("id"))

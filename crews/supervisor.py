@@ -101,7 +101,7 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
             return RulesReleaseSpecialist() if policy.policy == "rules" else BaselineReleaseSpecialist()
         return BaselineEscalation(workflow, policy.policy)
     if event_type == "oms.order.created":
-        return OrderReleaseSpecialist(wave_window_hours)
+        return OrderReleaseSpecialist(wave_window_hours, policy.split_only_for_service)
     if event_type == "crossdock.tick":
         return BacklogSpecialist(policy)
     if event_type == "wms.capacity.changed":

@@ -939,3 +939,18 @@ def test_a_needed_split_reuses_the_orders_nodes_before_adding_one() -> None:
     assert allocations(p) == {(1, "N1"): 2, (2, "N1"): 2, (3, "N3"): 2}
     [cheap] = decide_release(dataclasses.replace(ctx, split_only_for_service=False))
     assert allocations(cheap) == {(1, "N1"): 2, (2, "N2"): 2, (3, "N3"): 2}
+
+
+def test_the_policy_setting_reaches_the_release_specialist() -> None:
+    from crews.order_release import OrderReleaseSpecialist
+    from crews.supervisor import route
+    from domain.models import Policy
+
+    ctx = make_ctx(
+        [("SKU-1", 3), ("SKU-2", 2), ("SKU-3", 4)],
+        stock=[ns("N2", 10), ns("N1", 10), ns("N1", 10, sku="SKU-2")],
+    )
+    on, off = route("oms.order.created", Policy()), route("oms.order.created", Policy(split_only_for_service=False))
+    assert isinstance(on, OrderReleaseSpecialist) and isinstance(off, OrderReleaseSpecialist)
+    assert allocations(on.decide(ctx)[0]) == {(1, "N1"): 3, (2, "N1"): 2}
+    assert allocations(off.decide(ctx)[0]) == {(1, "N2"): 3, (2, "N1"): 2}
