@@ -13,7 +13,8 @@ would otherwise fill in through on-change: units, prices, addresses, warehouse l
   ``<node>/LOCK/<zone>/<location>``. Tryton never assigns from outside the storage zone, so locked
   units stay on the books but are not pickable.
 - ``skus[]``: ``product.template`` (goods, unit, list price = cost price = ``unit_cost``) with one
-  ``product.product`` whose code is the SKU.
+  ``product.product`` whose code is the SKU; its ``safety_stock`` per node is a purchase
+  ``stock.order_point`` (stock_supply) at the node's warehouse (``ensure_order_point``).
 - ``oms.customers[]``: ``party.party`` (code = customer id) with one address; tier ``gold`` is the
   party category ``gold``. ``erp.credit_holds[]``: the party's ``credit_limit_amount``
   (account_credit_limit, per company) is set to 0, so any credit exposure reaches it
