@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.ports import SNAPSHOT_PAGE, SnapshotPage, SnapshotRow
+from connectors.ports import SNAPSHOT_PAGE, SkuBooks, SnapshotPage, SnapshotRow, books_one_by_one
 from domain.context import (
     BookPosition,
     Movement,
@@ -32,6 +32,7 @@ from domain.errors import ConnectorError, PermanentConnectorError, UnknownDocume
 from domain.models import Asn, Customer, DemandPoint, PurchaseOrder, Receipt
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
+BULK_SKUS = 100  # SKUs per bulk read request
 
 # action name -> (path template, payload fields that go into the path). The whole payload is
 # also sent as the body; the server takes path parameters from the path.
@@ -67,6 +68,7 @@ class _HttpSystem:
     def __init__(self, base_url: str, client: httpx.Client) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = client
+        self.bulk = True  # False once the system answered a bulk read's route with 404 or 405
 
     def _request(
         self,
@@ -105,6 +107,23 @@ class _HttpSystem:
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         return self._ok(self._request("GET", path, params=params), "GET", path)
+
+    def _bulk(self, path: str, skus: list[str]) -> list[Any]:
+        """A bulk read by SKU (``?sku=…&sku=…``), ``BULK_SKUS`` SKUs a request (URLs stay short).
+        Raises ``_NoBulk`` when the system has no such route (404 or 405 on it)."""
+        rows: list[Any] = []
+        for i in range(0, len(skus), BULK_SKUS):
+            params: dict[str, Any] = {"sku": skus[i : i + BULK_SKUS]}
+            response = self._request("GET", path, params=params)
+            if response.status_code in (404, 405):
+                raise _NoBulk(path)
+            body = self._ok(response, "GET", path)
+            if not isinstance(body, list):
+                raise PermanentConnectorError(
+                    f"{self.system.upper()} GET {path} answered {type(body).__name__}, not a list"
+                )
+            rows += body
+        return rows
 
     def _snapshot(self, path: str, since: datetime | None, after: str | None, limit: int) -> SnapshotPage:
         params = {"limit": str(limit)}
@@ -150,6 +169,10 @@ class _HttpSystem:
         return result if isinstance(result, dict) else {"result": result}
 
 
+class _NoBulk(Exception):  # noqa: N818 - not an error: a system without bulk reads is read per SKU
+    """The system has no bulk read at this path."""
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -165,6 +188,28 @@ class HttpWms(_HttpSystem):
 
     def stock(self, sku: str) -> list[NodeStock]:
         return [NodeStock.model_validate(s) for s in self._get("/api/v1/inventory", {"sku": sku})]
+
+    def stock_many(self, skus: Sequence[str]) -> dict[str, list[NodeStock]]:
+        """Every SKU's stock in one read (``GET /inventory/by-sku?sku=…&sku=…``)."""
+        wanted = list(dict.fromkeys(skus))
+        if not wanted:
+            return {}
+        path = "/api/v1/inventory/by-sku"
+        if not self.bulk:
+            return {sku: self.stock(sku) for sku in wanted}
+        try:
+            body = self._bulk(path, wanted)
+        except _NoBulk:
+            self.bulk = False  # a WMS without the bulk read: one read per SKU from now on
+            return {sku: self.stock(sku) for sku in wanted}
+        try:
+            found = {str(row["sku"]): [NodeStock.model_validate(s) for s in row["nodes"]] for row in body}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentConnectorError(f"WMS GET {path} answered an unreadable body: {exc}") from exc
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise PermanentConnectorError(f"WMS GET {path} left out {', '.join(missing)}")
+        return {sku: found[sku] for sku in wanted}
 
     def movements(self, sku: str, node: str) -> list[Movement]:
         return [Movement.model_validate(m) for m in self._get("/api/v1/movements", {"sku": sku, "node": node})]
@@ -210,6 +255,36 @@ class HttpErp(_HttpSystem):
     def book_stock(self, sku: str) -> list[BookPosition]:
         return [BookPosition.model_validate(b) for b in self._get("/api/v1/stock", {"sku": sku})]
 
+    def books_many(self, skus: Sequence[str]) -> dict[str, SkuBooks]:
+        """Material master, book stock and planned supply of every SKU in one read
+        (``GET /materials?sku=…&sku=…``); an unknown SKU comes back with no record."""
+        wanted = list(dict.fromkeys(skus))
+        if not wanted:
+            return {}
+        path = "/api/v1/materials"
+        if not self.bulk:
+            return books_one_by_one(self, wanted)
+        try:
+            body = self._bulk(path, wanted)
+        except _NoBulk:
+            self.bulk = False  # an ERP without the bulk read: the reads per SKU from now on
+            return books_one_by_one(self, wanted)
+        try:
+            found = {
+                str(row["sku"]): SkuBooks(
+                    info=SkuInfo.model_validate(row["material"]) if row.get("material") is not None else None,
+                    book=[BookPosition.model_validate(b) for b in row.get("book_stock") or []],
+                    supply=[Supply.model_validate(x) for x in row.get("planned_supply") or []],
+                )
+                for row in body
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentConnectorError(f"ERP GET {path} answered an unreadable body: {exc}") from exc
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise PermanentConnectorError(f"ERP GET {path} left out {', '.join(missing)}")
+        return {sku: found[sku] for sku in wanted}
+
     def book_snapshot(
         self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
     ) -> SnapshotPage:
@@ -253,6 +328,10 @@ def _po_view(raw: dict[str, Any]) -> PurchaseOrderView:
 class HttpOms(_HttpSystem):
     system = "oms"
 
+    def __init__(self, base_url: str, client: httpx.Client) -> None:
+        super().__init__(base_url, client)
+        self._network: tuple[str, Any] | None = None  # (ETag, body) of the last network read
+
     def order(self, order_id: str) -> OrderView:
         path = f"/api/v1/orders/{quote(order_id, safe='')}"
         response = self._request("GET", path)
@@ -272,7 +351,17 @@ class HttpOms(_HttpSystem):
         return self._snapshot("/api/v1/allocations/snapshot", since, after, limit)
 
     def network(self) -> Network:
-        return Network.model_validate(self._get("/api/v1/network"))
+        """The network, revalidated with its ETag: an unchanged one is answered 304 with no body and
+        rebuilt from the body kept (a fresh model each call: no caller shares another's)."""
+        path = "/api/v1/network"
+        kept = self._network
+        response = self._request("GET", path, headers={"If-None-Match": kept[0]} if kept else None)
+        if response.status_code == 304 and kept is not None:
+            return Network.model_validate(kept[1])
+        body = self._ok(response, "GET", path)
+        etag = response.headers.get("etag")
+        self._network = (etag, body) if etag else None
+        return Network.model_validate(body)
 
 
 class HttpNotify(_HttpSystem):

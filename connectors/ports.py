@@ -26,6 +26,7 @@ from domain.context import (
 from domain.decisions import Action
 from domain.engines.forecast import TransferView
 from domain.engines.triage import WmsTask
+from domain.errors import UnknownSku
 from domain.models import Asn, Customer, DemandPoint, Receipt
 
 
@@ -201,3 +202,71 @@ class AllocationSnapshotReader(Protocol):
     ) -> SnapshotPage:
         """OMS reservations per SKU@node on orders that still hold stock, a page at a time."""
         ...
+
+
+# Bulk reads for an order decision: every SKU an order needs in one call per system instead of
+# one per SKU and read (``tools.context.release_context``). Optional like the readers above: an
+# adapter without them (Tryton) is read one SKU at a time by ``books_of`` and ``stock_of``.
+
+
+@dataclass(frozen=True)
+class SkuBooks:
+    """One SKU as the ERP holds it: its material master record (None: the ERP does not know the
+    SKU), its book stock and its planned supply (both empty for an unknown SKU)."""
+
+    info: SkuInfo | None
+    book: list[BookPosition]
+    supply: list[Supply]
+
+
+@runtime_checkable
+class ErpBooksReader(Protocol):
+    def books_many(self, skus: Sequence[str]) -> dict[str, SkuBooks]:
+        """Material master, book stock and planned supply of each of ``skus`` (every one a key)."""
+        ...
+
+
+@runtime_checkable
+class WmsStockReader(Protocol):
+    def stock_many(self, skus: Sequence[str]) -> dict[str, list[NodeStock]]:
+        """``WmsPort.stock`` of each of ``skus`` (every one a key), in one read."""
+        ...
+
+
+def books_of(erp: ErpPort, skus: Sequence[str]) -> dict[str, SkuBooks]:
+    """``skus``' ERP records, in the order given (duplicates once): one bulk read when the adapter
+    has one, else ``sku``, ``book_stock`` and ``planned_supply`` per SKU (an unknown SKU's books
+    are not read)."""
+    wanted = list(dict.fromkeys(skus))
+    if not wanted:
+        return {}
+    if isinstance(erp, ErpBooksReader):
+        found = erp.books_many(wanted)
+        return {sku: found[sku] for sku in wanted}
+    return books_one_by_one(erp, wanted)
+
+
+def books_one_by_one(erp: ErpPort, skus: Sequence[str]) -> dict[str, SkuBooks]:
+    """``books_of`` with the core reads only: ``sku``, then ``book_stock`` and ``planned_supply`` of
+    each known SKU."""
+    out: dict[str, SkuBooks] = {}
+    for sku in dict.fromkeys(skus):
+        try:
+            info = erp.sku(sku)
+        except UnknownSku:
+            out[sku] = SkuBooks(None, [], [])
+            continue
+        out[sku] = SkuBooks(info, erp.book_stock(sku), erp.planned_supply(sku))
+    return out
+
+
+def stock_of(wms: WmsPort, skus: Sequence[str]) -> dict[str, list[NodeStock]]:
+    """``skus``' WMS stock, in the order given (duplicates once): one bulk read when the adapter
+    has one, else ``stock`` per SKU."""
+    wanted = list(dict.fromkeys(skus))
+    if not wanted:
+        return {}
+    if isinstance(wms, WmsStockReader):
+        found = wms.stock_many(wanted)
+        return {sku: found[sku] for sku in wanted}
+    return {sku: wms.stock(sku) for sku in wanted}

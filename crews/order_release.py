@@ -20,7 +20,7 @@ from domain.engines.release import (
 from domain.engines.rules import decide_rules_release
 from domain.errors import InvalidOrder, UnknownOrder, UnknownSku
 from domain.events import CloudEvent
-from tools.context import Systems, release_context, substitutes_of
+from tools.context import Systems, first_substitutes, release_context
 
 
 class OrderReleaseSpecialist:
@@ -42,7 +42,7 @@ class OrderReleaseSpecialist:
         # may be allocated instead, so when the order allows substitution its SKUs are locked too.
         skus = {str(line.get("sku")) for line in event.data.get("lines", []) if isinstance(line, dict)}
         if event.data.get("allow_substitution"):
-            skus |= substitutes_of(systems, skus)
+            skus |= first_substitutes(systems, skus)
         return sorted(f"sku:{s}" for s in skus)
 
     def decide(self, ctx: ReleaseContext) -> list[Proposal]:

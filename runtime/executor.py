@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
+from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort, stock_of
 from domain.context import OrderView
 from domain.decisions import Action, Decision
 from domain.errors import ConnectorError, PermanentConnectorError, StockConflict, UnknownOrder
@@ -50,9 +50,10 @@ class Executor:
         applied: list[tuple[Action, dict[str, Any]]] = []
         try:
             if verify_stock:
-                self.verify_stock(decision, resumed=not first)
+                self.verify_stock(decision, resumed=not first, fresh=first)
             for action in decision.actions:
-                self._apply(decision, action, actor, applied)
+                # A first execution has nothing in the action log: no look-up per action.
+                self._apply(decision, action, actor, applied, logged=not first)
         except (PermanentConnectorError, StockConflict) as exc:
             return self.fail(decision, actor, str(exc), applied)
         except BaseException:
@@ -119,21 +120,24 @@ class Executor:
             record.append({"action": action.name, "undone": True, "by": undo.name})
         return record
 
-    def verify_stock(self, decision: Decision, resumed: bool = False) -> None:
+    def verify_stock(self, decision: Decision, resumed: bool = False, fresh: bool = False) -> None:
         """Refuse to allocate more than is pickable now (stock may have moved since the proposal).
 
         ``resumed``: an earlier execution may have made allocations it did not live to log; one
-        the order already holds (that line, that node, at least that quantity) counts as made."""
+        the order already holds (that line, that node, at least that quantity) counts as made.
+        ``fresh``: no execution of the decision ran before, so the action log holds none of its
+        actions (not looked up). The SKUs' stock is one bulk read (``connectors.ports.stock_of``)."""
         need: dict[tuple[str, str], float] = defaultdict(float)
         orders: dict[str, OrderView | None] = {}
         for action in decision.actions:
-            if action.name != "oms.allocate" or self.store.action_done(action.idempotency_key):
+            if action.name != "oms.allocate" or (not fresh and self.store.action_done(action.idempotency_key)):
                 continue
             if resumed and self._holds(action, orders):
                 continue
             need[(action.payload["sku"], action.payload["node"])] += float(action.payload["qty"])
-        for sku in sorted({sku for sku, _ in need}):
-            pickable = {ns.node: ns.pickable for ns in self.wms.stock(sku)}
+        stock = stock_of(self.wms, sorted({sku for sku, _ in need}))
+        for sku, rows in stock.items():
+            pickable = {ns.node: ns.pickable for ns in rows}
             for (s, node), qty in need.items():
                 if s == sku and pickable.get(node, 0.0) + 1e-9 < qty:
                     raise StockConflict(
@@ -167,10 +171,11 @@ class Executor:
         action: Action,
         actor: str,
         applied: list[tuple[Action, dict[str, Any]]] | None = None,
+        logged: bool = True,
     ) -> None:
-        """Send one action (unless the log has it); log it now, or add it to ``applied`` to be
-        logged with the rest of the execution."""
-        if self.store.action_done(action.idempotency_key):
+        """Send one action (unless the log has it; ``logged=False``: it cannot, not looked up); log
+        it now, or add it to ``applied`` to be logged with the rest of the execution."""
+        if logged and self.store.action_done(action.idempotency_key):
             return
         try:
             result = self.ports[action.system].apply(action)

@@ -373,16 +373,20 @@ def oversells(item: Item, pickable: dict[tuple[str, str], float]) -> int:
 
 
 def recorded_pickable(reads: dict[str, Any]) -> dict[tuple[str, str], float]:
-    """Pickable stock per (sku, node) from a recording's first answer to each ``wms.stock`` read."""
+    """Pickable stock per (sku, node) from a recording's first answer to each ``wms.stock`` read (and
+    each ``wms.stock_many`` bulk read, which answers it for several SKUs)."""
     from tools.recording import decode
 
     out: dict[tuple[str, str], float] = {}
     for entry in reads.get("calls", []):
-        if entry.get("call") != "wms.stock" or not entry.get("answers") or "r" not in entry["answers"][0]:
+        call = entry.get("call")
+        if call not in ("wms.stock", "wms.stock_many") or not entry.get("answers") or "r" not in entry["answers"][0]:
             continue
-        sku = str(entry["args"][0])
-        for ns in decode(entry["answers"][0]["r"]) or []:
-            out.setdefault((sku, ns.node), float(ns.pickable))
+        answer = decode(entry["answers"][0]["r"])
+        by_sku = (answer or {}) if call == "wms.stock_many" else {str(entry["args"][0]): answer or []}
+        for sku, rows in by_sku.items():
+            for ns in rows:
+                out.setdefault((str(sku), ns.node), float(ns.pickable))
     return out
 
 

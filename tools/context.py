@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
+from connectors.ports import ErpPort, NotifyPort, OmsPort, SkuBooks, WmsPort, books_of, stock_of
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.engines.backlog import AwaitingWave, BacklogContext, HeldOrder, WaveContext
 from domain.engines.discrepancy import Reservation, StockPicture
@@ -99,32 +99,43 @@ def _customer(systems: Systems, customer_id: str) -> Customer:
         return Customer(id=customer_id)
 
 
+def _info(books: SkuBooks) -> SkuInfo:
+    """The material master record of a SKU known to the ERP."""
+    assert books.info is not None
+    return books.info
+
+
+def known_books(systems: Systems, skus: Iterable[str]) -> dict[str, SkuBooks]:
+    """The ERP records of the SKUs of ``skus`` the ERP knows (in the order given; an unknown one is
+    left out), in one bulk read when the adapter has one (``connectors.ports.books_of``)."""
+    return {sku: b for sku, b in books_of(systems.erp, list(skus)).items() if b.info is not None}
+
+
 def release_context(
     systems: Systems, order_id: str, now: datetime, wave_window_hours: float = DEFAULT_WAVE_WINDOW_H
 ) -> ReleaseContext:
-    """Everything the release engine needs for one order, read fresh from the three systems."""
+    """Everything the release engine needs for one order, read fresh from the three systems.
+
+    The order's SKUs (and, when it allows substitution, their first substitutes) are read in bulk:
+    one ERP read for the SKUs, one for their substitutes, one WMS read for the stock of both, where
+    a read per SKU and kind was a dozen round trips (``connectors.ports.books_of``)."""
     view = read_order(systems, order_id)
     order = view.order
     customer = _customer(systems, order.customer)
-    skus: dict[str, SkuInfo] = {}
-    stock: dict[str, list[NodeStock]] = {}
-    book: dict[str, list[BookPosition]] = {}
-    supply: dict[str, list[Supply]] = {}
     wanted = sorted({ln.sku for ln in order.lines})
-    for sku in wanted:
-        skus[sku], book[sku], supply[sku] = read_books(systems, sku)
-        stock[sku] = read_stock(systems, sku)
+    books = books_of(systems.erp, wanted)
+    for sku in wanted:  # an unknown SKU of the order holds it (the first, as the reads in turn did)
+        if books[sku].info is None:
+            raise UnknownSku(sku)
     if order.allow_substitution:
-        # The engine may propose a line's first substitute with stock: read those too.
-        for sku in wanted:
-            for sub in skus[sku].substitutes[:MAX_SUBSTITUTES]:
-                if sub in skus:
-                    continue
-                try:
-                    skus[sub], book[sub], supply[sub] = read_books(systems, sub)
-                except UnknownSku:
-                    continue  # a stale substitute list must not hold the order
-                stock[sub] = read_stock(systems, sub)
+        # The engine may propose a line's first substitute with stock: read those too (an unknown
+        # one is left out: a stale substitute list must not hold the order).
+        subs = [sub for sku in wanted for sub in _info(books[sku]).substitutes[:MAX_SUBSTITUTES] if sub not in books]
+        books.update(known_books(systems, subs))
+    stock = stock_of(systems.wms, list(books))
+    skus = {sku: _info(b) for sku, b in books.items()}
+    book = {sku: b.book for sku, b in books.items()}
+    supply = {sku: b.supply for sku, b in books.items()}
     return ReleaseContext(
         order=order,
         customer=customer,
@@ -191,6 +202,14 @@ def substitutes_of(systems: Systems, skus: set[str]) -> set[str]:
     return {sub for subs in substitute_map(systems, skus).values() for sub in subs}
 
 
+def first_substitutes(systems: Systems, skus: Iterable[str]) -> set[str]:
+    """``substitutes_of`` in one bulk ERP read (an order decision's locks); the agents' tool keeps
+    reading the material master per SKU."""
+    return {
+        sub for b in known_books(systems, sorted(set(skus))).values() for sub in _info(b).substitutes[:MAX_SUBSTITUTES]
+    }
+
+
 def order_needs(order: Order, subs: Mapping[str, list[str]]) -> set[str]:
     """The SKUs an order may take: its own and, when it allows substitution, their substitutes."""
     own = {ln.sku for ln in order.lines}
@@ -224,22 +243,14 @@ def backlog_context(
         customer = _customer(systems, order.customer)
         held.append(HeldOrder(order=order, customer=customer, credit_hold=systems.erp.credit_hold(order.customer)))
         wanted |= needs
-    skus: dict[str, SkuInfo] = {}
-    stock: dict[str, list[NodeStock]] = {}
-    book: dict[str, list[BookPosition]] = {}
-    supply: dict[str, list[Supply]] = {}
-    for sku in sorted(wanted):
-        try:
-            skus[sku], book[sku], supply[sku] = read_books(systems, sku)
-        except UnknownSku:
-            continue
-        stock[sku] = read_stock(systems, sku)
+    books = known_books(systems, sorted(wanted))  # an unknown SKU is left out
+    stock = stock_of(systems.wms, list(books))
     return BacklogContext(
         orders=held,
-        skus=skus,
+        skus={sku: _info(b) for sku, b in books.items()},
         stock=stock,
-        book=book,
-        supply=supply,
+        book={sku: b.book for sku, b in books.items()},
+        supply={sku: b.supply for sku, b in books.items()},
         network=systems.oms.network(),
         now=now,
         waves=read_waves(systems, cutoff_after=now),
@@ -264,9 +275,7 @@ def wave_context(systems: Systems, now: datetime, wave_window_hours: float = DEF
         for v in views
         if any((v.order.id, a.node) not in waved for ln in v.lines for a in ln.allocations if a.qty > 0)
     ]
-    stock: dict[str, list[NodeStock]] = {}
-    for sku in sorted({ln.substituted_by or ln.sku for v in waiting for ln in v.lines}):
-        stock[sku] = read_stock(systems, sku)
+    stock = stock_of(systems.wms, sorted({ln.substituted_by or ln.sku for v in waiting for ln in v.lines}))
     return WaveContext(
         orders=[AwaitingWave(view=v, customer=_customer(systems, v.order.customer)) for v in waiting],
         stock=stock,

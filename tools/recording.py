@@ -1,10 +1,11 @@
 """Recorded reads: what a decision read from the WMS, ERP and OMS, kept so it can be decided again.
 
 * :class:`RecordingSystems` wraps the live :class:`~tools.context.Systems`. Every read on the wms,
-  erp and oms ports (the optional readers ``tasks``, ``transfers`` and ``demand_history`` too,
-  when the port has them) goes to the live system and its answer (a result, or the error it
-  raised) is kept as ``(port, method, args, kwargs) -> result``, with each pydantic model's type
-  so it can be rebuilt. The memo's answers (``first_time``, ``due``) are kept the same way.
+  erp and oms ports (the optional readers ``tasks``, ``transfers`` and ``demand_history`` and the
+  bulk reads ``stock_many`` and ``books_many`` too, when the port has them) goes to the live system
+  and its answer (a result, or the error it raised) is kept as ``(port, method, args, kwargs) ->
+  result``, with each pydantic model's type so it can be rebuilt. The memo's answers
+  (``first_time``, ``due``) are kept the same way.
   Writes pass through unrecorded: this is the live path. Recording never fails a decision: an
   answer that cannot be kept makes the record incomplete (:attr:`Tape.incomplete`), nothing else.
 * :class:`ReplaySystems` serves a recording back: a read answers what was recorded for the same
@@ -36,7 +37,7 @@ from tools.context import Memo, Systems
 
 # Every read each port may serve; the optional readers are recorded only when the port has them.
 READS: dict[str, tuple[str, ...]] = {
-    "wms": ("stock", "movements", "asns", "receipts", "waves", "tasks", "transfers", "stock_snapshot"),
+    "wms": ("stock", "movements", "asns", "receipts", "waves", "tasks", "transfers", "stock_snapshot", "stock_many"),
     "erp": (
         "sku",
         "book_stock",
@@ -47,6 +48,7 @@ READS: dict[str, tuple[str, ...]] = {
         "open_purchase_orders",
         "demand_history",
         "book_snapshot",
+        "books_many",
     ),
     "oms": ("order", "customer", "orders", "network", "allocations_snapshot"),
 }
@@ -317,7 +319,18 @@ def _with_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 BULK = frozenset({"stock_snapshot", "book_snapshot", "allocations_snapshot"})
-_OPTIONAL = {"tasks", "transfers", "demand_history", "stock_snapshot", "book_snapshot", "allocations_snapshot"}
+# Reads an adapter may lack; a replay offers one only when the recording's adapter had it, so a
+# recording made without the bulk reads (``stock_many``, ``books_many``) replays by its reads per SKU.
+_OPTIONAL = {
+    "tasks",
+    "transfers",
+    "demand_history",
+    "stock_snapshot",
+    "book_snapshot",
+    "allocations_snapshot",
+    "stock_many",
+    "books_many",
+}
 
 
 class _RecordingMemo:

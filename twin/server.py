@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from domain.decisions import Action, System
 from domain.engines.clock import as_utc
@@ -60,6 +60,13 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
     def inventory(sku: str) -> list[dict[str, Any]]:
         """Location-level stock of a sku at every node, with pickable per node."""
         return [s.model_dump(mode="json") for s in state.stock(sku)]
+
+    @r.get("/inventory/by-sku")
+    def inventory_by_sku(sku: Annotated[list[str], Query()]) -> JSONResponse:
+        """Bulk read: ``/inventory`` of every ``sku`` (repeatable) in one answer, in the order asked:
+        ``[{"sku", "nodes": [...]}]`` (what an order decision reads, instead of one call per SKU)."""
+        found = state.stock_many(list(dict.fromkeys(sku)))
+        return JSONResponse([{"sku": k, "nodes": [s.model_dump(mode="json") for s in v]} for k, v in found.items()])
 
     @r.get("/waves")
     def waves(
@@ -141,6 +148,13 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
 
 def _erp_routes(state: TwinState, act: Act) -> APIRouter:
     r = APIRouter(tags=["erp"])
+
+    @r.get("/materials")
+    def materials(sku: Annotated[list[str], Query()]) -> JSONResponse:
+        """Bulk read: for every ``sku`` (repeatable), in the order asked, its material master record
+        (null when unknown), book stock and planned supply: ``[{"sku", "material", "book_stock",
+        "planned_supply"}]``."""
+        return JSONResponse(state.books_many(list(dict.fromkeys(sku))))
 
     @r.get("/materials/{sku}")
     def material(sku: str) -> dict[str, Any]:
@@ -245,9 +259,13 @@ def _oms_routes(state: TwinState, act: Act) -> APIRouter:
         return state.customer(customer_id).model_dump(mode="json")
 
     @r.get("/network")
-    def network() -> dict[str, Any]:
-        """Nodes, lanes and transfer lanes."""
-        return state.network().model_dump(mode="json", by_alias=True)
+    def network(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """Nodes, lanes and transfer lanes, with an ETag; ``If-None-Match`` with the current one is
+        answered 304 with no body (the network changes rarely: a capacity change)."""
+        etag, document = state.network_document()
+        if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+            return Response(status_code=304, headers={"ETag": etag})
+        return JSONResponse(document, headers={"ETag": etag})
 
     def order_action(
         type_: str, order_id: str, key: str | None, body: dict[str, Any] | None, **path: Any

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -143,6 +144,13 @@ class TwinState:
         self._changed: dict[str, dict[tuple[str, str], datetime]] = {"wms": {}, "erp": {}, "oms": {}}
         self._version = 0
         self._snapshots: dict[str, tuple[int, list[str], dict[str, dict[str, Any]]]] = {}
+        # WMS stock records by sku (records are only ever appended, so the index is rebuilt when the
+        # list grew), and the network's ETag: this twin's own token and a version bumped on change.
+        self._stock_index: dict[str, list[dict[str, Any]]] = {}
+        self._stock_indexed = -1
+        self._instance = secrets.token_hex(6)
+        self._network_version = 0
+        self._network_doc: tuple[int, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ loading helpers
 
@@ -210,25 +218,58 @@ class TwinState:
     def stock(self, sku: str) -> list[NodeStock]:
         """WMS stock of ``sku`` at every node holding a location of it."""
         with self._lock:
-            nodes = sorted({r["node"] for r in self._stock if r["sku"] == sku}, key=self._node_order)
-            out = []
-            for node in nodes:
-                recs = [r for r in self._stock if r["node"] == node and r["sku"] == sku]
-                on_hand = sum(r["on_hand"] for r in recs)
-                locked = sum(r["locked"] for r in recs)
-                allocated = self._allocated(node, sku)
-                out.append(
-                    NodeStock(
-                        node=node,
-                        sku=sku,
-                        on_hand=on_hand,
-                        locked=locked,
-                        allocated=allocated,
-                        pickable=max(0.0, on_hand - locked - allocated),
-                        locations=[LocationStock.model_validate(r) for r in recs],
-                    )
+            return self._stock_of(sku, self._allocations({sku}))
+
+    def stock_many(self, skus: list[str]) -> dict[str, list[NodeStock]]:
+        """``stock`` of each of ``skus`` (in the order given), reading the reservations once."""
+        with self._lock:
+            allocated = self._allocations(set(skus))
+            return {sku: self._stock_of(sku, allocated) for sku in skus}
+
+    def _stock_records(self, sku: str) -> list[dict[str, Any]]:
+        """The WMS location records of ``sku``, in the order the WMS holds them."""
+        if self._stock_indexed != len(self._stock):
+            index: dict[str, list[dict[str, Any]]] = {}
+            for r in self._stock:
+                index.setdefault(r["sku"], []).append(r)
+            self._stock_index, self._stock_indexed = index, len(self._stock)
+        return self._stock_index.get(sku, [])
+
+    def _allocations(self, skus: set[str]) -> dict[tuple[str, str], float]:
+        """(node, sku) -> units reserved by orders still holding stock, for ``skus``, in one pass
+        (summed in the order ``_allocated`` sums them)."""
+        totals: dict[tuple[str, str], float] = {}
+        for rec in self._orders.values():
+            if rec["status"] in _CLOSED_STATUSES:
+                continue
+            for line in rec["lines"].values():
+                for alloc in line["allocations"]:
+                    if alloc["sku"] in skus:
+                        key = (alloc["node"], alloc["sku"])
+                        totals[key] = totals.get(key, 0.0) + alloc["qty"]
+        return totals
+
+    def _stock_of(self, sku: str, allocations: dict[tuple[str, str], float]) -> list[NodeStock]:
+        records = self._stock_records(sku)
+        nodes = sorted({r["node"] for r in records}, key=self._node_order)
+        out = []
+        for node in nodes:
+            recs = [r for r in records if r["node"] == node]
+            on_hand = sum(r["on_hand"] for r in recs)
+            locked = sum(r["locked"] for r in recs)
+            allocated = allocations.get((node, sku), 0.0)
+            out.append(
+                NodeStock(
+                    node=node,
+                    sku=sku,
+                    on_hand=on_hand,
+                    locked=locked,
+                    allocated=allocated,
+                    pickable=max(0.0, on_hand - locked - allocated),
+                    locations=[LocationStock.model_validate(r) for r in recs],
                 )
-            return out
+            )
+        return out
 
     def sku(self, sku_id: str) -> SkuInfo:
         with self._lock:
@@ -337,6 +378,40 @@ class TwinState:
                 lanes=[lane.model_copy() for lane in self._lanes],
                 transfer_lanes=[lane.model_copy() for lane in self._transfer_lanes],
             )
+
+    def network_etag(self) -> str:
+        """An entity tag that changes whenever the network does (and differs between twins)."""
+        with self._lock:
+            return f'"{self._instance}-{self._network_version}"'
+
+    def network_document(self) -> tuple[str, dict[str, Any]]:
+        """The network as the OMS API answers it, with its ETag; dumped once per version (the
+        caller must not change the document)."""
+        with self._lock:
+            kept = self._network_doc
+            if kept is None or kept[0] != self._network_version:
+                kept = (self._network_version, self.network().model_dump(mode="json", by_alias=True))
+                self._network_doc = kept
+            return self.network_etag(), kept[1]
+
+    def books_many(self, skus: list[str]) -> list[dict[str, Any]]:
+        """Each of ``skus`` as the ERP holds it, in the order given: its material master record
+        (None when unknown) with its book stock and planned supply (empty when unknown)."""
+        with self._lock:
+            out = []
+            for sku in skus:
+                info = self._skus.get(sku)
+                book = self.book_stock(sku) if info is not None else []
+                supply = self.planned_supply(sku) if info is not None else []
+                out.append(
+                    {
+                        "sku": sku,
+                        "material": info.model_dump(mode="json") if info is not None else None,
+                        "book_stock": [b.model_dump(mode="json") for b in book],
+                        "planned_supply": [x.model_dump(mode="json") for x in supply],
+                    }
+                )
+            return out
 
     # ------------------------------------------------------------------ actions
 
@@ -879,6 +954,7 @@ class TwinState:
             z.model_copy(update={"pick_capacity_per_hour": capacity}) if z.id == zone_id else z for z in found.zones
         ]
         self._nodes[node] = found.model_copy(update={"zones": zones})
+        self._network_version += 1
 
     # ------------------------------------------------------------------ bulk reads (change feed)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from connectors.http import HttpErp, HttpNotify, HttpOms, HttpWms, http_connectors
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
@@ -209,3 +212,100 @@ def test_an_unreachable_system_is_a_retryable_connector_error() -> None:
         with pytest.raises(ConnectorError) as info:
             wms.stock("SKU-100")
     assert not isinstance(info.value, PermanentConnectorError)
+
+
+def test_bulk_reads_answer_what_the_reads_per_sku_answer(adapters: Adapters) -> None:
+    wms, erp, _, _ = adapters
+    skus = ["SKU-300", "SKU-NOPE", "SKU-100"]
+    assert wms.stock_many(skus) == {sku: wms.stock(sku) for sku in skus}
+    assert list(wms.stock_many(skus)) == skus and wms.stock_many([]) == {}
+    books = erp.books_many(skus)
+    assert list(books) == skus
+    assert books["SKU-NOPE"].info is None and not books["SKU-NOPE"].book and not books["SKU-NOPE"].supply
+    for sku in ("SKU-300", "SKU-100"):
+        assert (books[sku].info, books[sku].book, books[sku].supply) == (
+            erp.sku(sku),
+            erp.book_stock(sku),
+            erp.planned_supply(sku),
+        )
+
+
+def test_a_bulk_read_of_many_skus_is_cut_into_short_requests(adapters: Adapters, twin: Twin) -> None:
+    wms, erp, _, _ = adapters
+    skus = [f"SKU-X{n}" for n in range(250)] + ["SKU-100"]
+    seen: list[str] = []
+    wms.client.event_hooks["request"].append(lambda request: seen.append(str(request.url)))
+    try:
+        stock = wms.stock_many(skus)
+    finally:
+        wms.client.event_hooks["request"].clear()
+    assert len(seen) == 3 and max(len(u) for u in seen) < 4000  # 100 SKUs a request
+    assert list(stock) == skus and stock["SKU-100"] == wms.stock("SKU-100") and stock["SKU-X7"] == []
+    assert erp.books_many(skus)["SKU-100"].info == erp.sku("SKU-100")
+
+
+def test_the_network_is_revalidated_with_its_etag(twin: Twin) -> None:
+    """The first read keeps the network and its ETag; the next ones ask with If-None-Match and get
+    304 with no body while the network is unchanged; after a capacity change, the new network."""
+    state, url = twin
+    statuses: list[int] = []
+    with httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]}) as client:
+        _, _, oms, _ = http_connectors(f"{url}/wms", f"{url}/erp", f"{url}/oms", f"{url}/notify", client)
+        first = oms.network()
+        second = oms.network()
+        assert statuses == [200, 304]
+        assert second == first == state.network() and second is not first
+        second.nodes.clear()  # a caller's changes stay its own
+        assert oms.network() == first and statuses[-1] == 304
+        node = first.nodes[0]
+        zone = node.zones[0]
+        capacity = zone.pick_capacity_per_hour + 11
+        change = {
+            "id": "it-cap",
+            "type": "wms.capacity.changed",
+            "data": {"node": node.id, "zone": zone.id, "pick_capacity_per_hour": capacity},
+        }
+        assert client.post(f"{url}/twin/events", json=change).status_code == 200
+        statuses.clear()
+        after = oms.network()
+        assert statuses == [200] and after == state.network() != first
+        assert after.nodes[0].zones[0].pick_capacity_per_hour == capacity
+        assert oms.network() == after and statuses == [200, 304]
+        plain = client.get(f"{url}/oms/api/v1/network")  # no If-None-Match: the whole network
+        assert plain.status_code == 200 and plain.json() == after.model_dump(mode="json", by_alias=True)
+        other = client.get(f"{url}/oms/api/v1/network", headers={"If-None-Match": '"another"'})
+        assert other.status_code == 200 and other.headers["etag"] == plain.headers["etag"]
+
+
+def test_a_system_without_bulk_reads_is_read_per_sku(twin: Twin) -> None:
+    """A WMS and an ERP that answer the bulk routes 404 (written before them): the adapters read per
+    SKU instead, with the same answers, and do not ask for the bulk route again."""
+    state, _ = twin
+    app = create_twin_app(state)
+    hidden = ("/wms/api/v1/inventory/by-sku", "/erp/api/v1/materials")
+
+    @app.middleware("http")
+    async def without_bulk_reads(request: Request, call_next: Any) -> Any:
+        if request.url.path in hidden:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return await call_next(request)
+
+    server = serve_in_thread(app)
+    paths: list[str] = []
+    try:
+        with httpx.Client(event_hooks={"request": [lambda r: paths.append(r.url.path)]}) as client:
+            url = server.url
+            wms, erp, _, _ = http_connectors(f"{url}/wms", f"{url}/erp", f"{url}/oms", f"{url}/notify", client)
+            skus = ["SKU-100", "SKU-NOPE", "SKU-300"]
+            assert wms.stock_many(skus) == {sku: state.stock(sku) for sku in skus}
+            books = erp.books_many(skus)
+            assert books["SKU-NOPE"].info is None and books["SKU-300"].info == state.sku("SKU-300")
+            assert books["SKU-100"].book == state.book_stock("SKU-100")
+            assert not wms.bulk and not erp.bulk
+            paths.clear()
+            wms.stock_many(skus)
+            erp.books_many(skus)
+            assert "/wms/api/v1/inventory/by-sku" not in paths and "/erp/api/v1/materials" not in paths
+            assert paths.count("/wms/api/v1/inventory") == 3 and paths.count("/erp/api/v1/stock") == 2
+    finally:
+        server.stop()

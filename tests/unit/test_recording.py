@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from connectors.http import http_connectors
-from connectors.ports import WmsTaskReader
+from connectors.ports import ErpBooksReader, WmsStockReader, WmsTaskReader
 from crews.supervisor import route
 from domain.decisions import Action, Decision, Proposal, decision_id
 from domain.errors import UnknownOrder, UnknownSku
@@ -114,10 +114,57 @@ def test_replaying_the_recorded_reads_gives_the_live_proposals_every_time(record
 def test_a_recording_keeps_models_with_their_type_and_is_compact(recorded: list[Recorded]) -> None:
     first = recorded[0].reads
     calls = {c["call"] for c in first["calls"]}
-    assert {"oms.order", "wms.stock", "erp.sku", "erp.book_stock", "oms.network"} <= calls
-    stock = next(c for c in first["calls"] if c["call"] == "wms.stock")
-    assert stock["answers"][0]["r"]["$ms"] == "domain.context:NodeStock"
+    # An order decision reads its SKUs in bulk: one ERP and one WMS read, not four per SKU.
+    assert {"oms.order", "wms.stock_many", "erp.books_many", "oms.network"} <= calls
+    assert not calls & {"wms.stock", "erp.sku", "erp.book_stock", "erp.planned_supply"}
+    stock = next(c for c in first["calls"] if c["call"] == "wms.stock_many")
+    assert stock["args"] == [["SKU-100", "SKU-200"]]
+    by_sku = stock["answers"][0]["r"]["$d"]
+    assert set(by_sku) == {"SKU-100", "SKU-200"} and by_sku["SKU-100"]["$ms"] == "domain.context:NodeStock"
+    books = next(c for c in first["calls"] if c["call"] == "erp.books_many")["answers"][0]["r"]["$d"]
+    assert books["SKU-100"]["$c"] == "connectors.ports:SkuBooks"
+    assert books["SKU-100"]["v"]["info"]["$m"] == "domain.context:SkuInfo"
     assert len(json.dumps(first)) < 20_000
+
+
+class _PerSku:
+    """A port with only its core reads (no bulk reads), like an adapter written before them."""
+
+    READS = {
+        "wms": ("stock", "waves", "movements", "asns", "receipts"),
+        "erp": ("sku", "book_stock", "planned_supply", "credit_hold", "postings", "purchase_order"),
+        "oms": ("order", "customer", "orders", "network"),
+    }
+
+    def __init__(self, port: str, inner: Any) -> None:
+        for name in self.READS[port] + ("apply",):
+            setattr(self, name, getattr(inner, name))
+
+
+def test_a_recording_made_with_reads_per_sku_replays_by_them(twin: Twin, recorded: list[Recorded]) -> None:
+    """A recording made before the bulk reads (or from an adapter without them) lists no bulk
+    reader: its replay offers none, so the decision reads per SKU again and finds every answer."""
+    order = next(r for r in recorded if r.event.type == "oms.order.created")
+    assert {"wms.stock_many", "erp.books_many"} <= set(order.reads["optional"])
+    assert isinstance(ReplaySystems(order.reads).systems.erp, ErpBooksReader)
+    per_sku = Systems(
+        wms=_PerSku("wms", twin.systems.wms),  # type: ignore[arg-type]
+        erp=_PerSku("erp", twin.systems.erp),  # type: ignore[arg-type]
+        oms=_PerSku("oms", twin.systems.oms),  # type: ignore[arg-type]
+        notify=twin.systems.notify,
+        memo=InMemoryMemo(),
+    )
+    recording = RecordingSystems(per_sku)
+    specialist = route(order.event.type, LIVE)
+    specialist.lock_keys(order.event, recording.systems)
+    live = [p.model_dump(mode="json") for p in specialist.propose(order.event, recording.systems)]
+    reads = json.loads(json.dumps(recording.reads()))
+    calls = {c["call"] for c in reads["calls"]}
+    assert {"wms.stock", "erp.sku", "erp.book_stock", "erp.planned_supply"} <= calls
+    assert not {"wms.stock_many", "erp.books_many"} & (calls | set(reads.get("optional", [])))
+    replay = ReplaySystems(reads).systems
+    assert not isinstance(replay.wms, WmsStockReader) and not isinstance(replay.erp, ErpBooksReader)
+    assert replayed(Recorded(order.event, order.accepted_at, [], reads)) == live
 
 
 def test_an_error_a_read_raised_is_recorded_and_raised_again(twin: Twin) -> None:

@@ -313,3 +313,54 @@ def test_a_line_qty_change_is_refused_for_unknown_lines_closed_orders_and_waved_
     with pytest.raises(TwinRejected, match="order SO-1003 is shipped"):
         state.apply(line_qty("SO-1003", 1, 1, "k-8"))
     assert state.order("SO-1003").lines[0].qty == 2
+
+
+def test_bulk_reads_answer_what_the_reads_per_sku_answer(state: TwinState, raw: dict) -> None:
+    state.apply(allocate("SO-1001", 1, "SKU-100", "DC-EAST", 4, "k-bulk-1"))
+    state.apply_event(next(e for e in raw["events"] if e["type"] == "wms.receipt.posted"))
+    skus = ["SKU-300", "SKU-NOPE", "SKU-100", "SKU-200"]
+    assert state.stock_many(skus) == {sku: state.stock(sku) for sku in skus}
+    assert list(state.stock_many(skus)) == skus and state.stock_many(["SKU-NOPE"]) == {"SKU-NOPE": []}
+    assert at(state, "SKU-100", "DC-EAST").allocated == 4
+    books = state.books_many(skus)
+    assert [b["sku"] for b in books] == skus
+    nope = books[1]
+    assert nope == {"sku": "SKU-NOPE", "material": None, "book_stock": [], "planned_supply": []}
+    sku300 = books[0]
+    assert sku300["material"] == state.sku("SKU-300").model_dump(mode="json")
+    assert sku300["book_stock"] == [b.model_dump(mode="json") for b in state.book_stock("SKU-300")]
+    assert sku300["planned_supply"] == [s.model_dump(mode="json") for s in state.planned_supply("SKU-300")]
+
+
+def test_stock_at_a_new_location_is_read_at_once(state: TwinState) -> None:
+    """The stock read keeps the WMS records by SKU; a record a change adds shows in the next read."""
+    assert [s.node for s in state.stock("SKU-300")] == ["DC-WEST"]
+    state.apply_event(
+        {"type": "wms.inventory.adjusted", "id": "e-new", "data": {"node": "DC-EAST", "sku": "SKU-300", "qty_delta": 7}}
+    )
+    east = at(state, "SKU-300", "DC-EAST")
+    assert (east.on_hand, east.pickable, len(east.locations)) == (7, 7, 1)
+    assert [s.node for s in state.stock_many(["SKU-300"])["SKU-300"]] == ["DC-EAST", "DC-WEST"]
+
+
+def test_the_network_etag_changes_when_the_network_does_and_differs_between_twins(state: TwinState, raw: dict) -> None:
+    etag, doc = state.network_document()
+    assert state.network_document() == (etag, doc) and etag == state.network_etag()
+    assert doc == state.network().model_dump(mode="json", by_alias=True)
+    zone = state.network().nodes[0].zones[0]
+    state.apply_event(
+        {
+            "type": "wms.capacity.changed",
+            "id": "e-cap",
+            "data": {"node": state.network().nodes[0].id, "zone": zone.id, "pick_capacity_per_hour": 7.0},
+        }
+    )
+    changed, after = state.network_document()
+    assert changed != etag and after["nodes"][0]["zones"][0]["pick_capacity_per_hour"] == 7.0
+    state.apply_event(
+        {"type": "wms.inventory.adjusted", "id": "e-x", "data": {"node": "DC-EAST", "sku": "SKU-100", "qty_delta": 1}}
+    )
+    assert state.network_etag() == changed  # stock moved, the network did not
+    assert (
+        TwinState(Scenario.model_validate(raw)).network_etag() != TwinState(Scenario.model_validate(raw)).network_etag()
+    )
