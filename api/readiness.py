@@ -59,7 +59,23 @@ async def queue_status(container: Any) -> dict[str, Any]:
     return stats
 
 
+async def follower_status(container: Any) -> dict[str, Any]:
+    """The Tryton follower inside ``serve`` (``runtime.tryton_follow.status``); ``enabled: false``
+    when ``CROSSDOCK_TRYTON_FOLLOW`` is off."""
+    if not getattr(container.settings, "tryton_follow", False):
+        return {"enabled": False}
+    from runtime.tryton_follow import status
+
+    try:
+        out: dict[str, Any] = await run_in_threadpool(status, container.redis, container.settings.stream_prefix)
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal, as the queue's
+        return {"enabled": True, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    return out
+
+
 async def report(container: Any) -> dict[str, Any]:
-    """The queue and the connectors, read concurrently."""
-    queue, connectors = await asyncio.gather(queue_status(container), connector_reachability(container))
-    return {"queue": queue, "connectors": connectors}
+    """The queue, the connectors and the Tryton follower, read concurrently."""
+    queue, connectors, follower = await asyncio.gather(
+        queue_status(container), connector_reachability(container), follower_status(container)
+    )
+    return {"queue": queue, "connectors": connectors, "follower": follower}

@@ -347,9 +347,11 @@ SERVE_HELP = (
     "API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL).\n\n"
     "Also runs the built-in clock: crossdock.tick every CROSSDOCK_TICK_S seconds (default 60, 0: off; one "
     "instance ticks, under a Redis lease). Workers resume decisions left executing after CROSSDOCK_RESUME_AFTER_S "
-    "and undo them after CROSSDOCK_GIVE_UP_S. Decisions follow the lifecycle in the README: one live proposal "
-    "per subject, approvals re-check their facts, a failed step undoes the applied ones, a rejection needs a "
-    "reason and leads to a new plan or to awaiting_planner."
+    "and undo them after CROSSDOCK_GIVE_UP_S. With CROSSDOCK_ERP=tryton and CROSSDOCK_TRYTON_FOLLOW=true it also "
+    "follows Tryton's changes (the connect tryton follower, every CROSSDOCK_TRYTON_FOLLOW_S seconds; one instance "
+    "follows, under a Redis lease; a bad TRYTON_* login stops it at start). Decisions follow the lifecycle in "
+    "the README: one live proposal per subject, approvals re-check their facts, a failed step undoes the applied "
+    "ones, a rejection needs a reason and leads to a new plan or to awaiting_planner."
 )
 
 
@@ -365,6 +367,7 @@ def serve(
     """API and worker(s) in one process; settings from the environment (CROSSDOCK_*, REDIS_URL, DATABASE_URL)."""
     settings = _settings()
     _preflight(settings)  # before the heavy imports: a dead server or a bad URL is reported at once
+    follow = _tryton_login_check() if settings.tryton_follow else None
 
     import uvicorn
 
@@ -389,6 +392,10 @@ def serve(
         threads[-1].start()
     if settings.tick_s > 0:  # the built-in clock (one instance ticks: a Redis lease)
         threads.append(Clock(container.redis, container.queue, settings.stream_prefix, settings.tick_s).start(stop))
+    if follow is not None:  # CROSSDOCK_TRYTON_FOLLOW: one instance follows Tryton (a Redis lease)
+        from runtime.tryton_follow import FollowerRole
+
+        threads.append(FollowerRole(container, follow, settings.tryton_follow_s).start(stop))
     api = create_app(container)
     # The knowledge base opens beside the API (a new one is seeded with the shipped SOPs first), so
     # serving starts at once; chat and agents get the base once it holds the SOPs, never empty.
@@ -640,6 +647,21 @@ def _preflight(settings: Any) -> None:
             _startup_fail(f"DATABASE_URL: cannot connect to PostgreSQL at {_where(url)}: {first}")
 
 
+def _tryton_login_check() -> Any:
+    """With ``CROSSDOCK_TRYTON_FOLLOW``: Tryton's login (``TRYTON_*``) works, else one line and exit
+    code 2 before anything starts. The config, for the follower."""
+    from connectors.tryton.follower import logged_in
+    from connectors.tryton.rpc import TrytonConfig
+    from domain.errors import ConnectorError
+
+    try:
+        config = TrytonConfig.from_env()
+        logged_in(config).close()
+    except (ConnectorError, OSError) as exc:
+        _startup_fail(f"CROSSDOCK_TRYTON_FOLLOW: {exc}")
+    return config
+
+
 def _start(settings: Any, bootstrap: Callable[[Any], Any]) -> Any:
     """``bootstrap`` with its start-up refusals as one line (a volatile Redis in production, a
     claim-idle time too short for the agents, a store that cannot be opened)."""
@@ -671,7 +693,8 @@ CONNECT_TRYTON_HELP = (
     "it reached; the intake also drops a repeated id).\n\n"
     "Tryton's login: TRYTON_URL (or --url), TRYTON_DATABASE, TRYTON_USER, TRYTON_PASSWORD or "
     "TRYTON_PASSWORD_FILE. The API key (role gateway): CROSSDOCK_CONNECT_API_KEY or --api-key-file. An "
-    "order's region comes from CROSSDOCK_NETWORK_FILE's regions when the sale does not carry one."
+    "order's region comes from CROSSDOCK_NETWORK_FILE's regions when the sale does not carry one.\n\n"
+    "Or let `crossdock serve` follow Tryton itself: CROSSDOCK_TRYTON_FOLLOW=true (same follower, same state)."
 )
 
 
@@ -694,9 +717,17 @@ def connect_tryton(
 
     import httpx
 
-    from connectors.tryton.follower import FollowState, Intake, IntakeError, IntakeUnavailable, TrytonFollower
+    from connectors.tryton.follower import (
+        FollowState,
+        Intake,
+        IntakeError,
+        IntakeUnavailable,
+        TrytonFollower,
+        logged_in,
+        source_of,
+    )
     from connectors.tryton.network_file import NetworkFileError, load
-    from connectors.tryton.rpc import TrytonClient, TrytonConfig
+    from connectors.tryton.rpc import TrytonConfig
     from domain.errors import ConnectorError
     from runtime.bootstrap import StartupError, connect_redis, stop_embedded
 
@@ -732,11 +763,9 @@ def connect_tryton(
             probe.get(f"{api.rstrip('/')}/healthz")
     except httpx.HTTPError as exc:
         fail(f"Crossdock API at {api} unreachable ({type(exc).__name__}); start `crossdock serve` or pass --api")
-    client = TrytonClient(config)
     try:
-        client.login()
+        client = logged_in(config)
     except ConnectorError as exc:
-        client.close()
         fail(str(exc))
     try:
         redis_client, embedded = connect_redis(settings)
@@ -744,11 +773,12 @@ def connect_tryton(
         client.close()
         _startup_fail(str(exc))
     intake = Intake(api, key)
+    source = source or source_of(config)
     follower = TrytonFollower(
         client,
         intake,
-        FollowState(redis_client, settings.stream_prefix, source or f"tryton/{config.database}"),
-        source=source or f"tryton/{config.database}",
+        FollowState(redis_client, settings.stream_prefix, source),
+        source=source,
         network=network,
         since=since,
         overlap_s=overlap,

@@ -48,6 +48,34 @@ def tick_event(now: datetime, interval_s: float) -> CloudEvent:
     )
 
 
+class Lease:
+    """One holder at a time across instances: ``SET NX PX`` takes a free lease, its holder renews
+    it with a compare-and-expire script, and another instance takes it over when the holder stops
+    renewing (after ``lease_ms``) or releases it. The clock holds one; so does the Tryton follower
+    inside ``crossdock serve`` (``runtime.tryton_follow``)."""
+
+    def __init__(self, client: redis.Redis, key: str, lease_ms: int) -> None:
+        self.r = client
+        self.key = key
+        self.lease_ms = int(lease_ms)
+        self.token = uuid.uuid4().hex
+        self._renew = client.register_script(_RENEW)
+
+    def hold(self) -> bool:
+        """Take the lease if it is free, renew it if it is ours; True while we hold it."""
+        if self.r.set(self.key, self.token, nx=True, px=self.lease_ms):
+            return True
+        return bool(self._renew(keys=[self.key], args=[self.token, self.lease_ms]))
+
+    def release(self) -> None:
+        """Give the lease up (if we hold it) so that another instance takes over at once."""
+        try:
+            if self.r.get(self.key) in (self.token, self.token.encode()):
+                self.r.delete(self.key)
+        except redis.RedisError:
+            pass
+
+
 class Clock:
     """Queue a tick every ``interval_s`` while this instance holds the lease."""
 
@@ -57,17 +85,13 @@ class Clock:
         self.r = client
         self.queue = queue
         self.interval_s = interval_s
-        self.lease_key = f"{prefix}:clock:lease"
-        self.token = uuid.uuid4().hex
-        self.lease_ms = int(max(3.0, interval_s * 2) * 1000)
-        self._renew = client.register_script(_RENEW)
+        self.lease = Lease(client, f"{prefix}:clock:lease", int(max(3.0, interval_s * 2) * 1000))
+        self.lease_key, self.token, self.lease_ms = self.lease.key, self.lease.token, self.lease.lease_ms
         self.sent = 0
 
     def holds_lease(self) -> bool:
         """Take the lease if it is free, renew it if it is ours; True while we hold it."""
-        if self.r.set(self.lease_key, self.token, nx=True, px=self.lease_ms):
-            return True
-        return bool(self._renew(keys=[self.lease_key], args=[self.token, self.lease_ms]))
+        return self.lease.hold()
 
     def beat(self, now: datetime | None = None) -> bool:
         """One beat: queue the current slot's tick if we hold the lease. True if a tick was queued."""
@@ -91,11 +115,7 @@ class Clock:
                 log.warning("clock.redis_error", error=str(exc))
             stop.wait(step)
         # Let another instance take over at once rather than after the lease runs out.
-        try:
-            if self.r.get(self.lease_key) in (self.token, self.token.encode()):
-                self.r.delete(self.lease_key)
-        except redis.RedisError:
-            pass
+        self.lease.release()
 
     def start(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(stop,), name="crossdock-clock", daemon=True)

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # With erp=tryton: what Tryton cannot hold (lanes, carriers, regions, substitutes, safety stock),
     # YAML validated by connectors.tryton.network_file; each change is a version in the audit chain.
     network_file: Path | None = None
+    # With erp=tryton: `crossdock serve` follows Tryton's changes itself (the follower of
+    # `crossdock connect tryton`, in a thread; one instance follows, under a Redis lease) and polls
+    # every tryton_follow_s seconds.
+    tryton_follow: bool = False
+    tryton_follow_s: float = Field(default=2.0, ge=0.05, le=3600)
     # "key:role:name,key:role" — hashed at load; a name defaults to the role.
     api_keys: str = ""
     # YAML or JSON: [{name, role, key | key_sha256, customers?}], hashed at load too.
@@ -285,6 +290,15 @@ class Settings(BaseSettings):
             raise ValueError("CROSSDOCK_ENV=production needs REDIS_URL (the embedded Redis is for development)")
         if self.env == "production" and not self.database_url:
             raise ValueError("CROSSDOCK_ENV=production needs DATABASE_URL (SQLite is for development)")
+        return self
+
+    @model_validator(mode="after")
+    def _follow_needs_tryton(self) -> Settings:
+        if self.tryton_follow and self.erp != "tryton":
+            raise ValueError(
+                "CROSSDOCK_TRYTON_FOLLOW needs CROSSDOCK_ERP=tryton (the decisions on followed changes write back "
+                "into Tryton)"
+            )
         return self
 
     def store_url(self) -> str:

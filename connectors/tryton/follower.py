@@ -34,6 +34,11 @@ so a new follower process continues where the last one stopped.
 (Tryton's clock, not ours); the changes in the overlap before it are marked as seen, not posted.
 ``since="all"`` posts every record's current state; an ISO time starts there.
 
+**Where it runs.** ``crossdock connect tryton`` runs it as its own process, posting over HTTP
+(``Intake``); with ``CROSSDOCK_TRYTON_FOLLOW`` ``crossdock serve`` runs it in a thread of the
+instance holding a Redis lease, queueing in-process (``runtime.tryton_follow``). Both use the
+source ``tryton/<database>`` (``source_of``) and so the same state: one continues the other.
+
 **Keys.** Crossdock finds sales and purchases by ``reference`` (``connectors.tryton.adapters``):
 a confirmed sale or purchase without one gets its ``number`` written as its reference first.
 An order's region comes from the sale's Crossdock extras, else the network file's ``regions``
@@ -48,15 +53,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import redis
 import structlog
 
 from connectors.tryton.adapters import NOTE_TAG, TrytonBackend, _extras
-from connectors.tryton.network_file import NetworkSpec
-from connectors.tryton.rpc import TrytonClient
+from connectors.tryton.rpc import TrytonClient, TrytonConfig
 from domain.errors import ConnectorError, PermanentConnectorError
 from domain.events import EventError, parse_event
 
@@ -89,6 +93,43 @@ class IntakeError(RuntimeError):
 
 class IntakeUnavailable(RuntimeError):
     """The intake could not be reached or answered 429/5xx; worth retrying."""
+
+
+class EventSink(Protocol):
+    """Where the follower posts: ``Intake`` (``POST /v1/events``, for ``crossdock connect tryton``)
+    or ``runtime.tryton_follow.QueueIntake`` (the queue itself, inside ``crossdock serve``). Both
+    answer one dict per event (``job_id``, ``event_id``, ``duplicate``...) and raise
+    ``IntakeUnavailable`` (retry) or ``IntakeError`` (refused for good)."""
+
+    def post(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class Regions(Protocol):
+    """Where an order ships to when the sale does not say: ``NetworkSpec`` (the network file) or
+    the Tryton adapters' live overlay (``Overlay``: a ``PUT /v1/network`` is in force at once)."""
+
+    def region_of(self, customer: str, country: str | None) -> str: ...
+
+
+def source_of(config: TrytonConfig) -> str:
+    """The followed database's CloudEvent source (and its state's name in Redis): ``tryton/<database>``,
+    the same for ``crossdock connect tryton`` and the follower inside ``crossdock serve``, so one
+    continues where the other stopped."""
+    return f"tryton/{config.database}"
+
+
+def logged_in(config: TrytonConfig) -> TrytonClient:
+    """A client with its session open; a refused login or an unreachable Tryton raises
+    ``ConnectorError`` with one line (``Tryton at URL unreachable during login: ConnectError``)."""
+    client = TrytonClient(config)
+    try:
+        client.login()
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 class Intake:
@@ -204,11 +245,11 @@ class TrytonFollower:
     def __init__(
         self,
         client: TrytonClient,
-        intake: Intake,
+        intake: EventSink,
         state: FollowState,
         *,
         source: str,
-        network: NetworkSpec | None = None,
+        network: Regions | None = None,
         since: str = "now",
         overlap_s: float = 1.0,
         batch: int = 200,
