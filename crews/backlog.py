@@ -16,7 +16,8 @@ not for the whole tick (issue 20):
 * **waves**: the wave plan, under ``WAVE_PLAN_LOCK`` only (order releases never take it: they
   wave their own orders under their SKU locks);
 * **sweeps**: stock re-checks, overdue ASNs, the continuous reconciliation and backorder
-  prevention read and decide with no lock; what they decide executes under its own locks.
+  prevention read and decide with no lock; what they propose is recorded and executed under the
+  locks of the SKUs its actions name (``runtime.pipeline.proposal_locks``).
 
 ``propose`` runs the same slices one after another without locks (the engine replay and tests):
 the same reads in the same order, so a recorded tick replays to the proposals it made live.

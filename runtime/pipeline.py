@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from crews.backlog import BacklogSpecialist, Slice
+from crews.backlog import WAVE_PLAN_LOCK, BacklogSpecialist, Slice
 from crews.judgement import judgement_reason
 from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
@@ -194,32 +194,49 @@ class Pipeline:
         index: int,
         first: bool,
     ) -> tuple[list[Proposal], list[Decision]]:
-        """One slice: under its locks, decide and record (and, for a locked slice, execute); an
-        unlocked slice's decisions then execute under their own locks."""
+        """One slice. A locked one decides, records and executes under its keys; an unlocked one
+        (the sweeps) reads and decides with no lock, then records and executes under the locks its
+        proposals' actions need (``proposal_locks``)."""
         started = time.monotonic()
-        with self.locks.hold(piece.keys):
-            made = piece.decide()
-            self.queue.set_fields(job_id, tick_index=index + len(made))  # reserved before any is recorded
-            with self.store.batch() as batch:
-                if first:
-                    batch.audit_when_open(**self._accepted(job_id, event))
-                decisions = self._record(job_id, event, made, specialist, policy, when, first_index=index)
-            if piece.locked:
-                self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
-        held_s = time.monotonic() - started
-        if not piece.locked:
-            keys = {k for d in decisions if d.status == "executing" for k in action_locks(d)}
+        if piece.locked:
+            keys = piece.keys
             with self.locks.hold(keys):
-                self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
+                made = piece.decide()
+                decisions = self._commit(job_id, event, made, specialist, policy, when, index, first)
+        else:
+            made = piece.decide()
+            keys = proposal_locks(made)
+            with self.locks.hold(keys):
+                decisions = self._commit(job_id, event, made, specialist, policy, when, index, first)
         log.info(
             "tick.slice",
             stage=piece.stage,
-            locks=len(piece.keys),
-            held_ms=round(held_s * 1000, 1),
+            locks=len(keys),
+            ms=round((time.monotonic() - started) * 1000, 1),
             proposals=len(made),
             decisions=len(decisions),
         )
         return made, decisions
+
+    def _commit(
+        self,
+        job_id: str,
+        event: CloudEvent,
+        made: list[Proposal],
+        specialist: BacklogSpecialist,
+        policy: Policy,
+        when: datetime,
+        index: int,
+        first: bool,
+    ) -> list[Decision]:
+        """Record a slice's proposals (their indexes reserved in the job first) and execute them."""
+        self.queue.set_fields(job_id, tick_index=index + len(made))
+        with self.store.batch() as batch:
+            if first:
+                batch.audit_when_open(**self._accepted(job_id, event))
+            decisions = self._record(job_id, event, made, specialist, policy, when, first_index=index)
+        self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
+        return decisions
 
     def _maybe_ask(self, job_id: str, event: CloudEvent, proposals: list[Proposal], accepted_at: float) -> None:
         if judgement_reason(event, proposals):
@@ -390,11 +407,14 @@ class Pipeline:
         return len(self.decisions.resume_stuck(resume_after_s, give_up_s))
 
 
-def action_locks(decision: Decision) -> list[str]:
-    """The locks a decision proposed without locks (a tick's sweeps) executes under: its execution
-    locks and the SKU of every action that names one (a stock correction, a released reservation)."""
-    skus = {f"sku:{a.payload['sku']}" for a in decision.actions if isinstance(a.payload.get("sku"), str)}
-    return sorted(set(execution_locks(decision)) | skus)
+def proposal_locks(proposals: list[Proposal]) -> list[str]:
+    """The locks proposals made without locks (a tick's sweeps) are recorded and executed under:
+    the SKU of every action that names one (a stock correction, a transfer, a released
+    reservation) and the wave planner's lock for a wave."""
+    keys = {f"sku:{a.payload['sku']}" for p in proposals for a in p.actions if isinstance(a.payload.get("sku"), str)}
+    if any(a.name == "wms.create_wave" for p in proposals for a in p.actions):
+        keys.add(WAVE_PLAN_LOCK)
+    return sorted(keys)
 
 
 def _stale_agent(p: Proposal, reasons: list[str]) -> Any:

@@ -24,7 +24,7 @@ import crews.backlog
 from crews.backlog import backlog_batches
 from domain.decisions import Action
 from domain.models import Order
-from runtime.queue import BACKGROUND, DECISIONS
+from runtime.queue import BACKGROUND, DECISIONS, JobQueue
 from runtime.shadow import engine_replay
 from runtime.worker import Worker
 from tests.integration.conftest import Stack, close_stack, make_stack, order_event
@@ -117,6 +117,12 @@ def wait_for(what: Callable[[], Any], timeout_s: float, say: str) -> Any:
     raise AssertionError(f"timed out: {say}")
 
 
+def finished(queue: JobQueue, job_id: str, timeout_s: float = 60) -> float:
+    """When the job finished (its ``finished_at``, seconds since the epoch), once it is done."""
+    job = wait_for(lambda: (j := queue.job(job_id) or {}).get("status") == "done" and j, timeout_s, job_id)
+    return datetime.fromisoformat(str(job["finished_at"]).replace("Z", "+00:00")).timestamp()
+
+
 @pytest.fixture
 def backlog(tmp_path: Path, redis_url: str, example: dict[str, Any], small_slices: None) -> Iterator[Stack]:
     stack = make_stack(tmp_path, redis_url, backlog_scenario(example), slow)
@@ -138,37 +144,41 @@ def test_an_order_on_a_backlog_sku_waits_for_one_slice_not_for_the_whole_tick(ba
     try:
         queue = stack.container.queue
         tick_job = stack.publish(tick("tick-slices")).json()["job_id"]
-        # The tick is under way: it holds the lock of the backlog's first SKU.
-        first = f"{stack.container.pipeline.locks.prefix}:lock:sku:{sku(0)}"
-        wait_for(lambda: stack.container.redis.exists(first), 60, "the tick's first slice")
-        sent = time.monotonic()
+        # The tick is under way: it took the lock of the backlog's first SKU, then either let it go
+        # (its first slice is done) or took the last SKU's too (a tick that holds them all).
+        prefix, r = stack.container.pipeline.locks.prefix, stack.container.redis
+        first, last = f"{prefix}:lock:sku:{sku(0)}", f"{prefix}:lock:sku:{sku(N_HELD - 1)}"
+        wait_for(lambda: r.exists(first), 60, "the tick's first slice")
+        wait_for(lambda: not r.exists(first) or r.exists(last), 60, "the tick past its first slice")
+        sent = time.time()
         # An order on the last slice's SKU: the old tick held that lock from its start to its end.
-        order_job = stack.publish(order_event("SO-NEW", [(sku(N_HELD - 1), 1)], customer="CUST-1")).json()["job_id"]
-        order_done = wait_for(
-            lambda: (queue.job(order_job) or {}).get("status") == "done" and time.monotonic(), 60, "the order"
-        )
-        tick_done = wait_for(
-            lambda: (queue.job(tick_job) or {}).get("status") == "done" and time.monotonic(), 120, "the tick"
-        )
+        free_job = stack.publish(order_event("SO-FREE", [(sku(N_HELD - 1), 1)], customer="CUST-1")).json()["job_id"]
+        # Another on a SKU of the slice the tick is in: it waits for that slice to end, no longer.
+        middle = f"{prefix}:lock:sku:{sku(N_HELD // 2)}"
+        wait_for(lambda: r.exists(middle), 60, "the tick in its middle slice")
+        busy_sent = time.time()
+        busy_job = stack.publish(order_event("SO-BUSY", [(sku(N_HELD // 2 + 1), 1)])).json()["job_id"]
+        done = {job: finished(queue, job) for job in (free_job, busy_job, tick_job)}
     finally:
         stop.set()
         for t in threads:
             t.join(30)
         stack.container.pipeline.locks.observe = None
-    # The order was decided while the tick still ran (a tick holding every backlog SKU for its
-    # whole run fails here: the order's lock came free only when the tick ended).
-    assert order_done < tick_done, "the order waited for the whole tick"
-    assert order_done - sent < (tick_done - sent) / 2
+    tick_done = done[tick_job]
+    # Both orders were decided while the tick still ran (a tick holding every backlog SKU for its
+    # whole run fails here: their locks came free only when it ended).
+    assert done[free_job] < tick_done and done[busy_job] < tick_done, "an order waited for the whole tick"
+    assert done[free_job] - sent < (tick_done - sent) / 2
+    assert done[busy_job] - busy_sent < (tick_done - busy_sent) / 2
     ticked = [h for h in holds if h[0] == "slices-background"]
     slices = [h for h in ticked if any(k.startswith("sku:SKU-T") for k in h[1])]
     assert len(slices) == N_HELD // PER_SLICE  # one hold per backlog slice, never all SKUs at once
     assert all(len([k for k in h[1] if k.startswith("sku:")]) <= PER_SLICE for h in ticked)
-    # The order waited at most one slice (plus scheduling slack), and the tick had more than one
-    # slice left to run when the order was done.
-    [order_hold] = [h for h in holds if h[0] == "slices-decisions" and h[1] == [f"sku:{sku(N_HELD - 1)}"]]
+    # Each order waited at most one slice (plus scheduling slack).
     longest = max(h[3] for h in slices)
-    assert order_hold[2] <= longest + 0.5, (order_hold[2], longest)
-    assert tick_done - order_done > longest
+    for n in (N_HELD - 1, N_HELD // 2 + 1):
+        [hold] = [h for h in holds if h[0] == "slices-decisions" and h[1] == [f"sku:{sku(n)}"]]
+        assert hold[2] <= longest + 0.5, (sku(n), hold[2], longest)
     # The tick's decisions: one summary per backlog slice (nothing to release), the wave plan.
     decisions = stack.container.store.list_decisions(job_id=tick_job, limit=1000)
     summaries = [d for d in decisions if d.subject == "backlog"]
