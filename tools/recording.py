@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -120,13 +121,23 @@ _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 def _finite(value: Any) -> Any:
     """A model's JSON dump with infinities and NaN as the strings pydantic reads back as floats
-    (strict JSON, which PostgreSQL's json type requires, has no such numbers)."""
+    (strict JSON, which PostgreSQL's json type requires, has no such numbers). A value that is
+    strict JSON already, as nearly every one is, comes back as it is (checked by the C encoder:
+    walking every answer in Python was a tenth of an order decision's CPU)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError):
+        return _finite_copy(value)
+    return value
+
+
+def _finite_copy(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else _NON_FINITE[value]
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: _finite_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [_finite_copy(v) for v in value]
     return value
 
 
@@ -202,8 +213,6 @@ def decode_error(value: dict[str, Any]) -> BaseException:
 
 
 def call_key(port: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    import json
-
     shown = json.dumps([plain(list(args)), plain(kwargs)], sort_keys=True, separators=(",", ":"))
     return f"{port}.{method}{shown}"
 
