@@ -78,8 +78,9 @@ SLICE_SKUS = 60
 class Slice:
     """One bounded part of a tick: what it locks, and how it decides (call it under those locks).
 
-    ``locked``: its decisions execute under ``keys`` (held while it decides); otherwise it decided
-    with no lock and each decision executes under its own locks (``execution_locks``)."""
+    ``locked``: it decides, records and executes under ``keys``; otherwise it decides with no lock
+    and its proposals are recorded and executed under the locks their actions name
+    (``runtime.pipeline.proposal_locks``)."""
 
     stage: str  # backlog | waves | sweeps
     keys: list[str]
