@@ -71,14 +71,15 @@ def _wms_routes(state: TwinState, act: Act) -> APIRouter:
     @r.get("/waves")
     async def waves(
         cutoff_after: datetime | None = None, node: Annotated[list[str] | None, Query()] = None
-    ) -> list[dict[str, Any]]:
+    ) -> Response:
         """Released waves; with ``cutoff_after``, only those whose truck leaves later (or has no
         cutoff); with ``node`` (repeatable), only those nodes' waves."""
-        found = state.waves(set(node) if node is not None else None)
+        nodes = set(node) if node is not None else None
         if cutoff_after is None:
-            return found
+            return Response(state.waves_json(nodes), media_type="application/json")
         after = as_utc(cutoff_after)
-        return [w for w in found if (at := _cutoff_of(w)) is None or at > after]
+        ahead = state.waves_json(nodes, lambda w: (at := _cutoff_of(w)) is None or at > after)
+        return Response(ahead, media_type="application/json")
 
     @r.get("/inventory/snapshot")
     async def inventory_snapshot(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import json
 import secrets
 import threading
 from collections.abc import Callable
@@ -1084,6 +1085,14 @@ class TwinState:
         with self._lock:
             return copy.deepcopy([w for w in self._waves if nodes is None or w.get("node") in nodes])
 
+    def waves_json(self, nodes: set[str] | None = None, keep: Callable[[dict[str, Any]], bool] | None = None) -> str:
+        """``waves`` as the JSON the wave API answers, only those ``keep`` accepts: written under
+        the lock from the waves themselves (no copy: a node's waves grow all day, and copying them
+        all for every order decision was the twin's dearest read)."""
+        with self._lock:
+            found = [w for w in self._waves if (nodes is None or w.get("node") in nodes) and (keep is None or keep(w))]
+            return json.dumps(found, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
+
     def export_state(self) -> dict[str, Any]:
         """The world now, in the shape of the report's ``final_state`` plus tickets and oversells."""
         with self._lock:
@@ -1138,6 +1147,13 @@ class TwinState:
                 "oversells": {"count": len(self._oversells), "events": self._oversells},
             }
             return copy.deepcopy(state)
+
+
+def _json_default(value: Any) -> Any:
+    """A payload value JSON has no type for, as the HTTP API writes it (times in ISO 8601)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 def _movement(kind: str, data: dict[str, Any], at: Any, ref: Any) -> dict[str, Any]:

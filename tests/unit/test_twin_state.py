@@ -364,3 +364,16 @@ def test_the_network_etag_changes_when_the_network_does_and_differs_between_twin
     assert (
         TwinState(Scenario.model_validate(raw)).network_etag() != TwinState(Scenario.model_validate(raw)).network_etag()
     )
+
+
+def test_the_wave_api_document_is_the_waves_it_keeps_without_copying_them(state: TwinState) -> None:
+    for n, (node, cutoff) in enumerate([("DC-EAST", "2026-03-21T14:00:00Z"), ("DC-WEST", None), ("DC-EAST", None)]):
+        parameters = {"workZone": "PICK-ZONE-A", **({"cutoffTime": cutoff} if cutoff else {})}
+        payload = {"waveId": f"W-{n}", "node": node, "orders": [{"orderId": "SO-1001"}], "parameters": parameters}
+        state.apply(Action(system="wms", type="create_wave", payload=payload, idempotency_key=f"k-w{n}"))
+    assert json.loads(state.waves_json()) == state.waves()
+    assert json.loads(state.waves_json({"DC-EAST"})) == state.waves({"DC-EAST"})
+    kept = json.loads(state.waves_json({"DC-EAST"}, lambda w: "cutoffTime" in w["parameters"]))
+    assert [w["waveId"] for w in kept] == ["W-0"]
+    state.waves_json()  # the document is written from the waves, which it leaves as they were
+    assert [w["waveId"] for w in state.waves()] == ["W-0", "W-1", "W-2"]
