@@ -830,7 +830,7 @@ def twin_serve(
         scenario, _ = load_scenario(file)
     except ScenarioError as exc:
         fail(str(exc))
-    uvicorn.run(create_twin_app(TwinState(scenario)), host=host, port=port, log_level="info")
+    uvicorn.run(create_twin_app(TwinState(scenario)), host=host, port=port, log_level="info", access_log=False)
 
 
 # --- bench -----------------------------------------------------------------------------
