@@ -16,6 +16,13 @@ Reads
   from confirmed ``stock.inventory`` (adjustments) and from suppliers (receipts).
   ``asns``/``receipts``: the purchase's ``stock.shipment.in``, draft (announced) or
   received/done; Tryton keeps one document, whose quantities and lots become the received ones.
+  A received shipment that was announced first is a receipt naming that ASN (``asn_id`` = its
+  own reference) and stays among the ASNs (as the twin keeps a received ASN), holding what
+  arrived; one entered and received at once is a receipt without ASN. Announced = Tryton's log
+  (``ir.model.log``) shows the draft stood on its own before the Receive click: it or its
+  incoming moves were written in a later transaction than the one that created it, or the
+  receive came ``ANNOUNCED_AFTER`` (60 s) or more after its creation; with no logged receive
+  the adapter cannot tell and names the ASN (see ``TrytonBackend.announced``).
   A line's ``lot`` is its incoming move's ``lot.number`` (stock_lot).
 - ``TrytonErp.purchase_order``/``open_purchase_orders``: ``purchase.purchase`` by reference,
   received = done incoming moves per line, a line is closed when none of its moves is pending;
@@ -146,6 +153,11 @@ NOT_MAPPED: dict[str, str] = {
 TASK_TYPES = ("cycle_count", "repick", "replenish", "relocate")
 
 OPEN_SHIPMENT_STATES = ("waiting", "assigned", "picked", "packed")
+RECEIVED_STATES = ("received", "done")
+# How long a supplier shipment stood in draft before its receive for it to count as announced
+# when nothing was written to it in between (``TrytonBackend.announced``): a shipment entered
+# at the dock is saved and received in one go, seconds apart at most.
+ANNOUNCED_AFTER = dt.timedelta(seconds=60)
 
 
 @dataclass
@@ -256,6 +268,7 @@ class TrytonBackend:
         self._lock = threading.Lock()
         self._index: _Index | None = None
         self._products: dict[str, int] = {}
+        self.announced_after = ANNOUNCED_AFTER
 
     # -- caches ------------------------------------------------------------------------------
 
@@ -452,11 +465,13 @@ class TrytonBackend:
         return rows
 
     def supplier_shipments(self, po_id: str) -> list[tuple[dict[str, Any], list[tuple[int, str, float, str | None]]]]:
-        """The ``stock.shipment.in`` holding the purchase's moves: (shipment, [(po line, sku, qty, lot)])."""
+        """The ``stock.shipment.in`` holding the purchase's moves: (shipment, [(po line, sku, qty, lot)]).
+        Each shipment also carries ``move_ids``, the ids of those moves."""
         purchases = self.purchases([("reference", "=", po_id)])
         if not purchases:
             return []
         ship_moves: dict[int, list[tuple[int, str, float, str | None]]] = defaultdict(list)
+        move_ids: dict[int, list[int]] = defaultdict(list)
         for ln in purchases[0]["lines"]:
             seq = int(ln["sequence"] or 0)
             sku = str((ln.get("product.") or {}).get("code"))
@@ -465,14 +480,81 @@ class TrytonBackend:
                     sid = int(str(m["shipment"]).split(",")[1])
                     lot = (m.get("lot.") or {}).get("number")
                     ship_moves[sid].append((seq, sku, float(m["internal_quantity"]), str(lot) if lot else None))
+                    move_ids[sid].append(int(m["id"]))
         if not ship_moves:
             return []
         ships = self.client.read(
             "stock.shipment.in",
             sorted(ship_moves),
-            ["reference", "number", "state", "planned_date", "effective_date", "warehouse", "supplier.code"],
+            [
+                "reference",
+                "number",
+                "state",
+                "planned_date",
+                "effective_date",
+                "warehouse",
+                "supplier.code",
+                "create_date",
+            ],
         )
-        return [(sh, ship_moves[int(sh["id"])]) for sh in ships]
+        return [(dict(sh, move_ids=move_ids[int(sh["id"])]), ship_moves[int(sh["id"])]) for sh in ships]
+
+    def announced(self, shipments: list[dict[str, Any]]) -> set[int]:
+        """The received supplier shipments (of ``supplier_shipments``) that were announced before
+        they were received, so their receipt names them as its ASN.
+
+        Tryton keeps one document for the ASN and the receipt, and no field says it was announced;
+        its log (``ir.model.log``: every button a user clicks, every write a user makes, with the
+        time of the transaction) tells how the draft came to be received. A shipment entered at the
+        dock is created and received in one go: nothing happens to it between the transaction that
+        created it and the Receive click. An announced one stood on its own as a draft: it or its
+        incoming moves were written in a transaction after its creation (what arrived typed over
+        what was announced, a date moved), or it was received ``announced_after`` or more after
+        its creation. This holds whoever announces (a user, an EDI import, the loader) and does not
+        depend on the reference's spelling or on a note only Crossdock would write. A receive that
+        was not logged (made by server code, not a user) leaves nothing to tell: the shipment was a
+        draft, which ``asns`` reports as announced, so it names its ASN rather than raise a
+        ``receipt_without_asn`` on no evidence."""
+        received = [sh for sh in shipments if sh["state"] in RECEIVED_STATES]
+        if not received:
+            return set()
+        owner: dict[str, int] = {}
+        for sh in received:
+            sid = int(sh["id"])
+            owner[f"stock.shipment.in,{sid}"] = sid
+            owner.update({f"stock.move,{m}": sid for m in sh.get("move_ids", [])})
+        logs = self.client.search_read(
+            "ir.model.log",
+            [("resource", "in", sorted(owner)), ("event", "in", ["write", "button"])],
+            ["resource", "event", "target", "create_date"],
+            order=[("create_date", "ASC"), ("id", "ASC")],
+        )
+        by_shipment: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for log in logs:
+            sid_of = owner.get(str(log.get("resource") or ""))
+            if sid_of is not None and log.get("create_date") is not None:
+                by_shipment[sid_of].append(log)
+        out: set[int] = set()
+        for sh in received:
+            sid, created = int(sh["id"]), sh.get("create_date")
+            events = by_shipment.get(sid, [])
+            receive = next(
+                (
+                    log["create_date"]
+                    for log in events
+                    if log["event"] == "button"
+                    and log["target"] == "receive"
+                    and str(log["resource"]).startswith("stock.shipment.in,")
+                ),
+                None,
+            )
+            if receive is None or created is None:  # nothing to tell by
+                out.add(sid)
+                continue
+            touched = any(created < log["create_date"] < receive for log in events)
+            if touched or receive - created >= self.announced_after:
+                out.add(sid)
+        return out
 
     def book_qty(self, warehouse: int, product: int) -> float:
         (r,) = self.client.read("stock.location", [warehouse], ["quantity"], context={"product": product})
@@ -591,14 +673,18 @@ class TrytonWms:
         ]
 
     def asns(self, po_id: str) -> list[Asn]:
-        """Supplier shipments (``stock.shipment.in``) of the purchase not yet received: what is announced."""
+        """Supplier shipments (``stock.shipment.in``) of the purchase that are announced: drafts, and
+        received ones that were announced first (``TrytonBackend.announced``), which hold what
+        arrived (Tryton keeps one document)."""
+        shipments = self.b.supplier_shipments(po_id)
+        announced = self.b.announced([sh for sh, _ in shipments])
         out = []
-        for sh, lines in self.b.supplier_shipments(po_id):
-            if sh["state"] != "draft" or not lines:
+        for sh, lines in shipments:
+            if not lines or not (sh["state"] == "draft" or int(sh["id"]) in announced):
                 continue
             out.append(
                 Asn(
-                    id=str(sh["reference"] or sh["number"] or sh["id"]),
+                    id=_doc_id(sh),
                     po_id=po_id,
                     supplier=str((sh.get("supplier.") or {}).get("code") or ""),
                     expected=sh.get("planned_date"),
@@ -608,17 +694,22 @@ class TrytonWms:
         return out
 
     def receipts(self, po_id: str) -> list[Receipt]:
-        """Supplier shipments of the purchase that are received or done."""
+        """Supplier shipments of the purchase that are received or done; one announced first names
+        itself as its ASN (``TrytonBackend.announced``), one entered and received at once names none."""
         index = self.b.index()
+        shipments = self.b.supplier_shipments(po_id)
+        announced = self.b.announced([sh for sh, _ in shipments])
         out = []
-        for sh, lines in self.b.supplier_shipments(po_id):
-            if sh["state"] not in ("received", "done") or not lines:
+        for sh, lines in shipments:
+            if sh["state"] not in RECEIVED_STATES or not lines:
                 continue
             wh = index.wh_by_id.get(int(sh["warehouse"] or 0))
+            doc_id = _doc_id(sh)
             out.append(
                 Receipt(
-                    id=str(sh["reference"] or sh["number"] or sh["id"]),
+                    id=doc_id,
                     po_id=po_id,
+                    asn_id=doc_id if int(sh["id"]) in announced else None,
                     node=wh.code if wh else "",
                     received_at=_date_dt(sh.get("effective_date")),
                     lines=[ReceiptLine(po_line=ln, sku=sku, qty=qty, lot=lot) for ln, sku, qty, lot in lines],
@@ -1926,6 +2017,11 @@ def _extras(description: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _doc_id(shipment: dict[str, Any]) -> str:
+    """A supplier shipment's id as an ASN and as a receipt: its reference, else its number."""
+    return str(shipment["reference"] or shipment["number"] or shipment["id"])
 
 
 def _dt(value: Any) -> dt.datetime | None:
