@@ -264,7 +264,8 @@ def test_serve_follows_tryton_once_across_two_processes_and_hands_over_on_sigter
     # 10 sales one after another, as `crossdock bench tryton-follow` confirms them (each once the
     # last is decided): each decided once, from one event posted once; the latency from `confirm`
     # returning to the decision, split at the intake's acceptance (the follower's share).
-    orders = [f"SO-SF{n}" for n in range(2, 12)]
+    # (3 in the default suite, the 10 of the reported figure with CROSSDOCK_TEST_BENCH=1.)
+    orders = [f"SO-SF{n}" for n in range(2, 12 if os.environ.get("CROSSDOCK_TEST_BENCH") == "1" else 5)]
     latencies, follow = [], []
     for order_id in orders:
         sale(order_id)
@@ -307,9 +308,9 @@ def test_serve_follows_tryton_once_across_two_processes_and_hands_over_on_sigter
     wait_for(lambda: other.follower()["this_instance"] and other.follower()["last_poll"], 30, "the other takes over")
     assert time.monotonic() - stopped_at < 12, "taken over only when the lease ran out: it was not released"
     assert other.follower()["running"]
-    sale("SO-SF12")
-    d = decided("SO-SF12")
-    assert len({x["event_id"] for x in stack.decisions(other, "SO-SF12")}) == 1 and d["event_id"].startswith(
+    sale("SO-SF99")
+    d = decided("SO-SF99")
+    assert len({x["event_id"] for x in stack.decisions(other, "SO-SF99")}) == 1 and d["event_id"].startswith(
         "tryton:sale.sale:"
     )
     assert other.follower()["accepted"] == 1  # the new holder's own count
