@@ -399,9 +399,16 @@ def serve(
     api = create_app(container)
     # The knowledge base opens beside the API (a new one is seeded with the shipped SOPs first), so
     # serving starts at once; chat and agents get the base once it holds the SOPs, never empty.
-    threading.Thread(
-        target=_attach_knowledge, args=(api, container, settings, stop), name="kb-open", daemon=True
-    ).start()
+    knowledge_threads: list[threading.Thread] = []
+    knowledge_threads.append(
+        threading.Thread(
+            target=_attach_knowledge,
+            args=(api, container, settings, stop, knowledge_threads),
+            name="kb-open",
+            daemon=True,
+        )
+    )
+    knowledge_threads[0].start()
     try:
         uvicorn.run(
             api,
@@ -414,6 +421,13 @@ def serve(
         stop.set()
         for thread in threads:  # a worker waiting on the queue sees `stop` within block_ms
             thread.join(settings.block_ms / 1000 + 5)
+        # Seeding and the history sync embed with onnxruntime, whose threads abort the process
+        # ("terminate called without an active exception") if it exits while they run: both
+        # check `stop` between batches, so this waits for one batch at most.
+        joined = 0
+        while joined < len(knowledge_threads):  # kb-open may add the history thread meanwhile
+            knowledge_threads[joined].join(30)
+            joined += 1
         container.close()
 
 
@@ -1337,15 +1351,18 @@ def db_current() -> None:
     raise typer.Exit(1)
 
 
-def _attach_knowledge(api: Any, container: Any, settings: Any, stop: threading.Event) -> None:
+def _attach_knowledge(
+    api: Any, container: Any, settings: Any, stop: threading.Event, threads: list[threading.Thread]
+) -> None:
     """Open the knowledge base (seeding a new one), give it to chat and the in-process workers'
-    agents, and start copying settled decisions into it. A base that cannot open is one warning."""
+    agents, and start copying settled decisions into it (a thread added to ``threads``, which
+    ``serve`` joins on the way out). A base that cannot open is one warning."""
     try:
-        kb = _open_knowledge()
+        kb = _open_knowledge(stop)
     except Exception as exc:  # e.g. another process holds the local base: serve without one
         console.print(f"[yellow]warning:[/] no knowledge base: {escape(str(exc))}", soft_wrap=True)
         return
-    if kb is None:
+    if kb is None or stop.is_set():
         return
     api.state.knowledge = kb
     if container.pipeline.agents is not None:  # the in-process workers' agents search it too
@@ -1354,12 +1371,14 @@ def _attach_knowledge(api: Any, container: Any, settings: Any, stop: threading.E
         from knowledge.history import HistorySync
 
         sync = HistorySync.for_base(kb, container.store, container.redis, settings.stream_prefix)
-        threading.Thread(
+        history = threading.Thread(
             target=sync.run_forever, args=(stop, settings.knowledge_sync_s), name="kb-history", daemon=True
-        ).start()
+        )
+        threads.append(history)
+        history.start()
 
 
-def _open_knowledge() -> Any:
+def _open_knowledge(stop: threading.Event | None = None) -> Any:
     """The knowledge base for chat and agents, when the knowledge extra is installed; a new one is
     seeded with the shipped SOPs on first start (``knowledge.seed_if_empty``, logged)."""
     from domain.extras import installed
@@ -1369,7 +1388,7 @@ def _open_knowledge() -> Any:
     from knowledge.base import KnowledgeBase, seed_if_empty
 
     kb = KnowledgeBase()
-    seed_if_empty(kb)
+    seed_if_empty(kb, stop)
     return kb
 
 

@@ -245,14 +245,21 @@ class KnowledgeBase:
         *,
         vectors: Sequence[list[float]] | None = None,
         batch_size: int = 256,
+        stop: threading.Event | None = None,
     ) -> int:
         """Embed and upsert chunks (idempotent by chunk id); returns how many were written.
+
+        With ``stop``, it is checked before each batch: once set, nothing more is embedded (a
+        server shutting down must not exit while the embedding runtime's threads are working).
 
         ``vectors`` supplies precomputed dense vectors (one per chunk) instead of embedding.
         """
         if vectors is not None and len(vectors) != len(chunks):
             raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+        written = 0
         for start in range(0, len(chunks), batch_size):
+            if stop is not None and stop.is_set():
+                return written
             batch = chunks[start : start + batch_size]
             if vectors is None:
                 dense = self.embedder.embed([c.embed_text for c in batch])
@@ -271,9 +278,10 @@ class KnowledgeBase:
                     self.edge.upsert(points)
                 else:
                     self.client.upsert(self.collection, points=points, wait=True)
-        return len(chunks)
+            written += len(batch)
+        return written
 
-    def ingest_path(self, path: str | Path) -> int:
+    def ingest_path(self, path: str | Path, *, stop: threading.Event | None = None, batch_size: int = 256) -> int:
         """Ingest a markdown file or every ``*.md`` under a directory; returns the chunk count.
 
         A document's earlier chunks are deleted first, so a section removed from the file does
@@ -296,7 +304,7 @@ class KnowledgeBase:
                     ),
                     wait=True,
                 )
-        return self.ingest_chunks(chunks)
+        return self.ingest_chunks(chunks, stop=stop, batch_size=batch_size)
 
     def ingest_decisions(self, decisions: Iterable[Decision]) -> int:
         """Ingest decisions as ``history`` chunks so 'similar past cases' can be retrieved."""
@@ -603,17 +611,23 @@ def ingest_sops(kb: KnowledgeBase) -> int:
     return kb.ingest_path(SOP_DIR)
 
 
-def seed_if_empty(kb: KnowledgeBase) -> int:
-    """A knowledge base with no SOPs gets the shipped ones, so chat and agents never meet an empty one.
+def seed_if_empty(kb: KnowledgeBase, stop: threading.Event | None = None) -> int:
+    """A knowledge base with fewer SOP chunks than the shipped SOPs make gets them, so chat and
+    agents never meet an empty (or half-seeded) one.
 
-    Run on every start (``crossdock serve``, a worker on a Qdrant server); it writes only the first
-    time, or after the SOPs were removed. Returns the chunks written (0: the base already had SOPs).
-    """
-    if kb.count("sop"):
-        return 0
+    Run on every start (``crossdock serve``, a worker on a Qdrant server); it writes the first time,
+    after the SOPs were removed, or after a seeding that ``stop`` (a shutdown) or a crash cut short.
+    Embeds in small batches, checking ``stop`` between them. Returns the chunks written (0: the
+    base already had them)."""
     from knowledge.documents import SOP_DIR
 
-    written = ingest_sops(kb)
+    shipped = sum(len(chunk_document(doc)) for doc in load_documents(SOP_DIR))
+    if kb.count("sop") >= shipped:
+        return 0
+    written = kb.ingest_path(SOP_DIR, stop=stop, batch_size=32)
+    if written < shipped:
+        log.info("knowledge.seeding_stopped", chunks=written, of=shipped, knowledge_base=kb.location)
+        return written
     log.info("knowledge.seeded", chunks=written, source=str(SOP_DIR), knowledge_base=kb.location)
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,6 +60,30 @@ def test_a_new_base_is_seeded_once(tmp_path: Path) -> None:
         assert first == base.count("sop") > 0
         assert seed_if_empty(base) == 0  # already seeded: nothing written again
         assert base.count() == first
+
+
+class StoppingEmbedder(FlatEmbedder):
+    """Sets ``stop`` once it has embedded ``after`` batches, as a shutdown would during seeding."""
+
+    def __init__(self, stop: threading.Event, after: int) -> None:
+        self.stop, self.after = stop, after
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.after -= 1
+        if self.after <= 0:
+            self.stop.set()
+        return super().embed(texts)
+
+
+def test_a_seeding_cut_short_by_a_shutdown_stops_between_batches_and_is_finished_next_start(tmp_path: Path) -> None:
+    shipped = sum(len(chunk_document(d)) for d in load_documents(SOP_DIR))
+    stop = threading.Event()
+    with KnowledgeBase(tmp_path / "kb", embedder=StoppingEmbedder(stop, after=2)) as base:
+        written = seed_if_empty(base, stop)
+        assert 0 < written < shipped and base.count("sop") == written  # two batches, then no more
+    with KnowledgeBase(tmp_path / "kb", embedder=FlatEmbedder()) as base:  # the next start
+        assert seed_if_empty(base) == shipped and base.count("sop") == shipped
+        assert seed_if_empty(base) == 0
 
 
 def test_searching_an_empty_base_says_how_to_fill_it(tmp_path: Path) -> None:
