@@ -6,9 +6,9 @@ are translated, never retried here: the queue owns retries, so every attempt is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -32,6 +32,7 @@ from domain.errors import ConnectorError, PermanentConnectorError, UnknownDocume
 from domain.models import Asn, Customer, DemandPoint, PurchaseOrder, Receipt
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
+T = TypeVar("T")
 BULK_SKUS = 100  # SKUs per bulk read request
 
 # action name -> (path template, payload fields that go into the path). The whole payload is
@@ -107,6 +108,35 @@ class _HttpSystem:
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         return self._ok(self._request("GET", path, params=params), "GET", path)
+
+    def _by_sku(
+        self,
+        path: str,
+        skus: Sequence[str],
+        parse: Callable[[dict[str, Any]], T],
+        one_by_one: Callable[[list[str]], dict[str, T]],
+    ) -> dict[str, T]:
+        """Every SKU's answer from the bulk read at ``path`` (``parse`` reads one row), in the
+        order asked; a system without that route (404 or 405) is read one SKU at a time from then on."""
+        wanted = list(dict.fromkeys(skus))
+        if not wanted:
+            return {}
+        if not self.bulk:
+            return one_by_one(wanted)
+        try:
+            body = self._bulk(path, wanted)
+        except _NoBulk:
+            self.bulk = False
+            return one_by_one(wanted)
+        try:
+            found = {str(row["sku"]): parse(row) for row in body}
+        except (KeyError, TypeError, ValueError) as exc:
+            unreadable = f"{self.system.upper()} GET {path} answered an unreadable body: {exc}"
+            raise PermanentConnectorError(unreadable) from exc
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise PermanentConnectorError(f"{self.system.upper()} GET {path} left out {', '.join(missing)}")
+        return {sku: found[sku] for sku in wanted}
 
     def _bulk(self, path: str, skus: list[str]) -> list[Any]:
         """A bulk read by SKU (``?sku=…&sku=…``), ``BULK_SKUS`` SKUs a request (URLs stay short).
@@ -191,25 +221,12 @@ class HttpWms(_HttpSystem):
 
     def stock_many(self, skus: Sequence[str]) -> dict[str, list[NodeStock]]:
         """Every SKU's stock in one read (``GET /inventory/by-sku?sku=…&sku=…``)."""
-        wanted = list(dict.fromkeys(skus))
-        if not wanted:
-            return {}
-        path = "/api/v1/inventory/by-sku"
-        if not self.bulk:
-            return {sku: self.stock(sku) for sku in wanted}
-        try:
-            body = self._bulk(path, wanted)
-        except _NoBulk:
-            self.bulk = False  # a WMS without the bulk read: one read per SKU from now on
-            return {sku: self.stock(sku) for sku in wanted}
-        try:
-            found = {str(row["sku"]): [NodeStock.model_validate(s) for s in row["nodes"]] for row in body}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentConnectorError(f"WMS GET {path} answered an unreadable body: {exc}") from exc
-        missing = [s for s in wanted if s not in found]
-        if missing:
-            raise PermanentConnectorError(f"WMS GET {path} left out {', '.join(missing)}")
-        return {sku: found[sku] for sku in wanted}
+        return self._by_sku(
+            "/api/v1/inventory/by-sku",
+            skus,
+            lambda row: [NodeStock.model_validate(s) for s in row["nodes"]],
+            lambda wanted: {sku: self.stock(sku) for sku in wanted},
+        )
 
     def movements(self, sku: str, node: str) -> list[Movement]:
         return [Movement.model_validate(m) for m in self._get("/api/v1/movements", {"sku": sku, "node": node})]
@@ -258,32 +275,16 @@ class HttpErp(_HttpSystem):
     def books_many(self, skus: Sequence[str]) -> dict[str, SkuBooks]:
         """Material master, book stock and planned supply of every SKU in one read
         (``GET /materials?sku=…&sku=…``); an unknown SKU comes back with no record."""
-        wanted = list(dict.fromkeys(skus))
-        if not wanted:
-            return {}
-        path = "/api/v1/materials"
-        if not self.bulk:
-            return books_one_by_one(self, wanted)
-        try:
-            body = self._bulk(path, wanted)
-        except _NoBulk:
-            self.bulk = False  # an ERP without the bulk read: the reads per SKU from now on
-            return books_one_by_one(self, wanted)
-        try:
-            found = {
-                str(row["sku"]): SkuBooks(
-                    info=SkuInfo.model_validate(row["material"]) if row.get("material") is not None else None,
-                    book=[BookPosition.model_validate(b) for b in row.get("book_stock") or []],
-                    supply=[Supply.model_validate(x) for x in row.get("planned_supply") or []],
-                )
-                for row in body
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentConnectorError(f"ERP GET {path} answered an unreadable body: {exc}") from exc
-        missing = [s for s in wanted if s not in found]
-        if missing:
-            raise PermanentConnectorError(f"ERP GET {path} left out {', '.join(missing)}")
-        return {sku: found[sku] for sku in wanted}
+        return self._by_sku(
+            "/api/v1/materials",
+            skus,
+            lambda row: SkuBooks(
+                info=SkuInfo.model_validate(row["material"]) if row.get("material") is not None else None,
+                book=[BookPosition.model_validate(b) for b in row.get("book_stock") or []],
+                supply=[Supply.model_validate(x) for x in row.get("planned_supply") or []],
+            ),
+            lambda wanted: books_one_by_one(self, wanted),
+        )
 
     def book_snapshot(
         self, since: datetime | None = None, after: str | None = None, limit: int = SNAPSHOT_PAGE
