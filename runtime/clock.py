@@ -9,6 +9,7 @@ the event key).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -27,6 +28,13 @@ SOURCE = "crossdock/clock"
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Release only a lease we hold, in one step (a GET then DEL could delete a successor's lease).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -60,6 +68,7 @@ class Lease:
         self.lease_ms = int(lease_ms)
         self.token = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
 
     def hold(self) -> bool:
         """Take the lease if it is free, renew it if it is ours; True while we hold it."""
@@ -69,11 +78,8 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up (if we hold it) so that another instance takes over at once."""
-        try:
-            if self.r.get(self.key) in (self.token, self.token.encode()):
-                self.r.delete(self.key)
-        except redis.RedisError:
-            pass
+        with contextlib.suppress(redis.RedisError):  # unreachable: it runs out after lease_ms
+            self._release(keys=[self.key], args=[self.token])
 
 
 class Clock:

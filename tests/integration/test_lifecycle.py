@@ -5,6 +5,7 @@ resume of interrupted executions, and the built-in clock."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.decisions import Action, Proposal
-from runtime.clock import Clock
+from runtime.clock import Clock, Lease
 from tests.integration.conftest import Stack, close_stack, make_stack, order_event
 from tests.integration.test_workflow import job_of
 
@@ -348,6 +349,18 @@ def test_with_two_instances_only_the_lease_holder_ticks(stack: Stack) -> None:
     stop.set()
     one.run(stop)
     assert two.beat(datetime(2026, 3, 21, 9, 2, tzinfo=UTC)) is True
+
+
+def test_a_lease_that_ran_out_is_not_released_from_under_its_successor(stack: Stack) -> None:
+    r, key = stack.container.redis, f"{stack.container.settings.stream_prefix}:test-lease"
+    old, successor = Lease(r, key, lease_ms=50), Lease(r, key, lease_ms=60_000)
+    assert old.hold() and not successor.hold()
+    time.sleep(0.1)  # the old holder stopped renewing: its lease ran out
+    assert successor.hold()
+    old.release()  # late: must leave the successor's lease alone
+    assert r.get(key) in (successor.token, successor.token.encode()) and not old.hold()
+    successor.release()
+    assert r.get(key) is None
 
 
 # ---------------------------------------------------------------------------- agents outside the locks
