@@ -14,17 +14,9 @@ from typing import Any
 import anyio
 
 from tests.integration.conftest import Stack, close_stack, make_stack, order_event
+from tests.waiting import wait_for
 
 ASGIApp = Callable[..., Any]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job(stack: Stack, job_id: str) -> dict[str, Any]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +20,9 @@ import pytest
 
 from runtime.servers import free_port
 from tests.integration.conftest import REPO, close_stack, fresh_pg_database, make_stack, order_event
+from tests.waiting import wait_for
 
 API_KEY = "scale-out-gateway-key"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_two_apis_and_two_workers_lose_nothing_decide_once_and_never_oversell(

@@ -13,7 +13,7 @@ import asyncio
 import copy
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from runtime.queue import BACKGROUND, DECISIONS, JobQueue
 from runtime.shadow import engine_replay
 from runtime.worker import Worker
 from tests.integration.conftest import Stack, close_stack, make_stack, order_event
+from tests.waiting import wait_for
 
 N_HELD = 40
 PER_SLICE = 4  # held orders per backlog slice: 10 slices
@@ -107,16 +108,6 @@ def run_workers(stack: Stack, stop: threading.Event) -> list[threading.Thread]:
     return threads
 
 
-def wait_for(what: Callable[[], Any], timeout_s: float, say: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.01)
-    raise AssertionError(f"timed out: {say}")
-
-
 def finished(queue: JobQueue, job_id: str, timeout_s: float = 60) -> float:
     """When the job finished (its ``finished_at``, seconds since the epoch), once it is done."""
     job = wait_for(lambda: (j := queue.job(job_id) or {}).get("status") == "done" and j, timeout_s, job_id)
@@ -148,14 +139,14 @@ def test_an_order_on_a_backlog_sku_waits_for_one_slice_not_for_the_whole_tick(ba
         # (its first slice is done) or took the last SKU's too (a tick that holds them all).
         prefix, r = stack.container.pipeline.locks.prefix, stack.container.redis
         first, last = f"{prefix}:lock:sku:{sku(0)}", f"{prefix}:lock:sku:{sku(N_HELD - 1)}"
-        wait_for(lambda: r.exists(first), 60, "the tick's first slice")
-        wait_for(lambda: not r.exists(first) or r.exists(last), 60, "the tick past its first slice")
+        wait_for(lambda: r.exists(first), 60, "the tick's first slice", every=0.01)
+        wait_for(lambda: not r.exists(first) or r.exists(last), 60, "the tick past its first slice", every=0.01)
         sent = time.time()
         # An order on the last slice's SKU: the old tick held that lock from its start to its end.
         free_job = stack.publish(order_event("SO-FREE", [(sku(N_HELD - 1), 1)], customer="CUST-1")).json()["job_id"]
         # Another on a SKU of the slice the tick is in: it waits for that slice to end, no longer.
         middle = f"{prefix}:lock:sku:{sku(N_HELD // 2)}"
-        wait_for(lambda: r.exists(middle), 60, "the tick in its middle slice")
+        wait_for(lambda: r.exists(middle), 60, "the tick in its middle slice", every=0.01)
         busy_sent = time.time()
         busy_job = stack.publish(order_event("SO-BUSY", [(sku(N_HELD // 2 + 1), 1)])).json()["job_id"]
         done = {job: finished(queue, job) for job in (free_job, busy_job, tick_job)}

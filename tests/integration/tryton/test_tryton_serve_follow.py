@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from runtime.servers import ThreadedServer, free_port, serve_in_thread
 from runtime.settings import Settings
 from runtime.tryton_follow import FollowerRole, lease_key, status
 from tests.integration.conftest import REPO, fresh_pg_database
+from tests.waiting import wait_for
 from twin.server import create_twin_app
 from twin.state import TwinState
 
@@ -48,16 +49,6 @@ from .harness import Tryton
 
 INTERVAL_S = 0.2
 SETTLED = ("executed", "failed")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def pct(values: list[float], q: float) -> float:
