@@ -166,19 +166,16 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
 def seeded_knowledge(base: Path) -> str:
     """A knowledge base under ``base`` that already holds the shipped SOPs, for the servers a bench
     starts: ``serve`` seeds a new base on its first start (seconds of embedding CPU), which would
-    otherwise run during the measured load. Seeded once per folder; a running server's steady state."""
+    otherwise run during the measured load. ``seed_if_empty`` writes only once per folder; a
+    running server's steady state."""
     path = base / "knowledge"
     from domain.extras import installed
 
-    if installed("knowledge") and not (path / ".seeded").exists():
+    if installed("knowledge"):
         from knowledge.base import KnowledgeBase, seed_if_empty
 
-        kb = KnowledgeBase(str(path))
-        try:
+        with KnowledgeBase(str(path)) as kb:
             seed_if_empty(kb)
-        finally:
-            kb.close()
-        (path / ".seeded").touch()
     return str(path)
 
 
