@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +76,20 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _journal_mode_wal(cur: Any, patience_s: float = 30.0) -> None:
+    """Switch a SQLite file to WAL. The switch needs the file to itself and SQLite does not wait on the busy
+    handler for it, so two processes opening a new store together would see "database is locked": retry."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def utcnow() -> datetime:
@@ -359,7 +375,7 @@ class Store:
             try:
                 cur.execute("PRAGMA busy_timeout=30000")
                 if wal:
-                    cur.execute("PRAGMA journal_mode=WAL")
+                    _journal_mode_wal(cur)
                 cur.execute("PRAGMA foreign_keys=ON")
             finally:
                 cur.close()

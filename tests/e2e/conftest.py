@@ -47,8 +47,10 @@ def _skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    # Package scope, not session: while sync_playwright is open its event loop is the thread's running loop,
+    # and tests after tests/e2e that run a loop of their own (asyncio.run, run_until_complete) would fail.
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)

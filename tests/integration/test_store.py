@@ -114,6 +114,27 @@ def test_postgres_urls_are_rewritten_to_the_psycopg_driver(url: str) -> None:
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
+def test_a_sqlite_store_opens_while_another_process_writes_to_the_file(tmp_path: Path) -> None:
+    # Switching a file to WAL while another connection holds a write lock fails at once ("database is
+    # locked": SQLite skips the busy handler there); two processes starting on one legacy file hit it.
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE legacy (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO legacy VALUES (1)")
+    threading.Timer(0.5, lambda: writer.execute("COMMIT")).start()
+    store = Store(f"sqlite:///{path}")
+    try:
+        assert store.ping() is True
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.engine.dispose()
+        writer.close()
+
+
 def test_the_schema_can_be_created_again_and_the_store_answers_pings(store: Store) -> None:
     store.create_schema()
     assert store.ping() is True
