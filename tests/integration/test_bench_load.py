@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import LoadOptions, build_events, run_load_bench, summary_rows
+from bench.load import LoadOptions, _medium_day, build_events, run_load_bench, summary_rows
 from tests import services
 
 
@@ -54,3 +54,26 @@ def test_load_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     svg = (tmp_path / "load.svg").read_text()
     assert svg.startswith("<svg") and "<polyline" in svg
     assert any(name == "1w orders decision ms" for name, _ in summary_rows(result))
+
+
+def test_the_days_latency_by_event_type_adds_up_to_every_decision() -> None:
+    """The medium-day report on a real replay (the small day, real Redis): each event type's
+    decisions sum to every decision, the overall figures are the report's own, the slowest
+    decisions are the slowest of their type, and the table's goal row names the orders' p99."""
+    day = _medium_day(services.redis_url(), LoadOptions(seed=7), size="small")
+    by_type = day["by_type"]
+    assert {"oms.order.created", "crossdock.tick"} <= set(by_type)
+    assert sum(s["n"] for s in by_type.values()) == day["timed"] == day["decisions"] > 0
+    assert abs(day["p50_ms"] - day["kpi_p50_ms"]) <= 0.01 and abs(day["p99_ms"] - day["kpi_p99_ms"]) <= 0.01
+    assert max(s["max_ms"] for s in by_type.values()) == day["max_ms"]
+    for s in by_type.values():
+        assert 0 <= s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"] and s["max_subject"]
+    slowest = day["slowest"]
+    assert len(slowest) == 5 and [x["ms"] for x in slowest] == sorted((x["ms"] for x in slowest), reverse=True)
+    assert slowest[0]["ms"] == round(day["max_ms"], 1)
+    assert slowest[0]["subject"] == by_type[slowest[0]["event_type"]]["max_subject"]
+    rows = dict(summary_rows({"loadavg_at_end": "0", "medium_day": day}))
+    orders = by_type["oms.order.created"]
+    assert rows["medium day goal: order p99 ≤ 300 ms"].startswith(f"{orders['p99_ms']:.1f} ms")
+    assert f"({orders['n']} decisions)" in rows["medium day oms.order.created ms"]
+    assert sum(1 for name in rows if name.startswith("medium day slowest")) == 5
