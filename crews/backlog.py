@@ -180,7 +180,14 @@ class BacklogSpecialist:
     def _release(
         self, systems: Systems, now: datetime, subs: dict[str, list[str]], skus: set[str], n: int, of: int
     ) -> list[Proposal]:
-        ctx = backlog_context(systems, now, subs=subs, only_skus=skus, wave_window_hours=self.wave_window_hours)
+        ctx = backlog_context(
+            systems,
+            now,
+            subs=subs,
+            only_skus=skus,
+            wave_window_hours=self.wave_window_hours,
+            split_only_for_service=self.policy.split_only_for_service,
+        )
         summary, *releases = decide_backlog(ctx)
         if of > 1:
             summary.rationale = f"Backlog slice {n} of {of} ({len(skus)} SKU(s)): {summary.rationale}"

@@ -14,6 +14,7 @@ from crews.order_release import event_now
 from domain.decisions import Proposal, ticket
 from domain.engines.backlog import decide_backlog
 from domain.engines.matching import match, reconcile_proposals
+from domain.engines.release import DEFAULT_SPLIT_ONLY_FOR_SERVICE
 from domain.errors import UnknownDocument, UnknownSku
 from domain.events import CloudEvent
 from domain.models import Asn, Receipt
@@ -24,9 +25,15 @@ class ReconciliationSpecialist:
     workflow = "reconciliation"
     verify_stock = True  # a receipt may release held orders
 
-    def __init__(self, tolerance_pct: float = 2.0, wave_window_hours: float = 3.0) -> None:
+    def __init__(
+        self,
+        tolerance_pct: float = 2.0,
+        wave_window_hours: float = 3.0,
+        split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE,
+    ) -> None:
         self.tolerance_pct = tolerance_pct
         self.wave_window_hours = wave_window_hours
+        self.split_only_for_service = split_only_for_service  # the policy's rule, for the releases a receipt allows
         self.locked: set[str] = set()
         self.subs: dict[str, list[str]] = {}
 
@@ -79,7 +86,12 @@ class ReconciliationSpecialist:
             ]
         if event.type == "wms.receipt.posted" and self.locked:
             ctx = backlog_context(
-                systems, now, subs=self.subs, only_skus=self.locked, wave_window_hours=self.wave_window_hours
+                systems,
+                now,
+                subs=self.subs,
+                only_skus=self.locked,
+                wave_window_hours=self.wave_window_hours,
+                split_only_for_service=self.split_only_for_service,
             )
             _summary, *released = decide_backlog(ctx)
             proposals.extend(released)

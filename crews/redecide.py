@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from domain.decisions import Decision, Proposal
-from domain.engines.release import decide_release
+from domain.engines.release import DEFAULT_SPLIT_ONLY_FOR_SERVICE, decide_release
 from domain.errors import InvalidOrder, PermanentConnectorError, UnknownOrder, UnknownSku
 from tools.context import Systems, release_context
 
@@ -24,7 +24,12 @@ UNDECIDED = ("open", "held")
 
 
 def redecide(
-    decision: Decision, systems: Systems, now: datetime, wave_window_hours: float, without: Iterable[str] = ()
+    decision: Decision,
+    systems: Systems,
+    now: datetime,
+    wave_window_hours: float,
+    without: Iterable[str] = (),
+    split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE,
 ) -> list[Proposal] | None:
     """Fresh proposals for the decision's subject (empty: the subject needs no decision any more),
     or None when no engine can decide this kind of subject on demand."""
@@ -38,6 +43,7 @@ def redecide(
         return []
     try:
         ctx = release_context(systems, decision.subject, now, wave_window_hours)
+        ctx = dataclasses.replace(ctx, split_only_for_service=split_only_for_service)
         excluded = set(without)
         if excluded:
             stock = {sku: [ns for ns in rows if ns.node not in excluded] for sku, rows in ctx.stock.items()}

@@ -107,7 +107,7 @@ def route(event_type: str, policy: Policy | None = None) -> Specialist:
     if event_type == "wms.capacity.changed":
         return WavePlanningSpecialist(wave_window_hours)
     if event_type in ("wms.asn.received", "wms.receipt.posted"):
-        return ReconciliationSpecialist(policy.receipt_tolerance_pct, wave_window_hours)
+        return ReconciliationSpecialist(policy.receipt_tolerance_pct, wave_window_hours, policy.split_only_for_service)
     if event_type in ("erp.inventory.posted", "wms.inventory.adjusted"):
         return DiscrepancySpecialist(policy.posting_grace_hours)
     if event_type in TRIAGE_TYPES:

@@ -518,12 +518,14 @@ class DecisionService:
     def _again(self, decision: Decision, actor: str, policy: Policy, override: str | None = None) -> Decision | None:
         """Decide the decision's subject again (call under its locks); the fresh live decision."""
         now = self._now_for(decision)
-        found = redecide(decision, self.systems, now, policy.wave_window_hours)
+        rule = policy.split_only_for_service
+        found = redecide(decision, self.systems, now, policy.wave_window_hours, split_only_for_service=rule)
         if found is None:
             return None
         if override is not None and any(plan_signature(p.actions) == plan_signature(decision.actions) for p in found):
             # The planner refused this plan: try without the nodes it reserved at.
-            found = redecide(decision, self.systems, now, policy.wave_window_hours, without=nodes_of(decision)) or []
+            without = nodes_of(decision)
+            found = redecide(decision, self.systems, now, policy.wave_window_hours, without, rule) or []
         fresh: Decision | None = None
         for n, proposal in enumerate(found):
             if override is not None and (not proposal.actions or proposal.outcome == "held"):

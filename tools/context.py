@@ -15,7 +15,7 @@ from connectors.ports import ErpPort, NotifyPort, OmsPort, SkuBooks, WmsPort, bo
 from domain.context import BookPosition, NodeStock, OrderView, SkuInfo, Supply, WaveView
 from domain.engines.backlog import AwaitingWave, BacklogContext, HeldOrder, WaveContext
 from domain.engines.discrepancy import Reservation, StockPicture
-from domain.engines.release import DEFAULT_WAVE_WINDOW_H, ReleaseContext
+from domain.engines.release import DEFAULT_SPLIT_ONLY_FOR_SERVICE, DEFAULT_WAVE_WINDOW_H, ReleaseContext
 from domain.engines.waves import on_a_wave
 from domain.errors import PermanentConnectorError, UnknownSku
 from domain.models import Customer, Order
@@ -224,6 +224,7 @@ def backlog_context(
     subs: Mapping[str, list[str]] | None = None,
     only_skus: set[str] | None = None,
     wave_window_hours: float = DEFAULT_WAVE_WINDOW_H,
+    split_only_for_service: bool = DEFAULT_SPLIT_ONLY_FOR_SERVICE,
 ) -> BacklogContext:
     """Held orders with their customers and credit status, and stock for every SKU they need.
 
@@ -255,6 +256,7 @@ def backlog_context(
         now=now,
         waves=read_waves(systems, cutoff_after=now),
         wave_window_hours=wave_window_hours,
+        split_only_for_service=split_only_for_service,
     )
 
 
