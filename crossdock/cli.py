@@ -708,7 +708,9 @@ CONNECT_TRYTON_HELP = (
     "Tryton's login: TRYTON_URL (or --url), TRYTON_DATABASE, TRYTON_USER, TRYTON_PASSWORD or "
     "TRYTON_PASSWORD_FILE. The API key (role gateway): CROSSDOCK_CONNECT_API_KEY or --api-key-file. An "
     "order's region comes from CROSSDOCK_NETWORK_FILE's regions when the sale does not carry one.\n\n"
-    "Or let `crossdock serve` follow Tryton itself: CROSSDOCK_TRYTON_FOLLOW=true (same follower, same state)."
+    "Or let `crossdock serve` follow Tryton itself: CROSSDOCK_TRYTON_FOLLOW=true (same follower, same state). "
+    "One follower runs at a time: both take the same lease in Redis, and this command refuses to start (exit 2) "
+    "while another holds it."
 )
 
 
@@ -727,9 +729,12 @@ def connect_tryton(
     overlap: Annotated[float, typer.Option(min=0, help="Seconds re-read before each watermark.")] = 1.0,
     source: Annotated[str | None, typer.Option(help="CloudEvent source (default tryton/<database>).")] = None,
 ) -> None:
+    import contextlib
     import datetime as dt
+    import time
 
     import httpx
+    import redis
 
     from connectors.tryton.follower import (
         FollowState,
@@ -744,6 +749,7 @@ def connect_tryton(
     from connectors.tryton.rpc import TrytonConfig
     from domain.errors import ConnectorError
     from runtime.bootstrap import StartupError, connect_redis, stop_embedded
+    from runtime.tryton_follow import FollowLease
 
     if since not in ("now", "all"):
         try:
@@ -778,14 +784,31 @@ def connect_tryton(
     except httpx.HTTPError as exc:
         fail(f"Crossdock API at {api} unreachable ({type(exc).__name__}); start `crossdock serve` or pass --api")
     try:
-        client = logged_in(config)
-    except ConnectorError as exc:
-        fail(str(exc))
-    try:
         redis_client, embedded = connect_redis(settings)
     except StartupError as exc:
-        client.close()
         _startup_fail(str(exc))
+    # One follower at a time: the lease `serve`'s follower takes (CROSSDOCK_TRYTON_FOLLOW), taken before login.
+    lease = FollowLease(redis_client, settings.stream_prefix, interval)
+    stop = threading.Event()
+    try:
+        holder = lease.take()
+        if holder is not None:
+            fail(
+                f"another follower ({holder}) follows Tryton into this Redis ({settings.stream_prefix}): one runs at a "
+                "time; stop it (or unset CROSSDOCK_TRYTON_FOLLOW on `crossdock serve`) and run this again"
+            )
+        lease.keep(stop)
+        try:
+            client = logged_in(config)
+        except ConnectorError as exc:
+            fail(str(exc))
+    except BaseException:
+        stop.set()
+        lease.release()
+        redis_client.close()
+        if embedded is not None:
+            stop_embedded(embedded)
+        raise
     intake = Intake(api, key)
     source = source or source_of(config)
     follower = TrytonFollower(
@@ -798,9 +821,10 @@ def connect_tryton(
         overlap_s=overlap,
     )
     console.print(f"following Tryton {config.url} ({config.database}) into {api}", soft_wrap=True)
-    stop = threading.Event()
 
     def progress(result: Any) -> None:
+        with contextlib.suppress(redis.RedisError):
+            lease.beat(last_poll=time.time())
         if result.posted or result.invalid or once:
             console.print(result.line(), soft_wrap=True, markup=False)
         for bad in result.invalid:
@@ -811,12 +835,15 @@ def connect_tryton(
             progress(follower.poll_once())
         else:
             follower.run(stop, interval, progress, lambda msg: console.print(f"retrying: {msg}", soft_wrap=True))
+            if lease.lost.is_set():
+                fail("lost the follower's lease (Redis unreachable, or paused past it): stopped; run this again")
     except (IntakeError, IntakeUnavailable, ConnectorError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
+        lease.release()
         intake.close()
         client.close()
         redis_client.close()

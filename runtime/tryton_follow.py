@@ -58,6 +58,68 @@ def instance_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def lease_ms(interval_s: float) -> int:
+    """How long the lease outlives its holder's last renewal: four polls, at least 15 s."""
+    return int(max(15.0, 4 * interval_s) * 1000)
+
+
+class FollowLease:
+    """The follower's lease for ``crossdock connect tryton``: the one ``serve``'s follower takes, so
+    that one follower runs at a time whichever way it was started. Taken before the first poll,
+    renewed (with the status's heartbeat) by a thread, given up at exit."""
+
+    def __init__(self, client: redis.Redis, prefix: str, interval_s: float) -> None:
+        self.r = client
+        self.lease = Lease(client, lease_key(prefix), lease_ms(interval_s))
+        self.status_key = status_key(prefix)
+        self.interval_s = interval_s
+        self.name = f"connect:{instance_name()}"
+        self.lost = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> str | None:
+        """Take the lease: None when taken, else who holds it (as its status names it)."""
+        if not self.lease.hold():
+            holder = self.r.hget(self.status_key, "holder")
+            return _s(holder) if holder else "another follower"
+        self.r.delete(self.status_key)  # the last holder's numbers are not ours
+        self.beat(leader_since=time.time())
+        return None
+
+    def beat(self, **fields: float | str) -> None:
+        """The status ``/readyz`` shows: this holder, its heartbeat, and ``fields`` (last poll, accepted)."""
+        mapping: dict[Any, Any] = {"holder": self.name, "interval_s": self.interval_s, "heartbeat": time.time()}
+        mapping.update(fields)
+        pipe = self.r.pipeline()
+        pipe.hset(self.status_key, mapping=mapping)
+        pipe.pexpire(self.status_key, self.lease.lease_ms * 4)
+        pipe.execute()
+
+    def keep(self, stop: threading.Event) -> None:
+        """Renew the lease every quarter of it until ``stop``; losing it (or Redis) sets ``lost`` and ``stop``."""
+
+        def renew() -> None:
+            while not stop.wait(self.lease.lease_ms / 4000):
+                try:
+                    held = self.lease.hold()
+                    if held:
+                        self.beat()
+                except redis.RedisError:
+                    held = False
+                if not held:
+                    self.lost.set()
+                    stop.set()
+
+        self._thread = threading.Thread(target=renew, name="crossdock-tryton-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Give the lease up so that ``serve``'s follower (or another) takes over at once."""
+        if self._thread is not None:
+            self._thread.join(self.lease.lease_ms / 4000 + 1)
+        self.lease.release()
+
+
 class QueueIntake:
     """The intake inside ``serve``: each event checked as ``POST /v1/events`` checks it and queued
     with the queue's dedup on (source, id); the answer per event as the HTTP intake gives it."""
@@ -125,7 +187,7 @@ class FollowerRole:
         self.overlap_s = overlap_s
         prefix = container.settings.stream_prefix
         self.r: redis.Redis = container.redis
-        self.lease = Lease(self.r, lease_key(prefix), int(max(15.0, 4 * interval_s) * 1000))
+        self.lease = Lease(self.r, lease_key(prefix), lease_ms(interval_s))
         self.step = min(1.0, self.lease.lease_ms / 4000)  # renewals while waiting
         self.status_key = status_key(prefix)
         self.name = instance_name()
@@ -278,7 +340,7 @@ def status(client: redis.Redis, prefix: str, *, now: float | None = None) -> dic
     beat = float(fields.get("heartbeat") or 0)
     interval = float(fields.get("interval_s") or 0)
     last = float(fields.get("last_poll") or 0)
-    lease_s = max(15.0, 4 * interval)
+    lease_s = lease_ms(interval) / 1000
     out: dict[str, Any] = {
         "enabled": True,
         "running": bool(holder) and leased > 0 and now - beat < lease_s,

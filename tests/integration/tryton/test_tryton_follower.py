@@ -245,6 +245,46 @@ def test_connect_tryton_says_clearly_when_tryton_is_unreachable(
     assert httpx.get(f"{live.api.url}/healthz").status_code == 200
 
 
+def test_connect_tryton_refuses_to_start_while_another_follower_holds_the_lease(
+    live: Live, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.clock import Lease
+    from runtime.tryton_follow import lease_key, status_key
+
+    for name in [k for k in os.environ if k.startswith(("TRYTON_", "CROSSDOCK_"))]:
+        monkeypatch.delenv(name)
+    prefix = f"crossdock-lease-{secrets.token_hex(4)}"
+    for name, value in {
+        "TRYTON_URL": "http://127.0.0.1:9",
+        "TRYTON_DATABASE": "x",
+        "TRYTON_USER": "admin",
+        "TRYTON_PASSWORD": "not-used",
+        "CROSSDOCK_CONNECT_API_KEY": live.key,
+        "CROSSDOCK_STREAM_PREFIX": prefix,
+        "REDIS_URL": redis_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    r = redis.Redis.from_url(redis_url)
+    serving = Lease(r, lease_key(prefix), 15_000)  # `serve`'s follower (CROSSDOCK_TRYTON_FOLLOW) holds it
+    assert serving.hold()
+    r.hset(status_key(prefix), "holder", "dc-east-4242")
+    try:
+        refused = CliRunner().invoke(app, ["connect", "tryton", "--api", live.api.url, "--once"])
+        assert refused.exit_code == 2, refused.output
+        assert "another follower (dc-east-4242)" in refused.output and "login" not in refused.output
+        assert r.get(lease_key(prefix)) == serving.token.encode()  # still serve's
+        serving.release()
+        # Free: it takes the lease, gets as far as the login (Tryton is away here), and gives the lease up.
+        failed = CliRunner().invoke(app, ["connect", "tryton", "--api", live.api.url, "--once"])
+        assert failed.exit_code == 2 and "unreachable during login" in failed.output, failed.output
+        assert r.exists(lease_key(prefix)) == 0
+        assert serving.hold()  # so `serve` takes over at once
+    finally:
+        serving.release()
+        r.delete(status_key(prefix))
+        r.close()
+
+
 def test_the_network_is_read_and_replaced_through_the_api_as_a_new_version(live: Live) -> None:
     with httpx.Client(base_url=live.api.url, trust_env=False, timeout=30) as http:
         admin = {"Authorization": f"Bearer {live.admin}"}
