@@ -6,9 +6,6 @@ are translated, never retried here: the queue owns retries, so every attempt is 
 
 from __future__ import annotations
 
-import http.client
-import select
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -37,123 +34,6 @@ from domain.models import Asn, Customer, DemandPoint, PurchaseOrder, Receipt
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 T = TypeVar("T")
 BULK_SKUS = 100  # SKUs per bulk read request
-KEEP_IDLE = 20  # idle connections kept per origin (httpx's own default)
-SYSTEMS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)  # the shared client's (``systems_client``)
-
-
-class KeepAliveTransport(httpx.BaseTransport):
-    """HTTP/1.1 over the standard library's ``http.client``, one keep-alive connection per request
-    in flight and origin, under an ``httpx.Client``: timeouts, event hooks, the exceptions and the
-    adapters stay httpx's. httpx's own transport (httpcore and h11, pure Python) was over half of
-    the client CPU of a request to the systems, the largest part of a worker's (issue 20); this one
-    takes about a third less per request (CHANGELOG). Any scheme but ``http`` goes to ``fallback``
-    (httpx's transport: its TLS set-up and CA bundle).
-
-    A pooled connection the server closed while idle (uvicorn drops them after 5 s) is seen
-    before reuse and replaced; a request is never resent (the queue owns retries)."""
-
-    def __init__(self, fallback: httpx.BaseTransport | None = None) -> None:
-        self._fallback = fallback or httpx.HTTPTransport()
-        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme != "http":
-            return self._fallback.handle_request(request)
-        timeouts = request.extensions.get("timeout", {})
-        origin = (url.host, url.port or 80)
-        conn = self._checkout(origin)
-        stage = "connect"
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection(url.host, origin[1], timeout=timeouts.get("connect"))
-                conn.connect()
-            stage = "write"
-            sock = conn.sock
-            assert sock is not None
-            sock.settimeout(timeouts.get("write"))
-            conn.putrequest(request.method, url.raw_path.decode("ascii"), skip_host=True, skip_accept_encoding=True)
-            for name, value in request.headers.raw:
-                conn.putheader(name, value)
-            conn.endheaders(request.read() or None)  # the head and a body go out in one send
-            stage = "read"
-            sock.settimeout(timeouts.get("read"))
-            answer = conn.getresponse()
-            body = answer.read()
-        except Exception as exc:
-            if conn is not None:
-                conn.close()
-            mapped = _httpx_error(exc, stage, request)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if answer.will_close:
-            conn.close()
-        else:
-            self._checkin(origin, conn)
-        return httpx.Response(
-            answer.status,
-            headers=answer.getheaders(),
-            stream=httpx.ByteStream(body),  # a content-encoding is decoded by httpx when read
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason.encode("latin-1")},
-        )
-
-    def _checkout(self, origin: tuple[str, int]) -> http.client.HTTPConnection | None:
-        """An idle connection to ``origin`` still open, or None (connect a new one)."""
-        while True:
-            with self._lock:
-                idle = self._idle.get(origin)
-                conn = idle.pop() if idle else None
-            if conn is None or conn.sock is None:
-                return None
-            # An idle connection is readable only once the server closed it (or broke the protocol).
-            poller = select.poll()
-            poller.register(conn.sock, select.POLLIN)
-            if not poller.poll(0):
-                return conn
-            conn.close()
-
-    def _checkin(self, origin: tuple[str, int], conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(origin, [])
-            if len(idle) < KEEP_IDLE:
-                idle.append(conn)
-                return
-        conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle = [c for conns in self._idle.values() for c in conns]
-            self._idle.clear()
-        for conn in idle:
-            conn.close()
-        self._fallback.close()
-
-
-_ERRORS: dict[str, tuple[type[httpx.TransportError], type[httpx.TransportError]]] = {
-    "connect": (httpx.ConnectTimeout, httpx.ConnectError),
-    "write": (httpx.WriteTimeout, httpx.WriteError),
-    "read": (httpx.ReadTimeout, httpx.ReadError),
-}
-
-
-def _httpx_error(exc: Exception, stage: str, request: httpx.Request) -> httpx.TransportError | None:
-    """The httpx exception httpx's own transport raises for ``exc`` at ``stage`` (None: not a network error)."""
-    timeout, failure = _ERRORS[stage]
-    if isinstance(exc, TimeoutError):
-        return timeout(f"{stage} timed out", request=request)
-    if isinstance(exc, http.client.HTTPException):  # closed without an answer, or a malformed one
-        return httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request)
-    if isinstance(exc, OSError):
-        return failure(f"{type(exc).__name__}: {exc}", request=request)
-    return None
-
-
-def systems_client() -> httpx.Client:
-    """The client the adapters share in a service: httpx's, over ``KeepAliveTransport``."""
-    return httpx.Client(timeout=SYSTEMS_TIMEOUT, trust_env=False, transport=KeepAliveTransport())
-
 
 # action name -> (path template, payload fields that go into the path). The whole payload is
 # also sent as the body; the server takes path parameters from the path.

@@ -12,7 +12,7 @@ import pytest
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from connectors.http import HttpErp, HttpNotify, HttpOms, HttpWms, KeepAliveTransport, http_connectors
+from connectors.http import HttpErp, HttpNotify, HttpOms, HttpWms, http_connectors
 from connectors.ports import ErpPort, NotifyPort, OmsPort, WmsPort
 from domain.decisions import Action
 from domain.errors import ConnectorError, PermanentConnectorError, UnknownOrder, UnknownSku
@@ -40,18 +40,10 @@ def twin() -> Iterator[tuple[TwinState, str]]:
         server.stop()
 
 
-@pytest.fixture(params=["httpcore", "keep-alive"])
-def transport(request: pytest.FixtureRequest) -> httpx.BaseTransport | None:
-    """httpx's own transport, and the service's (``KeepAliveTransport``): the adapters behave alike."""
-    return KeepAliveTransport() if request.param == "keep-alive" else None
-
-
 @pytest.fixture
-def adapters(
-    twin: tuple[TwinState, str], transport: httpx.BaseTransport | None
-) -> Iterator[tuple[HttpWms, HttpErp, HttpOms, HttpNotify]]:
+def adapters(twin: tuple[TwinState, str]) -> Iterator[tuple[HttpWms, HttpErp, HttpOms, HttpNotify]]:
     url = twin[1]
-    with httpx.Client(transport=transport) as client:
+    with httpx.Client() as client:
         yield http_connectors(f"{url}/wms", f"{url}/erp", f"{url}/oms", f"{url}/notify", client)
 
 
@@ -213,9 +205,9 @@ def test_a_rejected_action_is_a_permanent_error_naming_the_reason(adapters: Adap
         oms.apply(action)
 
 
-def test_an_unreachable_system_is_a_retryable_connector_error(transport: httpx.BaseTransport | None) -> None:
+def test_an_unreachable_system_is_a_retryable_connector_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with httpx.Client(transport=transport) as client:
+    with httpx.Client() as client:
         wms = HttpWms(url, client)
         with pytest.raises(ConnectorError) as info:
             wms.stock("SKU-100")
@@ -252,13 +244,12 @@ def test_a_bulk_read_of_many_skus_is_cut_into_short_requests(adapters: Adapters,
     assert erp.books_many(skus)["SKU-100"].info == erp.sku("SKU-100")
 
 
-def test_the_network_is_revalidated_with_its_etag(twin: Twin, transport: httpx.BaseTransport | None) -> None:
+def test_the_network_is_revalidated_with_its_etag(twin: Twin) -> None:
     """The first read keeps the network and its ETag; the next ones ask with If-None-Match and get
     304 with no body while the network is unchanged; after a capacity change, the new network."""
     state, url = twin
     statuses: list[int] = []
-    hooks = {"response": [lambda r: statuses.append(r.status_code)]}
-    with httpx.Client(event_hooks=hooks, transport=transport) as client:
+    with httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]}) as client:
         _, _, oms, _ = http_connectors(f"{url}/wms", f"{url}/erp", f"{url}/oms", f"{url}/notify", client)
         first = oms.network()
         second = oms.network()
@@ -318,100 +309,3 @@ def test_a_system_without_bulk_reads_is_read_per_sku(twin: Twin) -> None:
             assert paths.count("/wms/api/v1/inventory") == 3 and paths.count("/erp/api/v1/stock") == 2
     finally:
         server.stop()
-
-
-def _peers_app() -> tuple[Any, list[int]]:
-    """An app that answers JSON (gzipped) and notes the client port of every request it serves."""
-    from fastapi import FastAPI
-    from starlette.middleware.gzip import GZipMiddleware
-
-    app, ports = FastAPI(), []
-
-    @app.get("/peer")
-    async def peer(request: Request) -> JSONResponse:
-        assert request.client is not None
-        ports.append(request.client.port)
-        return JSONResponse({"port": request.client.port, "pad": "x" * 600}, headers={"X-Seen": str(len(ports))})
-
-    app.add_middleware(GZipMiddleware, minimum_size=100)
-    return app, ports
-
-
-def test_the_keep_alive_transport_reuses_a_connection_and_replaces_one_the_server_closed() -> None:
-    """Requests one after another share one connection; after the server closed it (a restart), the
-    next request goes out on a new one instead of failing; gzipped answers are decoded."""
-    app, ports = _peers_app()
-    server = serve_in_thread(app)
-    port = int(server.url.rsplit(":", 1)[1])
-    with httpx.Client(transport=KeepAliveTransport()) as client:
-        try:
-            answers = [client.get(f"{server.url}/peer") for _ in range(5)]
-        finally:
-            server.stop()
-        assert [a.headers["content-encoding"] for a in answers] == ["gzip"] * 5
-        assert [a.json()["port"] for a in answers] == ports and len(set(ports)) == 1
-        assert answers[-1].headers["x-seen"] == "5" and answers[-1].reason_phrase == "OK"
-        server = serve_in_thread(app, port=port)
-        try:
-            again = client.get(f"{server.url}/peer")
-        finally:
-            server.stop()
-    assert again.status_code == 200 and again.json()["port"] == ports[-1] != ports[0]
-
-
-def test_the_keep_alive_transport_serves_threads_sharing_a_client() -> None:
-    """Threads sharing the client each get their own connection, never another's in flight."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    app, ports = _peers_app()
-    server = serve_in_thread(app)
-    try:
-        with httpx.Client(transport=KeepAliveTransport()) as client, ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda _: client.get(f"{server.url}/peer").json()["port"], range(80)))
-    finally:
-        server.stop()
-    assert sorted(answers) == sorted(ports) and len(answers) == 80 and len(set(ports)) <= 4
-
-
-def test_the_keep_alive_transport_raises_what_httpx_raises() -> None:
-    """A server that never answers is a read timeout, one that hangs up is a protocol error: through
-    the adapters, retryable connector errors; a scheme other than http goes to the fallback."""
-    import socket
-    import threading
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    accepted: list[socket.socket] = []
-    hang_up = threading.Event()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            if hang_up.is_set():
-                conn.close()
-            else:
-                accepted.append(conn)  # keeps it open, never answers
-
-    threading.Thread(target=serve, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(transport=KeepAliveTransport(), timeout=httpx.Timeout(5.0, read=0.3)) as client:
-            with pytest.raises(httpx.ReadTimeout):
-                client.get(f"{url}/x")
-            hang_up.set()
-            with pytest.raises(httpx.RemoteProtocolError):
-                client.get(f"{url}/x")
-            with pytest.raises(ConnectorError) as info:
-                HttpWms(url, client).stock("SKU-100")
-            assert not isinstance(info.value, PermanentConnectorError)
-    finally:
-        listener.close()
-        for conn in accepted:
-            conn.close()
-    fallback = httpx.MockTransport(lambda request: httpx.Response(200, json={"via": str(request.url)}))
-    with httpx.Client(transport=KeepAliveTransport(fallback=fallback)) as client:
-        assert client.get("https://erp.example/api").json() == {"via": "https://erp.example/api"}
