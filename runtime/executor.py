@@ -60,16 +60,16 @@ class Executor:
             self._log(decision, actor, applied)  # a retry must know what is applied
             raise
         with self.store.batch():
-            self._log(decision, actor, applied)
             done = self.store.transition(decision.id, to="executed", from_={"executing"}, actor=actor)
-            if done is not None:
-                self.store.append_audit(
-                    "decision.executed",
-                    decision.subject,
-                    actor,
-                    {"decision": decision.id},
-                    dedup_key=f"executed:{decision.id}",
-                )
+            executed = {
+                "kind": "decision.executed",
+                "subject": decision.subject,
+                "actor": actor,
+                "payload": {"decision": decision.id},
+                "dedup_key": f"executed:{decision.id}",
+            }
+            # The chain gets the actions, then (if it moved) the decision's ``decision.executed``.
+            self._log(decision, actor, applied, then=[executed] if done is not None else [])
         return done or self.store.get_decision(decision.id) or decision
 
     def fail(
@@ -89,14 +89,23 @@ class Executor:
         log.warning("decision.failed", decision_id=decision.id, error=error, undone=len(undone))
         return failed or self.store.get_decision(decision.id) or decision
 
-    def _log(self, decision: Decision, actor: str, applied: list[tuple[Action, dict[str, Any]]]) -> None:
-        """Record applied actions in the action log and the audit chain, in apply order, in one
-        transaction (the caller's batch, if one is open); ``applied`` is emptied."""
-        if not applied:
+    def _log(
+        self,
+        decision: Decision,
+        actor: str,
+        applied: list[tuple[Action, dict[str, Any]]],
+        then: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Record applied actions in the action log and the audit chain, in apply order, followed in
+        the chain by the entries ``then``, in one transaction (the caller's batch, if one is open):
+        one statement for the action log's rows, two for the audit entries (their dedup keys looked
+        up at once, their rows inserted at once). ``applied`` is emptied."""
+        entries = [_executed(decision, action, actor) for action, _ in applied] + list(then or [])
+        if not entries:
             return
         with self.store.batch():
-            for action, result in applied:
-                self._record(decision, action, actor, result)
+            self.store.record_actions([(a.idempotency_key, decision.id, a.name, result) for a, result in applied])
+            self.store.append_audits(entries)
         del applied[:]
 
     def compensate(self, decision: Decision, actor: str) -> list[dict[str, Any]]:
@@ -192,18 +201,23 @@ class Executor:
 
     def _record(self, decision: Decision, action: Action, actor: str, result: dict[str, Any]) -> None:
         self.store.record_action(action.idempotency_key, decision.id, action.name, result)
-        self.store.append_audit(
-            "action.executed",
-            decision.subject,
-            actor,
-            {
-                "decision": decision.id,
-                "action": action.name,
-                "idempotency_key": action.idempotency_key,
-                "payload": action.payload,
-            },
-            dedup_key=f"action:{action.idempotency_key}",
-        )
+        self.store.append_audit(**_executed(decision, action, actor))
+
+
+def _executed(decision: Decision, action: Action, actor: str) -> dict[str, Any]:
+    """The ``action.executed`` audit entry of an applied action (``Store.append_audit``'s arguments)."""
+    return {
+        "kind": "action.executed",
+        "subject": decision.subject,
+        "actor": actor,
+        "payload": {
+            "decision": decision.id,
+            "action": action.name,
+            "idempotency_key": action.idempotency_key,
+            "payload": action.payload,
+        },
+        "dedup_key": f"action:{action.idempotency_key}",
+    }
 
 
 def compensation(action: Action, result: dict[str, Any], facts: dict[str, Any]) -> Action | None:

@@ -116,17 +116,19 @@ class Pipeline:
         seen = recorder.systems if recorder is not None else self.systems
         with self.locks.hold(specialist.lock_keys(event, seen)):
             proposals = specialist.propose(event, seen)
-            # The event's acceptance, its decisions and their audit entries: one transaction, which
-            # opens at the first write (the reads of recording a decision come before it).
+            # The event's acceptance, its decisions and their audit entries, and the event kept with
+            # its reads (all made by now: only the proposal reads through the recorder): one
+            # transaction, which opens at the first write (the reads of recording a decision come
+            # before it).
             with self.store.batch() as batch:
                 batch.audit_when_open(**self._accepted(job_id, event))
                 decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
+                if recorder is not None:
+                    keep_event(self.store, event, when, recorder.reads(), proposals, decisions)
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
             self.decisions.settle(decisions, ACTOR, verify_stock=specialist.verify_stock, first=True)
             if self.judge is not None:
                 self._maybe_ask(job_id, event, proposals, accepted_at)
-        if recorder is not None:
-            keep_event(self.store, event, when, recorder.reads(), proposals, decisions)
         return [d.id for d in decisions]
 
     def _sliced(

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -342,6 +342,14 @@ class Store:
         self.audit_head = t["audit_head"]
         self.audit_seals = t["audit_seals"]
         self.event_records = t["event_records"]
+        # Audit appends: an entry without a dedup key; one with (nothing inserted if its key is known,
+        # so that the insert is also the dedup check: no look-up before it).
+        self._audit_insert = sa.insert(self.audit_log)
+        self._audit_insert_once = (
+            self._insert(self.audit_log)
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .execution_options(preserve_rowcount=True)
+        )
         # Whether the pipeline keeps each decided event with its reads (``record_event``).
         self.record_reads = True
         # The unit of work of each thread (``batch``), if one is open.
@@ -674,14 +682,15 @@ class Store:
         with self._write() as conn:
             # The compare-and-set: one UPDATE guarded by the current status. Concurrent callers
             # serialise on the row lock (PostgreSQL) or the write lock (SQLite); one wins.
-            moved = conn.execute(
+            # It returns the row's data, which the second UPDATE rewrites.
+            data = conn.execute(
                 sa.update(self.decisions)
                 .where(c.id == id, c.status.in_(sorted(from_)))
                 .values(status=to, updated_at=now)
-            ).rowcount
-            if moved != 1:
+                .returning(c.data)
+            ).scalar()
+            if data is None:
                 return None
-            data = conn.execute(sa.select(c.data).where(c.id == id)).scalar_one()
             update = {"status": to, "actor": actor, "error": error, **changes}
             decision = Decision.model_validate({**data, **update})
             conn.execute(sa.update(self.decisions).where(c.id == id).values(data=decision.model_dump(mode="json")))
@@ -731,6 +740,24 @@ class Store:
         with self._read() as conn:
             return conn.execute(stmt).first() is not None
 
+    def record_actions(self, actions: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """Record executed actions, each (key, decision id, action name, result), once per key, in
+        one statement; their ``at`` increases in list order (``actions_of`` lists them so)."""
+        if not actions:
+            return
+        rows: list[dict[str, Any]] = []
+        at = utcnow()
+        for key, decision_id, action_name, result in actions:
+            if rows and at <= rows[-1]["at"]:
+                at = rows[-1]["at"] + timedelta(microseconds=1)
+            rows.append(
+                {"idempotency_key": key, "decision_id": decision_id, "action": action_name, "result": result, "at": at}
+            )
+            at = utcnow()
+        stmt = self._insert(self.action_log).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        with self._write() as conn:
+            conn.execute(stmt, rows)
+
     def record_action(self, key: str, decision_id: str, action_name: str, result: dict[str, Any]) -> bool:
         """Record an executed action once; True if it was not recorded before."""
         stmt = (
@@ -757,7 +784,9 @@ class Store:
         engine_version: str,
     ) -> bool:
         """Keep an accepted event with the reads its decisions used, once per event key (a
-        redelivery keeps the first); True if this call inserted it."""
+        redelivery keeps the first); True if this call inserted it. Inside a batch, a failure leaves
+        the batch's transaction usable (the caller may carry on without the record): on PostgreSQL
+        the insert runs in a savepoint; on SQLite a failed statement undoes only itself."""
         stmt = (
             self._insert(self.event_records)
             .values(
@@ -775,6 +804,9 @@ class Store:
             .execution_options(preserve_rowcount=True)
         )
         with self._write() as conn:
+            if self._current_batch() is not None and self.dialect == "postgresql":
+                with conn.begin_nested():
+                    return conn.execute(stmt).rowcount == 1
             return conn.execute(stmt).rowcount == 1
 
     def event_records_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -877,6 +909,44 @@ class Store:
         conn.execute(sa.update(self.audit_head).where(self.audit_head.c.id == 1).values(seq=seq, hash=digest))
         batch.unwritten = []
 
+    def append_audits(self, entries: list[dict[str, Any]]) -> list[AuditEntry]:
+        """Append several entries to the chain, in order, in one transaction (the caller's batch, if
+        one is open): each as :meth:`append_audit` would (``kind``, ``subject``, ``actor``,
+        ``payload`` and an optional ``dedup_key``; an entry whose key is known already, in the
+        chain or earlier in ``entries``, is returned instead of appended). Their dedup keys are
+        looked up in one query and the new rows inserted in one statement."""
+        if not entries:
+            return []
+        with self.batch() as batch, self._write() as conn:
+            keys = sorted({str(e["dedup_key"]) for e in entries if e.get("dedup_key") is not None})
+            known: dict[str, AuditEntry] = {}
+            if keys:
+                c = self.audit_log.c
+                rows = conn.execute(sa.select(*self._audit_columns(), c.dedup_key).where(c.dedup_key.in_(keys)))
+                known = {str(row.dedup_key): self._entry(row) for row in rows}
+            out: list[AuditEntry] = []
+            new: list[AuditEntry] = []
+            new_rows: list[dict[str, Any]] = []
+            assert batch.head is not None
+            head = batch.head
+            for e in entries:
+                key = e.get("dedup_key")
+                if key is not None and key in known:
+                    out.append(known[key])
+                    continue
+                entry, row = self._link(head, e["kind"], e["subject"], e["actor"], e["payload"], key)
+                head = (entry.seq, entry.hash)
+                new.append(entry)
+                new_rows.append(row)
+                out.append(entry)
+                if key is not None:
+                    known[key] = entry
+            if new_rows:
+                conn.execute(self._audit_insert, new_rows)
+            for entry in new:  # the batch's head moves once the rows are in
+                self._linked(batch, entry)
+        return out
+
     def _append(
         self,
         conn: Connection,
@@ -890,8 +960,6 @@ class Store:
         """Append one entry in ``conn``'s transaction (an entry of this dedup_key already there is
         returned instead). Its seal is kept in ``batch`` (for the table, written by ``_flush``
         before the commit, and for the file, after it) and the batch's head moves on."""
-        payload_text = canonical_json(payload)
-        normalised: dict[str, Any] = json.loads(payload_text)
         if batch.head is None:
             # The lock that serialises appends: a row lock on PostgreSQL (held to the commit, so a
             # batch's entries are consecutive); on SQLite the transaction already holds the
@@ -899,30 +967,44 @@ class Store:
             head = self.audit_head.c
             row = conn.execute(sa.select(head.seq, head.hash).where(head.id == 1).with_for_update()).one()
             batch.head = (int(row.seq), str(row.hash))
-        if dedup_key is not None:
+        entry, values = self._link(batch.head, kind, subject, actor, payload, dedup_key)
+        if dedup_key is None:
+            conn.execute(self._audit_insert, values)
+        elif conn.execute(self._audit_insert_once, values).rowcount != 1:
+            # The key is in the chain already (the head's lock keeps it from appearing meanwhile).
             existing = self._by_dedup_key(conn, dedup_key)
-            if existing is not None:
-                return existing
-        seq, prev_hash, at = batch.head[0] + 1, batch.head[1], utcnow()
+            if existing is None:
+                raise RuntimeError(f"audit entry {dedup_key!r} was neither inserted nor found")
+            return existing
+        self._linked(batch, entry)
+        return entry
+
+    @staticmethod
+    def _link(
+        head: tuple[int, str],
+        kind: str,
+        subject: str,
+        actor: str,
+        payload: dict[str, Any],
+        dedup_key: str | None,
+    ) -> tuple[AuditEntry, dict[str, Any]]:
+        """The entry that would follow ``head`` (seq, hash), and its row (nothing written, nothing moved)."""
+        payload_text = canonical_json(payload)
+        normalised: dict[str, Any] = json.loads(payload_text)
+        seq, prev_hash, at = head[0] + 1, head[1], utcnow()
         digest = audit_hash(prev_hash, seq, at, kind, subject, actor, normalised)
-        conn.execute(
-            sa.insert(self.audit_log).values(
-                seq=seq,
-                at=at,
-                kind=kind,
-                subject=subject,
-                actor=actor,
-                payload=payload_text,
-                dedup_key=dedup_key,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
-        )
-        batch.head = (seq, digest)
-        seal = self.sealer.seal(seq, digest, at)
-        batch.seals.append(seal)
-        batch.unwritten.append(seal)
-        return AuditEntry(
+        row = {
+            "seq": seq,
+            "at": at,
+            "kind": kind,
+            "subject": subject,
+            "actor": actor,
+            "payload": payload_text,
+            "dedup_key": dedup_key,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        }
+        entry = AuditEntry(
             seq=seq,
             at=at,
             kind=kind,
@@ -932,6 +1014,14 @@ class Store:
             prev_hash=prev_hash,
             hash=digest,
         )
+        return entry, row
+
+    def _linked(self, batch: Batch, entry: AuditEntry) -> None:
+        """Move the batch's head to ``entry`` (written in its transaction) and keep its seal."""
+        batch.head = (entry.seq, entry.hash)
+        seal = self.sealer.seal(entry.seq, entry.hash, entry.at)
+        batch.seals.append(seal)
+        batch.unwritten.append(seal)
 
     def audit(
         self, *, subject: str | None = None, kind: str | None = None, limit: int = 500, after_seq: int = 0
