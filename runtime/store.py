@@ -329,9 +329,12 @@ class Store:
             self._install_sqlite_events(self.engine, wal=not memory)
             # Write transactions start with BEGIN IMMEDIATE (see the "begin" event).
             self._write_engine: Engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            # A read of one statement (``_read``) needs no BEGIN: the statement sees one state alone.
+            self._read_engine: Engine = self.engine.execution_options(sqlite_begin="")
         elif self.dialect == "postgresql":
             self.engine = sa.create_engine(sa_url, pool_pre_ping=True)
             self._write_engine = self.engine
+            self._read_engine = self.engine
         else:
             raise ValueError(f"unsupported database URL scheme: {sa_url.drivername}")
         self._md, t = _metadata(self.dialect)
@@ -390,7 +393,9 @@ class Store:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+            begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+            if begin:
+                conn.exec_driver_sql(begin)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -457,13 +462,14 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """A read-only transaction, rolled back at the end; inside a batch that has written, the
-        batch's transaction (so that its reads see its writes)."""
+        """A connection for one read statement (on SQLite no BEGIN is sent: one statement sees one
+        state of the database; reads of several statements that must agree use ``_snapshot``);
+        inside a batch that has written, the batch's transaction (so that its reads see its writes)."""
         batch = self._current_batch()
         if batch is not None and batch.conn is not None:
             yield batch.conn
             return
-        with self.engine.connect() as conn:
+        with self._read_engine.connect() as conn:
             yield conn
 
     @contextmanager
@@ -515,7 +521,7 @@ class Store:
 
     def schema_revision(self) -> SchemaRevision:
         """The schema's current revision and the newest shipped one."""
-        with self._read() as conn:
+        with self._snapshot() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
             unversioned = current is None and sa.inspect(conn).has_table("audit_log")
             head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
