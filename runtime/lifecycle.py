@@ -139,12 +139,14 @@ class DecisionService:
         job_id: str | None = None,
         accepted_at: datetime | None = None,
         supersedes: str | None = None,
+        systems: Systems | None = None,
     ) -> Decision | None:
         """Gate a proposal and store it as a decision (superseding the live one of its subject).
 
         Returns the decision as stored (an identical live one when nothing new was proposed), or
         None when the proposal repeats a plan a planner rejected on facts that still hold. Call it
-        under the locks the decision would execute under."""
+        under the locks the decision would execute under. ``systems``: what to read the decision's
+        facts through (the pipeline's, which answers the orders its proposal read already)."""
         known = self.store.get_decision(did)
         if known is not None:  # a redelivery: what was recorded stands
             return known
@@ -168,7 +170,13 @@ class DecisionService:
             # later step fails (``executor.compensation``): read nothing more on the hot path.
             restores = any(a.name == "oms.update_order_status" for a in decision.actions)
             facts = (
-                read_facts(self.systems, decision.workflow, decision.subject, decision.actions, orders_only=not pending)
+                read_facts(
+                    systems or self.systems,
+                    decision.workflow,
+                    decision.subject,
+                    decision.actions,
+                    orders_only=not pending,
+                )
                 if pending or restores
                 else {}
             )

@@ -22,18 +22,21 @@ finishes what was recorded and goes on with what was not, never deciding a slice
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
+from connectors.ports import OmsPort
 from crews.backlog import WAVE_PLAN_LOCK, BacklogSpecialist, Slice
 from crews.judgement import judgement_reason
 from crews.redecide import ORDER_WORKFLOWS
 from crews.supervisor import Specialist, route
+from domain.context import OrderView
 from domain.decisions import Decision, Proposal, decision_id
 from domain.events import AGENT_JUDGE, CREW_TRIAGE, CloudEvent
 from domain.models import Policy
@@ -111,9 +114,12 @@ class Pipeline:
         if isinstance(specialist, BacklogSpecialist):
             return self._sliced(job_id, job, event, specialist, policy, accepted_at)
         when = datetime.fromtimestamp(accepted_at, UTC)
+        # The orders the proposal reads are not read again to be recorded with its decisions.
+        orders = _OrdersRead(self.systems.oms)
+        live = dataclasses.replace(self.systems, oms=cast(OmsPort, orders))
         # Every read the decision makes is kept with the event, for the engine replay (runtime.shadow).
-        recorder = RecordingSystems(self.systems) if self.store.record_reads else None
-        seen = recorder.systems if recorder is not None else self.systems
+        recorder = RecordingSystems(live) if self.store.record_reads else None
+        seen = recorder.systems if recorder is not None else live
         with self.locks.hold(specialist.lock_keys(event, seen)):
             proposals = specialist.propose(event, seen)
             # The event's acceptance, its decisions and their audit entries, and the event kept with
@@ -122,7 +128,9 @@ class Pipeline:
             # before it).
             with self.store.batch() as batch:
                 batch.audit_when_open(**self._accepted(job_id, event))
-                decisions = self._record(job_id, event, proposals, specialist, policy, when, first_index=0)
+                decisions = self._record(
+                    job_id, event, proposals, specialist, policy, when, first_index=0, systems=live
+                )
                 if recorder is not None:
                     keep_event(self.store, event, when, recorder.reads(), proposals, decisions)
             self.queue.set_fields(job_id, decided=[d.id for d in decisions])
@@ -307,6 +315,7 @@ class Pipeline:
         policy: Policy,
         accepted_at: datetime,
         first_index: int,
+        systems: Systems | None = None,
     ) -> list[Decision]:
         out = []
         for i, proposal in enumerate(proposals, start=first_index):
@@ -321,6 +330,7 @@ class Pipeline:
                 event_id=event.id,
                 job_id=job_id,
                 accepted_at=accepted_at,
+                systems=systems,
             )
             if decision is not None:
                 out.append(decision)
@@ -407,6 +417,28 @@ class Pipeline:
     def maintain(self, resume_after_s: float = 60.0, give_up_s: float = 900.0) -> int:
         """The worker's periodic duty: finish (or undo) decisions left executing."""
         return len(self.decisions.resume_stuck(resume_after_s, give_up_s))
+
+
+class _OrdersRead:
+    """An OMS port that answers an order it has read already with that read (a copy of it): within
+    one job under its locks, the facts a decision keeps about its order (to restore its status if the
+    execution is undone) are the order the proposal just read, not a second request. Everything
+    else goes to the port."""
+
+    def __init__(self, port: OmsPort) -> None:
+        self._port = port
+        self._orders: dict[str, OrderView] = {}
+
+    def order(self, order_id: str) -> OrderView:
+        known = self._orders.get(order_id)
+        if known is not None:
+            return known.model_copy(deep=True)
+        view = self._port.order(order_id)
+        self._orders[order_id] = view.model_copy(deep=True)
+        return view
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
 
 
 def proposal_locks(proposals: list[Proposal]) -> list[str]:

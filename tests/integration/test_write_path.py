@@ -290,3 +290,35 @@ def test_append_audits_looks_the_keys_up_once_and_inserts_the_new_entries_in_one
     check = store.verify_audit()
     assert (check.ok, check.entries, check.sealed_seq) == (True, 4, 4), check
     assert [s.seq for s in store.sealer.file_seals()] == [1, 2, 3, 4]
+
+
+def test_an_order_decision_reads_its_order_once_and_keeps_it_as_its_facts(
+    tmp_path: Path, redis_url: str, example: dict[str, Any]
+) -> None:
+    """The facts a decision that runs at once keeps (its order, to restore its status if undone)
+    come from the order its proposal read in the same job, not from a second request."""
+    scenario = copy.deepcopy(example)
+    scenario["events"] = []
+    stack = make_stack(tmp_path, redis_url, scenario)
+    oms = stack.container.pipeline.systems.oms
+    read = oms.order
+    reads: list[str] = []
+
+    def counted(order_id: str) -> Any:
+        reads.append(order_id)
+        return read(order_id)
+
+    oms.order = counted  # type: ignore[method-assign]  # the real port, its calls counted
+    try:
+        stack.publish(order_event("SO-1", [("SKU-100", 4), ("SKU-200", 1)]))
+        stack.drain()
+        [decision] = stack.container.store.list_decisions()
+        assert decision.status == "executed"
+        assert reads == ["SO-1"]
+        fact = decision.facts["orders"]["SO-1"]
+        assert fact["status"] == "open" and [line[:3] for line in fact["lines"]] == [
+            [1, "SKU-100", 4.0],
+            [2, "SKU-200", 1.0],
+        ]
+    finally:
+        close_stack(stack)
