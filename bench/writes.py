@@ -5,8 +5,10 @@ pipeline writes it: the ``event.accepted`` audit entry, the decision and its ``d
 entry, four action-log rows with their ``action.executed`` entries, the final transition and the
 ``decision.executed`` entry (thirteen writes, twelve rows appended to the sealed chain counting
 the seals). ``one_per_write`` gives every write its own transaction (the path before
-``Store.batch``); ``batched`` groups them as the pipeline does now: the event, the decision and
-its entry in one transaction, the execution's log, transition and entries in another. Both run in
+``Store.batch``); ``batched`` groups them into the pipeline's two transactions (the event, the
+decision and its entry in one; the execution's log, transition and entries in another), though it
+still writes row by row where the pipeline now writes an execution's action log and its audit
+entries in one statement each (``Store.record_actions``, ``Store.append_audits``). Both run in
 the same process on the same database, with ``threads`` writers at once (workers share the chain's
 head). No connector is called: this is the store's cost alone.
 
