@@ -82,7 +82,9 @@ def loads(body: bytes, max_depth: int) -> Any:
         value = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
     except RecursionError:
         raise JsonRejected(f"JSON nested deeper than {max_depth} levels", "too_deep") from None
-    if too_deep(value, max_depth):
+    # Nesting needs an opening bracket per level: a body with no more brackets than the limit
+    # (counted in C, strings included) cannot be too deep, and is not walked.
+    if body.count(b"[") + body.count(b"{") > max_depth and too_deep(value, max_depth):
         raise JsonRejected(f"JSON nested deeper than {max_depth} levels", "too_deep")
     return value
 
@@ -103,6 +105,24 @@ def route_of(scope: Scope) -> str:
         if match == Match.FULL:
             return str(getattr(candidate, "path", "unmatched"))
     return "unmatched"
+
+
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_MAX_CHILDREN = 4096  # a client can send any method: past this, children are looked up each time
+
+
+def _metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter's and the latency histogram's children for these labels, bound once
+    (``labels()`` costs a lock and a dict lookup per call)."""
+    found = _CHILDREN.get((method, route, status))
+    if found is None:
+        found = (
+            HTTP_REQUESTS.labels(method=method, route=route, status=str(status)),
+            HTTP_LATENCY.labels(method=method, route=route),
+        )
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[(method, route, status)] = found
+    return found
 
 
 def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -130,9 +150,9 @@ class RequestGuard:
         try:
             await self._guarded(scope, receive, sending)
         finally:
-            route, method = route_of(scope), str(scope.get("method", ""))
-            HTTP_REQUESTS.labels(method=method, route=route, status=str(status[0])).inc()
-            HTTP_LATENCY.labels(method=method, route=route).observe(time.perf_counter() - started)
+            count, latency = _metrics(str(scope.get("method", "")), route_of(scope), status[0])
+            count.inc()
+            latency.observe(time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         container = getattr(getattr(scope.get("app"), "state", None), "container", None)

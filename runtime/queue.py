@@ -21,10 +21,12 @@ always on the stream and a duplicate never is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +140,7 @@ class JobQueue:
         self.retry = self.retries[DECISIONS]
         self.dead = f"{prefix}:dead"
         self._intake = client.register_script(_INTAKE)
+        self._coalesced: weakref.WeakKeyDictionary[Any, _Coalesced] = weakref.WeakKeyDictionary()
         self._promote = client.register_script(_PROMOTE)
         self._replay = client.register_script(_REPLAY)
 
@@ -184,13 +187,22 @@ class JobQueue:
         return self._results(ids, self._intake(keys=keys, args=args))
 
     async def enqueue_many_async(self, client: Any, events: Iterable[tuple[str, str, str, str]]) -> list[Enqueued]:
-        """The same through an asyncio client, so intake never leaves the event loop."""
+        """The same through an asyncio client, so intake never leaves the event loop. The calls made
+        in one turn of the loop go to Redis together, each whole (``_Coalesced``)."""
         ids, keys, args = self._intake_args(list(events))
+        coalesced = self._coalesced.get(client)
+        loop = asyncio.get_running_loop()
+        if coalesced is None or coalesced.loop is not loop:
+            coalesced = self._coalesced[client] = _Coalesced(self, client, loop)
+        flat = await coalesced.submit(keys[2:], args[:-1])
+        return self._results(ids, flat)
+
+    async def _intake_async(self, client: Any, keys: list[str], args: list[str]) -> list[Any]:
         try:
-            flat = await client.evalsha(self._intake.sha, len(keys), *keys, *args)
+            flat: list[Any] = await client.evalsha(self._intake.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             flat = await client.eval(_INTAKE, len(keys), *keys, *args)
-        return self._results(ids, flat)
+        return flat
 
     # --- jobs --------------------------------------------------------------------------
 
@@ -360,6 +372,80 @@ class JobQueue:
             except (TypeError, ValueError):
                 continue
         return ages
+
+
+class _Coalesced:
+    """The intake calls made through one asyncio client in one turn of its event loop, sent as one
+    script call (more when they hold over ``MAX_EVENTS`` events). Under load many requests reach
+    intake in the same turn: they share the client's per-call cost (pool, retry, timeouts, parsing)
+    and Redis's, and wait for no one else (a call alone goes out on the next turn). Each call stays
+    whole inside one script run, in the order made (a duplicate of an event made earlier in the
+    same run is a duplicate, as it would be one call later), and gets its own results back; when the
+    script call fails, every call in it raises that error (the events the script had queued before
+    it failed stay queued, as in one batch: posted again, they are duplicates)."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(self, queue: JobQueue, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the queue's map of these is keyed weakly by the client, which this must not keep alive.
+        self.client, self.queue, self.loop = weakref.ref(client), queue, loop
+        self.waiting: list[tuple[list[str], list[str], asyncio.Future[list[Any]]]] = []
+        self.running: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+
+    def submit(self, keys: list[str], args: list[str]) -> asyncio.Future[list[Any]]:
+        """One call's job keys and its 5 script arguments per event; its 2 replies per event."""
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        if not self.waiting:
+            self.loop.call_soon(self._flush)
+        self.waiting.append((keys, args, future))
+        return future
+
+    def _flush(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        group: list[tuple[list[str], list[str], asyncio.Future[list[Any]]]] = []
+        size = 0
+        for call in waiting:
+            if group and size + len(call[0]) > self.MAX_EVENTS:
+                self._start(group)
+                group, size = [], 0
+            group.append(call)
+            size += len(call[0])
+        self._start(group)
+
+    def _start(self, group: list[tuple[list[str], list[str], asyncio.Future[list[Any]]]]) -> None:
+        task = self.loop.create_task(self._send(group))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _send(self, group: list[tuple[list[str], list[str], asyncio.Future[list[Any]]]]) -> None:
+        queue = self.queue
+        keys = [queue.streams[DECISIONS], queue.streams[BACKGROUND]]
+        args: list[str] = []
+        for call_keys, call_args, _ in group:
+            keys += call_keys
+            args += call_args
+        args.append(queue.job_key(""))
+        try:
+            client = self.client()
+            if client is None:  # no caller is left to hold it
+                raise redis.ConnectionError("the Redis client was closed")
+            flat = await queue._intake_async(client, keys, args)
+        except BaseException as exc:
+            for _, _, future in group:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        at = 0
+        for call_keys, _, future in group:
+            if not future.done():  # its request may have gone (cancelled)
+                future.set_result(flat[at : at + 2 * len(call_keys)])
+            at += 2 * len(call_keys)
 
 
 def _s(value: bytes | str) -> str:

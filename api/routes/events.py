@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cloudevents.core.bindings.http import HTTPMessage, from_binary_event
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.deps import ContainerDep, GatewayRole
+from api.deps import authenticate, roles
 from api.guards import JsonRejected, loads
 from api.signing import SignatureError, lookalike, verify
 from domain.events import DATA_SCHEMAS, INTERNAL_TYPES, CloudEvent, EventError, parse_event
+from runtime.bootstrap import Container
 from runtime.metrics import EVENTS
 from runtime.settings import Settings
 
-router = APIRouter(tags=["events"])
+
+class IntakeRoute(APIRoute):
+    """A route FastAPI documents from its endpoint as any other (answers, ``response_model``, the
+    OpenAPI schema), whose requests go straight to the endpoint: it takes the request alone and
+    returns its Response, and no dependency or parameter resolution runs per request (a sixth of
+    intake's time). The endpoint checks the key itself (``deps.authenticate``). A dependency would
+    never run here, so one given to the route is refused; the app and the include add none."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        if self.dependant.dependencies:
+            raise TypeError(f"{self.path}: an IntakeRoute runs no dependencies; check in the endpoint")
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
+router = APIRouter(tags=["events"], route_class=IntakeRoute)
+
+GATEWAY = roles("gateway")
+# Bound once: ``labels()`` looks the child up on every call.
+REJECTED, ACCEPTED, DUPLICATE = (EVENTS.labels(result=r) for r in ("rejected", "accepted", "duplicate"))
 
 
 class EventAccepted(BaseModel):
@@ -36,7 +58,7 @@ class BatchAccepted(BaseModel):
 
 
 def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
-    EVENTS.labels(result="rejected").inc()
+    REJECTED.inc()
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=errors)
 
 
@@ -46,9 +68,14 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
     response_model=EventAccepted | BatchAccepted,
     responses={422: {"description": "invalid event; detail names each bad field"}},
 )
-async def post_events(request: Request, container: ContainerDep, _role: GatewayRole) -> JSONResponse:
+async def post_events(request: Request) -> JSONResponse:
     """Accept one CloudEvent or a JSON array of them; answer with the job per event."""
-    body = await request.body()
+    # The key is checked here rather than by a FastAPI dependency (GatewayRole): the same check
+    # (deps.authenticate); the route resolves no dependencies (IntakeRoute).
+    container: Container = request.app.state.container
+    authenticate(request, container, GATEWAY)
+    guarded = getattr(request.state, "json_body", None)  # the guard's read (and parse) of this body
+    body = guarded[0] if isinstance(guarded, tuple) else await request.body()
     settings = container.settings
     raw: Any
     try:
@@ -84,18 +111,16 @@ async def post_events(request: Request, container: ContainerDep, _role: GatewayR
     results = await container.queue.enqueue_many_async(
         container.aredis, [(e.key, e.type, e.model_dump_json(), accepted_at) for e in events]
     )
+    # EventAccepted's fields, as a dict: every value already has its type, so no model is built.
     out = [
-        EventAccepted(job_id=r.job_id, event_id=e.id, source=e.source, duplicate=r.duplicate, status=r.status)
+        {"job_id": r.job_id, "event_id": e.id, "source": e.source, "duplicate": r.duplicate, "status": r.status}
         for e, r in zip(events, results, strict=True)
     ]
-    dups = sum(r.duplicate for r in out)
-    EVENTS.labels(result="accepted").inc(len(out) - dups)
-    EVENTS.labels(result="duplicate").inc(dups)
-    if batch:
-        payload: BaseModel = BatchAccepted(jobs=out, accepted=len(out) - dups, duplicates=dups)
-    else:
-        payload = out[0]
-    return JSONResponse(payload.model_dump(), status_code=202)
+    dups = sum(r.duplicate for r in results)
+    ACCEPTED.inc(len(out) - dups)
+    DUPLICATE.inc(dups)
+    payload = {"jobs": out, "accepted": len(out) - dups, "duplicates": dups} if batch else out[0]
+    return JSONResponse(payload, status_code=202)
 
 
 def _json(request: Request, body: bytes, settings: Settings) -> Any:
