@@ -167,6 +167,73 @@ def test_a_recording_made_with_reads_per_sku_replays_by_them(twin: Twin, recorde
     assert replayed(Recorded(order.event, order.accepted_at, [], reads)) == live
 
 
+class _PerSkuWithReaders(_PerSku):
+    """Core reads and the optional readers, no bulk reads (the Tryton adapter's shape, less its feeds)."""
+
+    READS = {
+        "wms": (*_PerSku.READS["wms"], "transfers"),
+        "erp": (*_PerSku.READS["erp"], "open_purchase_orders", "demand_history"),
+        "oms": _PerSku.READS["oms"],
+    }
+
+
+def test_the_backorder_sweep_reads_every_sku_at_once_and_decides_as_per_sku_reads_do() -> None:
+    """A tick's backorder prevention reads the ERP, the stock and the transfers once for every SKU
+    (issue 20), replays from that recording, and decides exactly as the reads per SKU an adapter
+    without bulk reads gets (transfers of other SKUs, unknown ones included, count for none)."""
+    from crews.backorder import backorder_proposals
+
+    scenario = json.loads(EXAMPLE.read_text())
+    state = TwinState(Scenario.model_validate(scenario))
+    for raw in scenario["events"]:
+        state.apply_event(raw)
+    for n, (sku, src, dst, qty) in enumerate(
+        [
+            ("SKU-100", "DC-WEST", "DC-EAST", 5),
+            ("SKU-200", "DC-EAST", "DC-WEST", 1),
+            ("SKU-NOPE", "DC-WEST", "DC-EAST", 50),
+        ]
+    ):
+        payload = {"sku": sku, "from": src, "to": dst, "qty": qty, "eta": "2026-03-23"}
+        state.apply(Action(system="wms", type="create_transfer", payload=payload, idempotency_key=f"tr-{n}"))
+    now = datetime(2026, 3, 21, 12, tzinfo=UTC)
+    server = serve_in_thread(create_twin_app(state))
+    client = httpx.Client(timeout=10.0, trust_env=False)
+    try:
+        wms, erp, oms, notify = http_connectors(
+            f"{server.url}/wms", f"{server.url}/erp", f"{server.url}/oms", f"{server.url}/notify", client
+        )
+        bulk = RecordingSystems(Systems(wms=wms, erp=erp, oms=oms, notify=notify))
+        live = [p.model_dump(mode="json") for p in backorder_proposals(bulk.systems, now)]
+        per_sku = RecordingSystems(
+            Systems(
+                wms=_PerSkuWithReaders("wms", wms),  # type: ignore[arg-type]
+                erp=_PerSkuWithReaders("erp", erp),  # type: ignore[arg-type]
+                oms=_PerSkuWithReaders("oms", oms),  # type: ignore[arg-type]
+                notify=notify,
+            )
+        )
+        one_by_one = [p.model_dump(mode="json") for p in backorder_proposals(per_sku.systems, now)]
+    finally:
+        client.close()
+        server.stop()
+    # The transfer already created for SKU-100 counts as supply (21 short less its 5), no other does.
+    [transfer] = [p for p in live if p["outcome"] == "transfer_proposed"]
+    assert (transfer["subject"], transfer["actions"][0]["payload"]["qty"]) == ("SKU-100@DC-EAST", 16.0)
+    assert one_by_one == live
+    reads = json.loads(json.dumps(bulk.reads()))
+    calls = [c["call"] for c in reads["calls"]]
+    assert {"erp.books_many", "wms.stock_many", "wms.transfers"} <= set(calls)
+    assert not set(calls) & {"erp.sku", "erp.book_stock", "erp.planned_supply", "wms.stock"}
+    assert [c["args"] for c in reads["calls"] if c["call"] == "wms.transfers"] == [[]]  # one read, every SKU
+    assert len(calls) == len(set(calls))  # every read made once
+    per_sku_calls = {c["call"] for c in per_sku.reads()["calls"]}
+    assert {"erp.sku", "erp.planned_supply", "wms.stock", "wms.transfers"} <= per_sku_calls
+    for recording in (reads, json.loads(json.dumps(per_sku.reads()))):
+        replay = ReplaySystems(recording).systems
+        assert [p.model_dump(mode="json") for p in backorder_proposals(replay, now)] == live
+
+
 def test_an_error_a_read_raised_is_recorded_and_raised_again(twin: Twin) -> None:
     recording = RecordingSystems(twin.systems)
     with pytest.raises(UnknownOrder):
