@@ -222,9 +222,8 @@ def test_a_restarted_follower_posts_nothing_twice_and_misses_nothing(tryton: Try
         f.client.close()
 
 
-def test_connect_tryton_says_clearly_when_tryton_is_unreachable(
-    live: Live, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _unreachable_tryton(monkeypatch: pytest.MonkeyPatch, live: Live, redis_url: str, **extra: str) -> None:
+    """`connect tryton`'s environment, with a Tryton that does not answer (port 9)."""
     for name in [k for k in os.environ if k.startswith(("TRYTON_", "CROSSDOCK_"))]:
         monkeypatch.delenv(name)
     for name, value in {
@@ -234,8 +233,15 @@ def test_connect_tryton_says_clearly_when_tryton_is_unreachable(
         "TRYTON_PASSWORD": "not-used",
         "CROSSDOCK_CONNECT_API_KEY": live.key,
         "REDIS_URL": redis_url,
+        **extra,
     }.items():
         monkeypatch.setenv(name, value)
+
+
+def test_connect_tryton_says_clearly_when_tryton_is_unreachable(
+    live: Live, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unreachable_tryton(monkeypatch, live, redis_url)
     done = CliRunner().invoke(app, ["connect", "tryton", "--api", live.api.url, "--once"])
     assert done.exit_code == 2, done.output
     assert "Tryton at http://127.0.0.1:9 unreachable during login" in done.output
@@ -251,19 +257,8 @@ def test_connect_tryton_refuses_to_start_while_another_follower_holds_the_lease(
     from runtime.clock import Lease
     from runtime.tryton_follow import lease_key, status_key
 
-    for name in [k for k in os.environ if k.startswith(("TRYTON_", "CROSSDOCK_"))]:
-        monkeypatch.delenv(name)
     prefix = f"crossdock-lease-{secrets.token_hex(4)}"
-    for name, value in {
-        "TRYTON_URL": "http://127.0.0.1:9",
-        "TRYTON_DATABASE": "x",
-        "TRYTON_USER": "admin",
-        "TRYTON_PASSWORD": "not-used",
-        "CROSSDOCK_CONNECT_API_KEY": live.key,
-        "CROSSDOCK_STREAM_PREFIX": prefix,
-        "REDIS_URL": redis_url,
-    }.items():
-        monkeypatch.setenv(name, value)
+    _unreachable_tryton(monkeypatch, live, redis_url, CROSSDOCK_STREAM_PREFIX=prefix)
     r = redis.Redis.from_url(redis_url)
     serving = Lease(r, lease_key(prefix), 15_000)  # `serve`'s follower (CROSSDOCK_TRYTON_FOLLOW) holds it
     assert serving.hold()
