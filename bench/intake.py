@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.load import seeded_knowledge
+from bench.load import seeded_knowledge, spawn_cli
 from bench.report import percentile
 from domain.extras import installed
 from runtime.servers import free_port
@@ -125,12 +124,8 @@ def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
         "CROSSDOCK_KNOWLEDGE_SYNC_S": "0",
     }
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crossdock.cli", "serve", "--port", str(port), "--workers", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp / "api.log"  # a file, not a pipe nobody reads while the load runs
+    proc = spawn_cli(["serve", "--port", str(port), "--workers", "0"], env, log)
     url = f"http://127.0.0.1:{port}"
     # Ready, and done starting: serve opens the knowledge base beside the API, and the floor
     # measured while that still loads would be the floor of a busier machine.
@@ -144,7 +139,7 @@ def _start_api(tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"API failed to start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"API failed to start: {log.read_text()[-2000:]}")
         time.sleep(0.1)
     proc.kill()
     raise TimeoutError("API did not become ready (with its knowledge base) in 90 s")

@@ -143,7 +143,8 @@ class _Stack:
     logs: list[Path]
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``crossdock <args>`` in its own process, its output (stdout and stderr) in ``log``."""
     with log.open("wb") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "crossdock.cli", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
@@ -210,16 +211,16 @@ def _start_stack(
     stack = _Stack(tmp, env, twin_url, f"http://127.0.0.1:{api_port}", keys, [], [])
     try:
         log = tmp / "twin.log"
-        stack.procs.append(_spawn(["twin", "serve", str(tmp / "scenario.json"), "--port", str(twin_port)], env, log))
+        stack.procs.append(spawn_cli(["twin", "serve", str(tmp / "scenario.json"), "--port", str(twin_port)], env, log))
         stack.logs.append(log)
         _wait_http(f"{twin_url}/healthz", stack.procs[-1], log)
         log = tmp / "api.log"
-        stack.procs.append(_spawn(["serve", "--port", str(api_port), "--workers", "0"], env, log))
+        stack.procs.append(spawn_cli(["serve", "--port", str(api_port), "--workers", "0"], env, log))
         stack.logs.append(log)
         _wait_http(f"{stack.api_url}/readyz", stack.procs[-1], log)  # the API created the schema
         for n in range(workers):
             log = tmp / f"worker-{n}.log"
-            stack.procs.append(_spawn(["worker", "--name", f"load-w{n}"], env, log))
+            stack.procs.append(spawn_cli(["worker", "--name", f"load-w{n}"], env, log))
             stack.logs.append(log)
         _wait_consumers(redis_url, prefix, {f"load-w{n}" for n in range(workers)}, stack)
     except BaseException:
@@ -711,17 +712,18 @@ NOT_IN_SCENARIO = "(an event not in the scenario)"
 
 
 def medium_day_latency(decisions: list[Any], event_types: dict[str, str], slowest: int = 5) -> dict[str, Any]:
-    """Decision latency (the event accepted → the decision recorded, ``bench.report.latency_ms``) over
+    """Decision latency (the event accepted → the decision recorded, ``bench.report.decision_latency_ms``) over
     every timed decision, by the type of the event it answered (``event_types``: event id → type; a
     decision with no event counts under ``NO_EVENT``, one whose event the scenario does not hold
     under ``NOT_IN_SCENARIO``), with each type's slowest subject, and the ``slowest`` decisions with
     their event's type and subject. A tick's decisions count from the tick's acceptance, so one
     recorded by a late slice carries every slice before it; an order's latency is its own."""
-    from bench.report import latency_ms
+    from bench.report import decision_latency_ms
 
     timed: list[tuple[float, str, Any]] = []
     for d in decisions:
-        for ms in latency_ms([d]):  # none when the decision was not timed
+        ms = decision_latency_ms(d)
+        if ms is not None:
             kind = event_types.get(d.event_id, NOT_IN_SCENARIO) if d.event_id else NO_EVENT
             timed.append((ms, kind, d))
     by_type: dict[str, list[float]] = {}

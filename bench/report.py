@@ -43,12 +43,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def decision_latency_ms(d: Decision) -> float | None:
+    """Its event accepted → the decision recorded, in ms (None when the decision was not timed)."""
+    if d.accepted_at and d.decided_at:
+        return max(0.0, (d.decided_at - d.accepted_at).total_seconds() * 1000)
+    return None
+
+
 def latency_ms(decisions: list[Decision]) -> list[float]:
-    out = []
-    for d in decisions:
-        if d.accepted_at and d.decided_at:
-            out.append(max(0.0, (d.decided_at - d.accepted_at).total_seconds() * 1000))
-    return out
+    return [ms for ms in map(decision_latency_ms, decisions) if ms is not None]
 
 
 def scenario_orders(scenario: Scenario) -> dict[str, Order]:

@@ -27,7 +27,6 @@ Status for ``/readyz`` (``status``): the holder writes a Redis hash after each p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
@@ -64,16 +63,17 @@ def lease_ms(interval_s: float) -> int:
 
 
 class FollowLease:
-    """The follower's lease for ``crossdock connect tryton``: the one ``serve``'s follower takes, so
-    that one follower runs at a time whichever way it was started. Taken before the first poll,
-    renewed (with the status's heartbeat) by a thread, given up at exit."""
+    """The follower's lease and the status ``/readyz`` shows of its holder: one follower runs at a
+    time, whichever way it was started. ``serve``'s follower (``FollowerRole``) renews it from its
+    polling loop; ``crossdock connect tryton`` takes it before its first poll and renews it from a
+    thread (``keep``), and both give it up at exit."""
 
-    def __init__(self, client: redis.Redis, prefix: str, interval_s: float) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, interval_s: float, name: str | None = None) -> None:
         self.r = client
         self.lease = Lease(client, lease_key(prefix), lease_ms(interval_s))
         self.status_key = status_key(prefix)
         self.interval_s = interval_s
-        self.name = f"connect:{instance_name()}"
+        self.name = name or f"connect:{instance_name()}"
         self.lost = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -82,14 +82,18 @@ class FollowLease:
         if not self.lease.hold():
             holder = self.r.hget(self.status_key, "holder")
             return _s(holder) if holder else "another follower"
-        self.r.delete(self.status_key)  # the last holder's numbers are not ours
-        self.beat(leader_since=time.time())
+        self.fresh_status()
         return None
+
+    def fresh_status(self) -> None:
+        """A new holder's status: the last holder's numbers are not ours."""
+        self.r.delete(self.status_key)
+        self.beat(leader_since=time.time())
 
     def beat(self, **fields: float | str) -> None:
         """The status ``/readyz`` shows: this holder, its heartbeat, and ``fields`` (last poll, accepted)."""
         mapping: dict[Any, Any] = {"holder": self.name, "interval_s": self.interval_s, "heartbeat": time.time()}
-        mapping.update(fields)
+        mapping.update({k: v if isinstance(v, str | int) else float(v) for k, v in fields.items()})
         pipe = self.r.pipeline()
         pipe.hset(self.status_key, mapping=mapping)
         pipe.pexpire(self.status_key, self.lease.lease_ms * 4)
@@ -187,10 +191,10 @@ class FollowerRole:
         self.overlap_s = overlap_s
         prefix = container.settings.stream_prefix
         self.r: redis.Redis = container.redis
-        self.lease = Lease(self.r, lease_key(prefix), lease_ms(interval_s))
-        self.step = min(1.0, self.lease.lease_ms / 4000)  # renewals while waiting
-        self.status_key = status_key(prefix)
         self.name = instance_name()
+        self.held = FollowLease(self.r, prefix, interval_s, name=self.name)
+        self.lease = self.held.lease
+        self.step = min(1.0, self.lease.lease_ms / 4000)  # renewals while waiting
         self.intake = QueueIntake(container.queue)
         self.follower: Any = None
         self.holding = False
@@ -228,9 +232,10 @@ class FollowerRole:
         if holding and not self.holding:
             self.base = self.intake.accepted
             log.info("tryton.follow.leading", instance=self.name, tryton=self.config.url)
-            with contextlib.suppress(redis.RedisError):
-                self.r.delete(self.status_key)  # the last holder's numbers are not ours
-            self._status(leader_since=time.time())
+            try:
+                self.held.fresh_status()
+            except redis.RedisError as exc:
+                log.warning("tryton.follow.redis_error", error=str(exc))
         elif self.holding and not holding:
             log.warning("tryton.follow.lease_lost", instance=self.name)
             self._close()
@@ -293,16 +298,7 @@ class FollowerRole:
 
     def _status(self, **fields: Any) -> None:
         try:
-            mapping: dict[Any, Any] = {
-                "holder": self.name,
-                "interval_s": self.interval_s,
-                "heartbeat": time.time(),
-                **{k: v if isinstance(v, str | int) else float(v) for k, v in fields.items()},
-            }
-            pipe = self.r.pipeline()
-            pipe.hset(self.status_key, mapping=mapping)
-            pipe.pexpire(self.status_key, self.lease.lease_ms * 4)
-            pipe.execute()
+            self.held.beat(**fields)
         except redis.RedisError as exc:
             log.warning("tryton.follow.redis_error", error=str(exc))
 
